@@ -1,0 +1,1 @@
+"""followup: post-procedure follow-up texts for kyphoplasty and vertebroplasty patients."""

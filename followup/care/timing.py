@@ -1,0 +1,109 @@
+"""Timing specs ("+48h", "day 1 at 10:00") and DST-safe local time arithmetic. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A nightly window, in the patient's local time, in which no text goes out."""
+
+    start: time
+    end: time
+
+    def contains(self, local: time) -> bool:
+        """Tell whether a local wall-clock time falls inside the window."""
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+_EXACT_RE = re.compile(r"^\+(\d{1,4})([hm])$")
+_CALENDAR_RE = re.compile(r"^day (\d{1,3}) at (\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class ExactOffset:
+    """A fixed duration after completion: "+48h" is 48 real hours, whatever the clocks do."""
+
+    delta: timedelta
+
+    def resolve(self, completed_at: datetime, tz: ZoneInfo) -> datetime:
+        return completed_at.astimezone(UTC) + self.delta
+
+    def approx_hours(self) -> float:
+        return self.delta.total_seconds() / 3600
+
+
+@dataclass(frozen=True)
+class CalendarTime:
+    """A local wall-clock time N calendar days after the procedure's local date."""
+
+    day: int
+    at: time
+
+    def resolve(self, completed_at: datetime, tz: ZoneInfo) -> datetime:
+        local_date = completed_at.astimezone(tz).date()
+        return local_instant(local_date + timedelta(days=self.day), self.at, tz)
+
+    def approx_hours(self) -> float:
+        # Measured from a procedure finished around noon, to order steps in a protocol.
+        return self.day * 24 + self.at.hour + self.at.minute / 60 - 12
+
+
+TimingSpec = ExactOffset | CalendarTime
+
+
+def parse_timing(text: str) -> TimingSpec:
+    """Parse "+48h", "+30m" or "day 1 at 10:00"; raise ValueError otherwise."""
+    text = text.strip()
+    exact = _EXACT_RE.match(text)
+    if exact:
+        amount, unit = int(exact.group(1)), exact.group(2)
+        return ExactOffset(timedelta(hours=amount) if unit == "h" else timedelta(minutes=amount))
+    calendar = _CALENDAR_RE.match(text)
+    if calendar:
+        day, hour, minute = (int(g) for g in calendar.groups())
+        if hour > 23 or minute > 59:
+            raise ValueError(f"{text!r}: no such time of day")
+        return CalendarTime(day=day, at=time(hour, minute))
+    raise ValueError(f"{text!r} is neither an exact offset like '+48h' nor 'day N at HH:MM'")
+
+
+def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """Return the UTC instant of a local wall-clock time, DST-safe.
+
+    An ambiguous time (clocks going back) takes its first occurrence (fold=0). A time that
+    does not exist (clocks going forward) moves forward by the length of the gap, so
+    02:30 on a spring-forward night becomes 03:30: never earlier than asked.
+    """
+    wall = datetime.combine(day, at).replace(tzinfo=tz, fold=0)
+    return wall.astimezone(UTC)
+
+
+def quiet_period_end(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime | None:
+    """If `instant` falls in quiet hours (patient local time), return when they end."""
+    local = instant.astimezone(tz)
+    if not quiet.contains(local.time().replace(tzinfo=None)):
+        return None
+    end_day = local.date()
+    if quiet.start > quiet.end and local.time() >= quiet.start:
+        end_day += timedelta(days=1)
+    end = local_instant(end_day, quiet.end, tz)
+    # A DST jump can only push the end later; never hand back an earlier instant.
+    return max(end, instant.astimezone(UTC))
+
+
+def defer_past_quiet_hours(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime:
+    """Move an instant that falls in quiet hours to their end; leave others alone."""
+    end = quiet_period_end(instant, tz, quiet)
+    return instant.astimezone(UTC) if end is None else end

@@ -1,0 +1,336 @@
+"""The `followup` command: operators, demos, support and tests."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import click
+import sqlalchemy.exc
+
+from followup.clock import Clock, FakeClock, SystemClock
+from followup.errors import ConfigurationError, NotFound, ValidationError
+from followup.runtime import Runtime, build_runtime
+from followup.settings import Settings, load_settings
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+# Field names in errors use the flag a CLI user typed.
+_FLAG_FOR_FIELD = {"procedure": "--procedure", "consent": "--consent"}
+
+
+@dataclass
+class CliState:
+    now: datetime | None
+
+    def clock(self) -> Clock:
+        return FakeClock(self.now) if self.now is not None else SystemClock()
+
+    def settings(self) -> Settings:
+        return load_settings()
+
+    def runtime(self) -> Runtime:
+        return build_runtime(self.settings(), self.clock())
+
+
+def parse_now(text: str) -> datetime:
+    """Parse --now: ISO 8601; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not ISO 8601", param_hint="--now") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO8601",
+    help="Run as if it were this instant (UTC unless an offset is given).",
+)
+@click.pass_context
+def cli(ctx: click.Context, now_text: str | None) -> None:
+    """followup: aftercare texts for kyphoplasty and vertebroplasty patients."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = CliState(now=parse_now(now_text) if now_text else None)
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+def db_upgrade(state: CliState, revision: str) -> None:
+    """Apply the Alembic migrations."""
+    from followup.migrate import upgrade
+
+    settings = state.settings()
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+# --- enroll / schedule --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--first-name", required=True)
+@click.option("--last-name", required=True)
+@click.option("--phone", required=True, help="Mobile number, national or E.164.")
+@click.option("--procedure", required=True, help="kyphoplasty or vertebroplasty.")
+@click.option(
+    "--completed-at",
+    required=True,
+    metavar="ISO8601",
+    help="When the procedure finished; local to --timezone unless it has an offset.",
+)
+@click.option("--timezone", required=True, help="The patient's IANA zone, e.g. America/New_York.")
+@click.option("--language", default="en", show_default=True, help="en or es.")
+@click.option("--blood-thinner", default=None, metavar="NAME", help="The blood thinner stopped.")
+@click.option("--external-id", default=None, help="The clinic's id for the procedure.")
+@click.option("--consent", is_flag=True, help="The patient agreed to receive texts.")
+@click.pass_obj
+def enroll(state: CliState, /, **options: Any) -> None:
+    """Enroll a patient after their procedure and plan their texts."""
+    from followup.care.texts import short_local
+    from followup.messaging.service import zone
+    from followup.patients.service import EnrollmentForm, enroll_patient
+
+    runtime = state.runtime()
+    form = EnrollmentForm(**options)
+    now = runtime.clock.now()
+    with runtime.session_factory() as session:
+        result = enroll_patient(
+            session=session,
+            form=form,
+            care=runtime.care,
+            region=runtime.settings.default_region,
+            now=now,
+            actor="cli",
+        )
+        session.commit()
+    tz = zone(result.patient.timezone)
+    click.echo(
+        f"patient {result.patient.id} enrolled: procedure {result.procedure.id} "
+        f"({result.procedure.kind}), texts to {result.patient.phone}"
+    )
+    click.echo(f"planned texts ({result.patient.timezone}):")
+    for message in result.messages:
+        click.echo(f"  {message.step:<24} {short_local(message.due_at, tz):<26} {message.status}")
+
+
+@cli.command()
+@click.argument("patient_id", type=int)
+@click.pass_obj
+def schedule(state: CliState, patient_id: int) -> None:
+    """Show a patient's texts in their local time."""
+    from followup.care.texts import short_local
+    from followup.messaging.service import zone
+    from followup.patients.service import patient_schedule
+
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        patient, rows = patient_schedule(session=session, patient_id=patient_id)
+    tz = zone(patient.timezone)
+    state_words = "opted out" if patient.opted_out_at else "receiving texts"
+    click.echo(f"patient {patient.id} ({patient.timezone}, {patient.language}, {state_words})")
+    for procedure, message in rows:
+        when = message.sent_at or message.due_at
+        click.echo(
+            f"  {message.step:<24} {short_local(when, tz):<26} {message.status:<11}"
+            f" procedure {procedure.id}"
+            + (f" error {message.error_code}" if message.error_code else "")
+        )
+
+
+# --- tick / log ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_obj
+def tick(state: CliState) -> None:
+    """One plan + dispatch + reap pass at the clock's instant."""
+    from followup.messaging.service import run_tick
+
+    runtime = state.runtime()
+    now = runtime.clock.now()
+    with runtime.session_factory() as session:
+        report = run_tick(
+            session=session,
+            transport=runtime.transport,
+            care=runtime.care,
+            now=now,
+            owner=runtime.owner,
+        )
+    click.echo(f"tick at {now.isoformat()}")
+    click.echo(str(report))
+
+
+@cli.command("log")
+@click.option("--status", default=None, help="Only texts in this status.")
+@click.option("--step", default=None, help="Only this protocol step.")
+@click.option("--patient", "patient_id", type=int, default=None, help="Only this patient.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row, times in UTC.")
+@click.pass_obj
+def log_command(
+    state: CliState, status: str | None, step: str | None, patient_id: int | None, as_csv: bool
+) -> None:
+    """The send log."""
+    from followup.sendlog.service import LogFilter, check_filter, iter_log, write_csv
+
+    log_filter = check_filter(LogFilter(status=status, step=step, patient_id=patient_id))
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        messages = iter_log(session=session, log_filter=log_filter)
+        if as_csv:
+            write_csv(messages, sys.stdout)
+            return
+        click.echo(
+            f"{'id':>7} {'patient':>7} {'step':<22} {'status':<11} "
+            f"{'due (UTC)':<17} {'sent (UTC)':<17} error"
+        )
+        for m in messages:
+            sent = f"{m.sent_at:%Y-%m-%d %H:%M}" if m.sent_at else "-"
+            click.echo(
+                f"{m.id:>7} {m.patient_id:>7} {m.step:<22} {m.status:<11} "
+                f"{m.due_at:%Y-%m-%d %H:%M} {sent:<17} {m.error_code or ''}"
+            )
+
+
+# --- worker / serve -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_obj
+def worker(state: CliState) -> None:
+    """Run the scheduler only (plan, dispatch, reap) until SIGINT or SIGTERM."""
+    from jobs.scheduler import build_scheduler, install_shutdown
+
+    runtime = state.runtime()
+    scheduler = build_scheduler(runtime, blocking=True)
+    install_shutdown(lambda: scheduler.shutdown(wait=True))
+    click.echo(f"worker {runtime.owner}: transport {runtime.transport.name}; Ctrl-C stops")
+    scheduler.start()
+    click.echo("worker stopped")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.pass_obj
+def serve(state: CliState, host: str, port: int) -> None:
+    """Serve the web app and run the scheduler in one process (the embedded default)."""
+    from waitress import create_server
+
+    from followup.app import create_app
+    from jobs.scheduler import build_scheduler, install_shutdown
+
+    runtime = state.runtime()
+    app = create_app(runtime.settings, runtime=runtime)
+    server = create_server(app, host=host, port=port)
+    scheduler = build_scheduler(runtime, blocking=False)
+
+    def stop() -> NoReturn:
+        raise SystemExit(0)
+
+    install_shutdown(stop)
+    scheduler.start()
+    click.echo(f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name})")
+    try:
+        server.run()
+    finally:
+        scheduler.shutdown(wait=True)
+        server.close()
+        runtime.engine.dispose()
+        click.echo("followup stopped")
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """Staff accounts."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(["nurse", "admin"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_obj
+def users_create(state: CliState, email: str, role: str, password_stdin: bool) -> None:
+    """Create a nurse or an admin."""
+    from followup.accounts.service import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        user = create_user(
+            session=session,
+            email=email,
+            role=role,
+            password=password,
+            now=runtime.clock.now(),
+            actor="cli",
+        )
+        session.commit()
+    click.echo(f"user {user.id} created ({user.role})")
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI: one line on stderr and a non-zero exit for every refusal."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.UsageError as exc:
+        hint = f" ({exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        _fail(exc.format_message().replace("\n", " ") + hint, EXIT_BAD_INPUT)
+    except click.exceptions.ClickException as exc:
+        _fail(exc.format_message().replace("\n", " "), EXIT_BAD_INPUT)
+    except ValidationError as exc:
+        flag = _FLAG_FOR_FIELD.get(exc.field, "--" + exc.field.replace("_", "-"))
+        _fail(f"{flag}: {exc.message}", EXIT_BAD_INPUT)
+    except NotFound as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except ConfigurationError as exc:
+        _fail(f"configuration: {exc}", EXIT_FAILURE)
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        hint = (
+            "; run 'followup db upgrade' first"
+            if "no such table" in reason or "does not exist" in reason
+            else ""
+        )
+        _fail(f"database: {reason}{hint}", EXIT_FAILURE)
+    except sqlalchemy.exc.ProgrammingError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        _fail(f"database: {reason}; run 'followup db upgrade' first", EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

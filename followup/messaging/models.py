@@ -1,0 +1,69 @@
+"""The outbox (`messages`) and each message's append-only history (`message_events`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.db import Base, UTCDateTime
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DELIVERED = "delivered"
+UNDELIVERED = "undelivered"
+FAILED = "failed"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+STATUSES = (PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, CANCELLED, EXPIRED)
+FINAL_STATUSES = frozenset({DELIVERED, UNDELIVERED, FAILED, CANCELLED, EXPIRED})
+
+_status_list = ", ".join(f"'{s}'" for s in STATUSES)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("procedure_id", "step", name="uq_messages_procedure_id_step"),
+        sa.CheckConstraint(f"status IN ({_status_list})", name="status"),
+        # The dispatcher's claim: pending texts in due order.
+        sa.Index("ix_messages_status_due_at", "status", "due_at"),
+        # The reaper: texts in `sending` whose lease ran out.
+        sa.Index("ix_messages_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    procedure_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("procedures.id"))
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patients.id"), index=True)
+    step: so.Mapped[str] = so.mapped_column(sa.String(64))
+    due_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=PENDING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    not_before: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    lease_expires_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    body: so.Mapped[str | None] = so.mapped_column(sa.Text())
+    to_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    provider_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
+    segments: so.Mapped[int | None] = so.mapped_column()
+    error_code: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    error_message: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    sent_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    delivered_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    updated_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+
+
+class MessageEvent(Base):
+    __tablename__ = "message_events"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("messages.id"), index=True)
+    at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    kind: so.Mapped[str] = so.mapped_column(sa.String(32))
+    status: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    detail: so.Mapped[str | None] = so.mapped_column(sa.String(500))

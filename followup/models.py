@@ -1,0 +1,9 @@
+"""Import every domain's models so that Base.metadata knows all tables (Alembic, tests)."""
+
+from followup.accounts.models import User
+from followup.audit.models import AuditEvent
+from followup.db import Base
+from followup.messaging.models import Message, MessageEvent
+from followup.patients.models import Patient, Procedure
+
+__all__ = ["AuditEvent", "Base", "Message", "MessageEvent", "Patient", "Procedure", "User"]

@@ -1,0 +1,60 @@
+"""The runtime: everything an entry point builds once and passes down."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import sqlalchemy.orm as so
+from sqlalchemy.engine import Engine
+
+from followup.care.protocol import CareContext, load_protocols
+from followup.clock import Clock
+from followup.db import make_engine, make_session_factory
+from followup.messaging.transports import build_transport
+from followup.messaging.transports.base import SmsTransport
+from followup.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    session_factory: so.sessionmaker[so.Session]
+    care: CareContext
+    transport: SmsTransport
+    owner: str  # this process's name on the leases it takes
+
+
+def build_care(settings: Settings) -> CareContext:
+    """Load and validate the care protocols against the clinic's settings."""
+    directory = Path(settings.protocol_dir) if settings.protocol_dir else None
+    protocols = load_protocols(
+        directory, clinic_name=settings.clinic_name, clinic_phone=settings.clinic_phone
+    )
+    return CareContext(
+        protocols=protocols,
+        clinic_name=settings.clinic_name,
+        clinic_phone=settings.clinic_phone,
+        quiet_hours=settings.quiet_hours,
+    )
+
+
+def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = None) -> Runtime:
+    """Build the runtime; protocol or transport problems stop start-up here."""
+    care = build_care(settings)
+    transport = build_transport(settings, stream=stream)
+    engine = make_engine(settings.database_url)
+    return Runtime(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        care=care,
+        transport=transport,
+        owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
+    )

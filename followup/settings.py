@@ -1,0 +1,150 @@
+"""Settings: one frozen, typed object built from the environment and `.env`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from dotenv import dotenv_values
+
+from followup.care.timing import QuietHours
+from followup.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///followup.db"
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev", "secret", "development"})
+_QUIET_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, parsed and checked once."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    environment: str = "development"
+    sms_transport: str = "console"
+    sms_console_file: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_base_url: str | None = None
+    public_base_url: str | None = None
+    clinic_name: str = "Example Spine Clinic"
+    clinic_phone: str = "555-0100"
+    quiet_hours: QuietHours = QuietHours(time(21, 0), time(8, 0))
+    default_region: str = "US"
+    default_timezone: str = "America/New_York"
+    secret_key: str = field(default="dev-only-not-secret", repr=False)
+    protocol_dir: str | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Build Settings from `.env` and the environment; the real environment wins."""
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return settings_from_mapping(values)
+
+
+def settings_from_mapping(values: Mapping[str, str]) -> Settings:
+    """Parse and check a mapping of setting names to strings."""
+
+    def get(name: str) -> str | None:
+        raw = values.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        return raw.strip()
+
+    environment = get("FOLLOWUP_ENV") or "development"
+    if environment not in ("development", "production"):
+        raise ConfigurationError("FOLLOWUP_ENV must be 'development' or 'production'")
+    production = environment == "production"
+
+    sid = get("TWILIO_ACCOUNT_SID")
+    token = get("TWILIO_AUTH_TOKEN")
+    transport = (get("SMS_TRANSPORT") or ("twilio" if sid and token else "console")).lower()
+    if transport not in ("console", "twilio"):
+        raise ConfigurationError("SMS_TRANSPORT must be 'console' or 'twilio'")
+    from_number = get("TWILIO_FROM_NUMBER")
+    service_sid = get("TWILIO_MESSAGING_SERVICE_SID")
+    if transport == "twilio":
+        missing = [
+            n for n, v in (("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", token)) if not v
+        ]
+        if not (from_number or service_sid):
+            missing.append("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+        if missing:
+            raise ConfigurationError(
+                "SMS_TRANSPORT=twilio needs " + ", ".join(missing) + " to be set"
+            )
+
+    clinic_name = get("CLINIC_NAME")
+    clinic_phone = get("CLINIC_PHONE")
+    secret_key = get("SECRET_KEY")
+    if production:
+        for name, value in (
+            ("CLINIC_NAME", clinic_name),
+            ("CLINIC_PHONE", clinic_phone),
+            ("PUBLIC_BASE_URL", get("PUBLIC_BASE_URL") if transport == "twilio" else "n/a"),
+        ):
+            if not value:
+                raise ConfigurationError(f"{name} must be set when FOLLOWUP_ENV=production")
+        if secret_key is None or secret_key.lower() in PLACEHOLDER_SECRETS or len(secret_key) < 16:
+            raise ConfigurationError(
+                "SECRET_KEY must be a random value of at least 16 characters in production"
+            )
+
+    region = (get("DEFAULT_REGION") or "US").upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigurationError(f"DEFAULT_REGION {region!r} is not a known region code")
+    default_tz = get("DEFAULT_TIMEZONE") or "America/New_York"
+    try:
+        ZoneInfo(default_tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"DEFAULT_TIMEZONE {default_tz!r} is not an IANA zone") from exc
+
+    base = Settings()
+    return Settings(
+        database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        environment=environment,
+        sms_transport=transport,
+        sms_console_file=get("SMS_CONSOLE_FILE"),
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        twilio_from_number=from_number,
+        twilio_messaging_service_sid=service_sid,
+        twilio_api_base_url=get("TWILIO_API_BASE_URL"),
+        public_base_url=(get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        clinic_name=clinic_name or base.clinic_name,
+        clinic_phone=clinic_phone or base.clinic_phone,
+        quiet_hours=parse_quiet_hours(get("QUIET_HOURS") or "21:00-08:00"),
+        default_region=region,
+        default_timezone=default_tz,
+        secret_key=secret_key or base.secret_key,
+        protocol_dir=get("PROTOCOL_DIR"),
+    )
+
+
+def parse_quiet_hours(text: str) -> QuietHours:
+    """Parse 'HH:MM-HH:MM' into QuietHours."""
+    match = _QUIET_RE.match(text)
+    if not match:
+        raise ConfigurationError(f"QUIET_HOURS {text!r} must look like 21:00-08:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        return QuietHours(time(h1, m1), time(h2, m2))
+    except ValueError as exc:
+        raise ConfigurationError(f"QUIET_HOURS {text!r} is not a valid time range") from exc

@@ -1,0 +1,81 @@
+"""APScheduler wiring: a few code-defined interval jobs; the database is the queue."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from followup.runtime import Runtime
+from jobs import tasks
+
+log = logging.getLogger(__name__)
+
+PLAN_EVERY = timedelta(seconds=60)
+DISPATCH_EVERY = timedelta(seconds=15)
+REAP_EVERY = timedelta(seconds=60)
+MISFIRE_GRACE_SECONDS = 120  # a job late by less than this still runs (well above 1 s)
+
+JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
+    ("plan", tasks.plan, PLAN_EVERY),
+    ("dispatch", tasks.dispatch, DISPATCH_EVERY),
+    ("reap", tasks.reap, REAP_EVERY),
+)
+
+
+def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None:
+    try:
+        job(runtime)
+    except Exception:
+        # Log the job and the exception type only: bodies or numbers must not reach a log.
+        log.exception("job %s failed; it runs again at its next interval", name)
+
+
+def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
+    """Add the plan, dispatch and reap interval jobs to `scheduler`."""
+    for name, job, every in JOBS:
+        scheduler.add_job(
+            _guarded,
+            "interval",
+            args=(name, job, runtime),
+            seconds=every.total_seconds(),
+            id=name,
+            name=name,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            replace_existing=True,
+        )
+    return scheduler
+
+
+def build_scheduler(runtime: Runtime, *, blocking: bool) -> BaseScheduler:
+    """A BlockingScheduler for `followup worker`, a BackgroundScheduler for `serve`."""
+    scheduler: BaseScheduler = (
+        BlockingScheduler(timezone="UTC") if blocking else BackgroundScheduler(timezone="UTC")
+    )
+    return add_jobs(scheduler, runtime)
+
+
+def install_shutdown(stop: Callable[[], None]) -> None:
+    """Call `stop` once on SIGINT or SIGTERM (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    done = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if not done.is_set():
+            done.set()
+            log.info("signal %s: shutting down", signal.Signals(signum).name)
+            stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,62 @@
+"""The scheduler's jobs: each a thin call into followup's services at the clock's instant."""
+
+from __future__ import annotations
+
+import logging
+
+from followup.messaging.service import (
+    DispatchReport,
+    PlanReport,
+    ReapReport,
+    dispatch_due,
+    plan_procedures,
+    reap_stale,
+)
+from followup.runtime import Runtime
+
+log = logging.getLogger(__name__)
+MAX_BATCHES_PER_RUN = 50  # then yield: the next run picks up the rest
+
+
+def plan(runtime: Runtime) -> PlanReport:
+    """Plan the texts of newly completed procedures."""
+    total = PlanReport()
+    with runtime.session_factory() as session:
+        for _ in range(MAX_BATCHES_PER_RUN):
+            report = plan_procedures(session=session, care=runtime.care, now=runtime.clock.now())
+            session.commit()
+            total.add(report)
+            if report.procedures == 0:
+                break
+    if total.procedures:
+        log.info("plan job: %s", total)
+    return total
+
+
+def dispatch(runtime: Runtime) -> DispatchReport:
+    """Send every due text, a batch at a time."""
+    total = DispatchReport()
+    with runtime.session_factory() as session:
+        for _ in range(MAX_BATCHES_PER_RUN):
+            report = dispatch_due(
+                session=session,
+                transport=runtime.transport,
+                care=runtime.care,
+                now=runtime.clock.now(),
+                owner=runtime.owner,
+            )
+            total.add(report)
+            if report.claimed == 0:
+                break
+    if total.claimed or total.expired:
+        log.info("dispatch job: %s", total)
+    return total
+
+
+def reap(runtime: Runtime) -> ReapReport:
+    """Settle texts whose lease ran out in `sending`."""
+    with runtime.session_factory() as session:
+        report = reap_stale(session=session, transport=runtime.transport, now=runtime.clock.now())
+    if report.stale:
+        log.warning("reap job: %s", report)
+    return report
