@@ -234,7 +234,11 @@ def replan_procedure(
     """
     existing = {
         m.step: m
-        for m in session.scalars(sa.select(Message).where(Message.procedure_id == procedure.id))
+        for m in session.scalars(
+            sa.select(Message)
+            .where(Message.procedure_id == procedure.id)
+            .execution_options(populate_existing=True)
+        )
     }
     if (
         procedure.status != "completed"
@@ -435,6 +439,8 @@ def _prepare(
         .join(Procedure, Procedure.id == Message.procedure_id)
         .where(Message.id.in_(ids))
         .order_by(Message.due_at, Message.id)
+        # The claim was a bulk UPDATE: refresh objects this session already holds.
+        .execution_options(populate_existing=True)
     ).all()
     events: list[dict[str, Any]] = []
     outgoing: list[tuple[Message, OutgoingSms]] = []
@@ -673,6 +679,7 @@ def reap_stale(
         .where(Message.status == SENDING, Message.lease_expires_at <= now)
         .order_by(Message.lease_expires_at)
         .limit(limit)
+        .execution_options(populate_existing=True)
     ).all()
     report = ReapReport(stale=len(stale))
     for message in stale:

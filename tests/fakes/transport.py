@@ -32,7 +32,9 @@ class ScriptedTransport:
         sid = f"SM{next(self._ids):032d}"
         if self.provider_has is not None:
             self.provider_has.append((sms.to, sms.body, sid))
-        return SendResult(provider_sid=sid, provider_status="queued", segments=gsm.segment_count(sms.body))
+        return SendResult(
+            provider_sid=sid, provider_status="queued", segments=gsm.segment_count(sms.body)
+        )
 
     def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
         if self.provider_has is None:

@@ -1,0 +1,202 @@
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from followup.care import gsm
+from followup.care.protocol import PACKAGED_DIR, CareContext, load_protocols
+from followup.care.texts import describe_local_time
+from followup.errors import ConfigurationError
+
+STEP = """
+[[steps]]
+key = "{key}"
+send = "{send}"
+expires = "{expires}"
+{extra}
+[steps.text]
+en = "{en}"
+es = "{es}"
+"""
+
+
+def write_protocols(
+    directory: Path, steps: str, kinds: tuple[str, ...] = ("kyphoplasty", "vertebroplasty")
+) -> None:
+    for kind in kinds:
+        (directory / f"{kind}.toml").write_text(f'kind = "{kind}"\n' + steps, encoding="utf-8")
+
+
+def step(**overrides: str) -> str:
+    values = {
+        "key": "soreness",
+        "send": "day 1 at 10:00",
+        "expires": "day 1 at 20:00",
+        "extra": "",
+        "en": "{clinic_name}: soreness is normal.",
+        "es": "{clinic_name}: el dolor es normal.",
+    }
+    values.update(overrides)
+    return STEP.format(**values)
+
+
+def load(directory: Path) -> None:
+    load_protocols(directory, clinic_name="Riverside Spine Center", clinic_phone="(202) 555-0100")
+
+
+def test_shipped_protocols_load_for_both_procedures() -> None:
+    protocols = load_protocols(clinic_name="Riverside Spine Center", clinic_phone="(202) 555-0100")
+    assert set(protocols) == {"kyphoplasty", "vertebroplasty"}
+    for protocol in protocols.values():
+        assert [s.key for s in protocol.steps] == [
+            "no-driving",
+            "soreness",
+            "blood-thinner-restart",
+            "warning-signs",
+            "pain-check",
+        ]
+        assert protocol.step("blood-thinner-restart").when == "blood_thinner"
+
+
+def test_shipped_texts_never_name_the_procedure_or_diagnosis() -> None:
+    for path in PACKAGED_DIR.glob("*.toml"):
+        texts = [
+            line for line in path.read_text().splitlines() if line.startswith(("en =", "es ="))
+        ]
+        assert len(texts) == 10
+        for line in texts:
+            lowered = line.lower()
+            for word in (
+                "kyphoplasty",
+                "vertebroplasty",
+                "cifoplastia",
+                "vertebroplastia",
+                "fracture",
+                "fractura",
+                "osteopor",
+                "cancer",
+            ):
+                assert word not in lowered, (path.name, line)
+
+
+def test_shipped_texts_say_what_the_clinic_material_says(care: CareContext) -> None:
+    tz = ZoneInfo("America/New_York")
+    completed = datetime(2026, 3, 6, 19, 30, tzinfo=UTC)
+
+    def text(key: str, language: str = "en") -> str:
+        return care.render_text(
+            kind="kyphoplasty",
+            step_key=key,
+            language=language,
+            tz=tz,
+            completed_at=completed,
+            blood_thinner="Eliquis",
+        )
+
+    assert "Do not drive" in text("no-driving")
+    assert "2 or 3 days" in text("soreness")
+    assert text("blood-thinner-restart").startswith(
+        "Riverside Spine Center: From 3:30 PM on Sunday, March 8 you may restart your Eliquis"
+    )
+    assert "las 3:30 p. m. del domingo 8 de marzo" in text("blood-thinner-restart", "es")
+    warning = text("warning-signs")
+    for sign in (
+        "fever",
+        "redness",
+        "swelling",
+        "bleeding",
+        "numbness",
+        "weakness",
+        "911",
+        "(202) 555-0100",
+    ):
+        assert sign in warning
+    assert "0 (no pain) to 10" in text("pain-check")
+    for key in ("no-driving", "soreness", "blood-thinner-restart", "warning-signs", "pain-check"):
+        for language in ("en", "es"):
+            body = text(key, language)
+            assert body.startswith("Riverside Spine Center: ")
+            assert not gsm.non_gsm_characters(body)
+            assert gsm.segment_count(body) <= 2
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (
+            step(en="{clinic_name}: hello {first_name}"),
+            "kyphoplasty.toml: step 'soreness': en text: unknown placeholder {first_name}",
+        ),
+        (step(es=""), "kyphoplasty.toml: step 'soreness': missing the 'es' text"),
+        (step(en="Soreness is normal."), "step 'soreness': en text must name the clinic"),
+        (
+            step(en="{clinic_name}: la cirugía"),
+            "step 'soreness': en text has characters outside GSM-7: 'í'",
+        ),
+        (
+            step(en="{clinic_name}: " + "x" * 290),
+            "step 'soreness': en text is 314 GSM-7 characters",
+        ),
+        (
+            step(send="day 1 at 20:00", expires="day 1 at 10:00"),
+            "step 'soreness': expires must come after send",
+        ),
+        (step(send="tomorrow"), "step 'soreness': 'tomorrow' is neither"),
+        (
+            step(en="{clinic_name}: take {blood_thinner}"),
+            "step 'soreness': en text uses {blood_thinner} but the step lacks when",
+        ),
+        (
+            step() + step(key="early", send="+0h", expires="+2h"),
+            "step 'early': sent before the step listed above it",
+        ),
+        (step() + step(), "step 'soreness': key used twice"),
+        (step(extra='colour = "red"'), "step 'soreness': unknown field(s): colour"),
+    ],
+)
+def test_invalid_protocol_stops_start_up_naming_file_and_step(
+    tmp_path: Path, steps: str, message: str
+) -> None:
+    write_protocols(tmp_path, steps)
+    with pytest.raises(ConfigurationError) as excinfo:
+        load(tmp_path)
+    assert message in str(excinfo.value)
+
+
+def test_a_long_clinic_name_that_overflows_two_segments_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_protocols(
+            clinic_name="Regional Interventional Radiology " * 4, clinic_phone="(202) 555-0100"
+        )
+    assert "GSM-7 characters with the longest values" in str(excinfo.value)
+
+
+def test_a_missing_procedure_kind_is_refused(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step(), kinds=("kyphoplasty",))
+    with pytest.raises(ConfigurationError, match="no protocol for vertebroplasty"):
+        load(tmp_path)
+
+
+def test_valid_custom_protocols_load(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step())
+    protocols = load_protocols(tmp_path, clinic_name="C", clinic_phone="1")
+    assert protocols["vertebroplasty"].steps[0].key == "soreness"
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("en", "12:05 AM on Monday, November 2"), ("es", "las 12:05 a. m. del lunes 2 de noviembre")],
+)
+def test_describe_local_time_in_each_language(language: str, expected: str) -> None:
+    tz = ZoneInfo("America/New_York")
+    instant = datetime(2026, 11, 2, 5, 5, tzinfo=UTC)
+    assert describe_local_time(instant, tz, language) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1), ("€" * 81, 2)],
+)
+def test_segment_count_follows_gsm_7_rules(text: str, segments: int) -> None:
+    assert gsm.segment_count(text) == segments

@@ -1,0 +1,420 @@
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.messaging.models import Message, MessageEvent
+from followup.messaging.service import (
+    LEASE,
+    MAX_ATTEMPTS,
+    claim_due,
+    dispatch_due,
+    reap_stale,
+    retry_delay,
+    run_tick,
+)
+from followup.messaging.transports.base import PermanentSendError, TransientSendError
+from followup.patients.models import Patient
+from followup.patients.service import EnrollmentResult, cancel_procedure
+from tests.fakes.transport import ScriptedTransport
+
+Enroll = Callable[..., EnrollmentResult]
+
+
+def tick(
+    session: so.Session, transport: ScriptedTransport, care: CareContext, now: datetime
+) -> None:
+    run_tick(
+        session=session, transport=transport, care=care, now=now, owner="w1", rng=random.Random(7)
+    )
+
+
+def statuses(session: so.Session) -> dict[str, str]:
+    session.expire_all()
+    return {m.step: m.status for m in session.scalars(sa.select(Message))}
+
+
+def events(session: so.Session, step: str) -> list[str]:
+    return list(
+        session.scalars(
+            sa.select(MessageEvent.kind)
+            .join(Message)
+            .where(Message.step == step)
+            .order_by(MessageEvent.id)
+        )
+    )
+
+
+def at(local: str) -> datetime:
+    """A New York wall-clock time as a UTC instant."""
+    from zoneinfo import ZoneInfo
+
+    return (
+        datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("America/New_York")).astimezone(UTC)
+    )
+
+
+def test_each_step_is_sent_once_at_its_instant_and_not_a_second_earlier(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T14:35"))
+    enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    restart_at = at("2026-03-06T14:30") + timedelta(hours=48)  # 15:30 EDT on Sunday
+    instants = [
+        at("2026-03-06T14:35"),  # no-driving goes now
+        at("2026-03-07T09:59:59"),
+        at("2026-03-07T10:00"),  # soreness
+        restart_at - timedelta(seconds=1),
+        restart_at,  # blood-thinner restart: exactly 48 h
+        at("2026-03-09T09:59:59"),
+        at("2026-03-09T10:00"),  # warning signs
+        at("2026-03-13T10:00"),  # pain check
+    ]
+    sent_per_instant = []
+    for now in instants:
+        before = len(transport.sent)
+        tick(session, transport, care, now)
+        tick(session, transport, care, now)  # the same instant again sends nothing
+        sent_per_instant.append(transport.steps_sent()[before:])
+    assert sent_per_instant == [
+        ["no-driving"],
+        [],
+        ["soreness"],
+        [],
+        ["blood-thinner-restart"],
+        [],
+        ["warning-signs"],
+        ["pain-check"],
+    ]
+    restart = next(s for s in transport.sent if s.step == "blood-thinner-restart")
+    assert restart.now == restart_at
+    assert "From 3:30 PM on Sunday, March 8 you may restart your Eliquis" in restart.body
+    assert set(statuses(session).values()) == {"sent"}
+    assert events(session, "soreness") == ["planned", "claimed", "sent"]
+
+
+def test_a_transient_error_retries_with_backoff_until_it_succeeds(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    transport.outcomes = [TransientSendError("20429", "Too Many Requests", retry_after=120)]
+    now = clock.now()
+    report = dispatch_due(
+        session=session, transport=transport, care=care, now=now, owner="w1", rng=random.Random(1)
+    )
+    assert report.retried == 1 and transport.sent == []
+    message = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    assert message.status == "pending"
+    assert message.error_code == "20429"
+    assert message.not_before is not None and message.not_before - now >= timedelta(seconds=120)
+    # Not before the backoff...
+    tick(session, transport, care, message.not_before - timedelta(seconds=1))
+    assert transport.sent == []
+    # ...then exactly once.
+    tick(session, transport, care, message.not_before)
+    tick(session, transport, care, message.not_before)
+    assert transport.steps_sent() == ["no-driving"]
+    assert events(session, "no-driving") == ["planned", "claimed", "retry", "claimed", "sent"]
+    session.expire_all()
+    assert message.attempts == 2 and message.error_code is None
+
+
+def test_retries_stop_at_expiry_and_the_text_is_never_sent_late(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T20:50"))  # ten minutes before the no-driving text expires
+    enroll(completed_at="2026-03-06T20:45")
+    transport.outcomes = [TransientSendError("30001", "Queue overflow")] * 50
+    now = clock.now()
+    for _ in range(40):
+        tick(session, transport, care, now)
+        now += timedelta(minutes=1)
+    assert transport.sent == []
+    assert statuses(session)["no-driving"] == "expired"
+
+
+def test_a_permanent_error_fails_the_text_with_its_reason(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    transport.outcomes = [PermanentSendError("21614", "To number is not a mobile number")]
+    tick(session, transport, care, clock.now())
+    message = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    assert (message.status, message.error_code) == ("failed", "21614")
+    assert message.error_message == "To number is not a mobile number"
+    tick(session, transport, care, clock.now() + timedelta(hours=1))
+    assert transport.sent == []
+
+
+def test_an_opt_out_error_cancels_every_pending_text_of_the_patient(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="warfarin")
+    transport.outcomes = [
+        PermanentSendError("21610", "Attempt to send to unsubscribed recipient", opted_out=True)
+    ]
+    tick(session, transport, care, clock.now())
+    assert statuses(session) == {
+        "no-driving": "failed",
+        "soreness": "cancelled",
+        "blood-thinner-restart": "cancelled",
+        "warning-signs": "cancelled",
+        "pain-check": "cancelled",
+    }
+    session.expire_all()
+    assert session.get(Patient, result.patient.id).opted_out_at == clock.now()  # type: ignore[union-attr]
+    tick(session, transport, care, at("2026-03-20T12:00"))
+    assert transport.sent == []
+
+
+def test_claim_time_checks_stop_texts_for_cancelled_procedures_and_opted_out_patients(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    first = enroll(completed_at="2026-03-06T14:30")
+    second = enroll(completed_at="2026-03-06T14:40", phone="(202) 555-0177")
+    # Changes made behind the outbox's back (another process, a direct fix in the database)
+    # are still caught when the text is claimed.
+    session.execute(
+        sa.text("UPDATE procedures SET status = 'cancelled' WHERE id = :id"),
+        {"id": first.procedure.id},
+    )
+    session.execute(
+        sa.update(Patient).where(Patient.id == second.patient.id).values(opted_out_at=clock.now())
+    )
+    session.commit()
+    report = dispatch_due(
+        session=session, transport=transport, care=care, now=clock.now(), owner="w1"
+    )
+    assert report.cancelled == 2 and transport.sent == []
+    details = session.scalars(
+        sa.select(MessageEvent.detail).where(MessageEvent.kind == "cancelled")
+    ).all()
+    assert sorted(details) == ["patient opted out", "procedure cancelled"]
+
+
+def test_cancelling_a_procedure_cancels_its_pending_texts(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    tick(session, transport, care, clock.now())
+    count = cancel_procedure(
+        session=session,
+        procedure_id=result.procedure.id,
+        now=clock.now(),
+        actor="nurse@example.org",
+    )
+    session.commit()
+    assert count == 3
+    assert statuses(session) == {
+        "no-driving": "sent",
+        "soreness": "cancelled",
+        "warning-signs": "cancelled",
+        "pain-check": "cancelled",
+    }
+    tick(session, transport, care, at("2026-03-20T12:00"))
+    assert transport.steps_sent() == ["no-driving"]
+
+
+def test_a_backlog_found_in_quiet_hours_waits_for_the_morning(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30", blood_thinner="Plavix")
+    tick(session, transport, care, clock.now())
+    # The scheduler was down from Saturday morning until 23:00 on Sunday night.
+    tick(session, transport, care, at("2026-03-08T23:00"))
+    assert transport.steps_sent() == ["no-driving"]
+    assert statuses(session)["soreness"] == "expired"
+    assert statuses(session)["blood-thinner-restart"] == "pending"
+    tick(session, transport, care, at("2026-03-09T07:59"))
+    assert transport.steps_sent() == ["no-driving"]
+    tick(session, transport, care, at("2026-03-09T08:00"))
+    assert transport.steps_sent() == ["no-driving", "blood-thinner-restart"]
+
+
+def test_a_changed_phone_number_is_used_from_the_next_send_on(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    tick(session, transport, care, clock.now())
+    session.execute(
+        sa.update(Patient).where(Patient.id == result.patient.id).values(phone="+12025550188")
+    )
+    session.commit()
+    tick(session, transport, care, at("2026-03-07T10:00"))
+    assert [s.to for s in transport.sent] == ["+12025550143", "+12025550188"]
+
+
+def test_a_text_left_sending_after_its_lease_is_held_not_resent(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    now = clock.now()
+    # A dispatcher claimed it and died before recording the outcome.
+    claim_due(session=session, now=now, owner="dead-worker", limit=10)
+    session.commit()
+    assert (
+        reap_stale(
+            session=session, transport=transport, now=now + LEASE - timedelta(seconds=1)
+        ).stale
+        == 0
+    )
+    report = reap_stale(session=session, transport=transport, now=now + LEASE)
+    assert report.held == 1
+    tick(session, transport, care, now + timedelta(hours=1))
+    assert transport.sent == []
+    assert statuses(session)["no-driving"] == "sending"
+    assert events(session, "no-driving") == ["planned", "claimed", "held"]
+    # Held once: later passes do not report it again.
+    assert reap_stale(session=session, transport=transport, now=now + timedelta(hours=2)).stale == 0
+
+
+def test_reaper_records_a_text_the_provider_has_and_requeues_one_it_has_not(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    enroll(completed_at="2026-03-06T14:31", phone="(202) 555-0177")
+    transport = ScriptedTransport(provider_has=[])
+
+    class CrashAfterSend(Exception):
+        pass
+
+    # The first text reaches the provider, then the process "dies" before the commit.
+    original_send = transport.send
+    calls = {"n": 0}
+
+    def send_then_crash(sms):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            original_send(sms)
+            raise CrashAfterSend
+        raise CrashAfterSend  # the second never reaches the provider
+
+    transport.send = send_then_crash  # type: ignore[method-assign]
+    now = clock.now()
+    report = dispatch_due(session=session, transport=transport, care=care, now=now, owner="w1")
+    assert report.unknown == 2
+    transport.send = original_send  # type: ignore[method-assign]
+    reap = reap_stale(session=session, transport=transport, now=now + LEASE)
+    assert (reap.reconciled, reap.requeued) == (1, 1)
+    tick(session, transport, care, now + LEASE)
+    assert len(transport.sent) == 2  # one from before the crash, one resend of the lost one
+    assert sorted(s.to for s in transport.sent) == ["+12025550143", "+12025550177"]
+    assert set(statuses(session).values()) >= {"sent"}
+    session.expire_all()
+    sent = session.scalars(sa.select(Message).where(Message.step == "no-driving")).all()
+    assert all(m.status == "sent" and m.provider_sid for m in sent)
+
+
+def test_too_many_attempts_fail_the_text(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30", blood_thinner="Xarelto")
+    transport.outcomes = [TransientSendError("500", "Internal error")] * (MAX_ATTEMPTS + 5)
+    now = at("2026-03-08T15:30")  # restart window is 48 hours long: room for every attempt
+    tick(session, transport, care, at("2026-03-06T15:00"))
+    session.execute(
+        sa.update(Message).where(Message.step != "blood-thinner-restart").values(status="cancelled")
+    )
+    session.commit()
+    for _ in range(60):  # 31 minutes apart: past the longest backoff, across one night
+        tick(session, transport, care, now)
+        now += timedelta(minutes=31)
+    message = session.scalars(
+        sa.select(Message).where(Message.step == "blood-thinner-restart")
+    ).one()
+    session.refresh(message)
+    assert (message.status, message.attempts) == ("failed", MAX_ATTEMPTS)
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5, 10, 20])
+def test_retry_delay_doubles_with_jitter_and_honours_retry_after(attempts: int) -> None:
+    rng = random.Random(3)
+    base = min(30 * 2 ** (attempts - 1), 1800)
+    for _ in range(50):
+        delay = retry_delay(attempts, rng=rng).total_seconds()
+        assert base / 2 <= delay <= base
+    assert retry_delay(1, rng=rng, retry_after=600) >= timedelta(seconds=600)
+
+
+def test_two_dispatchers_never_claim_the_same_text(
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(30):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-{i + 100:04d}")
+    now = clock.now()
+    with session_factory() as a, session_factory() as b:
+        first = claim_due(session=a, now=now, owner="a", limit=20)
+        if a.get_bind().dialect.name == "postgresql":
+            # While `a` holds its row locks, `b` skips them instead of waiting.
+            second = claim_due(session=b, now=now, owner="b", limit=20)
+            a.commit()
+            b.commit()
+        else:
+            a.commit()
+            second = claim_due(session=b, now=now, owner="b", limit=20)
+            b.commit()
+    assert len(first) == 20 and len(second) == 10
+    assert not set(first) & set(second)
