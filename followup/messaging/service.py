@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -24,13 +25,23 @@ from followup.care.planner import plan_procedure, plan_step
 from followup.care.protocol import CareContext
 from followup.care.timing import quiet_period_end
 from followup.db import is_postgresql
+from followup.messaging.errors import OPT_OUT_CODES, describe_error_code
 from followup.messaging.models import (
     CANCELLED,
+    DELIVERED,
     EXPIRED,
     FAILED,
     PENDING,
+    REPLY_HELP,
+    REPLY_OTHER,
+    REPLY_PAIN,
+    REPLY_START,
+    REPLY_STOP,
+    REPLY_SYMPTOM,
     SENDING,
     SENT,
+    UNDELIVERED,
+    InboundMessage,
     Message,
     MessageEvent,
 )
@@ -50,6 +61,8 @@ MAX_ATTEMPTS = 12  # transport calls per text before it is failed
 RETRY_BACKOFF = timedelta(seconds=30)  # first retry delay; doubles each attempt
 RETRY_BACKOFF_MAX = timedelta(minutes=30)
 RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the claim for clock skew
+STATUS_POLL_GIVE_UP = timedelta(days=3)  # stop asking about a text still `sent` after this
+OPTED_OUT = "opted out"  # every opt-out cancellation reason contains this (START undoes them)
 PLAN_BATCH = 1000
 DISPATCH_BATCH = 100
 REPLANNABLE = (PENDING, EXPIRED)
@@ -93,6 +106,14 @@ class ReapReport(Report):
     requeued: int = 0
     held: int = 0
     expired: int = 0
+    failed: int = 0
+
+
+@dataclass
+class PollReport(Report):
+    checked: int = 0
+    changed: int = 0
+    errors: int = 0
 
 
 @dataclass
@@ -213,7 +234,6 @@ def plan_procedures(
         sa.update(Procedure)
         .where(Procedure.id.in_([proc.id for proc in procedures]))
         .values(planned_at=now),
-        execution_options={"synchronize_session": False},
     )
     log.info(
         "planned procedures=%d texts=%d expired=%d",
@@ -315,7 +335,6 @@ def cancel_pending(
         raise ValueError("cancel_pending needs procedure_id or patient_id")
     ids = session.scalars(
         query.values(status=CANCELLED, updated_at=now).returning(Message.id),
-        execution_options={"synchronize_session": False},
     ).all()
     _add_events(session, [_event(i, now, "cancelled", CANCELLED, reason) for i in ids])
     return len(ids)
@@ -339,7 +358,6 @@ def expire_overdue(*, session: so.Session, now: datetime) -> int:
         .where(Message.status == PENDING, Message.expires_at <= now)
         .values(status=EXPIRED, updated_at=now)
         .returning(Message.id),
-        execution_options={"synchronize_session": False},
     ).all()
     _add_events(
         session, [_event(i, now, "expired", EXPIRED, "not sent before its expiry") for i in ids]
@@ -377,7 +395,6 @@ def claim_due(*, session: so.Session, now: datetime, owner: str, limit: int) -> 
             updated_at=now,
         )
         .returning(Message.id),
-        execution_options={"synchronize_session": False},
     ).all()
     _add_events(session, [_event(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
     return sorted(claimed)
@@ -548,7 +565,7 @@ def _send_one(
                 session=session,
                 patient_id=message.patient_id,
                 now=now,
-                reason=f"provider error {exc.code}: opted out",
+                reason=f"provider error {exc.code}: {OPTED_OUT}",
             )
             report.cancelled += cancelled
         log.warning("message %s failed permanently code=%s", message.id, exc.code)
@@ -725,6 +742,15 @@ def reap_stale(
                     ],
                 )
                 report.reconciled += 1
+                if TWILIO_STATUSES.get(found.provider_status) == DELIVERED:
+                    apply_provider_status(
+                        session=session,
+                        message=message,
+                        status=found.provider_status,
+                        error_code=None,
+                        now=now,
+                        kind="reconciled",
+                    )
             elif now >= message.expires_at:
                 _release(message, EXPIRED, now)
                 _add_events(
@@ -732,6 +758,21 @@ def reap_stale(
                     [_event(message.id, now, "expired", EXPIRED, "not at provider; window closed")],
                 )
                 report.expired += 1
+            elif message.attempts >= MAX_ATTEMPTS:
+                _release(message, FAILED, now)
+                _add_events(
+                    session,
+                    [
+                        _event(
+                            message.id,
+                            now,
+                            "failed",
+                            FAILED,
+                            f"not at provider; {MAX_ATTEMPTS} attempts",
+                        )
+                    ],
+                )
+                report.failed += 1
             else:
                 _release(message, PENDING, now)
                 message.not_before = None

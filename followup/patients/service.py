@@ -232,6 +232,8 @@ def enroll_patient(
     session.add(procedure)
     session.flush()
     plan_procedures(session=session, care=care, now=now, procedure_ids=[procedure.id])
+    # Planning is a bulk UPDATE: a just-flushed object does not see it without a refresh.
+    session.refresh(procedure)
     record_audit(
         session=session,
         actor=actor,

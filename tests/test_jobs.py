@@ -1,0 +1,68 @@
+from datetime import timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from followup.messaging.models import Message
+from followup.runtime import Runtime
+from jobs import tasks
+from jobs.scheduler import build_scheduler
+from tests.conftest import enrollment_form
+from tests.fakes.transport import ScriptedTransport
+
+
+def test_scheduler_has_three_guarded_interval_jobs(runtime: Runtime) -> None:
+    scheduler = build_scheduler(runtime, blocking=False)
+    assert isinstance(scheduler, BackgroundScheduler)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"plan", "dispatch", "reap"}
+    for job in jobs.values():
+        assert job.coalesce is True
+        assert job.max_instances == 1
+        assert job.misfire_grace_time >= 30
+    assert jobs["dispatch"].trigger.interval == timedelta(seconds=15)
+    assert isinstance(build_scheduler(runtime, blocking=True), BlockingScheduler)
+
+
+def test_jobs_plan_and_dispatch_at_the_runtime_clock(runtime: Runtime, session: so.Session) -> None:
+    from followup.patients.models import Patient, Procedure
+
+    # A procedure written by another system (an import), not yet planned.
+    form = enrollment_form()
+    now = runtime.clock.now()
+    patient = Patient(
+        first_name=form.first_name,
+        last_name=form.last_name,
+        phone="+12025550143",
+        timezone="America/New_York",
+        language="en",
+        sms_consent_at=now,
+        created_at=now,
+    )
+    session.add(patient)
+    session.flush()
+    session.add(
+        Procedure(
+            patient_id=patient.id,
+            kind="vertebroplasty",
+            status="completed",
+            completed_at=now - timedelta(minutes=5),
+            created_at=now,
+        )
+    )
+    session.commit()
+    assert tasks.plan(runtime).planned == 4
+    assert tasks.plan(runtime).procedures == 0
+    report = tasks.dispatch(runtime)
+    assert report.sent == 1
+    assert isinstance(runtime.transport, ScriptedTransport)
+    assert runtime.transport.steps_sent() == ["no-driving"]
+    assert tasks.reap(runtime).stale == 0
+    assert (
+        session.scalar(
+            sa.select(sa.func.count()).select_from(Message).where(Message.status == "sent")
+        )
+        == 1
+    )
