@@ -1,0 +1,210 @@
+"""The `followup` command, end to end: real subprocesses in an empty folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from followup.cli import main
+from followup.db import make_engine
+
+NY = ZoneInfo("America/New_York")
+FOLLOWUP = str(Path(sys.executable).with_name("followup"))
+
+
+def ny(text: str) -> str:
+    """A New York wall-clock time as an ISO 8601 UTC instant for --now."""
+    return datetime.fromisoformat(text).replace(tzinfo=NY).astimezone(UTC).isoformat()
+
+
+class Cli:
+    def __init__(self, folder: Path, database_url: str) -> None:
+        self.folder = folder
+        self.console_file = folder / "sms.jsonl"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMS_"))},
+            "DATABASE_URL": database_url,
+            "SMS_CONSOLE_FILE": str(self.console_file),
+            "CLINIC_NAME": "Riverside Spine Center",
+            "CLINIC_PHONE": "(202) 555-0100",
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [FOLLOWUP, *args],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def texts(self) -> list[dict[str, object]]:
+        if not self.console_file.exists():
+            return []
+        return [json.loads(line) for line in self.console_file.read_text().splitlines()]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str) -> Cli:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{folder / 'followup.db'}"  # a brand-new file
+    return Cli(folder, database_url)
+
+
+def test_each_step_goes_out_once_at_its_instant_across_dst_quiet_hours_and_expiry(cli: Cli) -> None:
+    assert "database at head" in cli.run("db", "upgrade").stdout
+    enrolled = cli.run(
+        "--now", ny("2026-03-07T20:45"),
+        "enroll", "--first-name", "Ada", "--last-name", "Moreno", "--phone", "202-555-0143",
+        "--procedure", "kyphoplasty", "--completed-at", "2026-03-07T20:40",
+        "--timezone", "America/New_York", "--blood-thinner", "Eliquis", "--consent",
+    ).stdout  # fmt: skip
+    assert enrolled.startswith("patient 1 enrolled: procedure 1 (kyphoplasty)")
+    # Saturday evening before the spring-forward night; the 48 h restart lands at 21:40 EDT
+    # on Monday, in quiet hours, so it waits until 08:00 on Tuesday.
+    assert "no-driving               Sat 2026-03-07 20:45 EST" in enrolled
+    assert "soreness                 Sun 2026-03-08 10:00 EDT" in enrolled
+    assert "blood-thinner-restart    Tue 2026-03-10 08:00 EDT" in enrolled
+
+    expected = {
+        "2026-03-07T20:45": ["no-driving"],
+        "2026-03-08T09:59:59": [],
+        "2026-03-08T10:00": ["soreness"],
+        "2026-03-09T21:40": [],  # 48 h have passed, but it is quiet hours
+        "2026-03-10T07:59:59": [],
+        "2026-03-10T08:00": ["blood-thinner-restart"],
+        "2026-03-10T09:59:59": [],
+        "2026-03-10T10:00": ["warning-signs"],
+        "2026-03-14T20:00": [],  # the pain check's window closed with no tick inside it
+    }
+    for local, steps in expected.items():
+        before = len(cli.texts())
+        cli.run("--now", ny(local), "tick")
+        cli.run("--now", ny(local), "tick")  # the same instant again sends nothing
+        sent = cli.texts()[before:]
+        assert [t["step"] for t in sent] == steps, local
+        for text in sent:
+            assert text["sent_at"] == ny(local)
+            assert text["to"] == "+12025550143"
+
+    restart = next(t for t in cli.texts() if t["step"] == "blood-thinner-restart")
+    assert str(restart["body"]).startswith(
+        "Riverside Spine Center: From 9:40 PM on Monday, March 9 you may restart your Eliquis"
+    )
+    rows = list(csv.DictReader(io.StringIO(cli.run("log", "--csv").stdout)))
+    assert {r["step"]: r["status"] for r in rows} == {
+        "no-driving": "sent",
+        "soreness": "sent",
+        "blood-thinner-restart": "sent",
+        "warning-signs": "sent",
+        "pain-check": "expired",
+    }
+    assert rows[0]["sent_at"] == ny("2026-03-07T20:45")
+    assert {"message_id", "patient_id", "step", "status", "due_at", "sent_at", "error_code"} <= set(
+        rows[0]
+    )
+    schedule = cli.run("schedule", "1").stdout
+    assert "pain-check               Sat 2026-03-14 10:00 EDT   expired" in schedule
+    failed = cli.run("log", "--status", "failed", "--csv").stdout.splitlines()
+    assert len(failed) == 1  # the header only
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"--phone": "12"}, "--phone"),
+        ({"--procedure": "discectomy"}, "--procedure"),
+        ({"--timezone": "Eastern"}, "--timezone"),
+        ({"--completed-at": "2026-03-07T21:00"}, "--completed-at"),  # after --now
+        ({"--consent": None}, "--consent"),
+    ],
+)
+def test_bad_enroll_input_is_one_line_exit_2_and_writes_nothing(
+    cli: Cli, change: dict[str, str | None], flag: str
+) -> None:
+    cli.run("db", "upgrade")
+    options = {
+        "--first-name": "Ada", "--last-name": "Moreno", "--phone": "202-555-0143",
+        "--procedure": "kyphoplasty", "--completed-at": "2026-03-07T20:40",
+        "--timezone": "America/New_York", "--consent": "",
+    }  # fmt: skip
+    options.update(change)  # type: ignore[arg-type]
+    args = ["--now", ny("2026-03-07T20:45"), "enroll"]
+    for name, value in options.items():
+        if value is None:
+            continue
+        args += [name] if value == "" else [name, value]
+    result = cli.run(*args, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}: "), result.stderr
+    engine = make_engine(cli.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM patients")) == 0
+        assert conn.scalar(sa.text("SELECT count(*) FROM messages")) == 0
+    engine.dispose()
+
+
+def test_cli_refusals_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'f.db'}")
+    for args, words in [
+        (["--now", "soon", "tick"], "--now"),
+        (["schedule", "1"], "run 'followup db upgrade' first"),
+        (["log", "--status", "lost"], "--status: must be one of"),
+        (["enroll", "--first-name", "A"], "Missing option"),
+    ]:
+        with pytest.raises(SystemExit) as excinfo:
+            main(args)
+        assert excinfo.value.code in (1, 2)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    main(["db", "upgrade"])
+    with pytest.raises(SystemExit) as excinfo:
+        main(["schedule", "42"])
+    assert excinfo.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: no patient 42"
+
+
+def test_users_create_reads_the_password_from_stdin(cli: Cli) -> None:
+    cli.run("db", "upgrade")
+    result = subprocess.run(
+        [FOLLOWUP, "users", "create", "--email", "Nurse@Example.org", "--role", "nurse", "--password-stdin"],
+        cwd=cli.folder, env=cli.env, input="correct horse battery\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "user 1 created (nurse)"
+    short = subprocess.run(
+        [FOLLOWUP, "users", "create", "--email", "b@example.org", "--role", "admin", "--password-stdin"],
+        cwd=cli.folder, env=cli.env, input="short\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert short.returncode == 2
+    assert short.stderr.strip() == "error: --password: must be at least 12 characters"
+
+
+def test_now_is_pinned_for_every_command(cli: Cli) -> None:
+    cli.run("db", "upgrade")
+    then = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+    out = cli.run("--now", then.isoformat(), "tick").stdout
+    assert out.startswith(f"tick at {then.isoformat()}")
+    naive = cli.run("--now", "2026-03-07T12:00:00", "tick").stdout
+    assert naive.startswith(f"tick at {then.isoformat()}")  # no offset means UTC
+    assert then + timedelta(0) == then
