@@ -1,18 +1,37 @@
-"""The send log: every text with its outcome, for admins, the CLI and CSV export."""
+"""The send log: every text with its outcome, for admins, the CLI and CSV export.
+
+Pages use keyset pagination on (due_at, id), newest first: a deep page costs what the first
+does. The CSV export streams in due order a batch at a time, never the whole log in memory.
+"""
 
 from __future__ import annotations
 
+import base64
 import csv
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TextIO
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, TextIO, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.errors import ValidationError
-from followup.messaging.models import STATUSES, Message
+from followup.messaging.models import (
+    CANCELLED,
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    STATUSES,
+    UNDELIVERED,
+    Message,
+    MessageEvent,
+)
+from followup.patients.models import Patient
 
 CSV_COLUMNS = (
     "message_id",
@@ -29,39 +48,206 @@ CSV_COLUMNS = (
     "error_code",
     "error_message",
 )
+PAGE_SIZE = 50
+_Q = TypeVar("_Q", bound=sa.Select)  # type: ignore[type-arg]
+# Statuses of a critical text (the blood-thinner restart) that a nurse must follow up.
+CRITICAL_PROBLEM_STATUSES = (FAILED, EXPIRED, UNDELIVERED)
 
 
 @dataclass(frozen=True)
 class LogFilter:
+    """What the log shows; every field optional. Dates are the clinic's local dates."""
+
     status: str | None = None
     step: str | None = None
     patient_id: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive
+    search: str | None = None  # a patient's name, or the last 4 digits of their phone
+    needs_attention: bool = False
+    critical_steps: frozenset[str] = field(default_factory=frozenset)
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in vars(self).items() if v is not None]
+        """Say the filter in words for the audit trail (no phone digits beyond a search)."""
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("status", self.status),
+                ("step", self.step),
+                ("patient", self.patient_id),
+                ("from", self.date_from),
+                ("to", self.date_to),
+                ("search", self.search),
+            )
+            if value
+        ]
+        if self.needs_attention:
+            parts.append("needs-attention")
         return ", ".join(parts) or "all"
 
 
 def check_filter(log_filter: LogFilter) -> LogFilter:
-    """Refuse an unknown status with the field named."""
+    """Refuse an unknown status or an inverted date range, naming the field."""
     if log_filter.status is not None and log_filter.status not in STATUSES:
         raise ValidationError("status", f"must be one of: {', '.join(STATUSES)}")
+    if log_filter.date_from and log_filter.date_to and log_filter.date_from > log_filter.date_to:
+        raise ValidationError("date_to", "is before the start date")
     return log_filter
 
 
-def iter_log(*, session: so.Session, log_filter: LogFilter, batch: int = 1000) -> Iterator[Message]:
-    """Yield the filtered log in due order, a batch at a time (no full load in memory)."""
-    check_filter(log_filter)
-    query = sa.select(Message).order_by(Message.due_at, Message.id)
+def _apply(query: _Q, log_filter: LogFilter, tz: ZoneInfo) -> _Q:
     if log_filter.status is not None:
         query = query.where(Message.status == log_filter.status)
     if log_filter.step is not None:
         query = query.where(Message.step == log_filter.step)
     if log_filter.patient_id is not None:
         query = query.where(Message.patient_id == log_filter.patient_id)
-    for message in session.scalars(query.execution_options(yield_per=batch)):
-        yield message
-        session.expunge(message)
+    if log_filter.date_from is not None:
+        start = datetime.combine(log_filter.date_from, time(0), tzinfo=tz)
+        query = query.where(Message.due_at >= start)
+    if log_filter.date_to is not None:
+        end = datetime.combine(log_filter.date_to + timedelta(days=1), time(0), tzinfo=tz)
+        query = query.where(Message.due_at < end)
+    if log_filter.search:
+        query = query.where(Message.patient_id.in_(_patients_matching(log_filter.search)))
+    if log_filter.needs_attention:
+        query = query.where(
+            Message.step.in_(sorted(log_filter.critical_steps)),
+            Message.status.in_(CRITICAL_PROBLEM_STATUSES),
+        )
+    return query
+
+
+def _patients_matching(search: str) -> sa.Select[int]:
+    text = search.strip()
+    digits = "".join(c for c in text if c.isdigit())
+    if digits and len(digits) == len(text.replace(" ", "").replace("-", "")):
+        return sa.select(Patient.id).where(Patient.phone.endswith(digits[-4:]))
+    like = f"%{text.lower()}%"
+    full_name = sa.func.lower(Patient.first_name + " " + Patient.last_name)
+    return sa.select(Patient.id).where(full_name.like(like))
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogRow:
+    message: Message
+    first_name: str
+    last_name: str
+    phone: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class LogPage:
+    rows: list[LogRow]
+    next_cursor: str | None
+
+
+def encode_cursor(due_at: datetime, message_id: int) -> str:
+    """An opaque cursor naming the last row of a page."""
+    raw = f"{due_at.isoformat()}|{message_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Read a cursor back; raise ValidationError('cursor') for anything else."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        due_text, id_text = base64.urlsafe_b64decode(padded).decode().split("|")
+        due_at = datetime.fromisoformat(due_text)
+        if due_at.tzinfo is None:
+            raise ValueError("naive")
+        return due_at, int(id_text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("cursor", "is not a page of this log") from exc
+
+
+def log_page(
+    *,
+    session: so.Session,
+    log_filter: LogFilter,
+    tz: ZoneInfo,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> LogPage:
+    """One page of the log, newest due first, after `cursor` (keyset: no OFFSET scan)."""
+    check_filter(log_filter)
+    query: Any = sa.select(
+        Message, Patient.first_name, Patient.last_name, Patient.phone, Patient.timezone
+    ).join(Patient, Patient.id == Message.patient_id)
+    query = _apply(query, log_filter, tz)
+    if cursor:
+        due_at, message_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                Message.due_at < due_at,
+                sa.and_(Message.due_at == due_at, Message.id < message_id),
+            )
+        )
+    query = query.order_by(Message.due_at.desc(), Message.id.desc()).limit(limit + 1)
+    rows = [LogRow(*row) for row in session.execute(query).all()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1].message if rows else None
+    next_cursor = encode_cursor(last.due_at, last.id) if more and last is not None else None
+    return LogPage(rows=rows, next_cursor=next_cursor)
+
+
+def message_history(
+    *, session: so.Session, message_id: int
+) -> tuple[Message, Patient, list[MessageEvent]]:
+    """A text, its patient and its whole history, oldest first."""
+    from followup.errors import NotFound
+
+    row = session.execute(
+        sa.select(Message, Patient)
+        .join(Patient, Patient.id == Message.patient_id)
+        .where(Message.id == message_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no text {message_id}")
+    events = list(
+        session.scalars(
+            sa.select(MessageEvent)
+            .where(MessageEvent.message_id == message_id)
+            .order_by(MessageEvent.at, MessageEvent.id)
+        )
+    )
+    return row[0], row[1], events
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def iter_log(
+    *,
+    session: so.Session,
+    log_filter: LogFilter,
+    tz: ZoneInfo | None = None,
+    batch: int = 1000,
+) -> Iterator[Message]:
+    """Yield the filtered log in due order, keyset batch by keyset batch."""
+    check_filter(log_filter)
+    base = _apply(sa.select(Message), log_filter, tz or ZoneInfo("UTC"))
+    last: tuple[datetime, int] | None = None
+    while True:
+        query = base
+        if last is not None:
+            query = query.where(
+                sa.or_(
+                    Message.due_at > last[0],
+                    sa.and_(Message.due_at == last[0], Message.id > last[1]),
+                )
+            )
+        chunk = list(session.scalars(query.order_by(Message.due_at, Message.id).limit(batch)))
+        if not chunk:
+            return
+        yield from chunk
+        last = (chunk[-1].due_at, chunk[-1].id)
+        session.expunge_all()  # keep memory flat however long the log is
 
 
 def _iso(value: datetime | None) -> str:
@@ -87,12 +273,220 @@ def csv_row(message: Message) -> list[str]:
     ]
 
 
-def write_csv(messages: Iterable[Message], stream: TextIO) -> int:
-    """Write the header and one row per text; return the row count."""
-    writer = csv.writer(stream, lineterminator="\n")
+class _Line:
+    """A file-like sink that hands back what csv.writer wrote."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def write(self, text: str) -> int:
+        self.value = text
+        return len(text)
+
+
+def csv_lines(messages: Iterable[Message]) -> Iterator[str]:
+    """Yield the header and one CSV line per text, for a streamed HTTP response."""
+    sink = _Line()
+    writer = csv.writer(sink, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    count = 0
+    yield sink.value
     for message in messages:
         writer.writerow(csv_row(message))
+        yield sink.value
+
+
+def write_csv(messages: Iterable[Message], stream: TextIO) -> int:
+    """Write the header and one row per text; return the row count."""
+    count = -1
+    for line in csv_lines(messages):
+        stream.write(line)
         count += 1
     return count
+
+
+# --- dashboard ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    sent: int
+    delivered: int
+    failed: int
+    pending: int
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered over sent, or None before anything was sent."""
+        return self.delivered / self.sent if self.sent else None
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    today: Counts
+    week: Counts
+    failures_by_code: list[tuple[str, int]]
+    opt_outs_week: int
+    stuck: int  # in `sending`, or `sent` with no delivery report, for too long
+    days: list[tuple[date, int, int, int]]  # day, sent, delivered, failed (oldest first)
+
+
+STUCK_AFTER = timedelta(hours=1)
+
+
+def _counts(session: so.Session, start: datetime, end: datetime) -> Counts:
+    sent = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(Message.sent_at >= start, Message.sent_at < end)
+    )
+    delivered = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(Message.delivered_at >= start, Message.delivered_at < end)
+    )
+    failed = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(
+            Message.status.in_((FAILED, UNDELIVERED)),
+            Message.updated_at >= start,
+            Message.updated_at < end,
+        )
+    )
+    pending = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(Message.status == PENDING, Message.due_at >= start, Message.due_at < end)
+    )
+    return Counts(
+        sent=sent or 0, delivered=delivered or 0, failed=failed or 0, pending=pending or 0
+    )
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz)
+
+
+def dashboard(*, session: so.Session, now: datetime, tz: ZoneInfo) -> Dashboard:
+    """The admins' figures, in the clinic's local days."""
+    today = now.astimezone(tz).date()
+    tomorrow = _local_midnight(today + timedelta(days=1), tz)
+    week_start = _local_midnight(today - timedelta(days=6), tz)
+    month_start = _local_midnight(today - timedelta(days=29), tz)
+    failures = session.execute(
+        sa.select(Message.error_code, sa.func.count())
+        .where(
+            Message.status.in_((FAILED, UNDELIVERED)),
+            Message.updated_at >= week_start,
+        )
+        .group_by(Message.error_code)
+        .order_by(sa.func.count().desc())
+    ).all()
+    opt_outs = session.scalar(
+        sa.select(sa.func.count()).select_from(Patient).where(Patient.opted_out_at >= week_start)
+    )
+    stuck = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(
+            sa.or_(
+                sa.and_(Message.status == SENDING, Message.claimed_at < now - STUCK_AFTER),
+                sa.and_(Message.status == SENT, Message.sent_at < now - STUCK_AFTER),
+            )
+        )
+    )
+    return Dashboard(
+        today=_counts(session, _local_midnight(today, tz), tomorrow),
+        week=_counts(session, week_start, tomorrow),
+        failures_by_code=[(code or "none", count) for code, count in failures],
+        opt_outs_week=opt_outs or 0,
+        stuck=stuck or 0,
+        days=_daily(session, month_start, today, tz),
+    )
+
+
+def _daily(
+    session: so.Session, start: datetime, today: date, tz: ZoneInfo
+) -> list[tuple[date, int, int, int]]:
+    """Sent, delivered and failed per local day for the 30 days up to today.
+
+    Only the timestamps of that window are read (index range scans); days are bucketed in
+    Python in the clinic's zone, so a DST day is still one day.
+    """
+    days = [start.date() + timedelta(days=i) for i in range((today - start.date()).days + 1)]
+    buckets: dict[date, list[int]] = {d: [0, 0, 0] for d in days}
+    queries = (
+        (0, sa.select(Message.sent_at).where(Message.sent_at >= start)),
+        (1, sa.select(Message.delivered_at).where(Message.delivered_at >= start)),
+        (
+            2,
+            sa.select(Message.updated_at).where(
+                Message.status.in_((FAILED, UNDELIVERED)), Message.updated_at >= start
+            ),
+        ),
+    )
+    for index, query in queries:
+        for (instant,) in session.execute(query):
+            if instant is None:
+                continue
+            bucket = buckets.get(instant.astimezone(tz).date())
+            if bucket is not None:
+                bucket[index] += 1
+    return [(d, *buckets[d]) for d in days]  # type: ignore[misc]
+
+
+# --- needs attention ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    kind: str  # "reply" | "text"
+    item_id: int
+    patient_id: int | None
+    at: datetime
+    summary: str
+
+
+def critical_text_problems(
+    *, session: so.Session, critical_steps: frozenset[str], limit: int = 200
+) -> list[tuple[Message, Patient]]:
+    """Critical texts that failed, expired or were not delivered, or were cancelled by an
+    opt-out, newest first: each means a patient may not know when to restart a medicine."""
+    if not critical_steps:
+        return []
+    rows = session.execute(
+        sa.select(Message, Patient)
+        .join(Patient, Patient.id == Message.patient_id)
+        .where(
+            Message.step.in_(sorted(critical_steps)),
+            sa.or_(
+                Message.status.in_(CRITICAL_PROBLEM_STATUSES),
+                sa.and_(Message.status == CANCELLED, Patient.opted_out_at.is_not(None)),
+            ),
+        )
+        .order_by(Message.updated_at.desc())
+        .limit(limit)
+    ).all()
+    return [(m, p) for m, p in rows]
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DELIVERED",
+    "AttentionItem",
+    "Counts",
+    "Dashboard",
+    "LogFilter",
+    "LogPage",
+    "LogRow",
+    "check_filter",
+    "critical_text_problems",
+    "csv_lines",
+    "dashboard",
+    "decode_cursor",
+    "encode_cursor",
+    "iter_log",
+    "log_page",
+    "message_history",
+    "write_csv",
+]
