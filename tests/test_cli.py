@@ -208,3 +208,42 @@ def test_now_is_pinned_for_every_command(cli: Cli) -> None:
     naive = cli.run("--now", "2026-03-07T12:00:00", "tick").stdout
     assert naive.startswith(f"tick at {then.isoformat()}")  # no offset means UTC
     assert then + timedelta(0) == then
+
+
+def test_log_takes_the_web_filters_and_audits_csv_exports(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    main(["db", "upgrade"])
+    for phone, name in (("202-555-0143", "Moreno"), ("202-555-0177", "Lindqvist")):
+        main([
+            "--now", ny("2026-03-07T15:00"), "enroll", "--first-name", "Ada", "--last-name", name,
+            "--phone", phone, "--procedure", "vertebroplasty", "--completed-at", "2026-03-07T14:30",
+            "--timezone", "America/New_York", "--consent",
+        ])  # fmt: skip
+    capsys.readouterr()
+    main(["log", "--csv", "--search", "0177", "--step", "soreness"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["patient_id"], r["step"]) for r in rows] == [("2", "soreness")]
+    main(["log", "--csv", "--from", "2026-03-08", "--to", "2026-03-08"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted(r["step"] for r in rows) == ["soreness", "soreness"]
+    main(["log", "--needs-attention"])
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1  # header only
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        details = conn.execute(
+            sa.text(
+                "SELECT actor, detail FROM audit_events WHERE action = 'sendlog.exported' ORDER BY id"
+            )
+        ).all()
+    engine.dispose()
+    assert details == [
+        ("cli", "step=soreness, search=0177"),
+        ("cli", "from=2026-03-08, to=2026-03-08"),
+    ]
+    with pytest.raises(SystemExit):
+        main(["log", "--from", "2026-03-09", "--to", "2026-03-08"])
+    assert capsys.readouterr().err.strip() == "error: --to: is before the start date"

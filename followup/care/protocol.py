@@ -207,6 +207,10 @@ class CareContext:
     def protocol(self, kind: str) -> Protocol:
         return self.protocols[kind]
 
+    def critical_steps(self) -> frozenset[str]:
+        """The keys of steps marked critical in any protocol (the blood-thinner restart)."""
+        return frozenset(s.key for p in self.protocols.values() for s in p.steps if s.critical)
+
     def render_text(
         self,
         *,
