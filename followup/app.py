@@ -27,4 +27,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     from followup.health.views import bp as health_bp
 
     app.register_blueprint(health_bp)
+
+    from followup.messaging.views import bp as twilio_bp
+
+    app.register_blueprint(twilio_bp)
     return app

@@ -34,6 +34,8 @@ class Settings:
     twilio_from_number: str | None = None
     twilio_messaging_service_sid: str | None = None
     twilio_api_base_url: str | None = None
+    twilio_timeout_seconds: float = 10.0
+    status_poll_after_minutes: int = 30
     public_base_url: str | None = None
     clinic_name: str = "Example Spine Clinic"
     clinic_phone: str = "555-0100"
@@ -116,6 +118,23 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigurationError(f"DEFAULT_TIMEZONE {default_tz!r} is not an IANA zone") from exc
 
+    timeout = _bounded_number(
+        get("TWILIO_TIMEOUT_SECONDS") or "10", "TWILIO_TIMEOUT_SECONDS", low=0.1, high=120
+    )
+    poll_after = _bounded_number(
+        get("STATUS_POLL_AFTER_MINUTES") or "30",
+        "STATUS_POLL_AFTER_MINUTES",
+        low=1,
+        high=7 * 24 * 60,
+    )
+    api_base_url = get("TWILIO_API_BASE_URL")
+    for name, url in (
+        ("TWILIO_API_BASE_URL", api_base_url),
+        ("PUBLIC_BASE_URL", get("PUBLIC_BASE_URL")),
+    ):
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigurationError(f"{name} must be an http:// or https:// URL")
+
     base = Settings()
     return Settings(
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -126,7 +145,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         twilio_auth_token=token,
         twilio_from_number=from_number,
         twilio_messaging_service_sid=service_sid,
-        twilio_api_base_url=get("TWILIO_API_BASE_URL"),
+        twilio_api_base_url=api_base_url,
+        twilio_timeout_seconds=timeout,
+        status_poll_after_minutes=round(poll_after),
         public_base_url=(get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         clinic_name=clinic_name or base.clinic_name,
         clinic_phone=clinic_phone or base.clinic_phone,
@@ -136,6 +157,16 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         secret_key=secret_key or base.secret_key,
         protocol_dir=get("PROTOCOL_DIR"),
     )
+
+
+def _bounded_number(text: str, name: str, *, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, not {text!r}") from exc
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}")
+    return value
 
 
 def parse_quiet_hours(text: str) -> QuietHours:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from followup.messaging.service import (
     DispatchReport,
     PlanReport,
+    PollReport,
     ReapReport,
+    StatusLookup,
     dispatch_due,
     plan_procedures,
+    poll_stale_statuses,
     reap_stale,
 )
 from followup.runtime import Runtime
@@ -59,4 +63,21 @@ def reap(runtime: Runtime) -> ReapReport:
         report = reap_stale(session=session, transport=runtime.transport, now=runtime.clock.now())
     if report.stale:
         log.warning("reap job: %s", report)
+    return report
+
+
+def poll_statuses(runtime: Runtime) -> PollReport:
+    """Ask the provider about texts whose delivery report has not come (lost callbacks)."""
+    transport = runtime.transport
+    if not isinstance(transport, StatusLookup):
+        return PollReport()  # the console transport has nothing to ask
+    with runtime.session_factory() as session:
+        report = poll_stale_statuses(
+            session=session,
+            lookup=transport,
+            now=runtime.clock.now(),
+            older_than=timedelta(minutes=runtime.settings.status_poll_after_minutes),
+        )
+    if report.checked:
+        log.info("status poll job: %s", report)
     return report

@@ -67,3 +67,38 @@ class MessageEvent(Base):
     kind: so.Mapped[str] = so.mapped_column(sa.String(32))
     status: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     detail: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+
+
+# What a reply was taken to mean (inbound_messages.kind).
+REPLY_STOP = "stop"
+REPLY_START = "start"
+REPLY_HELP = "help"
+REPLY_PAIN = "pain"
+REPLY_SYMPTOM = "symptom"
+REPLY_OTHER = "other"
+REPLY_KINDS = (REPLY_STOP, REPLY_START, REPLY_HELP, REPLY_PAIN, REPLY_SYMPTOM, REPLY_OTHER)
+
+
+class InboundMessage(Base):
+    """A text a patient (or an unknown sender) sent us, as classified when it arrived."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        sa.CheckConstraint("pain_score BETWEEN 0 AND 10", name="pain_score"),
+        # The nurses' queue: replies needing attention that nobody has handled yet.
+        sa.Index("ix_inbound_messages_attention", "needs_attention", "handled_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # NULL when the sender matches no patient: stored and flagged, never dropped.
+    patient_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("patients.id"), index=True)
+    from_phone: so.Mapped[str] = so.mapped_column(sa.String(32))
+    body: so.Mapped[str] = so.mapped_column(sa.Text())
+    provider_sid: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(16))
+    pain_score: so.Mapped[int | None] = so.mapped_column()
+    needs_attention: so.Mapped[bool] = so.mapped_column(default=False)
+    handled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    handled_by: so.Mapped[str | None] = so.mapped_column(sa.String(254))
+    handled_note: so.Mapped[str | None] = so.mapped_column(sa.String(500))

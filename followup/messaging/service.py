@@ -815,3 +815,399 @@ def run_tick(
         if batch.claimed == 0:
             break
     return report
+
+
+# --- delivery status ----------------------------------------------------------------------
+
+# Twilio's message statuses, as ours. Everything before a handset answered is `sent` to us.
+TWILIO_STATUSES: dict[str, str] = {
+    "accepted": SENT,
+    "scheduled": SENT,
+    "queued": SENT,
+    "sending": SENT,
+    "sent": SENT,
+    "delivered": DELIVERED,
+    "read": DELIVERED,
+    "undelivered": UNDELIVERED,
+    "failed": FAILED,
+    "canceled": FAILED,
+}
+# A status only ever moves up this ladder; failed and undelivered are the top, so any
+# arrival order of one text's callbacks ends in the same status.
+_RANK = {SENDING: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 4, FAILED: 4}
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """What the provider says about one text now."""
+
+    status: str  # the provider's word: queued, sent, delivered, undelivered, failed, ...
+    error_code: int | None = None
+
+
+@runtime_checkable
+class StatusLookup(Protocol):
+    """A transport that can be asked for one text's current status (the poller)."""
+
+    def fetch_status(self, provider_sid: str) -> ProviderStatus: ...
+
+
+def apply_provider_status(
+    *,
+    session: so.Session,
+    message: Message,
+    status: str,
+    error_code: int | None,
+    now: datetime,
+    kind: str,
+) -> bool:
+    """Record what the provider reported for `message`, moving its status only forward.
+
+    Every report becomes an event (`kind`) with its error code, applied or not; error
+    21610 opts the patient out. Return whether the message's status changed.
+    """
+    target = TWILIO_STATUSES.get(status)
+    current_rank = _RANK.get(message.status)
+    changed = target is not None and current_rank is not None and _RANK[target] > current_rank
+    if changed and target is not None:
+        message.status = target
+        message.updated_at = now
+        message.lease_owner = None
+        message.lease_expires_at = None
+        if target == DELIVERED:
+            message.delivered_at = now
+        elif target in (FAILED, UNDELIVERED):
+            code = str(error_code) if error_code is not None else None
+            message.error_code = code
+            message.error_message = describe_error_code(error_code) or (
+                f"Twilio error {code}" if code else f"reported {status} by the provider"
+            )
+    detail = f"provider status {status or '-'}"
+    if error_code is not None:
+        detail += f"; error {error_code}"
+    if not changed:
+        detail += f"; kept {message.status}"
+    _add_events(session, [_event(message.id, now, kind, message.status, detail[:500])])
+    if error_code in OPT_OUT_CODES:
+        record_opt_out(
+            session=session,
+            patient_id=message.patient_id,
+            now=now,
+            reason=f"provider error {error_code}: {OPTED_OUT}",
+        )
+    return changed
+
+
+def record_status_callback(
+    *,
+    session: so.Session,
+    provider_sid: str,
+    status: str,
+    error_code: int | None,
+    now: datetime,
+) -> Message | None:
+    """Apply one status callback; None (and a log line with the SID) for an unknown SID."""
+    query = sa.select(Message).where(Message.provider_sid == provider_sid)
+    if is_postgresql(session):
+        query = query.with_for_update()  # two callbacks for one text apply one at a time
+    message = session.scalar(query)
+    if message is None:
+        log.info("status callback for unknown sid %s (status %s)", provider_sid, status)
+        return None
+    apply_provider_status(
+        session=session,
+        message=message,
+        status=status,
+        error_code=error_code,
+        now=now,
+        kind="status-callback",
+    )
+    return message
+
+
+def poll_stale_statuses(
+    *,
+    session: so.Session,
+    lookup: StatusLookup,
+    now: datetime,
+    older_than: timedelta,
+    limit: int = DISPATCH_BATCH,
+) -> PollReport:
+    """Ask the provider about texts `sent` for longer than `older_than` (a callback was lost).
+
+    A text asked about and still `sent` is asked about again `older_than` later (its
+    updated_at marks the last look), until STATUS_POLL_GIVE_UP after it was sent.
+    """
+    stale = session.scalars(
+        sa.select(Message)
+        .where(
+            Message.status == SENT,
+            Message.provider_sid.is_not(None),
+            Message.updated_at <= now - older_than,
+            Message.sent_at > now - STATUS_POLL_GIVE_UP,
+        )
+        .order_by(Message.updated_at, Message.id)
+        .limit(limit)
+    ).all()
+    report = PollReport(checked=len(stale))
+    for message in stale:
+        assert message.provider_sid is not None  # noqa: S101 - the query asked for it
+        try:
+            found = lookup.fetch_status(message.provider_sid)
+        except Exception as exc:  # noqa: BLE001 - ask again on a later pass
+            report.errors += 1
+            log.warning("message %s: status poll failed (%s)", message.id, type(exc).__name__)
+        else:
+            if apply_provider_status(
+                session=session,
+                message=message,
+                status=found.status,
+                error_code=found.error_code,
+                now=now,
+                kind="status-polled",
+            ):
+                report.changed += 1
+        message.updated_at = now
+        session.commit()
+    return report
+
+
+# --- opting back in -----------------------------------------------------------------------
+
+
+def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, now: datetime) -> int:
+    """Clear a patient's opt-out and bring back the texts it cancelled; return how many.
+
+    Only texts cancelled because of the opt-out, whose window is still open, return to
+    pending (re-planned at `now`: quiet hours apply); nothing whose window has passed is
+    sent. Procedures never planned while opted out are planned now.
+    """
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.opted_out_at is None:
+        return 0
+    patient.opted_out_at = None
+    session.flush()
+    cancelled_by_opt_out = sa.exists().where(
+        MessageEvent.message_id == Message.id,
+        MessageEvent.kind == "cancelled",
+        MessageEvent.detail.contains(OPTED_OUT),
+    )
+    rows = session.execute(
+        sa.select(Message, Procedure)
+        .join(Procedure, Procedure.id == Message.procedure_id)
+        .where(
+            Message.patient_id == patient_id,
+            Message.status == CANCELLED,
+            cancelled_by_opt_out,
+        )
+        .order_by(Message.due_at)
+    ).all()
+    events: list[dict[str, Any]] = []
+    for message, procedure in rows:
+        if _reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
+            continue
+        assert procedure.completed_at is not None  # noqa: S101 - checked just above
+        planned = plan_step(
+            step=care.protocol(procedure.kind).step(message.step),
+            completed_at=procedure.completed_at,
+            tz=zone(patient.timezone),
+            quiet_hours=care.quiet_hours,
+            now=now,
+        )
+        if planned.status != PENDING:
+            continue  # its window has passed: it stays cancelled
+        message.status = PENDING
+        message.due_at = planned.due_at
+        message.expires_at = planned.expires_at
+        message.not_before = None
+        message.updated_at = now
+        events.append(_event(message.id, now, "replanned", PENDING, "patient opted back in"))
+    _add_events(session, events)
+    unplanned = session.scalars(
+        sa.select(Procedure.id).where(
+            Procedure.patient_id == patient_id, Procedure.planned_at.is_(None)
+        )
+    ).all()
+    if unplanned:
+        plan_procedures(session=session, care=care, now=now, procedure_ids=list(unplanned))
+    log.info("patient %s opted back in; %d texts back", patient_id, len(events))
+    return len(events)
+
+
+# --- replies ------------------------------------------------------------------------------
+
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+HELP_WORDS = frozenset({"HELP"})
+# Twilio's Advanced Opt-Out names what it did with a reply in the OptOutType field.
+OPT_OUT_TYPES = {"STOP": REPLY_STOP, "START": REPLY_START, "HELP": REPLY_HELP}
+PAIN_ALERT = 7  # a pain score at or above this needs a nurse
+PAIN_CHECK_STEP = "pain-check"
+_PAIN_RE = re.compile(r"^(\d{1,2})(?:\s*/\s*10)?$")
+# Words that need a nurse whatever else the reply says (with the Spanish a patient may use).
+_WARNING_RE = re.compile(
+    r"\b(worse|bleed\w*|fever\w*|numb\w*|weak\w*|peor|sangr\w*|fiebre|entumec\w*|d[eé]bil\w*)\b",
+    re.IGNORECASE,
+)
+HELP_TEXT = {
+    "en": "{clinic_name}: aftercare texts after your procedure. Questions? Call {clinic_phone}. "
+    "In an emergency call 911. Reply STOP to end these texts.",
+    "es": "{clinic_name}: mensajes de cuidados despues de su procedimiento. Preguntas? Llame al "
+    "{clinic_phone}. En una emergencia llame al 911. Responda STOP para no recibir mas.",
+}
+
+
+@dataclass(frozen=True)
+class Classified:
+    kind: str
+    pain_score: int | None = None
+    needs_attention: bool = False
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    inbound: InboundMessage
+    duplicate: bool  # the provider retried a webhook we had already stored
+    reply: str | None  # text to answer with (HELP), or None
+
+
+def classify_reply(body: str, *, opt_out_type: str | None, pain_check_sent: bool) -> Classified:
+    """Say what a reply means: a keyword, a pain score, a warning sign or something else.
+
+    Keywords are exact (any case, surrounding whitespace ignored); Twilio's OptOutType,
+    when present, wins. A number 0-10 is a pain score only after a pain check was sent.
+    """
+    forced = OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
+    if forced is not None:
+        return Classified(forced)
+    text = body.strip()
+    word = text.upper()
+    if word in STOP_WORDS:
+        return Classified(REPLY_STOP)
+    if word in START_WORDS:
+        return Classified(REPLY_START)
+    if word in HELP_WORDS:
+        return Classified(REPLY_HELP)
+    if _WARNING_RE.search(text):
+        return Classified(REPLY_SYMPTOM, needs_attention=True)
+    match = _PAIN_RE.match(text)
+    if match and pain_check_sent and int(match.group(1)) <= 10:
+        score = int(match.group(1))
+        return Classified(REPLY_PAIN, pain_score=score, needs_attention=score >= PAIN_ALERT)
+    return Classified(REPLY_OTHER, needs_attention=True)
+
+
+def record_inbound(
+    *,
+    session: so.Session,
+    provider_sid: str,
+    from_phone: str,
+    body: str,
+    opt_out_type: str | None,
+    care: CareContext,
+    now: datetime,
+) -> InboundResult:
+    """Store one reply, once per provider SID, and act on it; the caller commits.
+
+    STOP opts out every patient with that number and cancels their pending texts; START
+    opts them back in; HELP is answered. A sender who matches no patient is stored and
+    flagged. Call it first in its transaction: a duplicate SID rolls the session back.
+    """
+    existing = _inbound_by_sid(session, provider_sid)
+    if existing is not None:
+        return InboundResult(existing, duplicate=True, reply=_reply_text(session, existing, care))
+    patients = list(
+        session.scalars(sa.select(Patient).where(Patient.phone == from_phone).order_by(Patient.id))
+    )
+    ids = [p.id for p in patients]
+    pain_check_patient = (
+        session.scalar(
+            sa.select(Message.patient_id)
+            .where(
+                Message.patient_id.in_(ids),
+                Message.step == PAIN_CHECK_STEP,
+                Message.sent_at.is_not(None),
+                Message.sent_at <= now,
+            )
+            .order_by(Message.sent_at.desc())
+            .limit(1)
+        )
+        if ids
+        else None
+    )
+    classified = classify_reply(
+        body, opt_out_type=opt_out_type, pain_check_sent=pain_check_patient is not None
+    )
+    patient_id = (
+        pain_check_patient
+        if classified.kind == REPLY_PAIN
+        else _last_texted_patient(session, ids)
+        if ids
+        else None
+    )
+    inbound = InboundMessage(
+        patient_id=patient_id,
+        from_phone=from_phone[:32],
+        body=body,
+        provider_sid=provider_sid,
+        received_at=now,
+        kind=classified.kind,
+        pain_score=classified.pain_score,
+        needs_attention=classified.needs_attention or not patients,
+    )
+    session.add(inbound)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        # The same webhook, retried while the first was being stored.
+        session.rollback()
+        stored = _inbound_by_sid(session, provider_sid)
+        if stored is None:
+            raise
+        return InboundResult(stored, duplicate=True, reply=_reply_text(session, stored, care))
+    for patient in patients:
+        if classified.kind == REPLY_STOP:
+            record_opt_out(
+                session=session,
+                patient_id=patient.id,
+                now=now,
+                reason=f"patient replied STOP: {OPTED_OUT}",
+            )
+        elif classified.kind == REPLY_START:
+            record_opt_in(session=session, patient_id=patient.id, care=care, now=now)
+    log.info(
+        "inbound %s sid=%s patient=%s kind=%s attention=%s",
+        inbound.id,
+        provider_sid,
+        patient_id if patient_id is not None else "unknown",
+        inbound.kind,
+        inbound.needs_attention,
+    )
+    return InboundResult(inbound, duplicate=False, reply=_reply_text(session, inbound, care))
+
+
+def _inbound_by_sid(session: so.Session, provider_sid: str) -> InboundMessage | None:
+    return session.scalar(
+        sa.select(InboundMessage).where(InboundMessage.provider_sid == provider_sid)
+    )
+
+
+def _last_texted_patient(session: so.Session, ids: list[int]) -> int:
+    """Of the patients sharing a number, the one texted last (else the newest)."""
+    texted = session.scalar(
+        sa.select(Message.patient_id)
+        .where(Message.patient_id.in_(ids), Message.sent_at.is_not(None))
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    return texted if texted is not None else max(ids)
+
+
+def _reply_text(session: so.Session, inbound: InboundMessage, care: CareContext) -> str | None:
+    if inbound.kind != REPLY_HELP:
+        return None
+    patient = session.get(Patient, inbound.patient_id) if inbound.patient_id else None
+    template = HELP_TEXT.get(patient.language if patient else "en", HELP_TEXT["en"])
+    return template.format(clinic_name=care.clinic_name, clinic_phone=care.clinic_phone)

@@ -1,0 +1,313 @@
+"""The Twilio transport: the official `twilio` client, at api.twilio.com or a compatible mock.
+
+Errors are mapped through followup.messaging.errors (the policy table). Error text from
+Twilio is not kept: it can quote the phone number, and error messages reach the send log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from twilio.base.exceptions import TwilioException  # type: ignore[import-untyped]
+from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
+from twilio.rest import Client  # type: ignore[import-untyped]
+from urllib3.exceptions import NewConnectionError
+
+from followup.errors import ConfigurationError
+from followup.messaging.errors import Outcome, classify_api_error
+from followup.messaging.service import ProviderStatus
+from followup.messaging.transports.base import (
+    OutgoingSms,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
+from followup.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATUS_CALLBACK_PATH = "/twilio/status"
+RECONCILE_SCAN = 200  # newest texts to one number looked at when reconciling (a patient gets ~5)
+PAGE_SIZE = 50
+
+
+_RECIPIENT_PARAM = re.compile(r"\b(To|From)=[^&\s\"]*")
+
+
+class _RedactRecipients(logging.Filter):
+    """Mask To=/From= in urllib3's debug line for each request (it logs the whole URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _RECIPIENT_PARAM.sub(r"\1=***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+_redaction_lock = threading.Lock()
+
+
+def _redact_urllib3_logs() -> None:
+    """Install the redaction once per process (idempotent)."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    with _redaction_lock:
+        if not any(isinstance(f, _RedactRecipients) for f in logger.filters):
+            logger.addFilter(_RedactRecipients())
+
+
+class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """The client's HTTP layer, sent to `base_url` instead of *.twilio.com when one is given.
+
+    Subclassing TwilioHttpClient is the documented way to change how the client talks HTTP.
+    Only scheme and host change (plus a path prefix, if the base URL has one); the path and
+    query the client built are kept. It also remembers each thread's last response headers,
+    which TwilioRestException does not carry (Retry-After), and logs no query parameters
+    (a list by recipient puts the phone number in them).
+    """
+
+    def __init__(self, *, timeout: float, base_url: str | None = None) -> None:
+        super().__init__(timeout=timeout, logger=log)
+        _redact_urllib3_logs()
+        self._base = urlsplit(base_url.rstrip("/")) if base_url else None
+        self._local = threading.local()
+
+    def route(self, url: str) -> str:
+        """Return `url` moved to the configured base URL (unchanged without one)."""
+        if self._base is None:
+            return url
+        parts = urlsplit(url)
+        path = self._base.path + parts.path
+        return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        self._local.headers = {}
+        response = super().request(
+            method,
+            self.route(url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout if timeout is not None else self.timeout,
+            allow_redirects=allow_redirects,
+        )
+        self._local.headers = response.headers or {}
+        return response
+
+    def last_headers(self) -> Mapping[str, str]:
+        """Headers of this thread's last response ({} if there was none)."""
+        headers: Mapping[str, str] = getattr(self._local, "headers", {})
+        return headers
+
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        log.debug("twilio request %s %s", kwargs["method"], urlsplit(kwargs["url"]).path)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        log.debug("twilio response %s", status_code)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+class TwilioTransport:
+    """Send texts through Twilio's Messages resource and ask it what it already has."""
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        status_callback: str | None = None,
+        api_base_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not (from_number or messaging_service_sid):
+            raise ConfigurationError(
+                "the Twilio transport needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
+            )
+        self._from_number = from_number
+        self._messaging_service_sid = messaging_service_sid
+        self._status_callback = status_callback
+        self.http = RoutedHttpClient(timeout=timeout, base_url=api_base_url)
+        self._client = Client(
+            account_sid, auth_token, account_sid=account_sid, http_client=self.http
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TwilioTransport:
+        """Build the transport from TWILIO_* and PUBLIC_BASE_URL."""
+        if not settings.twilio_account_sid or not settings.twilio_auth_token:
+            raise ConfigurationError(
+                "SMS_TRANSPORT=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to be set"
+            )
+        callback = (
+            settings.public_base_url.rstrip("/") + STATUS_CALLBACK_PATH
+            if settings.public_base_url
+            else None
+        )
+        return cls(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            status_callback=callback,
+            api_base_url=settings.twilio_api_base_url,
+            timeout=settings.twilio_timeout_seconds,
+        )
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        self.http.close()
+
+    # --- SmsTransport -----------------------------------------------------------------
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        """Create one Message; raise TransientSendError or PermanentSendError."""
+        params: dict[str, str] = {"to": sms.to, "body": sms.body}
+        if self._from_number:
+            params["from_"] = self._from_number
+        if self._messaging_service_sid:
+            params["messaging_service_sid"] = self._messaging_service_sid
+        if self._status_callback:
+            params["status_callback"] = self._status_callback
+        try:
+            message = self._client.messages.create(**params)
+        except TwilioException as exc:
+            raise self._api_error(exc, now=sms.now, creating=True) from exc
+        except requests.RequestException as exc:
+            raise network_error(exc) from exc
+        return _send_result(message)
+
+    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
+        """Find an outgoing text to `to` with this exact body created at or after `since`.
+
+        Lists by recipient only and compares the creation time here: Twilio's DateSent
+        filter is by day and a text still queued at Twilio has no date_sent yet, so
+        filtering on it could miss exactly the text we are looking for.
+        """
+        try:
+            for message in self._client.messages.stream(
+                to=to, limit=RECONCILE_SCAN, page_size=PAGE_SIZE
+            ):
+                created = message.date_created
+                if not isinstance(created, datetime) or created < since:
+                    continue
+                direction = str(message.direction or "")
+                if direction.startswith("outbound") and (message.body or "") == body:
+                    return _send_result(message)
+        except TwilioException as exc:
+            raise self._api_error(exc, now=since, creating=False) from exc
+        except requests.RequestException as exc:
+            raise network_error(exc) from exc
+        return None
+
+    # --- status poller ----------------------------------------------------------------
+
+    def fetch_status(self, provider_sid: str) -> ProviderStatus:
+        """Ask Twilio for one Message's current status and error code."""
+        try:
+            message = self._client.messages(provider_sid).fetch()
+        except TwilioException as exc:
+            raise self._api_error(exc, now=None, creating=False) from exc
+        except requests.RequestException as exc:
+            raise network_error(exc) from exc
+        code = message.error_code
+        return ProviderStatus(
+            status=str(message.status or ""),
+            error_code=int(code) if code not in (None, "") else None,
+        )
+
+    # --- errors -----------------------------------------------------------------------
+
+    def _api_error(
+        self, exc: Exception, *, now: datetime | None, creating: bool
+    ) -> TransientSendError | PermanentSendError:
+        raw_code = getattr(exc, "code", None)
+        status = getattr(exc, "status", None)
+        code = (
+            int(raw_code) if isinstance(raw_code, int | str) and str(raw_code).isdigit() else None
+        )
+        http_status = int(status) if isinstance(status, int) else None
+        decision = classify_api_error(code=code, http_status=http_status, creating=creating)
+        label = str(code if code is not None else http_status or "twilio")
+        text = f"{decision.reason} (Twilio {label})"
+        if decision.outcome is Outcome.TRANSIENT:
+            return TransientSendError(
+                label,
+                text,
+                retry_after=retry_after_seconds(self.http.last_headers(), now=now),
+                maybe_sent=decision.maybe_sent,
+            )
+        return PermanentSendError(label, text, opted_out=decision.outcome is Outcome.OPTED_OUT)
+
+
+def _send_result(message: Any) -> SendResult:
+    segments = message.num_segments
+    count = int(segments) if segments not in (None, "") and str(segments).isdigit() else 0
+    return SendResult(
+        provider_sid=str(message.sid),
+        provider_status=str(message.status or "queued"),
+        # A Messaging Service reports 0 segments until it has picked a sender.
+        segments=count or None,
+    )
+
+
+def network_error(exc: requests.RequestException) -> TransientSendError:
+    """Map a `requests` failure; say whether the request may have reached Twilio."""
+    if isinstance(exc, requests.ConnectTimeout) or _never_connected(exc):
+        return TransientSendError("network", "could not connect to Twilio")
+    if isinstance(exc, requests.Timeout):
+        return TransientSendError("timeout", "no answer from Twilio in time", maybe_sent=True)
+    return TransientSendError(
+        "network", f"connection to Twilio failed ({type(exc).__name__})", maybe_sent=True
+    )
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the connection was refused or the name did not resolve: nothing was sent."""
+    reason: object = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, NewConnectionError)
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None) -> float | None:
+    """Read Retry-After: delay-seconds or an HTTP date (relative to `now`)."""
+    value = headers.get("Retry-After") if headers else None
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    if now is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - now).total_seconds(), 0.0)

@@ -1,0 +1,106 @@
+"""Twilio's webhooks: delivery status callbacks and replies, both signed by Twilio.
+
+The signature is checked against PUBLIC_BASE_URL + the path, the URL Twilio was given,
+not the URL this process sees: behind a TLS-terminating proxy those differ.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+from flask import Blueprint, Response, abort, current_app, request
+from flask.typing import ResponseReturnValue
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
+
+from followup.messaging.service import record_inbound, record_status_callback
+from followup.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("twilio", __name__, url_prefix="/twilio")
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+F = TypeVar("F", bound=Callable[[], ResponseReturnValue])
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["followup"]
+    return runtime
+
+
+def signed_by_twilio(view: F) -> F:
+    """Refuse (403) a request without a valid X-Twilio-Signature; nothing else runs."""
+
+    @wraps(view)
+    def wrapper() -> ResponseReturnValue:
+        settings = _runtime().settings
+        if not settings.public_base_url or not settings.twilio_auth_token:
+            log.error("Twilio webhook refused: PUBLIC_BASE_URL and TWILIO_AUTH_TOKEN must be set")
+            abort(403)
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        url = settings.public_base_url.rstrip("/") + request.path
+        if request.query_string:
+            url += "?" + request.query_string.decode("utf-8", "replace")
+        validator = RequestValidator(settings.twilio_auth_token)
+        if not signature or not validator.validate(url, request.form, signature):
+            log.warning("Twilio webhook %s refused: missing or wrong signature", request.path)
+            abort(403)
+        return view()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _error_code(raw: str | None) -> int | None:
+    text = (raw or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+@bp.post("/status")
+@signed_by_twilio
+def status_callback() -> ResponseReturnValue:
+    """Record a delivery status report for a text we sent."""
+    sid = request.form.get("MessageSid") or request.form.get("SmsSid")
+    status = request.form.get("MessageStatus") or request.form.get("SmsStatus")
+    if not sid or not status:
+        abort(400)
+    runtime = _runtime()
+    with runtime.session_factory() as session:
+        record_status_callback(
+            session=session,
+            provider_sid=sid,
+            status=status.strip().lower(),
+            error_code=_error_code(request.form.get("ErrorCode")),
+            now=runtime.clock.now(),
+        )
+        session.commit()
+    return "", 200
+
+
+@bp.post("/inbound")
+@signed_by_twilio
+def inbound() -> ResponseReturnValue:
+    """Store a patient's reply, act on STOP/START/HELP, and answer in TwiML."""
+    sid = request.form.get("MessageSid") or request.form.get("SmsSid")
+    sender = request.form.get("From")
+    if not sid or not sender:
+        abort(400)
+    runtime = _runtime()
+    with runtime.session_factory() as session:
+        result = record_inbound(
+            session=session,
+            provider_sid=sid,
+            from_phone=sender.strip(),
+            body=request.form.get("Body", ""),
+            opt_out_type=request.form.get("OptOutType"),
+            care=runtime.care,
+            now=runtime.clock.now(),
+        )
+        session.commit()
+    twiml = MessagingResponse()
+    if result.reply:
+        twiml.message(result.reply)
+    return Response(str(twiml), mimetype="application/xml")

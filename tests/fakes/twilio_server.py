@@ -1,0 +1,411 @@
+"""A fake Twilio: a real HTTP server on 127.0.0.1 speaking the Messages resource.
+
+Enough of /2010-04-01/Accounts/{AccountSid}/Messages.json for the official client: create
+(form POST), list (GET, filtered by To, From and DateSent, paged) and fetch
+(GET Messages/{Sid}.json), with HTTP Basic auth and Twilio's error body
+{code, message, more_info, status}. It records every request and has switches for the
+failures a real network and a real Twilio produce: an error code per recipient, latency,
+a run of 500s, a 500 after the message was created, and a dropped connection after the
+message was created. Times come from `now` (the test's FakeClock), so reconciliation
+by creation time works with frozen test time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+API = "/2010-04-01"
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_ACCOUNT_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages(?:/(?P<sid>[^/]+))?\.json$"
+)
+
+
+@dataclass(frozen=True)
+class FakeError:
+    """An error answer: Twilio's code (None leaves it out) and the HTTP status."""
+
+    code: int | None
+    status: int = 400
+    message: str = "error"
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    form: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str = "AC" + "f" * 32
+    auth_token: str = "fake-auth-token-0123456789abcdef"
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    # --- switches (set them between requests) -------------------------------------------
+    errors: dict[str, FakeError] = field(default_factory=dict)  # by recipient (To)
+    latency: float = 0.0  # seconds before answering any request
+    latency_after_accept: float = 0.0  # seconds after creating, before answering a create
+    fail_next: int = 0  # the next N requests get a 500 and change nothing
+    fail_after_accept: int = 0  # the next N creates are stored, then answered with a 500
+    drop_after_accept: int = 0  # the next N creates are stored, then the socket is closed
+
+    # --- what happened ------------------------------------------------------------------
+    requests: list[RecordedRequest] = field(default_factory=list)
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, in order
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> FakeTwilio:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = False  # server_close() joins the request threads
+        server.block_on_close = True
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-twilio"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+
+    def __enter__(self) -> FakeTwilio:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # --- helpers for tests --------------------------------------------------------------
+
+    def creates(self) -> list[dict[str, str]]:
+        """The form of every create request received (accepted or not)."""
+        with self._lock:
+            return [r.form for r in self.requests if r.method == "POST"]
+
+    def add_message(
+        self,
+        *,
+        to: str,
+        body: str,
+        from_: str = "+12025550199",
+        created: datetime | None = None,
+        status: str = "delivered",
+        direction: str = "outbound-api",
+    ) -> dict[str, Any]:
+        """Put a message at the fake as if it had been created earlier."""
+        with self._lock:
+            return self._store(
+                {"To": to, "Body": body, "From": from_},
+                created=created or self.now(),
+                status=status,
+                direction=direction,
+            )
+
+    def set_status(self, sid: str, status: str, *, error_code: int | None = None) -> None:
+        """Move a message on, as the carrier would."""
+        with self._lock:
+            message = self.messages[sid]
+            message["status"] = status
+            message["error_code"] = error_code
+            message["date_updated"] = _rfc2822(self.now())
+            if status in ("sent", "delivered", "undelivered", "read") and not message["date_sent"]:
+                message["date_sent"] = _rfc2822(self.now())
+
+    # --- the resource -------------------------------------------------------------------
+
+    def _store(
+        self, form: dict[str, str], *, created: datetime, status: str, direction: str
+    ) -> dict[str, Any]:
+        sid = "SM" + secrets.token_hex(16)
+        body = form.get("Body", "")
+        uri = f"{API}/Accounts/{self.account_sid}/Messages/{sid}.json"
+        message = {
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "body": body,
+            "date_created": _rfc2822(created),
+            "date_sent": _rfc2822(created) if status in ("sent", "delivered") else None,
+            "date_updated": _rfc2822(created),
+            "direction": direction,
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "num_media": "0",
+            "num_segments": str(_segments(body)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": status,
+            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+            "to": form.get("To"),
+            "uri": uri,
+            "_created": created,
+        }
+        self.messages[sid] = message
+        return message
+
+
+def _rfc2822(value: datetime) -> str:
+    return format_datetime(value.astimezone(UTC))
+
+
+def _segments(body: str) -> int:
+    if len(body) <= 160:
+        return 1
+    return -(-len(body) // 153)
+
+
+def _public(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if not k.startswith("_")}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its timeout) before the answer is part of the game.
+        if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "FakeTwilio/1.0"
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing left open
+
+    @property
+    def fake(self) -> FakeTwilio:
+        return self.server.fake  # type: ignore[attr-defined, no-any-return]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _record(self) -> tuple[str, dict[str, str], dict[str, str]]:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode("utf-8") if length else ""
+        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        with self.fake._lock:
+            self.fake.requests.append(
+                RecordedRequest(
+                    method=self.command,
+                    path=parts.path,
+                    query=query,
+                    form=form,
+                    headers=dict(self.headers.items()),
+                )
+            )
+        return parts.path, query, form
+
+    def _send_json(
+        self, status: int, payload: object, headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, error: FakeError) -> None:
+        payload: dict[str, Any] = {
+            "message": error.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{error.code}",
+            "status": error.status,
+        }
+        if error.code is not None:
+            payload["code"] = error.code
+        headers = {"Retry-After": error.retry_after} if error.retry_after else None
+        self._send_json(error.status, payload, headers)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.fake._stopping.wait(seconds)
+
+    def _authorized(self, account: str) -> bool:
+        expected = base64.b64encode(
+            f"{self.fake.account_sid}:{self.fake.auth_token}".encode()
+        ).decode()
+        return (
+            self.headers.get("Authorization") == f"Basic {expected}"
+            and account == self.fake.account_sid
+        )
+
+    def _route(self) -> tuple[re.Match[str] | None, dict[str, str], dict[str, str]] | None:
+        path, query, form = self._record()
+        self._wait(self.fake.latency)
+        match = _ACCOUNT_PATH.match(path)
+        if match is None:
+            self._error(FakeError(20404, 404, "The requested resource was not found"))
+            return None
+        if not self._authorized(match["account"]):
+            self._error(FakeError(20003, 401, "Authenticate"))
+            return None
+        with self.fake._lock:
+            if self.fake.fail_next > 0:
+                self.fake.fail_next -= 1
+                failing = True
+            else:
+                failing = False
+        if failing:
+            self._error(FakeError(20500, 500, "Internal Server Error"))
+            return None
+        return match, query, form
+
+    # --- verbs --------------------------------------------------------------------------
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        routed = self._route()
+        if routed is None:
+            return
+        match, _query, form = routed
+        assert match is not None
+        if match["sid"] is not None:
+            self._error(FakeError(20404, 404, "Updating messages is not faked"))
+            return
+        to = form.get("To", "")
+        if not to:
+            self._error(FakeError(21604, 400, "A 'To' phone number is required."))
+            return
+        if not E164.match(to):
+            self._error(FakeError(21211, 400, f"The 'To' number {to} is not a valid phone number."))
+            return
+        if not (form.get("From") or form.get("MessagingServiceSid")):
+            self._error(FakeError(21603, 400, "A 'From' phone number is required."))
+            return
+        if not form.get("Body"):
+            self._error(FakeError(21602, 400, "Message body is required."))
+            return
+        fake = self.fake
+        with fake._lock:
+            error = fake.errors.get(to)
+            if error is not None:
+                drop = fail = False
+            else:
+                message = fake._store(
+                    form, created=fake.now(), status="queued", direction="outbound-api"
+                )
+                drop = fake.drop_after_accept > 0
+                fail = not drop and fake.fail_after_accept > 0
+                if drop:
+                    fake.drop_after_accept -= 1
+                elif fail:
+                    fake.fail_after_accept -= 1
+        if error is not None:
+            self._error(error)
+            return
+        if drop:
+            # Created, then the connection dies before any answer: the client cannot know.
+            self.close_connection = True
+            return
+        if fail:
+            self._error(FakeError(20500, 500, "Internal Server Error"))
+            return
+        self._wait(fake.latency_after_accept)
+        self._send_json(201, _public(message))
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        routed = self._route()
+        if routed is None:
+            return
+        match, query, _form = routed
+        assert match is not None
+        fake = self.fake
+        if match["sid"] is not None:
+            with fake._lock:
+                message = fake.messages.get(match["sid"])
+            if message is None:
+                self._error(FakeError(20404, 404, "The requested resource was not found"))
+            else:
+                self._send_json(200, _public(message))
+            return
+        with fake._lock:
+            found = [m for m in fake.messages.values() if _matches(m, query)]
+        found.sort(key=lambda m: m["_created"], reverse=True)  # newest first, as Twilio lists
+        size = min(int(query.get("PageSize") or 50), 1000)
+        page = int(query.get("Page") or 0)
+        chunk = found[page * size : (page + 1) * size]
+        path = match.group(0)
+        base = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
+
+        def page_uri(number: int) -> str:
+            params = {**base, "PageSize": str(size), "Page": str(number)}
+            if number:
+                params["PageToken"] = f"PA{number}"
+            return f"{path}?{urlencode(params)}"
+
+        more = (page + 1) * size < len(found)
+        self._send_json(
+            200,
+            {
+                "messages": [_public(m) for m in chunk],
+                "end": page * size + max(len(chunk) - 1, 0),
+                "first_page_uri": page_uri(0),
+                "next_page_uri": page_uri(page + 1) if more else None,
+                "previous_page_uri": page_uri(page - 1) if page else None,
+                "page": page,
+                "page_size": size,
+                "start": page * size,
+                "uri": page_uri(page),
+            },
+        )
+
+
+def _matches(message: dict[str, Any], query: dict[str, str]) -> bool:
+    if "To" in query and message["to"] != query["To"]:
+        return False
+    if "From" in query and message["from"] != query["From"]:
+        return False
+    # DateSent filters compare the sent date (day granularity); unsent messages never match.
+    for name, accept in (
+        ("DateSent", lambda day, ref: day == ref),
+        ("DateSent<", lambda day, ref: day <= ref),
+        ("DateSent>", lambda day, ref: day >= ref),
+    ):
+        if name in query:
+            if not message["date_sent"]:
+                return False
+            sent = datetime.strptime(message["date_sent"], "%a, %d %b %Y %H:%M:%S %z")
+            if not accept(sent.date().isoformat(), query[name][:10]):
+                return False
+    return True

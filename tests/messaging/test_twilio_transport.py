@@ -1,0 +1,406 @@
+"""The real TwilioTransport and the real twilio client against the fake Twilio server."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+import sqlalchemy.orm as so
+
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.errors import ConfigurationError
+from followup.messaging.errors import ERROR_POLICY
+from followup.messaging.models import CANCELLED, FAILED, PENDING, SENDING, SENT
+from followup.messaging.transports import build_transport
+from followup.messaging.transports.base import (
+    OutgoingSms,
+    PermanentSendError,
+    TransientSendError,
+)
+from followup.messaging.transports.twilio import (
+    RoutedHttpClient,
+    TwilioTransport,
+    retry_after_seconds,
+)
+from followup.patients.models import Patient
+from followup.patients.service import EnrollmentResult
+from followup.settings import Settings, settings_from_mapping
+from tests.fakes.twilio_server import FakeError, FakeTwilio
+from tests.messaging.conftest import FROM_NUMBER, PUBLIC_BASE_URL
+from tests.messaging.helpers import dispatch, messages
+
+PHONE = "+12025550143"
+MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$")
+
+
+def sms(
+    clock: FakeClock, body: str = "Riverside Spine Center: hello", to: str = PHONE
+) -> OutgoingSms:
+    return OutgoingSms(message_id=1, step="no-driving", to=to, body=body, now=clock.now())
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+def test_transport_send_creates_one_valid_message(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    result = twilio_transport.send(sms(clock))
+
+    [request] = twilio_fake.requests
+    assert request.method == "POST"
+    assert MESSAGES_PATH.match(request.path)
+    assert request.form == {
+        "To": PHONE,
+        "From": FROM_NUMBER,
+        "Body": "Riverside Spine Center: hello",
+        "StatusCallback": PUBLIC_BASE_URL + "/twilio/status",
+    }
+    credentials = f"{twilio_fake.account_sid}:{twilio_fake.auth_token}".encode()
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(credentials).decode()
+    [stored] = twilio_fake.messages.values()
+    assert result.provider_sid == stored["sid"]
+    assert result.provider_status == "queued"
+    assert result.segments == 1
+
+
+def test_transport_send_counts_segments_of_a_long_text(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    result = twilio_transport.send(sms(clock, body="x" * 200))
+    assert result.segments == 2
+
+
+def test_transport_sends_through_a_messaging_service(
+    twilio_fake: FakeTwilio, twilio_settings: Settings, clock: FakeClock
+) -> None:
+    settings = replace(
+        twilio_settings, twilio_from_number=None, twilio_messaging_service_sid="MG" + "a" * 32
+    )
+    transport = TwilioTransport.from_settings(settings)
+    try:
+        transport.send(sms(clock))
+    finally:
+        transport.close()
+    [form] = twilio_fake.creates()
+    assert form["MessagingServiceSid"] == "MG" + "a" * 32
+    assert "From" not in form
+
+
+def test_transport_without_public_base_url_sets_no_status_callback(
+    twilio_fake: FakeTwilio, twilio_settings: Settings, clock: FakeClock
+) -> None:
+    transport = TwilioTransport.from_settings(replace(twilio_settings, public_base_url=None))
+    try:
+        transport.send(sms(clock))
+    finally:
+        transport.close()
+    [form] = twilio_fake.creates()
+    assert "StatusCallback" not in form
+
+
+def test_transport_passes_a_timeout_to_every_request(
+    twilio_fake: FakeTwilio, twilio_settings: Settings, clock: FakeClock
+) -> None:
+    transport = TwilioTransport.from_settings(replace(twilio_settings, twilio_timeout_seconds=0.3))
+    twilio_fake.latency_after_accept = 1.0
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientSendError) as caught:
+            transport.send(sms(clock))
+    finally:
+        transport.close()
+    assert time.monotonic() - started < 0.9
+    assert caught.value.code == "timeout"
+    assert caught.value.maybe_sent is True  # the create had left: reconcile before resending
+    assert len(twilio_fake.messages) == 1
+
+
+def test_transport_connection_refused_is_transient_and_not_sent(
+    twilio_settings: Settings, clock: FakeClock
+) -> None:
+    with FakeTwilio() as closed:  # a port that was free a moment ago and is closed now
+        url = closed.base_url
+    transport = TwilioTransport.from_settings(replace(twilio_settings, twilio_api_base_url=url))
+    try:
+        with pytest.raises(TransientSendError) as caught:
+            transport.send(sms(clock))
+    finally:
+        transport.close()
+    assert caught.value.code == "network"
+    assert caught.value.maybe_sent is False
+
+
+def test_routed_http_client_rewrites_scheme_and_host_only() -> None:
+    client = RoutedHttpClient(timeout=1, base_url="http://127.0.0.1:8080/mock/")
+    try:
+        routed = client.route("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json?To=x")
+    finally:
+        client.close()
+    assert routed == "http://127.0.0.1:8080/mock/2010-04-01/Accounts/AC1/Messages.json?To=x"
+
+
+def test_routed_http_client_without_base_url_leaves_twilio_alone() -> None:
+    client = RoutedHttpClient(timeout=1)
+    try:
+        url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"
+        assert client.route(url) == url
+    finally:
+        client.close()
+
+
+def test_build_transport_builds_twilio_from_the_environment(twilio_fake: FakeTwilio) -> None:
+    settings = settings_from_mapping(
+        {
+            "TWILIO_ACCOUNT_SID": twilio_fake.account_sid,
+            "TWILIO_AUTH_TOKEN": twilio_fake.auth_token,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "TWILIO_API_BASE_URL": twilio_fake.base_url,
+            "TWILIO_TIMEOUT_SECONDS": "3.5",
+        }
+    )
+    transport = build_transport(settings)
+    assert isinstance(transport, TwilioTransport)
+    assert transport.http.timeout == 3.5
+    transport.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TWILIO_TIMEOUT_SECONDS", "0"),
+        ("TWILIO_TIMEOUT_SECONDS", "soon"),
+        ("STATUS_POLL_AFTER_MINUTES", "0"),
+        ("TWILIO_API_BASE_URL", "127.0.0.1:8080"),
+    ],
+)
+def test_settings_refuse_bad_twilio_values(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        settings_from_mapping({name: value})
+
+
+def test_twilio_transport_needs_credentials() -> None:
+    with pytest.raises(ConfigurationError, match="TWILIO_ACCOUNT_SID"):
+        settings_from_mapping({"SMS_TRANSPORT": "twilio", "TWILIO_FROM_NUMBER": FROM_NUMBER})
+    with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN"):
+        TwilioTransport.from_settings(Settings(twilio_account_sid="AC1"))
+
+
+def test_transport_logs_no_phone_number_or_body(
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = "Riverside Spine Center: secret words"
+    twilio_transport.send(sms(clock, body=body))
+    twilio_transport.find_sent(to=PHONE, body=body, since=clock.now())
+    twilio_fake.errors[PHONE] = FakeError(21211, 400, f"The 'To' number {PHONE} is not valid.")
+    with pytest.raises(PermanentSendError) as caught:
+        twilio_transport.send(sms(clock, body=body))
+    logged = caplog.text
+    assert "twilio request POST" in logged  # the client's own logging goes through ours
+    for secret in (PHONE, PHONE[1:], "5550143", "secret words"):
+        assert secret not in logged
+        assert secret not in caught.value.message  # error text reaches the send log
+
+
+# --- reconciliation and status lookups ----------------------------------------------------
+
+
+def test_find_sent_matches_body_recipient_and_creation_time(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    since = clock.now()
+    twilio_fake.add_message(to=PHONE, body="wanted", created=since - timedelta(minutes=10))
+    twilio_fake.add_message(to=PHONE, body="other", created=since + timedelta(seconds=5))
+    twilio_fake.add_message(to="+12025550144", body="wanted", created=since)
+    twilio_fake.add_message(to=PHONE, body="wanted", created=since, direction="inbound")
+    assert twilio_transport.find_sent(to=PHONE, body="wanted", since=since) is None
+
+    clock.advance(timedelta(seconds=30))
+    queued = twilio_fake.add_message(to=PHONE, body="wanted", status="queued")  # no date_sent
+    found = twilio_transport.find_sent(to=PHONE, body="wanted", since=since)
+    assert found is not None
+    assert found.provider_sid == queued["sid"]
+    assert found.provider_status == "queued"
+    lists = [r for r in twilio_fake.requests if r.method == "GET"]
+    assert all(r.query["To"] == PHONE for r in lists)
+
+
+def test_find_sent_follows_pages(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    since = clock.now()
+    first = twilio_fake.add_message(to=PHONE, body="the one")
+    for i in range(60):
+        clock.advance(timedelta(seconds=1))
+        twilio_fake.add_message(to=PHONE, body=f"newer {i}")
+    found = twilio_transport.find_sent(to=PHONE, body="the one", since=since)
+    assert found is not None and found.provider_sid == first["sid"]
+    assert len([r for r in twilio_fake.requests if r.method == "GET"]) == 2
+
+
+def test_find_sent_error_is_raised_not_taken_for_absence(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    twilio_fake.fail_next = 1
+    with pytest.raises(TransientSendError):
+        twilio_transport.find_sent(to=PHONE, body="x", since=clock.now())
+
+
+def test_fetch_status_reads_status_and_error_code(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    sid = twilio_transport.send(sms(clock)).provider_sid
+    twilio_fake.set_status(sid, "undelivered", error_code=30005)
+    status = twilio_transport.fetch_status(sid)
+    assert (status.status, status.error_code) == ("undelivered", 30005)
+
+
+def test_retry_after_reads_seconds_and_http_dates(clock: FakeClock) -> None:
+    assert retry_after_seconds({"Retry-After": "120"}, now=clock.now()) == 120
+    later = "Fri, 06 Mar 2026 20:05:00 GMT"  # clock.now() is 20:00 UTC
+    assert retry_after_seconds({"Retry-After": later}, now=clock.now()) == 300
+    assert retry_after_seconds({"Retry-After": "whenever"}, now=clock.now()) is None
+    assert retry_after_seconds({}, now=clock.now()) is None
+
+
+# --- the error policy, one test per row, through the dispatcher ---------------------------
+
+PERMANENT = [21211, 21614, 21408, 30005, 30006]
+TRANSIENT = [(20429, 429), (21611, 400), (30001, 400)]
+
+
+def test_error_policy_table_is_covered_by_these_tests() -> None:
+    tested = set(PERMANENT) | {code for code, _ in TRANSIENT} | {21610}
+    assert tested == set(ERROR_POLICY)
+
+
+@pytest.fixture
+def enrolled(enroll: Callable[..., EnrollmentResult]) -> EnrollmentResult:
+    # A blood thinner, so the patient has several texts pending after the first is sent.
+    return enroll(blood_thinner="warfarin")
+
+
+@pytest.mark.parametrize("code", PERMANENT)
+def test_error_policy_permanent_code_fails_the_text(
+    code: int,
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enrolled: EnrollmentResult,
+) -> None:
+    twilio_fake.errors[PHONE] = FakeError(code, 400, "no")
+    report = dispatch(session, twilio_transport, care, clock.now())
+    texts = messages(session)
+    assert report.failed == 1
+    assert texts["no-driving"].status == FAILED
+    assert texts["no-driving"].error_code == str(code)
+    assert texts["no-driving"].attempts == 1
+    assert texts["soreness"].status == PENDING  # the patient is not opted out
+    assert session.get(Patient, enrolled.patient.id).opted_out_at is None  # type: ignore[union-attr]
+
+
+def test_error_policy_21610_opts_the_patient_out_and_cancels_pending_texts(
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enrolled: EnrollmentResult,
+) -> None:
+    twilio_fake.errors[PHONE] = FakeError(21610, 400, "Attempt to send to unsubscribed recipient")
+    dispatch(session, twilio_transport, care, clock.now())
+    texts = messages(session)
+    assert texts["no-driving"].status == FAILED
+    assert texts["no-driving"].error_code == "21610"
+    assert {texts[s].status for s in texts if s != "no-driving"} == {CANCELLED}
+    patient = session.get(Patient, enrolled.patient.id)
+    assert patient is not None and patient.opted_out_at == clock.now()
+    # Nothing more goes to this number, however long we wait.
+    clock.advance(timedelta(days=8))
+    dispatch(session, twilio_transport, care, clock.now())
+    assert len(twilio_fake.creates()) == 1
+
+
+@pytest.mark.parametrize(("code", "status"), TRANSIENT)
+def test_error_policy_transient_code_retries_later(
+    code: int,
+    status: int,
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enrolled: EnrollmentResult,
+) -> None:
+    twilio_fake.errors[PHONE] = FakeError(code, status, "busy")
+    report = dispatch(session, twilio_transport, care, clock.now())
+    text = messages(session)["no-driving"]
+    assert report.retried == 1
+    assert text.status == PENDING
+    assert text.error_code == str(code)
+    assert text.not_before is not None and text.not_before > clock.now()
+    # It goes out once the provider takes it again, after the backoff.
+    del twilio_fake.errors[PHONE]
+    assert dispatch(session, twilio_transport, care, clock.now()).claimed == 0
+    clock.set(text.not_before)
+    dispatch(session, twilio_transport, care, clock.now())
+    text = messages(session)["no-driving"]
+    assert text.status == SENT
+    assert text.provider_sid in twilio_fake.messages
+
+
+def test_error_policy_honours_retry_after(
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enrolled: EnrollmentResult,
+) -> None:
+    twilio_fake.errors[PHONE] = FakeError(20429, 429, "Too Many Requests", retry_after="900")
+    dispatch(session, twilio_transport, care, clock.now())
+    text = messages(session)["no-driving"]
+    assert text.status == PENDING
+    assert text.not_before is not None
+    assert text.not_before >= clock.now() + timedelta(seconds=900)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (FakeError(None, 429, "Too Many Requests"), PENDING),  # HTTP 429 without a code
+        (FakeError(20003, 401, "Authenticate"), PENDING),  # our credentials, not the text
+        (FakeError(21612, 400, "cannot route"), FAILED),  # any other 4xx: permanent
+        (FakeError(20500, 500, "Internal Server Error"), SENDING),  # may exist: reconcile
+        (FakeError(None, 503, "Service Unavailable"), SENDING),
+    ],
+)
+def test_error_policy_http_statuses(
+    error: FakeError,
+    expected: str,
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enrolled: EnrollmentResult,
+) -> None:
+    twilio_fake.errors[PHONE] = error
+    dispatch(session, twilio_transport, care, clock.now())
+    text = messages(session)["no-driving"]
+    assert text.status == expected
+    if expected == SENDING:
+        assert text.lease_expires_at is not None and text.lease_expires_at > clock.now()
