@@ -57,6 +57,7 @@ class FakeTwilio:
     account_sid: str = "AC" + "f" * 32
     auth_token: str = "fake-auth-token-0123456789abcdef"
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    port: int = 0  # 0: any free port
 
     # --- switches (set them between requests) -------------------------------------------
     errors: dict[str, FakeError] = field(default_factory=dict)  # by recipient (To)
@@ -79,7 +80,7 @@ class FakeTwilio:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> FakeTwilio:
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = False  # server_close() joins the request threads
         server.block_on_close = True
         server.fake = self  # type: ignore[attr-defined]
@@ -409,3 +410,43 @@ def _matches(message: dict[str, Any], query: dict[str, str]) -> bool:
             if not accept(sent.date().isoformat(), query[name][:10]):
                 return False
     return True
+
+
+def main() -> None:
+    """Run the fake on its own, for trying `followup` by hand (see docs/twilio.md)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="A fake Twilio Messages API on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8099)
+    args = parser.parse_args()
+    fake = FakeTwilio(port=args.port).start()
+    sys.stdout.write(
+        f"fake Twilio at {fake.base_url}\n"
+        f"TWILIO_API_BASE_URL={fake.base_url}\n"
+        f"TWILIO_ACCOUNT_SID={fake.account_sid}\n"
+        f"TWILIO_AUTH_TOKEN={fake.auth_token}\n"
+        "Ctrl-C stops it.\n"
+    )
+    sys.stdout.flush()
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            with fake._lock:
+                created = list(fake.messages.values())[seen:]
+            for message in created:
+                sys.stdout.write(
+                    f"created {message['sid']} to ...{str(message['to'])[-4:]}: "
+                    f"{len(message['body'])} characters, {message['num_segments']} segment(s)\n"
+                )
+            seen += len(created)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
