@@ -256,6 +256,45 @@ def log_command(
             )
 
 
+@cli.command()
+@click.option(
+    "--handle", "item", metavar="KIND:ID", help="Mark an item handled: reply:12 or text:5."
+)
+@click.option("--note", default="", help="What was done (required with --handle).")
+@click.pass_obj
+def attention(state: CliState, /, item: str | None, note: str) -> None:
+    """The needs-attention queue: flagged replies and critical texts that did not land."""
+    from followup.care.texts import short_local
+    from followup.messaging.service import zone
+    from followup.sendlog.service import attention_queue, mark_handled
+
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        if item is not None:
+            kind, _, raw_id = item.partition(":")
+            if not raw_id.isdigit():
+                raise ValidationError("handle", "must look like reply:12 or text:5")
+            mark_handled(
+                session=session,
+                kind=kind,
+                item_id=int(raw_id),
+                note=note,
+                actor="cli",
+                now=runtime.clock.now(),
+            )
+            session.commit()
+            click.echo(f"{kind} {raw_id} handled")
+            return
+        items = attention_queue(session=session, critical_steps=runtime.care.critical_steps())
+    tz = zone(runtime.settings.default_timezone)
+    if not items:
+        click.echo("nothing needs attention")
+    for entry in items:
+        who = f"patient {entry.patient_id}" if entry.patient_id else "unknown sender"
+        when = short_local(entry.at, tz)
+        click.echo(f"{entry.kind}:{entry.item_id:<8} {when:<26} {who:<16} {entry.reason}")
+
+
 # --- worker / serve -----------------------------------------------------------------------
 
 
@@ -267,10 +306,20 @@ def worker(state: CliState) -> None:
 
     runtime = state.runtime()
     scheduler = build_scheduler(runtime, blocking=True)
-    install_shutdown(lambda: scheduler.shutdown(wait=True))
-    click.echo(f"worker {runtime.owner}: transport {runtime.transport.name}; Ctrl-C stops")
-    scheduler.start()
-    click.echo("worker stopped")
+
+    def stop() -> None:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)  # start() returns once running jobs have finished
+        else:
+            raise SystemExit(0)  # a signal before start(): nothing is running yet
+
+    try:
+        install_shutdown(stop)
+        click.echo(f"worker {runtime.owner}: transport {runtime.transport.name}; Ctrl-C stops")
+        scheduler.start()
+    finally:
+        runtime.engine.dispose()
+        click.echo("worker stopped")
 
 
 @cli.command()
@@ -292,13 +341,16 @@ def serve(state: CliState, host: str, port: int) -> None:
     def stop() -> NoReturn:
         raise SystemExit(0)
 
-    install_shutdown(stop)
-    scheduler.start()
-    click.echo(f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name})")
     try:
+        install_shutdown(stop)
+        scheduler.start()
+        click.echo(
+            f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name})"
+        )
         server.run()
     finally:
-        scheduler.shutdown(wait=True)
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
         server.close()
         runtime.engine.dispose()
         click.echo("followup stopped")

@@ -5,5 +5,15 @@ from followup.audit.models import AuditEvent
 from followup.db import Base
 from followup.messaging.models import Message, MessageEvent
 from followup.patients.models import Patient, Procedure
+from followup.sendlog.models import AttentionResolution
 
-__all__ = ["AuditEvent", "Base", "Message", "MessageEvent", "Patient", "Procedure", "User"]
+__all__ = [
+    "AttentionResolution",
+    "AuditEvent",
+    "Base",
+    "Message",
+    "MessageEvent",
+    "Patient",
+    "Procedure",
+    "User",
+]

@@ -247,3 +247,40 @@ def test_log_takes_the_web_filters_and_audits_csv_exports(
     with pytest.raises(SystemExit):
         main(["log", "--from", "2026-03-09", "--to", "2026-03-08"])
     assert capsys.readouterr().err.strip() == "error: --to: is before the start date"
+
+
+def test_attention_lists_and_handles_the_queue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    main(["db", "upgrade"])
+    capsys.readouterr()
+    main(["attention"])
+    assert capsys.readouterr().out.strip() == "nothing needs attention"
+    main([
+        "--now", ny("2026-03-07T15:00"), "enroll", "--first-name", "Ada", "--last-name", "Moreno",
+        "--phone", "202-555-0143", "--procedure", "kyphoplasty", "--completed-at", "2026-03-07T14:30",
+        "--timezone", "America/New_York", "--blood-thinner", "Eliquis", "--consent",
+    ])  # fmt: skip
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE messages SET status = 'expired' WHERE step = 'blood-thinner-restart'")
+        )
+    engine.dispose()
+    capsys.readouterr()
+    main(["attention"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert (
+        len(lines) == 1 and "patient 1" in lines[0] and "blood-thinner-restart expired" in lines[0]
+    )
+    item = lines[0].split()[0]
+    with pytest.raises(SystemExit):
+        main(["attention", "--handle", item])
+    assert capsys.readouterr().err.strip() == "error: --note: is required: say what was done"
+    main(["attention", "--handle", item, "--note", "Called the patient"])
+    assert capsys.readouterr().out.strip() == f"{item.replace(':', ' ')} handled"
+    main(["attention"])
+    assert capsys.readouterr().out.strip() == "nothing needs attention"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
@@ -132,9 +132,38 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=1)
+def _events_insert() -> sa.Insert:
+    return sa.insert(MessageEvent.__table__)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=64)
+def _outcome_update(columns: tuple[str, ...], *, guarded: bool) -> sa.Update:
+    """A cached UPDATE of one text's outcome: built once per column set, not per text."""
+    table = Message.__table__
+    statement = sa.update(table).where(table.c.id == sa.bindparam("p_id"))  # type: ignore[arg-type]
+    if guarded:  # only while the lease is ours
+        statement = statement.where(
+            table.c.status == SENDING, table.c.lease_owner == sa.bindparam("p_owner")
+        )
+    else:
+        statement = statement.where(table.c.status.in_((PENDING, SENDING)))
+    return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
+
+
+def _update_outcome(
+    session: so.Session, message_id: int, values: dict[str, Any], *, owner: str | None
+) -> bool:
+    columns = tuple(sorted(values))
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update(p_id=message_id, p_owner=owner)
+    result = session.execute(_outcome_update(columns, guarded=owner is not None), params)
+    return bool(getattr(result, "rowcount", 0))
+
+
 def _add_events(session: so.Session, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(sa.insert(MessageEvent), rows)
+        session.execute(_events_insert(), rows)
 
 
 def _event(
@@ -441,6 +470,8 @@ def dispatch_due(
             rng=rng,
             report=report,
         )
+    # Outcomes were written with Core UPDATEs: objects the caller holds must reload.
+    session.expire_all()
     return report
 
 
@@ -553,12 +584,17 @@ def _send_one(
         result = transport.send(sms)
     except TransientSendError as exc:
         _record_transient(
-            session=session, message=message, exc=exc, now=now, rng=rng, report=report
+            session=session, message=message, exc=exc, now=now, owner=owner, rng=rng, report=report
         )
     except PermanentSendError as exc:
-        _release(message, FAILED, now)
-        message.error_code, message.error_message = exc.code, exc.message[:500]
-        _add_events(session, [_event(message.id, now, "failed", FAILED, f"error {exc.code}")])
+        _finish(
+            session=session,
+            message=message,
+            owner=owner,
+            now=now,
+            values={"status": FAILED, "error_code": exc.code, "error_message": exc.message[:500]},
+            detail=f"error {exc.code}",
+        )
         report.failed += 1
         if exc.opted_out:
             cancelled = record_opt_out(
@@ -585,6 +621,31 @@ def _send_one(
     session.commit()
 
 
+def _finish(
+    *,
+    session: so.Session,
+    message: Message,
+    owner: str,
+    now: datetime,
+    values: dict[str, Any],
+    detail: str,
+    kind: str | None = None,
+) -> bool:
+    """Record a claimed text's outcome and its event, if the lease is still ours.
+
+    One guarded UPDATE (status `sending`, lease owner us) and one INSERT: the hot path of
+    the dispatcher, kept off the ORM's unit of work. Returns False when the lease moved on.
+    """
+    status = values.get("status", SENDING)
+    if status != SENDING:
+        values = {"lease_owner": None, "lease_expires_at": None, **values}
+    ours = _update_outcome(session, message.id, {"updated_at": now, **values}, owner=owner)
+    if not ours:
+        detail += "; lease had moved on"
+    _add_events(session, [_event(message.id, now, kind or status, status, detail)])
+    return ours
+
+
 def _record_sent(
     *,
     session: so.Session,
@@ -594,25 +655,23 @@ def _record_sent(
     owner: str,
     report: DispatchReport,
 ) -> None:
-    if message.status != SENDING or message.lease_owner != owner:
-        log.warning("message %s: sent after its lease moved on; recording sid only", message.id)
-    _release(message, SENT, now)
-    message.provider_sid = result.provider_sid
-    message.segments = result.segments
-    message.sent_at = now
-    message.error_code = message.error_message = None
-    _add_events(
-        session,
-        [
-            _event(
-                message.id,
-                now,
-                "sent",
-                SENT,
-                f"sid {result.provider_sid} ({result.provider_status})",
-            )
-        ],
-    )
+    values: dict[str, Any] = {
+        "status": SENT,
+        "provider_sid": result.provider_sid,
+        "segments": result.segments,
+        "sent_at": now,
+        "error_code": None,
+        "error_message": None,
+    }
+    detail = f"sid {result.provider_sid} ({result.provider_status})"
+    if not _finish(
+        session=session, message=message, owner=owner, now=now, values=values, detail=detail
+    ):
+        # The provider has the text even though our lease ran out: record it anyway, so a
+        # requeued copy is not sent a second time.
+        log.warning("message %s: sent after its lease moved on; recording it", message.id)
+        values.update(updated_at=now, lease_owner=None, lease_expires_at=None)
+        _update_outcome(session, message.id, values, owner=None)
     report.sent += 1
     log.info("message %s sent sid=%s", message.id, result.provider_sid)
 
@@ -623,56 +682,39 @@ def _record_transient(
     message: Message,
     exc: TransientSendError,
     now: datetime,
+    owner: str,
     rng: random.Random,
     report: DispatchReport,
 ) -> None:
-    message.error_code, message.error_message = exc.code, exc.message[:500]
+    error = {"error_code": exc.code, "error_message": exc.message[:500]}
     retry_at = now + retry_delay(message.attempts, rng=rng, retry_after=exc.retry_after)
+    finish = partial(_finish, session=session, message=message, owner=owner, now=now)
     if exc.maybe_sent:
         # The request may have reached the provider: keep the text in `sending` until the
         # reaper has asked the provider whether it exists, then send or record it.
-        message.lease_expires_at = retry_at
-        message.updated_at = now
-        _add_events(
-            session, [_event(message.id, now, "outcome-unknown", SENDING, f"error {exc.code}")]
+        finish(
+            values={"lease_expires_at": retry_at, **error},
+            detail=f"error {exc.code}",
+            kind="outcome-unknown",
         )
         report.retried += 1
     elif message.attempts >= MAX_ATTEMPTS:
-        _release(message, FAILED, now)
-        _add_events(
-            session,
-            [
-                _event(
-                    message.id, now, "failed", FAILED, f"error {exc.code}; {MAX_ATTEMPTS} attempts"
-                )
-            ],
+        finish(
+            values={"status": FAILED, **error},
+            detail=f"error {exc.code}; {MAX_ATTEMPTS} attempts",
         )
         report.failed += 1
     elif retry_at >= message.expires_at:
-        _release(message, EXPIRED, now)
-        _add_events(
-            session,
-            [
-                _event(
-                    message.id, now, "expired", EXPIRED, f"error {exc.code}; no retry before expiry"
-                )
-            ],
+        finish(
+            values={"status": EXPIRED, **error},
+            detail=f"error {exc.code}; no retry before expiry",
         )
         report.expired += 1
     else:
-        _release(message, PENDING, now)
-        message.not_before = retry_at
-        _add_events(
-            session,
-            [
-                _event(
-                    message.id,
-                    now,
-                    "retry",
-                    PENDING,
-                    f"error {exc.code}; retry at {retry_at.isoformat()}",
-                )
-            ],
+        finish(
+            values={"status": PENDING, "not_before": retry_at, **error},
+            detail=f"error {exc.code}; retry at {retry_at.isoformat()}",
+            kind="retry",
         )
         report.retried += 1
     log.warning(

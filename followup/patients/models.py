@@ -25,7 +25,7 @@ class Patient(Base):
     language: so.Mapped[str] = so.mapped_column(sa.String(8), default="en")
     sms_consent_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     consent_recorded_by: so.Mapped[str | None] = so.mapped_column(sa.String(254))
-    opted_out_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    opted_out_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime(), index=True)
     external_id: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
 
