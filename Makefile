@@ -20,7 +20,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-install-dev: $(VENV)/.installed-dev
+# axe-core (package.json, from the npm registry) for the browser tests' accessibility check.
+# Without npm the browser tests skip that check locally, and fail under REQUIRE_BROWSER=1.
+AXE := node_modules/axe-core/axe.min.js
+$(AXE): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund && touch $@; \
+	else echo "npm not found: axe-core not installed (browser tests need it in CI)"; fi
+
+install-dev: $(VENV)/.installed-dev $(AXE)
 
 run: install
 	$(BIN)/followup db upgrade
@@ -42,4 +49,4 @@ bench: install-dev
 	$(BIN)/python bench/plan_dispatch.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info node_modules test-artifacts

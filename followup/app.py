@@ -31,4 +31,24 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     from followup.messaging.views import bp as twilio_bp
 
     app.register_blueprint(twilio_bp)
+
+    from followup.accounts.views import bp as accounts_bp
+    from followup.audit.views import bp as audit_bp
+    from followup.patients.views import bp as patients_bp
+
+    app.register_blueprint(accounts_bp)
+    app.register_blueprint(patients_bp)
+    app.register_blueprint(audit_bp)
+
+    # After every blueprint: sign-in gate, CSRF (Twilio's webhooks exempt), error pages.
+    from followup.web import init_web
+
+    init_web(app)
     return app
+
+
+def wsgi_app() -> Flask:
+    """Build the app from the environment, for a WSGI server: gunicorn 'followup.app:wsgi_app()'."""
+    from followup.settings import load_settings
+
+    return create_app(load_settings())

@@ -322,6 +322,19 @@ def worker(state: CliState) -> None:
         click.echo("worker stopped")
 
 
+def _create_first_admin(runtime: Runtime) -> tuple[str, str] | None:
+    """With no staff accounts yet, create an admin; return its email and one-time password."""
+    from followup.accounts.service import ensure_first_admin
+
+    with runtime.session_factory() as session:
+        created = ensure_first_admin(session=session, now=runtime.clock.now())
+        session.commit()
+    if created is None:
+        return None
+    user, password = created
+    return user.email, password
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -334,6 +347,7 @@ def serve(state: CliState, host: str, port: int) -> None:
     from jobs.scheduler import build_scheduler, install_shutdown
 
     runtime = state.runtime()
+    first_admin = _create_first_admin(runtime)
     app = create_app(runtime.settings, runtime=runtime)
     server = create_server(app, host=host, port=port)
     scheduler = build_scheduler(runtime, blocking=False)
@@ -347,6 +361,13 @@ def serve(state: CliState, host: str, port: int) -> None:
         click.echo(
             f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name})"
         )
+        if first_admin is not None:
+            email, password = first_admin
+            click.echo(
+                f"first start: sign in at http://{host}:{port}/login as {email} with the "
+                f"one-time password {password}\n"
+                "  (shown only this once; you will be asked to choose your own password)"
+            )
         server.run()
     finally:
         if scheduler.running:

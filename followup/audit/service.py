@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.audit.models import AuditEvent
@@ -30,3 +31,22 @@ def record_audit(
     )
     session.add(event)
     return event
+
+
+AUDIT_PAGE_SIZE = 50
+
+
+def recent_audit_events(
+    *, session: so.Session, page: int, per_page: int = AUDIT_PAGE_SIZE
+) -> tuple[list[AuditEvent], bool]:
+    """Return one page of audit events, newest first, and whether an older page exists."""
+    page = max(1, page)
+    rows = list(
+        session.scalars(
+            sa.select(AuditEvent)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .offset((page - 1) * per_page)
+            .limit(per_page + 1)
+        )
+    )
+    return rows[:per_page], len(rows) > per_page

@@ -1,0 +1,91 @@
+"""Enrollment and patient-page forms: rendering and typed values only.
+
+The rules live in followup/patients/service.py; views put its errors on these fields.
+CSRF is checked for every POST by CSRFProtect.
+"""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TelField
+
+from followup.care.vocabulary import LANGUAGES, PROCEDURE_KINDS
+
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish (Español)"}
+LANGUAGE_CHOICES = [SelectChoice(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES]
+PROCEDURE_CHOICES = [SelectChoice(kind, kind.capitalize()) for kind in PROCEDURE_KINDS]
+TIMEZONES = (
+    ("America/New_York", "Eastern (New York)"),
+    ("America/Chicago", "Central (Chicago)"),
+    ("America/Denver", "Mountain (Denver)"),
+    ("America/Phoenix", "Arizona (Phoenix, no DST)"),
+    ("America/Los_Angeles", "Pacific (Los Angeles)"),
+    ("America/Anchorage", "Alaska (Anchorage)"),
+    ("Pacific/Honolulu", "Hawaii (Honolulu)"),
+    ("America/Puerto_Rico", "Atlantic (Puerto Rico)"),
+)
+COMMON_BLOOD_THINNERS = (
+    "Eliquis",
+    "Xarelto",
+    "warfarin",
+    "Coumadin",
+    "Plavix",
+    "Pradaxa",
+    "Brilinta",
+    "Effient",
+    "Savaysa",
+    "Lovenox",
+    "aspirin",
+)
+
+
+def timezone_choices(default: str) -> list[SelectChoice]:
+    """The zones a nurse picks from, with the clinic's own zone first."""
+    zones = list(TIMEZONES)
+    if all(name != default for name, _ in zones):
+        zones.insert(0, (default, default))
+    zones.sort(key=lambda zone: zone[0] != default)
+    return [SelectChoice(name, label) for name, label in zones]
+
+
+class _Form(FlaskForm):  # type: ignore[misc]
+    class Meta:
+        csrf = False  # the template adds the token; CSRFProtect checks it
+
+
+class EnrollForm(_Form):
+    first_name = StringField("First name")
+    last_name = StringField("Last name")
+    phone = TelField("Mobile phone")
+    language = SelectField("Language of the texts", choices=LANGUAGE_CHOICES, default="en")
+    procedure = SelectField("Procedure", choices=PROCEDURE_CHOICES)
+    completed_at = StringField("Procedure finished (local date and time)")
+    timezone = SelectField("Patient's time zone")
+    blood_thinner = StringField("Blood thinner stopped before the procedure")
+    consent = BooleanField("The patient agreed to receive these texts")
+
+
+class SearchForm(_Form):
+    q = StringField("Name or last 4 digits of the phone")
+
+
+class CompletionForm(_Form):
+    procedure_id = HiddenField()
+    completed_at = StringField("Corrected completion (local date and time)")
+
+
+class CancelForm(_Form):
+    procedure_id = HiddenField()
+    confirm = BooleanField("Yes, cancel this procedure and all its pending texts")
+
+
+class PhoneForm(_Form):
+    phone = TelField("New mobile phone")
+
+
+class LanguageForm(_Form):
+    language = SelectField("Language of the texts", choices=LANGUAGE_CHOICES)
+
+
+class OptOutForm(_Form):
+    confirm = BooleanField("The patient asked us, by phone, to stop the texts")

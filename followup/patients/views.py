@@ -1,0 +1,322 @@
+"""Nurses' pages: enrollment with a preview of every text, search, the patient page and its edits.
+
+Each view parses the form, calls one service function, commits and redirects; the service
+raises ValidationError naming the field, which is shown next to that field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+
+from followup.errors import ValidationError
+from followup.patients.forms import (
+    COMMON_BLOOD_THINNERS,
+    CancelForm,
+    CompletionForm,
+    EnrollForm,
+    LanguageForm,
+    OptOutForm,
+    PhoneForm,
+    SearchForm,
+    timezone_choices,
+)
+from followup.patients.service import (
+    EnrollmentForm,
+    InvalidEnrollment,
+    cancel_patient_procedure,
+    change_language,
+    change_phone,
+    consent_wording,
+    correct_completion_time,
+    enroll_patient,
+    patient_detail,
+    preview_completion_change,
+    preview_new_enrollment,
+    record_staff_opt_out,
+    search_patients,
+)
+from followup.web import db, runtime, staff
+
+bp = Blueprint("patients", __name__)
+
+UNPROCESSABLE = 422
+
+
+def _put_errors(form: Any, exc: ValidationError) -> None:
+    """Show a service's ValidationError next to its field (or the form's top if unknown)."""
+    errors = exc.errors if isinstance(exc, InvalidEnrollment) else {exc.field: exc.message}
+    for field, message in errors.items():
+        if field in form:
+            form[field].errors = [message]
+        else:
+            form.form_errors.append(f"{field.replace('_', ' ')}: {message}")
+
+
+@bp.get("/")
+def home() -> ResponseReturnValue:
+    return redirect("/patients")
+
+
+@bp.get("/patients")
+def index() -> ResponseReturnValue:
+    form = SearchForm(formdata=request.args)
+    result = search_patients(
+        session=db(),
+        query=form.q.data or "",
+        page=request.args.get("page", 1, type=int) or 1,
+    )
+    return render_template("patients/list.html", form=form, result=result)
+
+
+# --- enrollment ---------------------------------------------------------------------------
+
+
+def _enroll_form() -> EnrollForm:
+    settings = runtime().settings
+    form = EnrollForm()
+    form.timezone.choices = timezone_choices(settings.default_timezone)
+    if request.method == "GET":
+        form.timezone.data = settings.default_timezone
+    return form
+
+
+def _enrollment(form: EnrollForm) -> EnrollmentForm:
+    return EnrollmentForm(
+        first_name=form.first_name.data or "",
+        last_name=form.last_name.data or "",
+        phone=form.phone.data or "",
+        procedure=form.procedure.data or "",
+        completed_at=form.completed_at.data or "",
+        timezone=form.timezone.data or "",
+        language=form.language.data or "",
+        blood_thinner=form.blood_thinner.data or None,
+        consent=bool(form.consent.data),
+    )
+
+
+def _render_enroll_form(form: EnrollForm, status: int = 200) -> ResponseReturnValue:
+    return (
+        render_template(
+            "patients/new.html",
+            form=form,
+            blood_thinners=COMMON_BLOOD_THINNERS,
+            consent_text=consent_wording(runtime().settings.clinic_name),
+        ),
+        status,
+    )
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+def new() -> ResponseReturnValue:
+    form = _enroll_form()
+    action = request.form.get("action", "preview")
+    if request.method == "GET" or action == "edit":
+        return _render_enroll_form(form)
+    rt = runtime()
+    if action == "enroll":
+        try:
+            result = enroll_patient(
+                session=db(),
+                form=_enrollment(form),
+                care=rt.care,
+                region=rt.settings.default_region,
+                now=rt.clock.now(),
+                actor=staff().email,
+            )
+        except ValidationError as exc:
+            db().rollback()
+            _put_errors(form, exc)
+            return _render_enroll_form(form, UNPROCESSABLE)
+        db().commit()
+        flash(f"Enrolled. {len(result.messages)} texts are planned.")
+        return redirect(f"/patients/{result.patient.id}")
+    try:
+        preview = preview_new_enrollment(
+            session=db(),
+            form=_enrollment(form),
+            care=rt.care,
+            region=rt.settings.default_region,
+            now=rt.clock.now(),
+        )
+    except ValidationError as exc:
+        _put_errors(form, exc)
+        return _render_enroll_form(form, UNPROCESSABLE)
+    return render_template(
+        "patients/preview.html",
+        form=form,
+        preview=preview,
+        consent_text=consent_wording(rt.settings.clinic_name),
+    )
+
+
+# --- the patient page and its edits -------------------------------------------------------
+
+
+def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnValue:
+    detail = patient_detail(session=db(), patient_id=patient_id, care=runtime().care)
+    forms.setdefault("phone_form", PhoneForm(prefix="phone", formdata=None))
+    forms.setdefault(
+        "language_form",
+        LanguageForm(prefix="language", formdata=None, language=detail.patient.language),
+    )
+    forms.setdefault("opt_out_form", OptOutForm(prefix="optout", formdata=None))
+    completion_forms = {
+        proc.id: CompletionForm(
+            prefix=f"completion{proc.id}",
+            formdata=None,
+            procedure_id=proc.id,
+            completed_at=proc.completed_input,
+        )
+        for proc in detail.procedures
+    }
+    cancel_forms = {
+        proc.id: CancelForm(prefix=f"cancel{proc.id}", formdata=None, procedure_id=proc.id)
+        for proc in detail.procedures
+    }
+    completion_forms.update(forms.pop("completion_forms", {}))
+    cancel_forms.update(forms.pop("cancel_forms", {}))
+    every_form = [*forms.values(), *completion_forms.values(), *cancel_forms.values()]
+    return (
+        render_template(
+            "patients/detail.html",
+            detail=detail,
+            completion_forms=completion_forms,
+            cancel_forms=cancel_forms,
+            problems=[problem for form in every_form for problem in form.form_errors],
+            **forms,
+        ),
+        status,
+    )
+
+
+@bp.get("/patients/<int:patient_id>")
+def detail(patient_id: int) -> ResponseReturnValue:
+    return _detail(patient_id)
+
+
+def _procedure_id(raw: str | None) -> int:
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+@bp.post("/patients/<int:patient_id>/completion")
+def completion(patient_id: int) -> ResponseReturnValue:
+    procedure_id = _procedure_id(request.form.get("procedure_id"))
+    form = CompletionForm(prefix=f"completion{procedure_id}")
+    form.procedure_id.data = str(procedure_id)
+    raw = request.form.get("completed_at") or form.completed_at.data or ""
+    rt = runtime()
+    try:
+        if request.form.get("action") == "confirm":
+            correct_completion_time(
+                session=db(),
+                patient_id=patient_id,
+                procedure_id=procedure_id,
+                completed_at=raw,
+                care=rt.care,
+                now=rt.clock.now(),
+                actor=staff().email,
+            )
+            db().commit()
+            flash("Completion time corrected; the unsent texts are re-planned.")
+            return redirect(f"/patients/{patient_id}")
+        preview = preview_completion_change(
+            session=db(),
+            patient_id=patient_id,
+            procedure_id=procedure_id,
+            completed_at=raw,
+            care=rt.care,
+            now=rt.clock.now(),
+        )
+    except ValidationError as exc:
+        db().rollback()
+        form.completed_at.data = raw
+        _put_errors(form, exc)
+        return _detail(patient_id, UNPROCESSABLE, completion_forms={procedure_id: form})
+    return render_template("patients/completion.html", patient_id=patient_id, preview=preview)
+
+
+@bp.post("/patients/<int:patient_id>/cancel")
+def cancel(patient_id: int) -> ResponseReturnValue:
+    procedure_id = _procedure_id(request.form.get("procedure_id"))
+    form = CancelForm(prefix=f"cancel{procedure_id}")
+    form.procedure_id.data = str(procedure_id)
+    try:
+        if not form.confirm.data:
+            raise ValidationError("confirm", "tick the box to confirm")
+        count = cancel_patient_procedure(
+            session=db(),
+            patient_id=patient_id,
+            procedure_id=procedure_id,
+            now=runtime().clock.now(),
+            actor=staff().email,
+        )
+    except ValidationError as exc:
+        db().rollback()
+        _put_errors(form, exc)
+        return _detail(patient_id, UNPROCESSABLE, cancel_forms={procedure_id: form})
+    db().commit()
+    flash(f"Procedure cancelled; {count} pending texts cancelled.")
+    return redirect(f"/patients/{patient_id}")
+
+
+@bp.post("/patients/<int:patient_id>/phone")
+def phone(patient_id: int) -> ResponseReturnValue:
+    form = PhoneForm(prefix="phone")
+    rt = runtime()
+    try:
+        change_phone(
+            session=db(),
+            patient_id=patient_id,
+            phone=form.phone.data or "",
+            region=rt.settings.default_region,
+            now=rt.clock.now(),
+            actor=staff().email,
+        )
+    except ValidationError as exc:
+        db().rollback()
+        _put_errors(form, exc)
+        return _detail(patient_id, UNPROCESSABLE, phone_form=form)
+    db().commit()
+    flash("Phone number changed; the next text goes to the new number.")
+    return redirect(f"/patients/{patient_id}")
+
+
+@bp.post("/patients/<int:patient_id>/language")
+def language(patient_id: int) -> ResponseReturnValue:
+    form = LanguageForm(prefix="language")
+    try:
+        change_language(
+            session=db(),
+            patient_id=patient_id,
+            language=form.language.data or "",
+            now=runtime().clock.now(),
+            actor=staff().email,
+        )
+    except ValidationError as exc:
+        db().rollback()
+        _put_errors(form, exc)
+        return _detail(patient_id, UNPROCESSABLE, language_form=form)
+    db().commit()
+    flash("Language changed; the next text is written in it.")
+    return redirect(f"/patients/{patient_id}")
+
+
+@bp.post("/patients/<int:patient_id>/opt-out")
+def opt_out(patient_id: int) -> ResponseReturnValue:
+    form = OptOutForm(prefix="optout")
+    try:
+        if not form.confirm.data:
+            raise ValidationError("confirm", "tick the box to confirm")
+        count = record_staff_opt_out(
+            session=db(), patient_id=patient_id, now=runtime().clock.now(), actor=staff().email
+        )
+    except ValidationError as exc:
+        db().rollback()
+        _put_errors(form, exc)
+        return _detail(patient_id, UNPROCESSABLE, opt_out_form=form)
+    db().commit()
+    flash(f"Opt-out recorded; {count} pending texts cancelled.")
+    return redirect(f"/patients/{patient_id}")

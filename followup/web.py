@@ -1,0 +1,257 @@
+"""Web plumbing shared by the blueprints: sign-in gate, CSRF, per-request session, errors.
+
+Every page needs a signed-in user except the sign-in page, the health check, the static
+files and Twilio's webhooks (signed by Twilio instead). A few paths are for admins only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import sqlalchemy.orm as so
+from flask import Flask, Response, current_app, g, redirect, render_template, request, session
+from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from followup.accounts.models import User
+from followup.accounts.service import get_active_user
+from followup.care.texts import short_local
+from followup.errors import NotFound
+from followup.messaging.service import zone
+from followup.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Reachable without signing in (by endpoint, or by blueprint for Twilio's webhooks).
+PUBLIC_ENDPOINTS = frozenset({"accounts.login", "static"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "twilio"})
+# Admins only: these paths and everything under them (the send log, audit, users).
+ADMIN_PATHS = ("/log", "/log.csv", "/audit", "/users")
+# A user who signed in with a one-time password may only reach these until it is changed.
+PASSWORD_CHANGE_ENDPOINTS = frozenset({"accounts.password", "accounts.logout", "static"})
+MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 - a session key
+SESSION_LIFETIME = timedelta(hours=10)  # one clinical shift; then sign in again
+
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+@dataclass(frozen=True)
+class StaffUser:
+    """The signed-in user as Flask-Login sees it (the model knows nothing of Flask)."""
+
+    id: int
+    email: str
+    role: str
+    fingerprint: str
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_id(self) -> str:
+        # The password's fingerprint is part of the id: changing it ends other sessions.
+        return f"{self.id}:{self.fingerprint}"
+
+    @classmethod
+    def from_user(cls, user: User) -> StaffUser:
+        return cls(id=user.id, email=user.email, role=user.role, fingerprint=_fingerprint(user))
+
+
+def _fingerprint(user: User) -> str:
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def runtime() -> Runtime:
+    """The runtime the app was built with."""
+    return cast(Runtime, current_app.extensions["followup"])
+
+
+def db() -> so.Session:
+    """The request's database session (closed, so rolled back unless committed, at the end)."""
+    if "db_session" not in g:
+        g.db_session = runtime().session_factory()
+    return cast(so.Session, g.db_session)
+
+
+def staff() -> StaffUser:
+    """The signed-in user (only called behind the sign-in gate)."""
+    return cast(StaffUser, current_user._get_current_object())
+
+
+def safe_next(target: str | None) -> str | None:
+    """Return `target` if it is a path on this site, else None (no open redirects)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target  # browsers read /\evil.example as //evil.example
+    ):
+        return None
+    return target
+
+
+def is_admin_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in ADMIN_PATHS)
+
+
+def init_web(app: Flask) -> None:
+    """Wire sign-in, CSRF, security headers and error pages into `app`."""
+    settings = runtime_of(app).settings
+    app.config.update(
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.is_production,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+    )
+    from followup.messaging.views import bp as twilio_bp
+
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+    csrf = CSRFProtect(app)
+    csrf.exempt(twilio_bp)  # Twilio signs its webhooks; it cannot send our form token
+
+    login_manager = LoginManager(app)
+    login_manager.session_protection = "strong"
+    login_manager.login_view = "accounts.login"
+    login_manager.user_loader(_load_user)
+
+    app.before_request(_gate)
+    app.after_request(_security_headers)
+    app.teardown_appcontext(_close_session)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(NotFound, _not_found)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _server_error)
+    app.context_processor(_template_globals)
+    app.add_template_filter(_clinic_time, "clinic_time")
+
+
+def runtime_of(app: Flask) -> Runtime:
+    return cast(Runtime, app.extensions["followup"])
+
+
+def _load_user(user_id: str) -> StaffUser | None:
+    raw_id, _, fingerprint = user_id.partition(":")
+    if not raw_id.isdigit():
+        return None
+    user = get_active_user(session=db(), user_id=int(raw_id))
+    if user is None or _fingerprint(user) != fingerprint:
+        return None
+    return StaffUser.from_user(user)
+
+
+def _gate() -> ResponseReturnValue | None:
+    """Send anonymous users to the sign-in page; refuse nurses the admin pages."""
+    if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint in PUBLIC_BLUEPRINTS:
+        return None
+    if not current_user.is_authenticated:
+        if request.method == "GET":
+            target = request.full_path if request.query_string else request.path
+            return redirect(f"/login?next={target}" if target != "/" else "/login")
+        return _error_page(401, "Please sign in first.")
+    if session.get(MUST_CHANGE_PASSWORD) and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
+        return redirect("/account/password")
+    if is_admin_path(request.path) and not staff().is_admin:
+        log.info("user %s refused admin path %s", staff().id, request.path)
+        return _error_page(403, "This page is for admins only.")
+    return None
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "static":
+        # Pages carry patient details: no browser or proxy may keep a copy.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()
+
+
+def _rollback() -> None:
+    db_session = g.get("db_session")
+    if db_session is not None:
+        db_session.rollback()
+
+
+def _error_page(status: int, message: str) -> tuple[str, int]:
+    titles = {
+        400: "Bad request",
+        401: "Sign in first",
+        403: "Not allowed",
+        404: "Not found",
+        405: "Not allowed",
+        500: "Something went wrong",
+    }
+    title = titles.get(status, "Error")
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
+    _rollback()
+    log.info("form refused: %s", exc.description)
+    return _error_page(
+        400,
+        "This form had expired or did not come from this site. Go back, reload the "
+        "page and try again.",
+    )
+
+
+def _not_found(_exc: NotFound) -> ResponseReturnValue:
+    _rollback()
+    return _error_page(404, "There is no such record.")
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    _rollback()
+    if exc.code is None or exc.code < 400 or request.blueprint in PUBLIC_BLUEPRINTS:
+        return exc
+    return _error_page(exc.code, exc.description or exc.name)
+
+
+def _server_error(exc: Exception) -> ResponseReturnValue:
+    _rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if current_app.testing and current_app.config.get("PROPAGATE_EXCEPTIONS"):
+        raise exc
+    return _error_page(
+        500, "The change was not saved. Try again; if it keeps happening, tell your admin."
+    )
+
+
+def _clinic_time(instant: datetime | None) -> str:
+    """An instant in the clinic's zone (DEFAULT_TIMEZONE), for staff-facing records."""
+    if instant is None:
+        return "-"
+    return short_local(instant, zone(runtime().settings.default_timezone))
+
+
+def _template_globals() -> dict[str, Any]:
+    settings = runtime().settings
+    user = current_user if current_user.is_authenticated else None
+    return {"clinic_name": settings.clinic_name, "staff_user": user}
