@@ -231,7 +231,7 @@ def main() -> None:
         measure("log, first page", lambda: get("/log"), args.repeat)
         measure(
             "log, failed in the last 7 days",
-            lambda: get(f"/log?status=failed&from={week_ago}"),
+            lambda: get(f"/log?status=failed&date_from={week_ago}"),
             args.repeat,
         )
         measure("log, search by last 4 digits", lambda: get("/log?q=0042"), args.repeat)

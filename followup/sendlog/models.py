@@ -30,3 +30,5 @@ sa.Index("ix_messages_step_due_at", Message.step, Message.due_at)  # the step fi
 sa.Index("ix_messages_sent_at", Message.sent_at)  # sent per day
 sa.Index("ix_messages_delivered_at", Message.delivered_at)  # delivered per day
 sa.Index("ix_messages_status_updated_at", Message.status, Message.updated_at)  # failures
+# The needs-attention queue: critical steps in a problem status, newest first.
+sa.Index("ix_messages_step_status_updated_at", Message.step, Message.status, Message.updated_at)

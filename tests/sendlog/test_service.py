@@ -132,7 +132,9 @@ def test_needs_attention_shows_critical_texts_that_failed(
         (ada, "blood-thinner-restart")
     ]
     problems = critical_text_problems(session=session, critical_steps=critical)
-    assert [(m.step, p.id) for m, p in problems] == [("blood-thinner-restart", ada)]
+    assert [(p.step, p.patient_id, p.error_code) for p in problems] == [
+        ("blood-thinner-restart", ada, "30005")
+    ]
 
 
 def test_history_lists_every_event_oldest_first(

@@ -1,0 +1,162 @@
+"""The admins' pages: dashboard, send log, a text's history, CSV export; the attention queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+from markupsafe import Markup
+from wtforms import SelectChoice
+
+from followup.audit.service import record_audit
+from followup.errors import NotFound, ValidationError
+from followup.messaging.service import zone
+from followup.sendlog.chart import daily_chart
+from followup.sendlog.forms import HandleForm, LogFilterForm
+from followup.sendlog.service import (
+    attention_queue,
+    csv_lines,
+    dashboard,
+    explain_error,
+    iter_log,
+    local_time,
+    log_page,
+    mark_handled,
+    message_history,
+)
+from followup.web import db, runtime, staff
+
+bp = Blueprint("sendlog", __name__)
+
+
+def _clinic_zone() -> str:
+    return runtime().settings.default_timezone
+
+
+@bp.get("/")
+def home() -> ResponseReturnValue:
+    """Admins land on the dashboard; nurses on their patients."""
+    if not staff().is_admin:
+        return redirect("/patients")
+    figures = dashboard(session=db(), now=runtime().clock.now(), tz=zone(_clinic_zone()))
+    chart = Markup(  # noqa: S704 - built from numbers and dates only, text escaped
+        daily_chart(figures.days, title="Texts sent, delivered and failed per day, last 30 days")
+    )
+    queue = attention_queue(session=db(), critical_steps=runtime().care.critical_steps())
+    return render_template(
+        "sendlog/dashboard.html", figures=figures, chart=chart, queue=queue[:10], queued=len(queue)
+    )
+
+
+def _filter_form() -> LogFilterForm:
+    form = LogFilterForm(request.args)
+    steps = sorted({s.key for p in runtime().care.protocols.values() for s in p.steps})
+    form.step.choices = [SelectChoice("", "Any step"), *(SelectChoice(s, s) for s in steps)]
+    return form
+
+
+@bp.get("/log")
+def log() -> ResponseReturnValue:
+    form = _filter_form()
+    page = None
+    if form.validate():
+        try:
+            page = log_page(
+                session=db(),
+                log_filter=form.to_filter(runtime().care.critical_steps()),
+                tz=zone(_clinic_zone()),
+                cursor=request.args.get("cursor") or None,
+            )
+        except ValidationError as exc:
+            target = getattr(form, exc.field, None)
+            if target is None:
+                abort(400, exc.message)
+            target.errors = [*target.errors, exc.message]
+    query = request.query_string.decode()
+    csv_query = "&".join(p for p in query.split("&") if p and not p.startswith("cursor="))
+    return render_template("sendlog/log.html", form=form, page=page, csv_query=csv_query)
+
+
+@bp.get("/log/<int:message_id>")
+def history(message_id: int) -> ResponseReturnValue:
+    try:
+        message, patient, events = message_history(session=db(), message_id=message_id)
+    except NotFound:
+        abort(404)
+    return render_template(
+        "sendlog/history.html",
+        message=message,
+        patient=patient,
+        events=events,
+        local=local_time,
+        explain=explain_error,
+    )
+
+
+@bp.get("/log.csv")
+def export_csv() -> ResponseReturnValue:
+    """Stream the filtered log as CSV; the export is audited before the first byte."""
+    form = _filter_form()
+    if not form.validate():
+        abort(400, "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()))
+    log_filter = form.to_filter(runtime().care.critical_steps())
+    record_audit(
+        session=db(),
+        actor=staff().email,
+        action="sendlog.exported",
+        now=runtime().clock.now(),
+        detail=log_filter.describe(),
+    )
+    db().commit()
+    session_factory = runtime().session_factory
+    tz = zone(_clinic_zone())
+
+    def rows() -> Iterator[str]:
+        # Its own session: the request's is closed before the stream ends.
+        with session_factory() as session:
+            yield from csv_lines(iter_log(session=session, log_filter=log_filter, tz=tz))
+
+    stamp = runtime().clock.now().strftime("%Y%m%d-%H%M")
+    return Response(
+        rows(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="followup-log-{stamp}.csv"'},
+    )
+
+
+@bp.get("/attention")
+def attention() -> ResponseReturnValue:
+    queue = attention_queue(session=db(), critical_steps=runtime().care.critical_steps())
+    return render_template(
+        "sendlog/attention.html",
+        queue=queue,
+        form=HandleForm(),
+        local=local_time,
+        clinic_zone=_clinic_zone(),
+    )
+
+
+@bp.post("/attention/<kind>/<int:item_id>")
+def handle(kind: str, item_id: int) -> ResponseReturnValue:
+    form = HandleForm()
+    if not form.validate():
+        flash("Say what was done before marking an item handled.")
+        return redirect("/attention")
+    try:
+        mark_handled(
+            session=db(),
+            kind=kind,
+            item_id=item_id,
+            note=form.note.data or "",
+            actor=staff().email,
+            now=runtime().clock.now(),
+        )
+    except NotFound:
+        abort(404)
+    except ValidationError as exc:
+        flash(f"Not marked: {exc.message}.")
+        return redirect("/attention")
+    db().commit()
+    flash(f"Marked handled: {kind} {item_id}.")
+    return redirect("/attention")
