@@ -55,11 +55,6 @@ def _put_errors(form: Any, exc: ValidationError) -> None:
             form.form_errors.append(f"{field.replace('_', ' ')}: {message}")
 
 
-@bp.get("/")
-def home() -> ResponseReturnValue:
-    return redirect("/patients")
-
-
 @bp.get("/patients")
 def index() -> ResponseReturnValue:
     form = SearchForm(formdata=request.args)
