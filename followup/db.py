@@ -64,8 +64,13 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Build an engine; SQLite gets foreign keys, a busy timeout and WAL."""
+    """Build an engine; SQLite gets foreign keys, a busy timeout and WAL.
+
+    Statement parameters are kept out of error messages and logs (`hide_parameters`): they
+    hold phone numbers and message bodies, and a traceback must not carry them.
+    """
     url = normalize_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
         engine = sa.create_engine(url, **kwargs)

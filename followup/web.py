@@ -24,6 +24,7 @@ from followup.accounts.models import User
 from followup.accounts.service import get_active_user
 from followup.care.texts import short_local
 from followup.errors import NotFound
+from followup.logsafe import log_failure
 from followup.messaging.service import zone
 from followup.runtime import Runtime
 
@@ -236,7 +237,7 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 
 def _server_error(exc: Exception) -> ResponseReturnValue:
     _rollback()
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log_failure(log, "unhandled error on %s %s", request.method, request.path, exc=exc)
     if current_app.testing and current_app.config.get("PROPAGATE_EXCEPTIONS"):
         raise exc
     return _error_page(

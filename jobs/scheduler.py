@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from followup.logsafe import log_failure
 from followup.runtime import Runtime
 from jobs import tasks
 
@@ -36,9 +37,9 @@ JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
 def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None:
     try:
         job(runtime)
-    except Exception:
-        # Log the job and the exception type only: bodies or numbers must not reach a log.
-        log.exception("job %s failed; it runs again at its next interval", name)
+    except Exception as exc:
+        # The exception's text may quote a number or a body: log its type and frames only.
+        log_failure(log, "job %s failed; it runs again at its next interval", name, exc=exc)
 
 
 def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:

@@ -1,3 +1,4 @@
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -41,3 +42,29 @@ def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
     command.downgrade(config, "base")
     command.upgrade(config, "head")
     command.check(config)
+
+
+def test_a_failing_job_logs_no_phone_number_or_name(
+    session: so.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database error quotes the refused row (PostgreSQL's DETAIL): the log must not."""
+    from followup.models import Patient
+    from jobs.scheduler import _guarded
+
+    now = datetime(2026, 3, 6, tzinfo=UTC)
+
+    def job(_runtime: object) -> None:
+        session.add(
+            Patient(
+                first_name="Ada", last_name="Moreno", phone="+12025550143",
+                timezone="America/New_York", language="xx", created_at=now,
+            )
+        )  # fmt: skip
+        session.commit()
+
+    with caplog.at_level(logging.ERROR):
+        _guarded("plan", job, None)  # type: ignore[arg-type]
+    session.rollback()
+    assert "job plan failed" in caplog.text
+    assert "IntegrityError" in caplog.text
+    assert "5550143" not in caplog.text and "Moreno" not in caplog.text
