@@ -86,6 +86,14 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
     if user is None:
         check_password_hash(_DUMMY_HASH, password or "")
         log.info("sign-in refused: unknown email")
+        # The audit trail (admins only) keeps what was typed: someone may be guessing.
+        record_audit(
+            session=session,
+            actor=email[:254] or "(blank)",
+            action="user.sign_in_failed",
+            now=now,
+            detail="no such account",
+        )
         return SignInResult(user=None, error=WRONG_CREDENTIALS)
     if user.locked_until is not None and user.locked_until > now:
         log.info("sign-in refused: user %s is locked", user.id)
@@ -120,6 +128,15 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
         return SignInResult(user=None, error=error)
     if not user.active:
         log.info("sign-in refused: user %s is inactive", user.id)
+        record_audit(
+            session=session,
+            actor=user.email,
+            action="user.sign_in_failed",
+            now=now,
+            record_type="user",
+            record_id=user.id,
+            detail="account deactivated",
+        )
         return SignInResult(user=None, error="This account is disabled; ask an admin.")
     user.failed_logins = 0
     user.locked_until = None
@@ -204,6 +221,62 @@ def ensure_first_admin(*, session: so.Session, now: datetime) -> tuple[User, str
         actor="serve (first start)",
     )
     return user, password
+
+
+def set_user_active(
+    *, session: so.Session, user_id: int, active: bool, actor: str, now: datetime
+) -> User:
+    """Deactivate or reactivate an account; the last active admin cannot be deactivated.
+
+    A deactivated user cannot sign in, and their open sessions end at their next request.
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    if user.active == active:
+        return user
+    if not active and user.role == "admin":
+        admins = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True), User.id != user.id)
+        )
+        if not admins:
+            raise ValidationError("user", "is the last active admin; make another admin first")
+    user.active = active
+    if active:
+        user.failed_logins, user.locked_until = 0, None
+    record_audit(
+        session=session,
+        actor=actor,
+        action="user.reactivated" if active else "user.deactivated",
+        now=now,
+        record_type="user",
+        record_id=user.id,
+    )
+    return user
+
+
+def reset_password(*, session: so.Session, user_id: int, actor: str, now: datetime) -> str:
+    """Give an account a one-time password (shown once to the admin) and lift any lockout.
+
+    Signing in with it forces a new password; the old password and sessions stop working.
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    password = ONE_TIME_PREFIX + secrets.token_urlsafe(15)
+    user.password_hash = generate_password_hash(password, method="scrypt")
+    user.failed_logins, user.locked_until = 0, None
+    record_audit(
+        session=session,
+        actor=actor,
+        action="user.password_reset",
+        now=now,
+        record_type="user",
+        record_id=user.id,
+    )
+    return password
 
 
 def list_users(*, session: so.Session) -> list[User]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, flash, redirect, render_template, request, session
+from flask import Blueprint, abort, flash, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
 from flask_login import login_user, logout_user
 
@@ -14,9 +14,11 @@ from followup.accounts.service import (
     create_user,
     list_users,
     record_sign_out,
+    reset_password,
+    set_user_active,
     sign_in,
 )
-from followup.errors import ValidationError
+from followup.errors import NotFound, ValidationError
 from followup.web import MUST_CHANGE_PASSWORD, StaffUser, db, runtime, safe_next, staff
 
 log = logging.getLogger(__name__)
@@ -109,3 +111,45 @@ def users() -> ResponseReturnValue:
             flash(f"Account {user.email} created ({user.role}). Give them the password in person.")
             return redirect("/users")
     return render_template("accounts/users.html", form=form, users=list_users(session=db())), status
+
+
+@bp.post("/users/<int:user_id>/active")
+def user_active(user_id: int) -> ResponseReturnValue:
+    """Admins only: deactivate or reactivate an account."""
+    active = request.form.get("active") == "1"
+    try:
+        user = set_user_active(
+            session=db(),
+            user_id=user_id,
+            active=active,
+            actor=staff().email,
+            now=runtime().clock.now(),
+        )
+    except NotFound:
+        abort(404)
+    except ValidationError as exc:
+        db().rollback()
+        flash(f"Not changed: the account {exc.message}.")
+        return redirect("/users")
+    db().commit()
+    flash(f"Account {user.email} {'reactivated' if active else 'deactivated'}.")
+    return redirect("/users")
+
+
+@bp.post("/users/<int:user_id>/password")
+def user_password_reset(user_id: int) -> ResponseReturnValue:
+    """Admins only: a one-time password, shown on this page once, never stored in a cookie."""
+    try:
+        password = reset_password(
+            session=db(), user_id=user_id, actor=staff().email, now=runtime().clock.now()
+        )
+    except NotFound:
+        abort(404)
+    db().commit()
+    user = next(u for u in list_users(session=db()) if u.id == user_id)
+    return render_template(
+        "accounts/users.html",
+        form=NewUserForm(formdata=None),
+        users=list_users(session=db()),
+        one_time=(user.email, password),
+    )

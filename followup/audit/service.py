@@ -37,16 +37,42 @@ AUDIT_PAGE_SIZE = 50
 
 
 def recent_audit_events(
-    *, session: so.Session, page: int, per_page: int = AUDIT_PAGE_SIZE
+    *,
+    session: so.Session,
+    page: int,
+    per_page: int = AUDIT_PAGE_SIZE,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[list[AuditEvent], bool]:
-    """Return one page of audit events, newest first, and whether an older page exists."""
+    """One page of audit events, newest first, filtered; and whether an older page exists.
+
+    `actor` matches part of who acted, `action` the start of what was done ("user." finds
+    every account change), `since`/`until` bound when (until exclusive).
+    """
     page = max(1, page)
+    query = sa.select(AuditEvent)
+    if actor:
+        query = query.where(sa.func.lower(AuditEvent.actor).contains(actor.strip().lower()))
+    if action:
+        query = query.where(AuditEvent.action.startswith(action.strip()))
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
     rows = list(
         session.scalars(
-            sa.select(AuditEvent)
-            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
             .offset((page - 1) * per_page)
             .limit(per_page + 1)
         )
     )
     return rows[:per_page], len(rows) > per_page
+
+
+def audit_actions(*, session: so.Session) -> list[str]:
+    """Every action name recorded so far, for the filter's choices."""
+    return list(
+        session.scalars(sa.select(AuditEvent.action).distinct().order_by(AuditEvent.action))
+    )
