@@ -24,16 +24,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from alembic import command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import fresh_database  # noqa: E402
 from followup.care.planner import plan_procedure  # noqa: E402
 from followup.db import make_engine, make_session_factory  # noqa: E402
 from followup.messaging.models import Message  # noqa: E402
 from followup.messaging.service import dispatch_due, plan_procedures, zone  # noqa: E402
 from followup.messaging.transports.console import ConsoleTransport  # noqa: E402
-from followup.migrate import alembic_config  # noqa: E402
 from followup.patients.models import Patient, Procedure  # noqa: E402
 from followup.runtime import build_care  # noqa: E402
 from followup.settings import Settings  # noqa: E402
@@ -41,21 +40,6 @@ from followup.settings import Settings  # noqa: E402
 # A Tuesday at 15:00 in New York: every no-driving text is due, none in quiet hours.
 NOW = datetime(2026, 6, 2, 19, 0, tzinfo=UTC)
 ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles")
-
-
-def fresh_database(url: str | None, reset: bool, folder: Path, name: str) -> str:
-    if url is None:
-        url = f"sqlite:///{folder / name}.db"
-    elif reset:
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-        engine.dispose()
-    else:
-        raise SystemExit("--reset is required with --database-url: the schema is dropped")
-    command.upgrade(alembic_config(url), "head")
-    return url
 
 
 def seed(session: so.Session, count: int, rng: random.Random) -> None:

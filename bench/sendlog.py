@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import fresh_database  # noqa: E402
 from followup.clock import FakeClock  # noqa: E402
 from followup.db import make_engine  # noqa: E402
-from followup.migrate import alembic_config  # noqa: E402
 from followup.models import Message, MessageEvent, Patient, Procedure  # noqa: E402
 from followup.settings import Settings  # noqa: E402
 
@@ -48,21 +47,6 @@ OFFSETS = (
 )
 ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles")
 ERRORS = ("30005", "30006", "21614", "30003", "21211")
-
-
-def fresh_database(url: str | None, reset: bool, folder: Path) -> str:
-    if url is None:
-        url = f"sqlite:///{folder / 'sendlog.db'}"
-    elif reset:
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-        engine.dispose()
-    else:
-        raise SystemExit("--reset is required with --database-url: the schema is dropped")
-    command.upgrade(alembic_config(url), "head")
-    return url
 
 
 def fill(url: str, patients: int, rng: random.Random) -> int:
@@ -189,7 +173,7 @@ def main() -> None:
     from followup.runtime import build_runtime
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = fresh_database(args.database_url, args.reset, Path(tmp))
+        url = fresh_database(args.database_url, args.reset, Path(tmp), "sendlog")
         start = time.perf_counter()
         texts = fill(url, args.patients, random.Random(7))
         print(
