@@ -18,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fresh_database  # noqa: E402
 from followup.clock import FakeClock  # noqa: E402
 from followup.db import make_engine  # noqa: E402
+from followup.migrate import alembic_config  # noqa: E402
 from followup.models import Message, MessageEvent, Patient, Procedure  # noqa: E402
 from followup.settings import Settings  # noqa: E402
 
@@ -144,6 +145,19 @@ def fill(url: str, patients: int, rng: random.Random) -> int:
     return texts
 
 
+def reset_peak_rss() -> None:
+    """Start measuring peak memory from here (Linux: clear the resident high-water mark)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory since reset_peak_rss, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
@@ -166,6 +180,9 @@ def main() -> None:
     parser.add_argument("--reset", action="store_true", help="drop the PostgreSQL schema first")
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the data already in --database-url"
+    )
     args = parser.parse_args()
 
     from followup.accounts.service import create_user
@@ -173,12 +190,23 @@ def main() -> None:
     from followup.runtime import build_runtime
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = fresh_database(args.database_url, args.reset, Path(tmp), "sendlog")
-        start = time.perf_counter()
-        texts = fill(url, args.patients, random.Random(7))
-        print(
-            f"filled {texts:,} texts over {args.patients:,} patients in {time.perf_counter() - start:.0f} s"
-        )
+        if args.reuse and args.database_url:
+            url = args.database_url
+            command.upgrade(alembic_config(url), "head")
+            engine = make_engine(url)
+            with engine.connect() as conn:
+                texts = conn.scalar(sa.text("SELECT count(*) FROM messages")) or 0
+                conn.execute(sa.text("DELETE FROM users"))
+                conn.commit()
+            engine.dispose()
+            print(f"reusing {texts:,} texts")
+        else:
+            url = fresh_database(args.database_url, args.reset, Path(tmp), "sendlog")
+            start = time.perf_counter()
+            texts = fill(url, args.patients, random.Random(7))
+            print(
+                f"filled {texts:,} texts over {args.patients:,} patients in {time.perf_counter() - start:.0f} s"
+            )
 
         settings = replace(Settings(), database_url=url, secret_key="bench-secret-key-0123456789")  # noqa: S106
         runtime = build_runtime(settings, FakeClock(NOW))
@@ -222,16 +250,15 @@ def main() -> None:
         measure("log, 200 pages deep (cursor)", lambda: get(f"/log?cursor={cursor}"), args.repeat)
         measure("dashboard", lambda: get("/"), args.repeat)
 
-        tracemalloc.start()
+        reset_peak_rss()
         start = time.perf_counter()
         response = client.get("/log.csv")
         rows = sum(chunk.count(b"\n") for chunk in response.response) - 1
         seconds = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
         response.close()
         print(
-            f"  CSV export: {rows:,} rows in {seconds:.1f} s, peak Python memory {peak / 2**20:.1f} MiB"
+            f"  CSV export: {rows:,} rows in {seconds:.1f} s, "
+            f"peak process memory (RSS) {peak_rss_mib():.0f} MiB"
         )
         runtime.engine.dispose()
 

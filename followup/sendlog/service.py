@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -354,6 +355,34 @@ class Dashboard:
 
 
 STUCK_AFTER = timedelta(hours=1)
+CLOSED_DAY_TTL = timedelta(minutes=10)
+
+
+class DailyCache:
+    """A process's memory of closed days' counts for the dashboard's chart.
+
+    A day that ended before yesterday changes only when a very late delivery report
+    arrives, so its counts are kept for CLOSED_DAY_TTL; today and yesterday are always
+    counted live. Thread-safe (waitress serves requests from several threads).
+    """
+
+    def __init__(self, ttl: timedelta = CLOSED_DAY_TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, date], tuple[datetime, tuple[int, int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, zone_name: str, day: date, now: datetime) -> tuple[int, int, int] | None:
+        with self._lock:
+            entry = self._entries.get((zone_name, day))
+        if entry is None or now - entry[0] >= self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, zone_name: str, day: date, counts: tuple[int, int, int], now: datetime) -> None:
+        with self._lock:
+            self._entries[(zone_name, day)] = (now, counts)
+            for key in [k for k, (at, _) in self._entries.items() if now - at >= self.ttl]:
+                del self._entries[key]
 
 
 def _counts(session: so.Session, start: datetime, end: datetime) -> Counts:
@@ -390,7 +419,9 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz)
 
 
-def dashboard(*, session: so.Session, now: datetime, tz: ZoneInfo) -> Dashboard:
+def dashboard(
+    *, session: so.Session, now: datetime, tz: ZoneInfo, cache: DailyCache | None = None
+) -> Dashboard:
     """The admins' figures, in the clinic's local days."""
     today = now.astimezone(tz).date()
     tomorrow = _local_midnight(today + timedelta(days=1), tz)
@@ -424,8 +455,39 @@ def dashboard(*, session: so.Session, now: datetime, tz: ZoneInfo) -> Dashboard:
         failures_by_code=[(code or "none", count) for code, count in failures],
         opt_outs_week=opt_outs or 0,
         stuck=stuck or 0,
-        days=_daily(session, month_start, today, tz),
+        days=_daily_cached(session, month_start, today, tz, cache, now),
     )
+
+
+def _daily_cached(
+    session: so.Session,
+    start: datetime,
+    today: date,
+    tz: ZoneInfo,
+    cache: DailyCache | None,
+    now: datetime,
+) -> list[tuple[date, int, int, int]]:
+    """The 30-day series, counting only the days the cache does not hold (and the live two)."""
+    if cache is None:
+        return _daily(session, start, today, tz)
+    live_from = today - timedelta(days=1)
+    days = [start.date() + timedelta(days=i) for i in range((today - start.date()).days + 1)]
+    known = {d: cache.get(tz.key, d, now) for d in days if d < live_from}
+    missing = [d for d, counts in known.items() if counts is None]
+    counted: dict[date, tuple[int, int, int]] = {}
+    if missing:
+        for day, sent, delivered, failed in _daily(
+            session, _local_midnight(missing[0], tz), missing[-1], tz
+        ):
+            counted[day] = (sent, delivered, failed)
+            cache.put(tz.key, day, counted[day], now)
+    for day, sent, delivered, failed in _daily(session, _local_midnight(live_from, tz), today, tz):
+        counted[day] = (sent, delivered, failed)
+    series: list[tuple[date, int, int, int]] = []
+    for day in days:
+        sent, delivered, failed = counted.get(day) or known.get(day) or (0, 0, 0)
+        series.append((day, sent, delivered, failed))
+    return series
 
 
 def _daily(
@@ -683,6 +745,7 @@ __all__ = [
     "attention_queue",
     "mark_handled",
     "Counts",
+    "DailyCache",
     "Dashboard",
     "LogFilter",
     "LogPage",

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+)
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from wtforms import SelectChoice
@@ -15,6 +24,7 @@ from followup.messaging.service import zone
 from followup.sendlog.chart import daily_chart
 from followup.sendlog.forms import HandleForm, LogFilterForm
 from followup.sendlog.service import (
+    DailyCache,
     attention_queue,
     csv_lines,
     dashboard,
@@ -28,6 +38,7 @@ from followup.sendlog.service import (
 from followup.web import db, runtime, staff
 
 bp = Blueprint("sendlog", __name__)
+PREVIEW_LIMIT = 50
 
 
 def _clinic_zone() -> str:
@@ -39,14 +50,28 @@ def home() -> ResponseReturnValue:
     """Admins land on the dashboard; nurses on their patients."""
     if not staff().is_admin:
         return redirect("/patients")
-    figures = dashboard(session=db(), now=runtime().clock.now(), tz=zone(_clinic_zone()))
+    figures = dashboard(
+        session=db(), now=runtime().clock.now(), tz=zone(_clinic_zone()), cache=_daily_cache()
+    )
     chart = Markup(  # noqa: S704 - built from numbers and dates only, text escaped
         daily_chart(figures.days, title="Texts sent, delivered and failed per day, last 30 days")
     )
-    queue = attention_queue(session=db(), critical_steps=runtime().care.critical_steps())
-    return render_template(
-        "sendlog/dashboard.html", figures=figures, chart=chart, queue=queue[:10], queued=len(queue)
+    # A preview: the first ten, and "50+" rather than counting a long queue on every load.
+    queue = attention_queue(
+        session=db(), critical_steps=runtime().care.critical_steps(), limit=PREVIEW_LIMIT + 1
     )
+    queued = f"{PREVIEW_LIMIT}+" if len(queue) > PREVIEW_LIMIT else str(len(queue))
+    return render_template(
+        "sendlog/dashboard.html", figures=figures, chart=chart, queue=queue[:10], queued=queued
+    )
+
+
+def _daily_cache() -> DailyCache:
+    """This app's cache of closed days, made on first use (nothing is built at import)."""
+    cache = current_app.extensions.get("followup.daily_cache")
+    if cache is None:
+        cache = current_app.extensions.setdefault("followup.daily_cache", DailyCache())
+    return cache  # type: ignore[no-any-return]
 
 
 def _filter_form() -> LogFilterForm:

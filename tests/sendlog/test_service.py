@@ -182,3 +182,41 @@ def test_dashboard_counts_local_days_and_groups_failures(
     assert len(figures.days) == 30
     assert figures.days[-1] == (date(2026, 3, 6), 1, 1, 1)
     assert figures.stuck == 0
+
+
+def test_dashboard_cache_keeps_closed_days_and_counts_the_live_two_every_time(
+    session: so.Session, three_patients: list[EnrollmentResult]
+) -> None:
+    from followup.sendlog.service import CLOSED_DAY_TTL, DailyCache
+
+    cache = DailyCache()
+    ada = three_patients[0].patient.id
+
+    def deliver(step: str, at: datetime) -> None:
+        session.execute(
+            sa.update(Message)
+            .where(Message.patient_id == ada, Message.step == step)
+            .values(status="delivered", sent_at=at, delivered_at=at)
+        )
+        session.commit()
+
+    now = datetime(2026, 3, 13, 20, 0, tzinfo=UTC)  # Friday a week later, 15:00 in New York
+    assert dashboard(session=session, now=now, tz=NY, cache=cache).days[-1][1] == 0
+    deliver("pain-check", now - timedelta(hours=1))  # today: live
+    deliver("warning-signs", datetime(2026, 3, 12, 15, 0, tzinfo=UTC))  # yesterday: live
+    deliver("soreness", datetime(2026, 3, 7, 15, 0, tzinfo=UTC))  # a closed day: cached
+    days = {
+        d: (sent, delivered)
+        for d, sent, delivered, _ in dashboard(session=session, now=now, tz=NY, cache=cache).days
+    }
+    assert days[date(2026, 3, 13)] == (1, 1)
+    assert days[date(2026, 3, 12)] == (1, 1)
+    assert days[date(2026, 3, 7)] == (0, 0)  # still the cached count...
+    later = now + CLOSED_DAY_TTL
+    days = {
+        d: (sent, delivered)
+        for d, sent, delivered, _ in dashboard(session=session, now=later, tz=NY, cache=cache).days
+    }
+    assert days[date(2026, 3, 7)] == (1, 1)  # ...until it expires
+    uncached = dashboard(session=session, now=later, tz=NY).days
+    assert dashboard(session=session, now=later, tz=NY, cache=cache).days == uncached
