@@ -205,12 +205,9 @@ def log_page(
     query = _apply(query, log_filter, tz)
     if cursor:
         due_at, message_id = decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                Message.due_at < due_at,
-                sa.and_(Message.due_at == due_at, Message.id < message_id),
-            )
-        )
+        # A row-value comparison is one index range on (due_at, id); the equivalent OR is
+        # not, and would rescan from the newest row on every page.
+        query = query.where(sa.tuple_(Message.due_at, Message.id) < sa.tuple_(due_at, message_id))
     query = query.order_by(Message.due_at.desc(), Message.id.desc()).limit(limit + 1)
     rows = [LogRow(*row) for row in session.execute(query).all()]
     more = len(rows) > limit
@@ -260,12 +257,7 @@ def iter_log(
     while True:
         query = base
         if last is not None:
-            query = query.where(
-                sa.or_(
-                    Message.due_at > last[0],
-                    sa.and_(Message.due_at == last[0], Message.id > last[1]),
-                )
-            )
+            query = query.where(sa.tuple_(Message.due_at, Message.id) > sa.tuple_(*last))
         chunk = list(session.scalars(query.order_by(Message.due_at, Message.id).limit(batch)))
         if not chunk:
             return
