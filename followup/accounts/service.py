@@ -66,6 +66,10 @@ LOCKOUT = timedelta(minutes=15)
 ONE_TIME_PREFIX = "once-"
 FIRST_ADMIN_EMAIL = "admin@followup.local"
 WRONG_CREDENTIALS = "Email or password is wrong."
+LOCKED_OUT = (
+    f"Too many failed sign-ins: this account is locked for {LOCKOUT.seconds // 60} minutes."
+    " Try again later."
+)
 # Checked when the email is unknown, so both answers take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
 
@@ -99,10 +103,7 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
         log.info("sign-in refused: user %s is locked", user.id)
         return SignInResult(
             user=None,
-            error=(
-                f"Too many failed sign-ins: this account is locked for "
-                f"{LOCKOUT.seconds // 60} minutes. Try again later."
-            ),
+            error=LOCKED_OUT,
         )
     if not check_password_hash(user.password_hash, password or ""):
         user.failed_logins = (user.failed_logins or 0) + 1
@@ -112,10 +113,7 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
             user.locked_until = now + LOCKOUT
             user.failed_logins = 0
             action = "user.locked"
-            error = (
-                f"Too many failed sign-ins: this account is locked for "
-                f"{LOCKOUT.seconds // 60} minutes. Try again later."
-            )
+            error = LOCKED_OUT
         record_audit(
             session=session,
             actor=user.email,

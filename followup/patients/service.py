@@ -463,7 +463,7 @@ STEP_LABELS = {
     "warning-signs": "Warning signs",
     "pain-check": "Pain check",
 }
-_LAST_FOUR_RE = re.compile(r"^\d{4}$")
+_PHONE_LIKE_RE = re.compile(r"^[\d\s()+.-]+$")  # a phone number, whole or in part
 STAFF_OPT_OUT_REASON = "opted out by phone call, recorded by staff"
 
 
@@ -563,22 +563,35 @@ class PatientPage:
     total: int
 
 
+def patient_search_condition(query: str) -> sa.ColumnElement[bool] | None:
+    """Who a search means: the last 4 digits of a phone typed whole or in part, else name
+    words (each must appear in the first or last name). None for an empty search."""
+    text = (query or "").strip()
+    if not text:
+        return None
+    digits = "".join(c for c in text if c.isdigit())
+    if _PHONE_LIKE_RE.match(text) and len(digits) >= 4:
+        return Patient.phone.endswith(digits[-4:])
+    return sa.and_(
+        *(
+            sa.or_(
+                Patient.first_name.icontains(word, autoescape=True),
+                Patient.last_name.icontains(word, autoescape=True),
+            )
+            for word in text.split()[:5]
+        )
+    )
+
+
 def search_patients(
     *, session: so.Session, query: str, page: int, per_page: int = PAGE_SIZE
 ) -> PatientPage:
     """Find patients by name or the last 4 digits of their phone, newest first."""
     text = (query or "").strip()
     statement = sa.select(Patient)
-    if _LAST_FOUR_RE.match(text):
-        statement = statement.where(Patient.phone.endswith(text))
-    elif text:
-        for word in text.split()[:5]:
-            statement = statement.where(
-                sa.or_(
-                    Patient.first_name.icontains(word, autoescape=True),
-                    Patient.last_name.icontains(word, autoescape=True),
-                )
-            )
+    condition = patient_search_condition(text)
+    if condition is not None:
+        statement = statement.where(condition)
     total = session.scalar(sa.select(sa.func.count()).select_from(statement.subquery())) or 0
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)

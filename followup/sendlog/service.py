@@ -33,6 +33,7 @@ from followup.messaging.models import (
     MessageEvent,
 )
 from followup.patients.models import Patient
+from followup.patients.service import patient_search_condition
 from followup.sendlog.models import AttentionResolution
 
 CSV_COLUMNS = (
@@ -110,24 +111,15 @@ def _apply(query: _Q, log_filter: LogFilter, tz: ZoneInfo) -> _Q:
     if log_filter.date_to is not None:
         end = datetime.combine(log_filter.date_to + timedelta(days=1), time(0), tzinfo=tz)
         query = query.where(Message.due_at < end)
-    if log_filter.search:
-        query = query.where(Message.patient_id.in_(_patients_matching(log_filter.search)))
+    condition = patient_search_condition(log_filter.search or "")
+    if condition is not None:
+        query = query.where(Message.patient_id.in_(sa.select(Patient.id).where(condition)))
     if log_filter.needs_attention:
         query = query.where(
             Message.step.in_(sorted(log_filter.critical_steps)),
             Message.status.in_(CRITICAL_PROBLEM_STATUSES),
         )
     return query
-
-
-def _patients_matching(search: str) -> sa.Select[int]:
-    text = search.strip()
-    digits = "".join(c for c in text if c.isdigit())
-    if digits and len(digits) == len(text.replace(" ", "").replace("-", "")):
-        return sa.select(Patient.id).where(Patient.phone.endswith(digits[-4:]))
-    like = f"%{text.lower()}%"
-    full_name = sa.func.lower(Patient.first_name + " " + Patient.last_name)
-    return sa.select(Patient.id).where(full_name.like(like))
 
 
 # --- pages --------------------------------------------------------------------------------
@@ -451,6 +443,15 @@ def dashboard(
     )
 
 
+def _daily_series() -> tuple[tuple[Any, Any], ...]:
+    """The chart's three series: the timestamp each counts, and any extra condition."""
+    return (
+        (Message.sent_at, None),
+        (Message.delivered_at, None),
+        (Message.updated_at, Message.status.in_((FAILED, UNDELIVERED))),
+    )
+
+
 def _daily_cached(
     session: so.Session,
     start: datetime,
@@ -495,11 +496,7 @@ def _daily(
         return _daily_postgresql(session, start, days, tz)
     bounds = [_local_midnight(d + timedelta(days=1), tz) for d in days]
     buckets: dict[int, list[int]] = {i: [0, 0, 0] for i in range(len(days))}
-    series: tuple[tuple[Any, Any], ...] = (
-        (Message.sent_at, None),
-        (Message.delivered_at, None),
-        (Message.updated_at, Message.status.in_((FAILED, UNDELIVERED))),
-    )
+    series = _daily_series()
     for index, (column, condition) in enumerate(series):
         bucket = sa.case(
             *((column < bound, number) for number, bound in enumerate(bounds)), else_=-1
@@ -519,11 +516,7 @@ def _daily_postgresql(
     """PostgreSQL buckets by local date itself (AT TIME ZONE follows the zone's DST rules)."""
     end = _local_midnight(days[-1] + timedelta(days=1), tz)
     counts: dict[date, list[int]] = {d: [0, 0, 0] for d in days}
-    series: tuple[tuple[Any, Any], ...] = (
-        (Message.sent_at, None),
-        (Message.delivered_at, None),
-        (Message.updated_at, Message.status.in_((FAILED, UNDELIVERED))),
-    )
+    series = _daily_series()
     for index, (column, condition) in enumerate(series):
         local_day = sa.cast(sa.func.timezone(tz.key, column), sa.Date).label("day")
         query = sa.select(local_day, sa.func.count()).where(column >= start, column < end)
