@@ -29,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fresh_database  # noqa: E402
 from followup.care.planner import plan_procedure  # noqa: E402
+from followup.care.timing import zone  # noqa: E402
 from followup.db import make_engine, make_session_factory  # noqa: E402
+from followup.messaging.dispatch import dispatch_due  # noqa: E402
 from followup.messaging.models import Message  # noqa: E402
-from followup.messaging.service import dispatch_due, plan_procedures, zone  # noqa: E402
+from followup.messaging.outbox import plan_procedures  # noqa: E402
 from followup.messaging.transports.console import ConsoleTransport  # noqa: E402
 from followup.patients.models import Patient, Procedure  # noqa: E402
 from followup.runtime import build_care  # noqa: E402

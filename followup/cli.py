@@ -106,7 +106,7 @@ def db_upgrade(state: CliState, revision: str) -> None:
 def enroll(state: CliState, /, **options: Any) -> None:
     """Enroll a patient after their procedure and plan their texts."""
     from followup.care.texts import short_local
-    from followup.messaging.service import zone
+    from followup.care.timing import zone
     from followup.patients.service import EnrollmentForm, enroll_patient
 
     runtime = state.runtime()
@@ -138,7 +138,7 @@ def enroll(state: CliState, /, **options: Any) -> None:
 def schedule(state: CliState, patient_id: int) -> None:
     """Show a patient's texts in their local time."""
     from followup.care.texts import short_local
-    from followup.messaging.service import zone
+    from followup.care.timing import zone
     from followup.patients.service import patient_schedule
 
     runtime = state.runtime()
@@ -163,7 +163,7 @@ def schedule(state: CliState, patient_id: int) -> None:
 @click.pass_obj
 def tick(state: CliState) -> None:
     """One plan + dispatch + reap pass at the clock's instant."""
-    from followup.messaging.service import run_tick
+    from followup.messaging.tick import run_tick
 
     runtime = state.runtime()
     now = runtime.clock.now()
@@ -214,7 +214,7 @@ def log_command(
 ) -> None:
     """The send log (dates are the clinic's local dates, DEFAULT_TIMEZONE)."""
     from followup.audit.service import record_audit
-    from followup.messaging.service import zone
+    from followup.care.timing import zone
     from followup.sendlog.service import LogFilter, check_filter, iter_log, write_csv
 
     runtime = state.runtime()
@@ -265,7 +265,7 @@ def log_command(
 def attention(state: CliState, /, item: str | None, note: str) -> None:
     """The needs-attention queue: flagged replies and critical texts that did not land."""
     from followup.care.texts import short_local
-    from followup.messaging.service import zone
+    from followup.care.timing import zone
     from followup.sendlog.service import attention_queue, mark_handled
 
     runtime = state.runtime()

@@ -23,9 +23,9 @@ from werkzeug.exceptions import HTTPException
 from followup.accounts.models import User
 from followup.accounts.service import get_active_user
 from followup.care.texts import short_local
+from followup.care.timing import zone
 from followup.errors import NotFound
 from followup.logsafe import log_failure
-from followup.messaging.service import zone
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -5,17 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from followup.messaging.service import (
-    DispatchReport,
-    PlanReport,
-    PollReport,
-    ReapReport,
-    StatusLookup,
-    dispatch_due,
-    plan_procedures,
-    poll_stale_statuses,
-    reap_stale,
-)
+from followup.messaging.dispatch import dispatch_due
+from followup.messaging.outbox import plan_procedures
+from followup.messaging.reconcile import reap_stale
+from followup.messaging.reports import DispatchReport, PlanReport, PollReport, ReapReport
+from followup.messaging.status import StatusLookup, poll_stale_statuses
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from wtforms import SelectChoice
 from followup.audit.forms import AuditFilterForm
 from followup.audit.models import AuditEvent
 from followup.audit.service import audit_actions, recent_audit_events
-from followup.messaging.service import zone
+from followup.care.timing import zone
 from followup.web import db, runtime
 
 bp = Blueprint("audit", __name__)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """Return the ZoneInfo for an IANA name (cached: planning looks up thousands)."""
+    return ZoneInfo(name)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from flask.typing import ResponseReturnValue
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
 
-from followup.messaging.service import record_inbound, record_status_callback
+from followup.messaging.replies import record_inbound
+from followup.messaging.status import record_status_callback
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from followup.care import gsm
 from followup.care.planner import PlannedText, plan_procedure, plan_step
 from followup.care.protocol import CareContext
 from followup.care.texts import MAX_BLOOD_THINNER_LENGTH, short_local
+from followup.care.timing import zone
 from followup.care.vocabulary import LANGUAGES, PROCEDURE_KINDS
 from followup.errors import NotFound, ValidationError
 from followup.messaging.errors import describe_error_code
@@ -34,13 +35,12 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
-from followup.messaging.service import (
+from followup.messaging.outbox import (
     REPLANNABLE,
     cancel_pending,
     plan_procedures,
     record_opt_out,
     replan_procedure,
-    zone,
 )
 from followup.patients.models import Patient, Procedure
 

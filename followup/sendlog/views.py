@@ -19,8 +19,8 @@ from markupsafe import Markup
 from wtforms import SelectChoice
 
 from followup.audit.service import record_audit
+from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
-from followup.messaging.service import zone
 from followup.sendlog.chart import daily_chart
 from followup.sendlog.forms import HandleForm, LogFilterForm
 from followup.sendlog.service import (

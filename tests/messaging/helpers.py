@@ -9,8 +9,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
+from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
-from followup.messaging.service import DispatchReport, dispatch_due
+from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import SmsTransport
 
 

@@ -8,16 +8,16 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging.models import Message, MessageEvent
-from followup.messaging.service import (
+from followup.messaging.dispatch import (
     LEASE,
     MAX_ATTEMPTS,
     claim_due,
     dispatch_due,
-    reap_stale,
     retry_delay,
-    run_tick,
 )
+from followup.messaging.models import Message, MessageEvent
+from followup.messaging.reconcile import reap_stale
+from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import PermanentSendError, TransientSendError
 from followup.patients.models import Patient
 from followup.patients.service import EnrollmentResult, cancel_procedure

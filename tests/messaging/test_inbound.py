@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import CANCELLED, PENDING, SENT, InboundMessage
-from followup.messaging.service import classify_reply, run_tick
+from followup.messaging.replies import classify_reply
+from followup.messaging.tick import run_tick
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.models import Patient
 from followup.patients.service import EnrollmentResult

@@ -22,8 +22,9 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.messaging.dispatch import LEASE
 from followup.messaging.models import PENDING, SENDING, SENT
-from followup.messaging.service import LEASE, run_tick
+from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.service import EnrollmentResult
@@ -134,7 +135,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from datetime import datetime
-    from followup.messaging.service import dispatch_due
+    from followup.messaging.dispatch import dispatch_due
     from followup.messaging.transports.twilio import TwilioTransport
     from followup.runtime import build_care
     from followup.db import make_engine, make_session_factory

@@ -24,7 +24,7 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
-from followup.messaging.service import record_status_callback
+from followup.messaging.status import record_status_callback
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.models import Patient
 from followup.patients.service import EnrollmentResult

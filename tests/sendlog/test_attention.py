@@ -10,7 +10,7 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.errors import ValidationError
 from followup.messaging.models import InboundMessage, Message, MessageEvent
-from followup.messaging.service import record_opt_out
+from followup.messaging.outbox import record_opt_out
 from followup.patients.service import EnrollmentResult
 from followup.sendlog.service import attention_queue, mark_handled
 

@@ -23,7 +23,7 @@ from urllib3.exceptions import NewConnectionError
 
 from followup.errors import ConfigurationError
 from followup.messaging.errors import Outcome, classify_api_error
-from followup.messaging.service import ProviderStatus
+from followup.messaging.status import ProviderStatus
 from followup.messaging.transports.base import (
     OutgoingSms,
     PermanentSendError,
