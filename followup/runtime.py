@@ -41,6 +41,7 @@ def build_care(settings: Settings) -> CareContext:
         clinic_name=settings.clinic_name,
         clinic_phone=settings.clinic_phone,
         quiet_hours=settings.quiet_hours,
+        emergency_number=settings.emergency_number,
     )
 
 

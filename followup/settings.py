@@ -13,11 +13,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from dotenv import dotenv_values
 
-from followup.care.timing import QuietHours
+from followup.care.timing import ClinicHours, QuietHours, parse_clinic_hours
 from followup.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///followup.db"
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev", "secret", "development"})
+_EUROPE_112 = (
+    "AT BE BG CH CY CZ DE DK EE ES FI FR GR HR HU IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK"
+)
+# The emergency number for each region a clinic may be in; EMERGENCY_NUMBER overrides it.
+EMERGENCY_NUMBERS: dict[str, str] = {
+    "US": "911",
+    "CA": "911",
+    "PR": "911",
+    "MX": "911",
+    "GB": "999",
+    "IE": "112",
+    "AU": "000",
+    "NZ": "111",
+    "IN": "112",
+    **dict.fromkeys(_EUROPE_112.split(), "112"),
+}
+_EMERGENCY_RE = re.compile(r"^\d{2,6}$")
+_EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+_SMTP_RE = re.compile(r"^(smtp|smtps|smtp\+starttls)://([^@/\s]+@)?[^@/:\s]+(:\d{1,5})?/?(\?.*)?$")
 _QUIET_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
@@ -44,6 +63,26 @@ class Settings:
     default_timezone: str = "America/New_York"
     secret_key: str = field(default="dev-only-not-secret", repr=False)
     protocol_dir: str | None = None
+    # The dispatcher: texts handed to the provider at once, and an optional rate cap.
+    dispatch_concurrency: int = 16
+    twilio_max_per_second: float | None = None
+    # What every text and reply gives as the number to call in an emergency.
+    emergency_number: str = "911"
+    # Replies and alerts: when a nurse reads replies, whom to alert and how.
+    clinic_hours: ClinicHours = field(
+        default_factory=lambda: parse_clinic_hours("Mon-Fri 08:00-17:00")
+    )
+    oncall_phone: str | None = None
+    escalation_phone: str | None = None
+    alert_email: tuple[str, ...] = ()
+    smtp_url: str | None = field(default=None, repr=False)
+    escalate_after_minutes: int = 15
+    # Sign-in sessions last at most this long from sign-in.
+    session_hours: float = 10.0
+    # Operations: /metrics bearer token (off when unset), log line format, data retention.
+    metrics_token: str | None = field(default=None, repr=False)
+    log_format: str = "text"
+    retention_days: int = 400
 
     @property
     def is_production(self) -> bool:
@@ -135,6 +174,57 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise ConfigurationError(f"{name} must be an http:// or https:// URL")
 
+    emergency_number = get("EMERGENCY_NUMBER") or EMERGENCY_NUMBERS.get(region)
+    if emergency_number is None:
+        raise ConfigurationError(
+            f"EMERGENCY_NUMBER must be set: there is no default for DEFAULT_REGION {region}"
+        )
+    if not _EMERGENCY_RE.match(emergency_number):
+        raise ConfigurationError(
+            f"EMERGENCY_NUMBER {emergency_number!r} must be 2 to 6 digits, like 911 or 112"
+        )
+    concurrency = _bounded_number(
+        get("DISPATCH_CONCURRENCY") or "16", "DISPATCH_CONCURRENCY", low=1, high=256
+    )
+    max_per_second_text = get("TWILIO_MAX_PER_SECOND")
+    max_per_second = (
+        _bounded_number(max_per_second_text, "TWILIO_MAX_PER_SECOND", low=0.1, high=10_000)
+        if max_per_second_text is not None
+        else None
+    )
+    try:
+        clinic_hours = parse_clinic_hours(get("CLINIC_HOURS") or "Mon-Fri 08:00-17:00")
+    except ValueError as exc:
+        raise ConfigurationError(f"CLINIC_HOURS {exc}") from exc
+    oncall_phone = _phone_setting(get("ONCALL_PHONE"), "ONCALL_PHONE", region)
+    escalation_phone = _phone_setting(get("ESCALATION_PHONE"), "ESCALATION_PHONE", region)
+    alert_email = tuple(
+        part.strip() for part in (get("ALERT_EMAIL") or "").split(",") if part.strip()
+    )
+    for address in alert_email:
+        if not _EMAIL_RE.match(address):
+            raise ConfigurationError(f"ALERT_EMAIL {address!r} is not an e-mail address")
+    smtp_url = get("SMTP_URL")
+    if smtp_url is not None and not _SMTP_RE.match(smtp_url):
+        raise ConfigurationError(
+            "SMTP_URL must look like smtp://host:25, smtp+starttls://user:password@host:587 "
+            "or smtps://user:password@host:465"
+        )
+    if alert_email and smtp_url is None:
+        raise ConfigurationError("ALERT_EMAIL needs SMTP_URL to send through")
+    escalate_after = _bounded_number(
+        get("ESCALATE_AFTER_MINUTES") or "15", "ESCALATE_AFTER_MINUTES", low=1, high=24 * 60
+    )
+    session_hours = _bounded_number(
+        get("SESSION_HOURS") or "10", "SESSION_HOURS", low=0.25, high=24
+    )
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigurationError("LOG_FORMAT must be 'text' or 'json'")
+    retention_days = _bounded_number(
+        get("RETENTION_DAYS") or "400", "RETENTION_DAYS", low=60, high=36_500
+    )
+
     base = Settings()
     return Settings(
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -156,7 +246,33 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         default_timezone=default_tz,
         secret_key=secret_key or base.secret_key,
         protocol_dir=get("PROTOCOL_DIR"),
+        dispatch_concurrency=round(concurrency),
+        twilio_max_per_second=max_per_second,
+        emergency_number=emergency_number,
+        clinic_hours=clinic_hours,
+        oncall_phone=oncall_phone,
+        escalation_phone=escalation_phone,
+        alert_email=alert_email,
+        smtp_url=smtp_url,
+        escalate_after_minutes=round(escalate_after),
+        session_hours=session_hours,
+        metrics_token=get("METRICS_TOKEN"),
+        log_format=log_format,
+        retention_days=round(retention_days),
     )
+
+
+def _phone_setting(text: str | None, name: str, region: str) -> str | None:
+    """Parse a staff phone number setting into E.164."""
+    if text is None:
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ConfigurationError(f"{name} {text!r} is not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ConfigurationError(f"{name} {text!r} is not a valid phone number")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def _bounded_number(text: str, name: str, *, low: float, high: float) -> float:

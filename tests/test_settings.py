@@ -1,4 +1,4 @@
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 
 import pytest
@@ -60,3 +60,66 @@ def test_the_real_environment_wins_over_dotenv(tmp_path: Path) -> None:
     settings = load_settings({"CLINIC_NAME": "From Environment"}, dotenv_path=env_file)
     assert settings.clinic_name == "From Environment"
     assert settings.clinic_phone == "111"
+
+
+@pytest.mark.parametrize(
+    ("region", "number"),
+    [("US", "911"), ("CA", "911"), ("GB", "999"), ("DE", "112"), ("IN", "112"), ("AU", "000")],
+)
+def test_emergency_number_defaults_from_the_region(region: str, number: str) -> None:
+    assert settings_from_mapping({"DEFAULT_REGION": region}).emergency_number == number
+
+
+def test_settings_added_for_the_dispatcher_replies_sessions_and_operations() -> None:
+    settings = settings_from_mapping(
+        {
+            "DEFAULT_REGION": "JP",
+            "EMERGENCY_NUMBER": "119",
+            "DISPATCH_CONCURRENCY": "4",
+            "TWILIO_MAX_PER_SECOND": "1",
+            "CLINIC_HOURS": "Mon-Fri 08:00-17:00; Sat 09:00-12:00",
+            "ONCALL_PHONE": "+12025550111",
+            "ALERT_EMAIL": "oncall@clinic.example, lead@clinic.example",
+            "SMTP_URL": "smtp+starttls://user:pw@mail.clinic.example:587",
+            "LOG_FORMAT": "JSON",
+        }
+    )
+    assert settings.emergency_number == "119"
+    assert (settings.dispatch_concurrency, settings.twilio_max_per_second) == (4, 1.0)
+    assert settings.clinic_hours.is_open(datetime(2026, 3, 7, 11, 59))  # a Saturday
+    assert not settings.clinic_hours.is_open(datetime(2026, 3, 7, 12, 0))
+    assert not settings.clinic_hours.is_open(datetime(2026, 3, 8, 10, 0))  # Sunday
+    assert settings.alert_email == ("oncall@clinic.example", "lead@clinic.example")
+    assert settings.log_format == "json"
+    assert "pw@" not in repr(settings)
+    defaults = settings_from_mapping({})
+    assert (defaults.escalate_after_minutes, defaults.session_hours) == (15, 10.0)
+    assert (defaults.retention_days, defaults.metrics_token) == (400, None)
+    assert defaults.clinic_hours.is_open(datetime(2026, 3, 9, 8, 0))  # Monday
+    assert not defaults.clinic_hours.is_open(datetime(2026, 3, 9, 17, 0))
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"DEFAULT_REGION": "JP"}, "EMERGENCY_NUMBER must be set"),
+        ({"EMERGENCY_NUMBER": "nine-one-one"}, "EMERGENCY_NUMBER"),
+        ({"DISPATCH_CONCURRENCY": "0"}, "DISPATCH_CONCURRENCY"),
+        ({"TWILIO_MAX_PER_SECOND": "fast"}, "TWILIO_MAX_PER_SECOND"),
+        ({"CLINIC_HOURS": "weekdays 8-5"}, "CLINIC_HOURS"),
+        ({"CLINIC_HOURS": "Mon-Fri 17:00-08:00"}, "CLINIC_HOURS"),
+        ({"ONCALL_PHONE": "12"}, "ONCALL_PHONE"),
+        ({"ALERT_EMAIL": "nurse", "SMTP_URL": "smtp://localhost:25"}, "ALERT_EMAIL"),
+        ({"ALERT_EMAIL": "nurse@clinic.example"}, "ALERT_EMAIL needs SMTP_URL"),
+        ({"SMTP_URL": "http://mail"}, "SMTP_URL"),
+        ({"ESCALATE_AFTER_MINUTES": "0"}, "ESCALATE_AFTER_MINUTES"),
+        ({"SESSION_HOURS": "100"}, "SESSION_HOURS"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"RETENTION_DAYS": "7"}, "RETENTION_DAYS"),
+    ],
+)
+def test_new_settings_are_refused_with_the_setting_named(
+    values: dict[str, str], words: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        settings_from_mapping(values)

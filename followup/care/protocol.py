@@ -203,6 +203,7 @@ class CareContext:
     clinic_name: str
     clinic_phone: str
     quiet_hours: QuietHours
+    emergency_number: str = "911"
 
     def protocol(self, kind: str) -> Protocol:
         return self.protocols[kind]

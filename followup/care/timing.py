@@ -34,6 +34,60 @@ class QuietHours:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS_GROUP_RE = re.compile(
+    r"^\s*([a-z]{3})(?:\s*-\s*([a-z]{3}))?\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$"
+)
+
+
+@dataclass(frozen=True)
+class StaffedWindow:
+    """Days of the week (0 = Monday) and the local hours on them when a nurse reads replies."""
+
+    weekdays: frozenset[int]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class ClinicHours:
+    """The clinic's staffed hours in its own zone: "Mon-Fri 08:00-17:00; Sat 09:00-12:00"."""
+
+    windows: tuple[StaffedWindow, ...]
+    text: str
+
+    def is_open(self, local: datetime) -> bool:
+        """Tell whether a local (clinic-zone) wall-clock instant falls in staffed hours."""
+        return any(
+            local.weekday() in w.weekdays and w.start <= local.time() < w.end for w in self.windows
+        )
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_clinic_hours(text: str) -> ClinicHours:
+    """Parse "Mon-Fri 08:00-17:00", groups separated by ';'; raise ValueError if malformed."""
+    windows = []
+    for group in text.lower().split(";"):
+        match = _HOURS_GROUP_RE.match(group)
+        if not match:
+            raise ValueError(f"{text!r} must look like 'Mon-Fri 08:00-17:00' (groups with ';')")
+        first, last, h1, m1, h2, m2 = match.groups()
+        if first not in _WEEKDAYS or (last or first) not in _WEEKDAYS:
+            raise ValueError(f"{text!r}: days are Mon, Tue, Wed, Thu, Fri, Sat, Sun")
+        a, b = _WEEKDAYS.index(first), _WEEKDAYS.index(last or first)
+        days = range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)]
+        try:
+            start, end = time(int(h1), int(m1)), time(int(h2), int(m2))
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {group.strip()!r} is not a valid time range") from exc
+        if start >= end:
+            raise ValueError(f"{text!r}: {group.strip()!r} must end after it starts")
+        windows.append(StaffedWindow(frozenset(days), start, end))
+    return ClinicHours(tuple(windows), text.strip())
+
+
 _EXACT_RE = re.compile(r"^\+(\d{1,4})([hm])$")
 _CALENDAR_RE = re.compile(r"^day (\d{1,3}) at (\d{1,2}):(\d{2})$")
 
