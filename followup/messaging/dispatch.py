@@ -206,6 +206,7 @@ def _prepare(
                     to=patient.phone,
                     body=message.body,
                     now=now,
+                    due_at=message.due_at,
                 ),
             )
         )

@@ -16,6 +16,7 @@ class OutgoingSms:
     to: str  # E.164
     body: str
     now: datetime  # the dispatcher's instant
+    due_at: datetime | None = None  # when the text was due: lateness is now - due_at
 
 
 @dataclass(frozen=True)
