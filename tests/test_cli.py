@@ -105,7 +105,7 @@ def test_each_step_goes_out_once_at_its_instant_across_dst_quiet_hours_and_expir
 
     restart = next(t for t in cli.texts() if t["step"] == "blood-thinner-restart")
     assert str(restart["body"]).startswith(
-        "Riverside Spine Center: From 9:40 PM on Monday, March 9 you may restart your Eliquis"
+        "Riverside Spine Center: You may restart your Eliquis from 9:40 PM on Monday, March 9."
     )
     rows = list(csv.DictReader(io.StringIO(cli.run("log", "--csv").stdout)))
     assert {r["step"]: r["status"] for r in rows} == {
@@ -133,6 +133,11 @@ def test_each_step_goes_out_once_at_its_instant_across_dst_quiet_hours_and_expir
         ({"--timezone": "Eastern"}, "--timezone"),
         ({"--completed-at": "2026-03-07T21:00"}, "--completed-at"),  # after --now
         ({"--consent": None}, "--consent"),
+        ({"--no-blood-thinner": None}, "--blood-thinner / --no-blood-thinner"),  # no answer
+        ({"--blood-thinner": "Eliquis"}, "--blood-thinner / --no-blood-thinner"),  # both
+        ({"--no-blood-thinner": None, "--blood-thinner": "None."}, "--blood-thinner"),
+        ({"--scheduled-at": "2026-03-12T09:00"}, "--scheduled-at"),  # and --completed-at
+        ({"--stop-blood-thinner-on": "2026-03-07"}, "--stop-blood-thinner-on"),  # not booked
     ],
 )
 def test_bad_enroll_input_is_one_line_exit_2_and_writes_nothing(
@@ -142,7 +147,7 @@ def test_bad_enroll_input_is_one_line_exit_2_and_writes_nothing(
     options = {
         "--first-name": "Ada", "--last-name": "Moreno", "--phone": "202-555-0143",
         "--procedure": "kyphoplasty", "--completed-at": "2026-03-07T20:40",
-        "--timezone": "America/New_York", "--consent": "",
+        "--timezone": "America/New_York", "--no-blood-thinner": "", "--consent": "",
     }  # fmt: skip
     options.update(change)  # type: ignore[arg-type]
     args = ["--now", ny("2026-03-07T20:45"), "enroll"]
@@ -220,7 +225,7 @@ def test_log_takes_the_web_filters_and_audits_csv_exports(
         main([
             "--now", ny("2026-03-07T15:00"), "enroll", "--first-name", "Ada", "--last-name", name,
             "--phone", phone, "--procedure", "vertebroplasty", "--completed-at", "2026-03-07T14:30",
-            "--timezone", "America/New_York", "--consent",
+            "--timezone", "America/New_York", "--no-blood-thinner", "--consent",
         ])  # fmt: skip
     capsys.readouterr()
     main(["log", "--csv", "--search", "0177", "--step", "soreness"])

@@ -48,6 +48,8 @@ MAX_SEPTETS = MAX_SEGMENTS * gsm.MULTI_SEGMENT  # 306
 MAX_UCS2_SEGMENTS = 4
 MAX_UCS2_UNITS = MAX_UCS2_SEGMENTS * gsm.UCS2_MULTI_SEGMENT  # 268
 GSM_ONLY_LANGUAGES = frozenset({"en"})
+ORDINARY_NAME_LENGTH = 20  # "Example Spine Clinic"
+ORDINARY_PHONE_LENGTH = 14  # "(202) 555-0100"
 CONDITIONS = frozenset({"blood_thinner"})
 BEFORE = "before"
 AFTER = "after"
@@ -283,7 +285,7 @@ def _parse_step(raw: object, *, clinic: _Clinic, where: str) -> Step:
         "first_text": _texts(raw["first_text"], "first_text") if "first_text" in raw else None,
     }
     if variants["first_text"] is not None and (before or intro):
-        raise ValueError("first_text is for steps after the procedure (the welcome is first before)")
+        raise ValueError("first_text is for steps after the procedure (before it: the welcome)")
     checks: list[tuple[str, dict[str, str], bool, bool]] = [
         ("text", texts, when == "blood_thinner", intro)
     ]
@@ -361,7 +363,7 @@ def _check_text(
         raise ValueError(f"{label} must name the clinic first, starting with {{clinic_name}}")
     if "blood_thinner" in used and not blood_thinner:
         raise ValueError(
-            f"{label} uses {{blood_thinner}} but the step lacks when = \"blood_thinner\" "
+            f'{label} uses {{blood_thinner}} but the step lacks when = "blood_thinner" '
             "(or put it in text_blood_thinner)"
         )
     if {"procedure_time", "stop_date"} & used and not before:
@@ -409,9 +411,7 @@ def _over_budget(text: str, language: str) -> tuple[int, int, str] | None:
     return (length, MAX_UCS2_UNITS, "UCS-2 characters") if length > MAX_UCS2_UNITS else None
 
 
-def _check_budget(
-    template: str, *, label: str, language: str, clinic: _Clinic, where: str
-) -> None:
+def _check_budget(template: str, *, label: str, language: str, clinic: _Clinic, where: str) -> None:
     """Render with the longest values; blame the setting when it is what breaks the text."""
     values = _longest_values(language, clinic)
     longest = render(template, values)
@@ -425,8 +425,9 @@ def _check_budget(
     if over is None:
         return
     length, budget, unit = over
-    short_name = render(template, {**values, "clinic_name": "C"})
-    short_phone = render(template, {**values, "clinic_phone": "1"})
+    # The setting is to blame when the text fits with a name and phone of ordinary length.
+    short_name = render(template, {**values, "clinic_name": "x" * ORDINARY_NAME_LENGTH})
+    short_phone = render(template, {**values, "clinic_phone": "x" * ORDINARY_PHONE_LENGTH})
     segments = MAX_SEGMENTS if "GSM" in unit else MAX_UCS2_SEGMENTS
     if "{clinic_name}" in template and _over_budget(short_name, language) is None:
         fits = len(clinic.name) - (length - budget)
@@ -505,4 +506,3 @@ class CareContext:
         if "{stop_date}" in template and stop_blood_thinner_on is not None:
             values["stop_date"] = describe_date(stop_blood_thinner_on, language)
         return render(template, values)
-

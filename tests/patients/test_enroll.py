@@ -157,9 +157,13 @@ def test_late_enrollment_plans_expired_rows_visible_in_the_log(
         "soreness": "expired",
         "warning-signs": "pending",
         "pain-check": "pending",
+        # The first text the patient gets must introduce the program, and warning-signs
+        # cannot carry it: the welcome goes now (quiet hours permitting).
+        "welcome": "pending",
     }
     kinds = session.scalars(sa.select(MessageEvent.kind).order_by(MessageEvent.id)).all()
-    assert kinds.count("expired") == 2 and kinds.count("planned") == 2
+    assert kinds.count("expired") == 2 and kinds.count("planned") == 3
+    assert result.procedure.intro_step == "welcome"
 
 
 def test_correcting_the_completion_time_replans_unsent_texts_only(

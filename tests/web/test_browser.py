@@ -117,7 +117,7 @@ def test_enrollment_previews_all_five_texts_at_local_times_then_enrolls(
         card = page.locator(f"li[data-step='{step}']")
         assert card.locator(".when").inner_text() == local_time
     restart = page.locator("li[data-step='blood-thinner-restart'] .sms").inner_text()
-    assert "From 2:30 PM on Sunday, March 8 you may restart your Eliquis" in restart
+    assert "You may restart your Eliquis from 2:30 PM on Sunday, March 8." in restart
     assert counts(session) == (0, 0, 0), "the preview must not save anything"
 
     page.set_viewport_size({"width": 1280, "height": 900})

@@ -33,6 +33,7 @@ FORM = {
     "procedure": "kyphoplasty",
     "completed_at": "2026-03-06T13:30",
     "timezone": "America/New_York",
+    "takes_blood_thinner": "yes",
     "blood_thinner": "Eliquis",
     "consent": "y",
 }
