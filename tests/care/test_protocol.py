@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -7,6 +7,7 @@ import pytest
 from followup.care import gsm
 from followup.care.protocol import PACKAGED_DIR, CareContext, load_protocols
 from followup.care.texts import describe_local_time
+from followup.care.timing import QuietHours
 from followup.errors import ConfigurationError
 
 STEP = """
@@ -207,4 +208,82 @@ def test_describe_local_time_in_each_language(language: str, expected: str) -> N
     [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1), ("€" * 81, 2)],
 )
 def test_segment_count_follows_gsm_7_rules(text: str, segments: int) -> None:
+    assert gsm.segment_count(text) == segments
+
+
+@pytest.mark.parametrize(
+    ("setting", "name", "phone", "shown"),
+    [
+        (
+            "CLINIC_NAME",
+            "Clínica San José",
+            "(202) 555-0100",
+            "'í' (LATIN SMALL LETTER I WITH ACUTE)",
+        ),
+        (
+            "CLINIC_PHONE",
+            "Riverside",
+            "(202)\u00a0555\u20110100",
+            "'\\xa0' (NO-BREAK SPACE), '\u2011' (NON-BREAKING HYPHEN)",
+        ),
+    ],
+)
+def test_a_clinic_setting_no_text_can_carry_is_named_with_its_characters(
+    setting: str, name: str, phone: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_protocols(clinic_name=name, clinic_phone=phone)
+    message = str(excinfo.value)
+    assert message.startswith(f"{setting} "), message
+    assert shown in message and ".toml" not in message
+
+
+def test_a_name_with_accents_gets_a_plain_suggestion() -> None:
+    with pytest.raises(ConfigurationError, match="for example 'Clinica San Jose'"):
+        load_protocols(clinic_name="Clínica San José", clinic_phone="(202) 555-0100")
+
+
+def test_every_text_gives_the_configured_emergency_number(settings: object) -> None:
+    protocols = load_protocols(
+        clinic_name="Riverside Spine Center", clinic_phone="020 7946 0000", emergency_number="999"
+    )
+    care = CareContext(
+        protocols=protocols,
+        clinic_name="Riverside Spine Center",
+        clinic_phone="020 7946 0000",
+        quiet_hours=QuietHours(time(21, 0), time(8, 0)),
+        emergency_number="999",
+    )
+    body = care.render_text(
+        kind="kyphoplasty", step_key="warning-signs", language="es", tz=ZoneInfo("Europe/London"),
+        completed_at=datetime(2026, 3, 6, 14, 0, tzinfo=UTC), blood_thinner=None,
+    )  # fmt: skip
+    assert body.endswith("En una emergencia, llame al 999.") and "911" not in body
+
+
+def test_a_text_that_writes_911_itself_is_refused(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step(en="{clinic_name}: {clinic_phone}, {emergency_number} or 911."))
+    with pytest.raises(ConfigurationError, match="write {emergency_number}, not the number"):
+        load(tmp_path)
+
+
+def test_a_first_text_without_help_stop_and_rates_is_refused(tmp_path: Path) -> None:
+    first = '[steps.first_text]\nen = "{clinic_name}: hi {clinic_phone} {emergency_number}"\nes = "{clinic_name}: hola"\n'
+    write_protocols(tmp_path, step() + first)
+    with pytest.raises(ConfigurationError) as excinfo:
+        load(tmp_path)
+    assert "en first_text is a patient's first text and must carry HELP, STOP" in str(excinfo.value)
+
+
+def test_a_protocol_without_a_day_0_or_1_safety_net_is_refused(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step(send="day 3 at 10:00", expires="day 3 at 20:00"))
+    with pytest.raises(ConfigurationError, match="no text on day 0 or day 1 gives both"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [("á" * 70, 1), ("á" * 71, 2), ("á" * 134, 2), ("á" * 135, 3), ("á" * 268, 4), ("á" * 269, 5)],
+)
+def test_segment_count_follows_ucs2_rules(text: str, segments: int) -> None:
     assert gsm.segment_count(text) == segments

@@ -135,7 +135,11 @@ def test_the_readability_checks_can_fail() -> None:
 def spanish() -> Any:
     """Hunspell's Spanish dictionary (Debian's hunspell-es), read with spylls."""
     base = next(
-        (HUNSPELL_DIR / n for n in ("es_US", "es_MX", "es_ES") if (HUNSPELL_DIR / f"{n}.dic").exists()),
+        (
+            HUNSPELL_DIR / n
+            for n in ("es_US", "es_MX", "es_ES")
+            if (HUNSPELL_DIR / f"{n}.dic").exists()
+        ),
         None,
     )
     if base is None:
@@ -169,7 +173,12 @@ def test_every_spanish_text_is_spelled_right(care: CareContext, spanish: Any) ->
     for day in range(1, 8):  # every weekday and month name a date can bring
         assert misspelled(spanish, describe_date(date(2026, 3, day), "es")) == []
     for month in range(1, 13):
-        assert misspelled(spanish, describe_local_time(datetime(2026, month, 1, 15, tzinfo=UTC), NY, "es")) == []
+        assert (
+            misspelled(
+                spanish, describe_local_time(datetime(2026, month, 1, 15, tzinfo=UTC), NY, "es")
+            )
+            == []
+        )
 
 
 def test_the_spelling_check_can_fail(spanish: Any) -> None:
@@ -241,7 +250,15 @@ def test_every_text_starts_with_the_clinic_and_never_names_the_procedure(
     for sent in every_text(care):
         assert sent.body.startswith("Riverside Spine Center"), sent.body
         lowered = sent.body.lower()
-        for word in ("kyphoplast", "vertebroplast", "cifoplast", "fractur", "osteopor", "cancer", "cáncer"):
+        for word in (
+            "kyphoplast",
+            "vertebroplast",
+            "cifoplast",
+            "fractur",
+            "osteopor",
+            "cancer",
+            "cáncer",
+        ):
             assert word not in lowered, (sent.step, sent.body)
 
 
