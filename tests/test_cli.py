@@ -288,3 +288,46 @@ def test_attention_lists_and_handles_the_queue(
     assert capsys.readouterr().out.strip() == f"{item.replace(':', ' ')} handled"
     main(["attention"])
     assert capsys.readouterr().out.strip() == "nothing needs attention"
+
+
+def test_a_booked_procedure_from_the_command_line(cli: Cli) -> None:
+    cli.run("db", "upgrade")
+    enrolled = cli.run(
+        "--now", ny("2026-03-03T15:00"),
+        "enroll", "--first-name", "Ada", "--last-name", "Moreno", "--phone", "202-555-0143",
+        "--procedure", "vertebroplasty", "--scheduled-at", "2026-03-12T09:00",
+        "--timezone", "America/New_York", "--language", "es", "--blood-thinner", "warfarin",
+        "--stop-blood-thinner-on", "2026-03-07", "--consent",
+    ).stdout  # fmt: skip
+    assert enrolled.startswith("patient 1 enrolled: procedure 1 (vertebroplasty, booked)")
+    assert "welcome                  Tue 2026-03-03 15:00 EST" in enrolled
+    assert "stop-blood-thinner       Fri 2026-03-06 10:00 EST" in enrolled
+    assert "day-before               Wed 2026-03-11 16:00 EDT" in enrolled
+    cli.run("--now", ny("2026-03-06T10:00"), "tick")
+    bodies = {t["step"]: str(t["body"]) for t in cli.texts()}
+    assert "Deje de tomar su warfarin el sábado 7 de marzo, como le indicó su médico." in bodies[
+        "stop-blood-thinner"
+    ]
+    moved = cli.run(
+        "--now", ny("2026-03-06T11:00"), "reschedule", "1", "--scheduled-at", "2026-03-13T09:00"
+    ).stdout
+    assert "day-before               Thu 2026-03-12 16:00 EDT" in moved
+    # A time the clocks skip, and a finish before the booking is refused with the flag named.
+    refused = cli.run(
+        "--now", ny("2026-03-13T12:00"), "complete", "1", "--completed-at", "2026-03-08T02:30",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --completed-at: 2026-03-08 02:30 does not exist")
+    done = cli.run(
+        "--now", ny("2026-03-13T12:00"), "complete", "1", "--completed-at", "2026-03-13T10:30"
+    ).stdout
+    assert done.startswith("procedure 1 finished")
+    assert "day-before               Thu 2026-03-12 16:00 EDT   cancelled" in done  # never ticked
+    assert "no-driving               Fri 2026-03-13 12:00 EDT   pending" in done
+    assert "blood-thinner-restart    Sun 2026-03-15 10:30 EDT   pending" in done
+    again = cli.run(
+        "--now", ny("2026-03-13T12:05"), "complete", "1", "--completed-at", "2026-03-13T10:30",
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 2 and "has 0 booked procedures" in again.stderr
