@@ -305,9 +305,10 @@ def test_a_booked_procedure_from_the_command_line(cli: Cli) -> None:
     assert "day-before               Wed 2026-03-11 16:00 EDT" in enrolled
     cli.run("--now", ny("2026-03-06T10:00"), "tick")
     bodies = {t["step"]: str(t["body"]) for t in cli.texts()}
-    assert "Deje de tomar su warfarin el sábado 7 de marzo, como le indicó su médico." in bodies[
-        "stop-blood-thinner"
-    ]
+    assert (
+        "Deje de tomar su warfarin el sábado 7 de marzo, como le indicó su médico."
+        in bodies["stop-blood-thinner"]
+    )
     moved = cli.run(
         "--now", ny("2026-03-06T11:00"), "reschedule", "1", "--scheduled-at", "2026-03-13T09:00"
     ).stdout

@@ -22,9 +22,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("takes_blood_thinner", sa.Boolean(), nullable=True))
         batch.add_column(sa.Column("stop_blood_thinner_on", sa.Date(), nullable=True))
         batch.add_column(sa.Column("intro_step", sa.String(length=64), nullable=True))
-        batch.create_check_constraint(
-            "booked", "status != 'scheduled' OR scheduled_at IS NOT NULL"
-        )
+        batch.create_check_constraint("booked", "status != 'scheduled' OR scheduled_at IS NOT NULL")
 
 
 def downgrade() -> None:
