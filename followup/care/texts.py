@@ -33,7 +33,7 @@ PLACEHOLDERS = frozenset(
         "text_count",
     }
 )
-MAX_BLOOD_THINNER_LENGTH = 40
+MAX_BLOOD_THINNER_LENGTH = 30  # longer names do not fit the day-before text in Spanish
 MAX_TEXT_COUNT = 99  # the longest {text_count} validation assumes
 
 

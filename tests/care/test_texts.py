@@ -39,7 +39,7 @@ ALLOWED_ES = frozenset(
     {
         "Riverside", "Spine", "Center", "HELP", "STOP", "m", "p",  # "a. m.", "p. m."
         "Eliquis", "warfarin", "Xarelto", "Plavix",
-        "sedación", "anticoagulante", "adormecimiento",
+        "sedación", "anticoagulante",
     }
 )  # fmt: skip
 # A booked Thursday 09:00 procedure, warfarin stopped the Saturday before, done at 10:30.

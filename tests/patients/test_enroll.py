@@ -78,7 +78,7 @@ def test_enrollment_saves_patient_procedure_plan_and_audit(
             "does not exist",
         ),
         ({"language": "fr"}, "language", "must be one of"),
-        ({"blood_thinner": "x" * 41}, "blood_thinner", "longer than 40"),
+        ({"blood_thinner": "x" * 31}, "blood_thinner", "longer than 30"),
         ({"blood_thinner": "Xarelto™"}, "blood_thinner", "cannot carry"),
         ({"consent": False}, "consent", "must agree"),
         ({"first_name": "  "}, "first_name", "is required"),
