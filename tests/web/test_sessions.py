@@ -197,9 +197,7 @@ def test_an_admin_sees_and_ends_a_users_open_sessions(
     assert len(ids) == 2
     assert "127.0.0.1" in page
     # The newest first: the desk's session.
-    response = admin.post(
-        f"/users/{staff['nurse']}/sessions/{ids[0]}/end", {}, form_page="/users"
-    )
+    response = admin.post(f"/users/{staff['nurse']}/sessions/{ids[0]}/end", {}, form_page="/users")
     assert response.status_code == 302
     assert signed_in_page(ward) and not signed_in_page(desk)
     admin.post(f"/users/{staff['nurse']}/sessions/end", {}, form_page="/users")

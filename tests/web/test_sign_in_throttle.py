@@ -175,6 +175,7 @@ def test_no_typed_password_is_readable_on_the_audit_page(
     ).all()
     # The same text gives the same fingerprint, so repeated guesses are visible.
     assert len(actors) == 2 and actors[0] == actors[1] and actors[0] in page
-    assert all("Tr0ub4dor" not in (e.actor + (e.detail or "")) for e in session.scalars(
-        sa.select(AuditEvent)
-    ))
+    assert all(
+        "Tr0ub4dor" not in (e.actor + (e.detail or ""))
+        for e in session.scalars(sa.select(AuditEvent))
+    )
