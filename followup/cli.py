@@ -42,7 +42,10 @@ class CliState:
         return load_settings()
 
     def runtime(self) -> Runtime:
-        return build_runtime(self.settings(), self.clock())
+        runtime = build_runtime(self.settings(), self.clock())
+        # Close the database connections when the command ends, however it ends.
+        click.get_current_context().call_on_close(runtime.engine.dispose)
+        return runtime
 
 
 def parse_now(text: str) -> datetime:
