@@ -120,6 +120,7 @@ def enroll(state: CliState, /, **options: Any) -> None:
     """Enroll a patient after their procedure and plan their texts."""
     from followup.care.texts import short_local
     from followup.care.timing import zone
+    from followup.messaging.transports.base import mask_phone
     from followup.patients.service import EnrollmentForm, enroll_patient
 
     runtime = state.runtime()
@@ -138,7 +139,7 @@ def enroll(state: CliState, /, **options: Any) -> None:
     tz = zone(result.patient.timezone)
     click.echo(
         f"patient {result.patient.id} enrolled: procedure {result.procedure.id} "
-        f"({result.procedure.kind}), texts to {result.patient.phone}"
+        f"({result.procedure.kind}), texts to {mask_phone(result.patient.phone)}"
     )
     click.echo(f"planned texts ({result.patient.timezone}):")
     for message in result.messages:

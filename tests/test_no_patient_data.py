@@ -131,6 +131,7 @@ def test_tick_refused_by_the_database_prints_one_line_without_patient_data(
 ) -> None:
     enrolled = run(database_url, tmp_path, *ENROLL)
     assert enrolled.returncode == 0, enrolled.stderr
+    assert "5550143" not in enrolled.stdout and "+1******0143" in enrolled.stdout
     # The dispatcher writes the text's body and number on the row it sends: refuse that.
     refusing.refuse("messages", "{row}.body IS NOT NULL")
     result = run(database_url, tmp_path, "tick")

@@ -29,6 +29,7 @@ from followup.accounts.service import (
     sign_in,
     sign_out,
     start_session,
+    typed_fingerprint,
 )
 from followup.errors import NotFound, ValidationError
 from followup.web import (
@@ -82,9 +83,13 @@ def _failed(response: Response) -> bool:
 
 
 def _account_and_address() -> str:
-    """The throttle's key: the address and a hash of the typed email (any email, known or not)."""
+    """The throttle's key: the address and the typed email's keyed fingerprint.
+
+    Any email, known or not, is counted alike. The fingerprint is keyed because the
+    limiter may log its keys, and the email box sometimes holds a password.
+    """
     email = (request.form.get("email") or "").strip().lower()[:512]
-    return f"{client_address()}/{hashlib.sha256(email.encode('utf-8', 'replace')).hexdigest()}"
+    return f"{client_address()}/{typed_fingerprint(email, key=_fingerprint_key())}"
 
 
 def _fingerprint_key() -> bytes:
