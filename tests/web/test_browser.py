@@ -232,3 +232,31 @@ def test_an_admin_reads_the_audit_and_users_pages(
     page.wait_for_url("**/patients")
     check_page(page, "patients-list")
     assert "Moreno, Ada" in page.inner_text("main")
+
+
+def test_an_admin_ends_a_nurses_session_and_her_browser_is_signed_out(
+    chromium: Any,
+    live_server: str,
+    page: Any,
+    staff: dict[str, int],
+    check_page: Callable[..., None],
+) -> None:
+    nurse_context = chromium.new_context(base_url=live_server)
+    try:
+        nurse = nurse_context.new_page()
+        sign_in(nurse, NURSE)
+        sign_in(page, ADMIN)
+        page.goto("/users")
+        page.get_by_role("link", name=f"open sessions of {NURSE}").click()
+        page.wait_for_url(f"**/users/{staff['nurse']}/sessions")
+        check_page(page, "user-sessions")
+        assert "From 127.0.0.1" in page.inner_text("main")
+        page.get_by_role("button", name=f"End all sessions of {NURSE}").click()
+        page.wait_for_url(f"**/users/{staff['nurse']}/sessions")
+        assert "1 session ended." in page.inner_text("main")
+        assert "No open sessions." in page.inner_text("main")
+        nurse.goto("/patients")
+        nurse.wait_for_url("**/login?next=/patients")
+        assert "Your session has ended" in nurse.inner_text("main")
+    finally:
+        nurse_context.close()
