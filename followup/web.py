@@ -117,11 +117,6 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def limiter() -> Limiter:
-    """The app's rate limiter (Flask-Limiter)."""
-    return cast(Limiter, current_app.extensions["followup.limiter"])
-
-
 def runtime() -> Runtime:
     """The runtime the app was built with."""
     return cast(Runtime, current_app.extensions["followup"])
