@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from followup.clock import SystemClock
 from followup.runtime import Runtime, build_runtime
 from followup.settings import Settings
+
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
@@ -21,8 +24,19 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.is_production,
+        # No form here is anywhere near this; a larger body is refused (413) unread.
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     app.extensions["followup"] = runtime
+    if runtime.settings.trusted_proxies:
+        # The client's address (sign-in throttles, audit) from X-Forwarded-For, as set
+        # by this many proxies in front; without them, the proxy's own address.
+        hops = runtime.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+    from followup.web import BoundedIntConverter
+
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
 
     from followup.health.views import bp as health_bp
 

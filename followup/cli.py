@@ -11,14 +11,21 @@ from typing import Any, NoReturn
 
 import click
 import sqlalchemy.exc
+from alembic.util import CommandError as AlembicCommandError
 
+from followup.bounds import MAX_ID
 from followup.clock import Clock, FakeClock, SystemClock
 from followup.errors import ConfigurationError, NotFound, ValidationError
+from followup.logsafe import describe_failure
 from followup.runtime import Runtime, build_runtime
 from followup.settings import Settings, load_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
+ID = click.IntRange(1, MAX_ID)
+# --now: any instant a clinic could mean; also keeps date arithmetic far from year 9999.
+EARLIEST_NOW = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_NOW = datetime(2100, 1, 1, tzinfo=UTC)
 
 # Field names in errors use the flag a CLI user typed.
 _FLAG_FOR_FIELD = {
@@ -39,16 +46,22 @@ class CliState:
         return load_settings()
 
     def runtime(self) -> Runtime:
-        return build_runtime(self.settings(), self.clock())
+        runtime = build_runtime(self.settings(), self.clock())
+        # Close the database connections when the command ends, however it ends.
+        click.get_current_context().call_on_close(runtime.engine.dispose)
+        return runtime
 
 
 def parse_now(text: str) -> datetime:
     """Parse --now: ISO 8601; without an offset it is UTC."""
     try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r} is not ISO 8601", param_hint="--now") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = datetime.fromisoformat(text.strip()[:64])
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise click.BadParameter(f"{text[:64]!r} is not ISO 8601", param_hint="--now") from exc
+    if not EARLIEST_NOW <= value < LATEST_NOW:
+        raise click.BadParameter("must be between the years 2000 and 2099", param_hint="--now")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +136,7 @@ def db_upgrade(state: CliState, revision: str) -> None:
 def enroll(state: CliState, /, **options: Any) -> None:
     """Enroll a patient, before (--scheduled-at) or after (--completed-at) the procedure,
     and plan their texts."""
+    from followup.messaging.transports.base import mask_phone
     from followup.patients.service import EnrollmentForm, enroll_patient
 
     no_blood_thinner = options.pop("no_blood_thinner")
@@ -149,7 +163,7 @@ def enroll(state: CliState, /, **options: Any) -> None:
     booked = ", booked" if result.procedure.status == "scheduled" else ""
     click.echo(
         f"patient {result.patient.id} enrolled: procedure {result.procedure.id} "
-        f"({result.procedure.kind}{booked}), texts to {result.patient.phone}"
+        f"({result.procedure.kind}{booked}), texts to {mask_phone(result.patient.phone)}"
     )
     _echo_texts(result.patient.timezone, result.messages)
 
@@ -190,14 +204,14 @@ def _booked_procedure(session: Any, patient_id: int, procedure_id: int | None) -
 
 
 @cli.command()
-@click.argument("patient_id", type=int)
+@click.argument("patient_id", type=ID)
 @click.option(
     "--completed-at",
     required=True,
     metavar="LOCAL",
     help="When it finished; local to the patient's zone unless it has an offset.",
 )
-@click.option("--procedure", "procedure_id", type=int, default=None, help="Which procedure.")
+@click.option("--procedure", "procedure_id", type=ID, default=None, help="Which procedure.")
 @click.pass_obj
 def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: int | None) -> None:
     """Record that a booked procedure finished: the texts after it replace those before."""
@@ -222,7 +236,7 @@ def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: 
 
 
 @cli.command()
-@click.argument("patient_id", type=int)
+@click.argument("patient_id", type=ID)
 @click.option(
     "--scheduled-at",
     required=True,
@@ -232,7 +246,7 @@ def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: 
 @click.option(
     "--stop-blood-thinner-on", default=None, metavar="DATE", help="A new stop date, if it moved."
 )
-@click.option("--procedure", "procedure_id", type=int, default=None, help="Which procedure.")
+@click.option("--procedure", "procedure_id", type=ID, default=None, help="Which procedure.")
 @click.pass_obj
 def reschedule(
     state: CliState,
@@ -264,7 +278,7 @@ def reschedule(
 
 
 @cli.command()
-@click.argument("patient_id", type=int)
+@click.argument("patient_id", type=ID)
 @click.pass_obj
 def schedule(state: CliState, patient_id: int) -> None:
     """Show a patient's texts in their local time."""
@@ -313,7 +327,7 @@ def tick(state: CliState) -> None:
 @cli.command("log")
 @click.option("--status", default=None, help="Only texts in this status.")
 @click.option("--step", default=None, help="Only this protocol step.")
-@click.option("--patient", "patient_id", type=int, default=None, help="Only this patient.")
+@click.option("--patient", "patient_id", type=ID, default=None, help="Only this patient.")
 @click.option(
     "--from",
     "date_from",
@@ -403,7 +417,7 @@ def attention(state: CliState, /, item: str | None, note: str) -> None:
     with runtime.session_factory() as session:
         if item is not None:
             kind, _, raw_id = item.partition(":")
-            if not raw_id.isdigit():
+            if not raw_id.isdigit() or len(raw_id) > 10 or not 1 <= int(raw_id) <= MAX_ID:
                 raise ValidationError("handle", "must look like reply:12 or text:5")
             mark_handled(
                 session=session,
@@ -468,7 +482,7 @@ def _create_first_admin(runtime: Runtime) -> tuple[str, str] | None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.pass_obj
 def serve(state: CliState, host: str, port: int) -> None:
     """Serve the web app and run the scheduler in one process (the embedded default)."""
@@ -547,12 +561,20 @@ def users_create(state: CliState, email: str, role: str, password_stdin: bool) -
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    line = " ".join(message.split())  # one line, whatever the message held
+    if len(line) > 300:
+        line = line[:297] + "..."
+    click.echo(f"error: {line}", err=True)
     sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI: one line on stderr and a non-zero exit for every refusal."""
+    """Run the CLI: one line on stderr and a non-zero exit for every refusal.
+
+    Never a traceback, and never an error's own text where it may quote data: a database
+    error names its kind, code and constraint, never the statement, its parameters or
+    the server's DETAIL (which quotes the refused row: a name, a phone, a text).
+    """
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Abort:
@@ -578,8 +600,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         _fail(f"database: {reason}{hint}", EXIT_FAILURE)
     except sqlalchemy.exc.ProgrammingError as exc:
-        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        _fail(f"database: {reason}; run 'followup db upgrade' first", EXIT_FAILURE)
+        missing = (
+            "UndefinedTable" in type(exc.orig).__name__
+            or "UndefinedColumn" in type(exc.orig).__name__
+        )
+        hint = "; run 'followup db upgrade' first" if missing else ""
+        _fail(f"database: {describe_failure(exc)}{hint}", EXIT_FAILURE)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        # IntegrityError, DataError and the rest: the message may quote the row.
+        _fail(f"database refused a change: {describe_failure(exc)}", EXIT_FAILURE)
+    except AlembicCommandError as exc:
+        _fail(f"db upgrade: {str(exc).splitlines()[0][:200]}", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last guard: one line, no message text
+        _fail(f"unexpected error: {describe_failure(exc)}", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Import every domain's models so that Base.metadata knows all tables (Alembic, tests)."""
 
-from followup.accounts.models import User
+from followup.accounts.models import User, UserSession
 from followup.audit.models import AuditEvent
 from followup.db import Base
 from followup.messaging.models import Message, MessageEvent
@@ -16,4 +16,5 @@ __all__ = [
     "Patient",
     "Procedure",
     "User",
+    "UserSession",
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import string
+import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
@@ -17,7 +21,31 @@ from followup.care.timing import ClinicHours, QuietHours, parse_clinic_hours
 from followup.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///followup.db"
-PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev", "secret", "development"})
+DEVELOPMENT_SECRET_KEY = "dev-only-not-secret"  # noqa: S105 - refused in production
+# Values a SECRET_KEY must never be in production: this project's own development default,
+# the placeholders of its examples, and the stock values of tutorials.
+KNOWN_SECRET_KEYS = frozenset(
+    {
+        "",
+        DEVELOPMENT_SECRET_KEY,
+        "change-me",
+        "changeme",
+        "change-me-to-a-long-random-value",
+        "dev",
+        "secret",
+        "development",
+        "secret-key",
+        "secret_key",
+        "your-secret-key",
+        "super secret key",
+        "supersecretkey",
+        "not-a-secret",
+        "please-change-me",
+        "replace-me",
+    }
+)
+MIN_SECRET_KEY_BITS = 256  # 32 bytes of entropy
+GENERATE_SECRET_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'  # noqa: S105 - a command
 _EUROPE_112 = (
     "AT BE BG CH CY CZ DE DK EE ES FI FR GR HR HU IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK"
 )
@@ -61,7 +89,7 @@ class Settings:
     quiet_hours: QuietHours = QuietHours(time(21, 0), time(8, 0))
     default_region: str = "US"
     default_timezone: str = "America/New_York"
-    secret_key: str = field(default="dev-only-not-secret", repr=False)
+    secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     protocol_dir: str | None = None
     # The dispatcher: texts handed to the provider at once, and an optional rate cap.
     dispatch_concurrency: int = 16
@@ -79,6 +107,12 @@ class Settings:
     escalate_after_minutes: int = 15
     # Sign-in sessions last at most this long from sign-in.
     session_hours: float = 10.0
+    # ... and end after this long without a request.
+    session_idle_minutes: int = 30
+    # Reverse proxies in front of the web app that set X-Forwarded-For (the client address
+    # sign-in throttling counts by), and where the throttle's counters live.
+    trusted_proxies: int = 0
+    ratelimit_storage_uri: str = "memory://"
     # Operations: /metrics bearer token (off when unset), log line format, data retention.
     metrics_token: str | None = field(default=None, repr=False)
     log_format: str = "text"
@@ -143,10 +177,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         ):
             if not value:
                 raise ConfigurationError(f"{name} must be set when FOLLOWUP_ENV=production")
-        if secret_key is None or secret_key.lower() in PLACEHOLDER_SECRETS or len(secret_key) < 16:
-            raise ConfigurationError(
-                "SECRET_KEY must be a random value of at least 16 characters in production"
-            )
+        check_secret_key(secret_key)
 
     region = (get("DEFAULT_REGION") or "US").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -218,6 +249,20 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     session_hours = _bounded_number(
         get("SESSION_HOURS") or "10", "SESSION_HOURS", low=0.25, high=24
     )
+    session_idle_minutes = _bounded_number(
+        get("SESSION_IDLE_MINUTES") or "30", "SESSION_IDLE_MINUTES", low=5, high=24 * 60
+    )
+    trusted_proxies = _bounded_number(
+        get("TRUSTED_PROXIES") or "0", "TRUSTED_PROXIES", low=0, high=5
+    )
+    ratelimit_storage_uri = get("RATELIMIT_STORAGE_URI") or "memory://"
+    if not re.match(
+        r"^(memory|redis|rediss|redis\+cluster|redis\+sentinel|memcached|valkey)://",
+        ratelimit_storage_uri,
+    ):
+        raise ConfigurationError(
+            "RATELIMIT_STORAGE_URI must be memory://, redis://host:6379 or memcached://host:11211"
+        )
     log_format = (get("LOG_FORMAT") or "text").lower()
     if log_format not in ("text", "json"):
         raise ConfigurationError("LOG_FORMAT must be 'text' or 'json'")
@@ -256,10 +301,50 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         smtp_url=smtp_url,
         escalate_after_minutes=round(escalate_after),
         session_hours=session_hours,
+        session_idle_minutes=round(session_idle_minutes),
+        trusted_proxies=round(trusted_proxies),
+        ratelimit_storage_uri=ratelimit_storage_uri,
         metrics_token=get("METRICS_TOKEN"),
         log_format=log_format,
         retention_days=round(retention_days),
     )
+
+
+def check_secret_key(key: str | None) -> None:
+    """Refuse a production SECRET_KEY that is known or has less than 32 bytes of entropy."""
+    how = f"; generate one with: {GENERATE_SECRET_KEY}"
+    if key is None:
+        raise ConfigurationError("SECRET_KEY must be set when FOLLOWUP_ENV=production" + how)
+    if key.lower() in KNOWN_SECRET_KEYS:
+        raise ConfigurationError(
+            "SECRET_KEY is a published example or development value, not a secret" + how
+        )
+    if secret_key_bits(key) < MIN_SECRET_KEY_BITS:
+        raise ConfigurationError(
+            "SECRET_KEY is too short or too regular: it needs at least 32 bytes (256 bits) "
+            "of randomness" + how
+        )
+
+
+def secret_key_bits(key: str) -> float:
+    """Estimate a key's entropy in bits, erring low for keys that are not random.
+
+    Three upper bounds, the smallest wins: the length times the bits of the character
+    classes used (digits, lower, upper, other); the length times the characters' observed
+    spread (Shannon entropy, plus a margin for short samples); and the key's size once
+    compressed (repeats and runs like "abcabc" or "0123...0123" compress away).
+    """
+    if not key:
+        return 0.0
+    classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
+    size = sum(len(c) for c in classes if any(ch in c for ch in key))
+    if any(not (ch.isascii() and ch.isalnum()) for ch in key):
+        size += 33
+    n = len(key)
+    spread = -sum(c / n * math.log2(c / n) for c in Counter(key).values())
+    per_char = min(math.log2(max(size, 2)), spread + 1.5)
+    compressed = (len(zlib.compress(key.encode(), 9)) - 8) * 8  # minus zlib's framing
+    return min(n * per_char, float(compressed))
 
 
 def _phone_setting(text: str | None, name: str, region: str) -> str | None:

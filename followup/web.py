@@ -6,26 +6,38 @@ files and Twilio's webhooks (signed by Twilio instead). A few paths are for admi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import sqlalchemy.exc
 import sqlalchemy.orm as so
-from flask import Flask, Response, current_app, g, redirect, render_template, request, session
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
-from followup.accounts.models import User
-from followup.accounts.service import get_active_user
+from followup.accounts.service import ActiveSession, resume_session
+from followup.bounds import MAX_ID
 from followup.care.texts import short_local
 from followup.care.timing import zone
 from followup.errors import NotFound
-from followup.logsafe import log_failure
+from followup.logsafe import describe_failure, log_failure
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +50,7 @@ ADMIN_PATHS = ("/log", "/log.csv", "/audit", "/users")
 # A user who signed in with a one-time password may only reach these until it is changed.
 PASSWORD_CHANGE_ENDPOINTS = frozenset({"accounts.password", "accounts.logout", "static"})
 MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 - a session key
-SESSION_LIFETIME = timedelta(hours=10)  # one clinical shift; then sign in again
+SESSION_TOKEN = "_user_id"  # noqa: S105 - where Flask-Login keeps get_id() in the cookie
 
 _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -48,12 +60,17 @@ _CSP = (
 
 @dataclass(frozen=True)
 class StaffUser:
-    """The signed-in user as Flask-Login sees it (the model knows nothing of Flask)."""
+    """The signed-in user as Flask-Login sees it (the model knows nothing of Flask).
+
+    Its id, which Flask-Login keeps in the signed cookie, is the session's random token;
+    the database holds only the token's hash, and refuses it once the session has ended.
+    """
 
     id: int
     email: str
     role: str
-    fingerprint: str
+    token: str
+    session_id: int
 
     is_authenticated = True
     is_active = True
@@ -64,16 +81,40 @@ class StaffUser:
         return self.role == "admin"
 
     def get_id(self) -> str:
-        # The password's fingerprint is part of the id: changing it ends other sessions.
-        return f"{self.id}:{self.fingerprint}"
+        return self.token
 
     @classmethod
-    def from_user(cls, user: User) -> StaffUser:
-        return cls(id=user.id, email=user.email, role=user.role, fingerprint=_fingerprint(user))
+    def from_session(cls, active: ActiveSession, token: str) -> StaffUser:
+        return cls(
+            id=active.user_id,
+            email=active.email,
+            role=active.role,
+            token=token,
+            session_id=active.id,
+        )
 
 
-def _fingerprint(user: User) -> str:
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` in routes: at most MAX_ID, so a huge id is a 404 rather than a 500."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def session_lifetime() -> timedelta:
+    """How long a sign-in lasts at most, from sign-in (SESSION_HOURS)."""
+    return timedelta(hours=runtime().settings.session_hours)
+
+
+def session_idle_timeout() -> timedelta:
+    """How long a sign-in lasts without a request (SESSION_IDLE_MINUTES)."""
+    return timedelta(minutes=runtime().settings.session_idle_minutes)
+
+
+def client_address() -> str:
+    """The client's address (the proxy's X-Forwarded-For when TRUSTED_PROXIES is set)."""
+    return request.remote_addr or "unknown"
 
 
 def runtime() -> Runtime:
@@ -117,12 +158,14 @@ def init_web(app: Flask) -> None:
     """Wire sign-in, CSRF, security headers and error pages into `app`."""
     settings = runtime_of(app).settings
     app.config.update(
-        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # The cookie outlives no sign-in; the session row decides (followup.accounts).
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=settings.is_production,
         REMEMBER_COOKIE_SAMESITE="Lax",
     )
+    from followup.accounts.views import install_sign_in_throttles
     from followup.messaging.views import bp as twilio_bp
 
     app.jinja_env.trim_blocks = True
@@ -131,15 +174,33 @@ def init_web(app: Flask) -> None:
     csrf.exempt(twilio_bp)  # Twilio signs its webhooks; it cannot send our form token
 
     login_manager = LoginManager(app)
-    login_manager.session_protection = "strong"
+    # Sessions are checked against their database row on every request, which sign-out
+    # and the rest revoke; binding them to the client's address as well would sign a
+    # nurse out whenever the hospital's Wi-Fi moves her to another address.
+    login_manager.session_protection = None
     login_manager.login_view = "accounts.login"
     login_manager.user_loader(_load_user)
+
+    # Sign-in throttles (Flask-Limiter, moving windows). Counters live in this process by
+    # default; several web processes need a shared RATELIMIT_STORAGE_URI (SECURITY.md).
+    rate_limiter = Limiter(
+        key_func=client_address,
+        app=app,
+        storage_uri=settings.ratelimit_storage_uri,
+        strategy="moving-window",
+        headers_enabled=False,
+    )
+    app.extensions["followup.limiter"] = rate_limiter
+    install_sign_in_throttles(app, rate_limiter)
 
     app.before_request(_gate)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_session)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(RateLimitExceeded, _too_many)
     app.register_error_handler(NotFound, _not_found)
+    app.register_error_handler(OverflowError, _out_of_range)
+    app.register_error_handler(sqlalchemy.exc.DataError, _out_of_range)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _server_error)
     app.context_processor(_template_globals)
@@ -150,14 +211,16 @@ def runtime_of(app: Flask) -> Runtime:
     return cast(Runtime, app.extensions["followup"])
 
 
-def _load_user(user_id: str) -> StaffUser | None:
-    raw_id, _, fingerprint = user_id.partition(":")
-    if not raw_id.isdigit():
-        return None
-    user = get_active_user(session=db(), user_id=int(raw_id))
-    if user is None or _fingerprint(user) != fingerprint:
-        return None
-    return StaffUser.from_user(user)
+def _load_user(token: str) -> StaffUser | None:
+    """The signed-in user for the cookie's session token, if that session is still open."""
+    rt = runtime()
+    # Its own short transaction: the request's session may later be rolled back.
+    with rt.session_factory() as checking:
+        active = resume_session(
+            session=checking, token=token, now=rt.clock.now(), idle=session_idle_timeout()
+        )
+        checking.commit()
+    return StaffUser.from_session(active, token) if active is not None else None
 
 
 def _gate() -> ResponseReturnValue | None:
@@ -165,6 +228,10 @@ def _gate() -> ResponseReturnValue | None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint in PUBLIC_BLUEPRINTS:
         return None
     if not current_user.is_authenticated:
+        if session.get(SESSION_TOKEN):
+            # A session that ended (signed out, expired, idle, ended by an admin).
+            session.clear()
+            flash("Your session has ended. Please sign in again.")
         if request.method == "GET":
             target = request.full_path if request.query_string else request.path
             return redirect(f"/login?next={target}" if target != "/" else "/login")
@@ -207,6 +274,9 @@ def _error_page(status: int, message: str) -> tuple[str, int]:
         403: "Not allowed",
         404: "Not found",
         405: "Not allowed",
+        413: "Too large",
+        422: "Not accepted",
+        429: "Too many requests",
         500: "Something went wrong",
     }
     title = titles.get(status, "Error")
@@ -223,6 +293,28 @@ def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
     )
 
 
+def _too_many(exc: RateLimitExceeded) -> ResponseReturnValue:
+    _rollback()
+    if request.endpoint == "accounts.login":
+        from followup.accounts.views import throttled_sign_in
+
+        return throttled_sign_in()
+    log.info("rate limit reached on %s", request.path)
+    return _error_page(429, "Too many requests from here. Wait a few minutes and try again.")
+
+
+def _out_of_range(exc: Exception) -> ResponseReturnValue:
+    """A number or date beyond what Python or the database holds: bad input, not a crash.
+
+    Inputs are bounded where they are read (followup.bounds); this is the net under them.
+    """
+    _rollback()
+    log.warning(
+        "out-of-range input on %s %s (%s)", request.method, request.path, describe_failure(exc)
+    )
+    return _error_page(400, "A number or date in this request is out of range.")
+
+
 def _not_found(_exc: NotFound) -> ResponseReturnValue:
     _rollback()
     return _error_page(404, "There is no such record.")
@@ -232,6 +324,8 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     _rollback()
     if exc.code is None or exc.code < 400 or request.blueprint in PUBLIC_BLUEPRINTS:
         return exc
+    if exc.code >= 500:
+        log.error("HTTP %s on %s %s", exc.code, request.method, request.path)
     return _error_page(exc.code, exc.description or exc.name)
 
 

@@ -332,3 +332,33 @@ def test_a_booked_procedure_from_the_command_line(cli: Cli) -> None:
         check=False,
     )  # fmt: skip
     assert again.returncode == 2 and "has 0 booked procedures" in again.stderr
+
+
+def test_users_create_refuses_a_guessable_password_in_one_line(cli: Cli) -> None:
+    cli.run("db", "upgrade")
+    result = subprocess.run(
+        [FOLLOWUP, "users", "create", "--email", "b@example.org", "--role", "admin", "--password-stdin"],
+        cwd=cli.folder, env=cli.env, input="passwordpass\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --password: is too easy to guess")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["log", "--to", "9999-12-31"], "--to: must be between 2000-01-01 and 2099-12-31"),
+        (["log", "--patient", "9" * 30], "--patient"),
+        (["schedule", "99999999999"], "PATIENT_ID"),
+        (["--now", "9999-12-31T23:59:59-05:00", "tick"], "--now"),
+        (["attention", "--handle", "reply:99999999999999", "--note", "x"], "--handle"),
+    ],
+)
+def test_out_of_range_input_is_one_line_and_exit_2(cli: Cli, args: list[str], words: str) -> None:
+    cli.run("db", "upgrade")
+    result = cli.run(*args, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -44,7 +44,13 @@ def test_twilio_is_the_default_transport_when_credentials_are_set() -> None:
             },
             "SECRET_KEY",
         ),
-        ({"FOLLOWUP_ENV": "production", "SECRET_KEY": "x" * 32}, "CLINIC_NAME must be set"),
+        (
+            {
+                "FOLLOWUP_ENV": "production",
+                "SECRET_KEY": "Hq3vXw9pLr2Zt7Kc5Nm8Bd4Fg6Js1Ya0Ue3Oi7Rl9Tb5",
+            },
+            "CLINIC_NAME must be set",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(
@@ -123,3 +129,87 @@ def test_new_settings_are_refused_with_the_setting_named(
 ) -> None:
     with pytest.raises(ConfigurationError, match=words):
         settings_from_mapping(values)
+
+
+PRODUCTION = {"FOLLOWUP_ENV": "production", "CLINIC_NAME": "C", "CLINIC_PHONE": "1"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dev-only-not-secret",  # the project's own development default
+        "DEV-ONLY-NOT-SECRET",
+        "change-me",
+        "aaaaaaaaaaaaaaaa",
+        "0123456789abcdef",
+        "a" * 200,
+        "0123456789abcdef" * 8,  # long, but a pattern
+        "abc" * 50,
+        "correct horse battery staple",  # words, not 32 random bytes
+        "x" * 32,
+        "2f8c1a9e4b7d6f3a",  # random, but 8 bytes
+    ],
+)
+def test_production_refuses_a_known_or_weak_secret_key_and_says_how_to_make_one(
+    key: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        settings_from_mapping({**PRODUCTION, "SECRET_KEY": key})
+    message = str(excinfo.value)
+    assert "SECRET_KEY" in message
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(48))"' in message
+
+
+def test_production_refuses_a_missing_secret_key() -> None:
+    with pytest.raises(ConfigurationError, match="SECRET_KEY must be set"):
+        settings_from_mapping(PRODUCTION)
+
+
+def test_production_accepts_generated_keys() -> None:
+    import secrets
+
+    for _ in range(50):
+        for key in (secrets.token_urlsafe(48), secrets.token_hex(32), secrets.token_urlsafe(32)):
+            settings = settings_from_mapping({**PRODUCTION, "SECRET_KEY": key})
+            assert settings.secret_key == key
+
+
+def test_development_keeps_its_default_key() -> None:
+    assert settings_from_mapping({}).secret_key == "dev-only-not-secret"
+
+
+def test_secret_key_bits_estimates() -> None:
+    from followup.settings import secret_key_bits
+
+    assert secret_key_bits("") == 0
+    assert secret_key_bits("a" * 64) < 64
+    assert secret_key_bits("0123456789abcdef") < 128
+    assert 256 <= secret_key_bits(
+        "9c0e5b7a1d3f8e2c6a4b0d9f7e1c3a5b8d2f6e0a4c7b9e1d3f5a7c9e0b2d4f6a"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"SESSION_IDLE_MINUTES": "1"}, "SESSION_IDLE_MINUTES must be between 5 and 1440"),
+        ({"TRUSTED_PROXIES": "9"}, "TRUSTED_PROXIES must be between 0 and 5"),
+        ({"RATELIMIT_STORAGE_URI": "mysql://x"}, "RATELIMIT_STORAGE_URI must be"),
+    ],
+)
+def test_session_and_throttle_settings_are_checked(values: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        settings_from_mapping(values)
+
+
+def test_session_and_throttle_settings_are_read() -> None:
+    settings = settings_from_mapping(
+        {
+            "SESSION_IDLE_MINUTES": "45",
+            "TRUSTED_PROXIES": "1",
+            "RATELIMIT_STORAGE_URI": "redis://cache:6379",
+        }
+    )
+    assert (settings.session_idle_minutes, settings.trusted_proxies) == (45, 1)
+    assert settings.ratelimit_storage_uri == "redis://cache:6379"
+    assert settings_from_mapping({}).ratelimit_storage_uri == "memory://"

@@ -24,3 +24,27 @@ class User(Base):
     failed_logins: so.Mapped[int] = so.mapped_column(default=0)
     locked_until: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+
+
+class UserSession(Base):
+    """One sign-in: the browser's cookie holds a random token, this row only its hash.
+
+    A request is signed in only while its row is open (`ended_at` NULL), before
+    `expires_at` (the absolute lifetime from sign-in) and within the idle timeout of
+    `last_seen_at`. Sign-out, a password change or reset and deactivation end rows.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    ended_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    end_reason: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    client_address: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    user_agent: so.Mapped[str | None] = so.mapped_column(sa.String(200))

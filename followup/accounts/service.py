@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -11,14 +13,20 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from werkzeug.security import check_password_hash, generate_password_hash
+from zxcvbn import zxcvbn
 
-from followup.accounts.models import ROLES, User
+from followup.accounts.models import ROLES, User, UserSession
 from followup.audit.service import record_audit
 from followup.errors import NotFound, ValidationError
 
 log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 128
+# zxcvbn's score, 0 to 4: 3 is "safely unguessable" (about 10^8 guesses or more).
+MIN_PASSWORD_SCORE = 3
+_ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input; the rest only adds strength
+EMAIL_MAX_LENGTH = 254
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -27,12 +35,11 @@ def create_user(
 ) -> User:
     """Create a nurse or admin; raise ValidationError naming the bad field."""
     email = (email or "").strip().lower()
-    if not _EMAIL_RE.match(email):
-        raise ValidationError("email", "is not an email address")
     if role not in ROLES:
         raise ValidationError("role", f"must be one of: {', '.join(ROLES)}")
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise ValidationError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(email) > EMAIL_MAX_LENGTH or not _EMAIL_RE.match(email):
+        raise ValidationError("email", "is not an email address")
+    check_password_strength(password or "", field="password", user_inputs=[email])
     if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
         raise ValidationError("email", "is already in use")
     user = User(
@@ -57,18 +64,45 @@ def create_user(
     return user
 
 
+def check_password_strength(password: str, *, field: str, user_inputs: list[str]) -> None:
+    """Refuse a short, long, common or guessable password, with zxcvbn's advice."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(field, f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValidationError(field, f"must be at most {MAX_PASSWORD_LENGTH} characters")
+    words = [w for text in user_inputs for w in re.split(r"[@.\s_+-]+", text.lower()) if w]
+    result = zxcvbn(
+        password[:_ZXCVBN_MAX_LENGTH],
+        user_inputs=[*user_inputs, *words, "followup", "nurse", "admin", "clinic", "spine"],
+    )
+    if result["score"] >= MIN_PASSWORD_SCORE:
+        return
+    feedback = result["feedback"]
+    advice = " ".join(
+        part.rstrip(".") + "."
+        for part in [feedback.get("warning") or "", *feedback.get("suggestions", [])]
+        if part
+    )
+    raise ValidationError(
+        field,
+        "is too easy to guess"
+        + (f": {advice}" if advice else ".")
+        + " A few unrelated words together make a strong password.",
+    )
+
+
 # --- signing in ---------------------------------------------------------------------------
 
-MAX_FAILED_LOGINS = 5  # consecutive wrong passwords before the account is locked
-LOCKOUT = timedelta(minutes=15)
 # A password serve generates on first start starts with this; signing in with one forces
 # a new password. Nobody can choose such a password, so the prefix alone marks it.
 ONE_TIME_PREFIX = "once-"
 FIRST_ADMIN_EMAIL = "admin@followup.local"
-WRONG_CREDENTIALS = "Email or password is wrong."
-LOCKED_OUT = (
-    f"Too many failed sign-ins: this account is locked for {LOCKOUT.seconds // 60} minutes."
-    " Try again later."
+# Every failed sign-in gets this answer, whatever the reason (unknown email, wrong
+# password, too many failures, deactivated account): the page never tells anyone which
+# accounts exist or which are throttled. The throttles are in followup.accounts.views.
+SIGN_IN_FAILED = (
+    "Sign-in failed: the email or password is wrong, or there were too many failed "
+    "sign-ins from here (then wait 15 minutes). If it keeps failing, ask an admin."
 )
 # Checked when the email is unknown, so both answers take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
@@ -76,54 +110,64 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
 
 @dataclass(frozen=True)
 class SignInResult:
-    """What a sign-in attempt came to; the caller commits either way (the counter)."""
+    """What a sign-in attempt came to; the caller commits either way (the audit row)."""
 
     user: User | None
     error: str | None = None
     must_change_password: bool = False
 
 
-def sign_in(*, session: so.Session, email: str, password: str, now: datetime) -> SignInResult:
-    """Check an email and password, counting failures and locking after too many."""
+def typed_fingerprint(text: str, *, key: bytes) -> str:
+    """A keyed, non-reversible fingerprint of what someone typed (HMAC-SHA-256, 12 hex).
+
+    The same text gives the same fingerprint, so an admin sees repeated guesses at one
+    name; without the key nobody can test candidate texts against it.
+    """
+    return hmac.new(key, b"sign-in:" + text.encode("utf-8", "replace"), "sha256").hexdigest()[:12]
+
+
+def sign_in(
+    *,
+    session: so.Session,
+    email: str,
+    password: str,
+    now: datetime,
+    fingerprint_key: bytes,
+    client_address: str | None = None,
+) -> SignInResult:
+    """Check an email and password; audit every failure, never what was typed."""
     email = (email or "").strip().lower()
-    user = session.scalar(sa.select(User).where(User.email == email)) if email else None
+    password = password or ""
+    where = f"from {client_address}" if client_address else None
+    user = (
+        session.scalar(sa.select(User).where(User.email == email))
+        if email and len(email) <= EMAIL_MAX_LENGTH
+        else None
+    )
     if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
+        check_password_hash(_DUMMY_HASH, password[:MAX_PASSWORD_LENGTH])
         log.info("sign-in refused: unknown email")
-        # The audit trail (admins only) keeps what was typed: someone may be guessing.
+        # What was typed may be a password typed into the wrong box: keep a fingerprint.
         record_audit(
             session=session,
-            actor=email[:254] or "(blank)",
+            actor=f"unknown account {typed_fingerprint(email, key=fingerprint_key)}",
             action="user.sign_in_failed",
             now=now,
-            detail="no such account",
+            detail=_join("no such account", where),
         )
-        return SignInResult(user=None, error=WRONG_CREDENTIALS)
-    if user.locked_until is not None and user.locked_until > now:
-        log.info("sign-in refused: user %s is locked", user.id)
-        return SignInResult(
-            user=None,
-            error=LOCKED_OUT,
-        )
-    if not check_password_hash(user.password_hash, password or ""):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        action = "user.sign_in_failed"
-        error = WRONG_CREDENTIALS
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = now + LOCKOUT
-            user.failed_logins = 0
-            action = "user.locked"
-            error = LOCKED_OUT
+        return SignInResult(user=None, error=SIGN_IN_FAILED)
+    if not check_password_hash(user.password_hash, password[:MAX_PASSWORD_LENGTH]):
         record_audit(
             session=session,
             actor=user.email,
-            action=action,
+            action="user.sign_in_failed",
             now=now,
             record_type="user",
             record_id=user.id,
+            detail=_join("wrong password", where),
         )
         log.info("sign-in refused: wrong password for user %s", user.id)
-        return SignInResult(user=None, error=error)
+        return SignInResult(user=None, error=SIGN_IN_FAILED)
     if not user.active:
         log.info("sign-in refused: user %s is inactive", user.id)
         record_audit(
@@ -133,11 +177,9 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
             now=now,
             record_type="user",
             record_id=user.id,
-            detail="account deactivated",
+            detail=_join("account deactivated", where),
         )
-        return SignInResult(user=None, error="This account is disabled; ask an admin.")
-    user.failed_logins = 0
-    user.locked_until = None
+        return SignInResult(user=None, error=SIGN_IN_FAILED)
     record_audit(
         session=session,
         actor=user.email,
@@ -145,8 +187,27 @@ def sign_in(*, session: so.Session, email: str, password: str, now: datetime) ->
         now=now,
         record_type="user",
         record_id=user.id,
+        detail=where,
     )
     return SignInResult(user=user, must_change_password=password.startswith(ONE_TIME_PREFIX))
+
+
+def record_throttled_sign_in(
+    *, session: so.Session, email: str, now: datetime, fingerprint_key: bytes, client_address: str
+) -> None:
+    """Audit a sign-in refused by a throttle, unchecked (by fingerprint: it may not exist)."""
+    email = (email or "").strip().lower()
+    record_audit(
+        session=session,
+        actor=f"throttled {typed_fingerprint(email, key=fingerprint_key)}",
+        action="user.sign_in_throttled",
+        now=now,
+        detail=f"from {client_address}",
+    )
+
+
+def _join(*parts: str | None) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def get_active_user(*, session: so.Session, user_id: int) -> User | None:
@@ -171,8 +232,7 @@ def change_password(
     if not check_password_hash(user.password_hash, current_password or ""):
         raise ValidationError("current_password", "is not your current password")
     new_password = new_password or ""
-    if len(new_password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError("new_password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    check_password_strength(new_password, field="new_password", user_inputs=[user.email])
     if new_password.startswith(ONE_TIME_PREFIX):
         raise ValidationError("new_password", f"must not start with {ONE_TIME_PREFIX!r}")
     if new_password == current_password:
@@ -180,6 +240,7 @@ def change_password(
     if new_password != confirm_password:
         raise ValidationError("confirm_password", "does not match the new password")
     user.password_hash = generate_password_hash(new_password, method="scrypt")
+    end_user_sessions(session=session, user_id=user.id, now=now, reason="password changed")
     record_audit(
         session=session,
         actor=user.email,
@@ -191,9 +252,14 @@ def change_password(
     return user
 
 
-def record_sign_out(*, session: so.Session, user_id: int, now: datetime) -> None:
-    """Write the audit event of a sign-out."""
-    user = session.get(User, user_id)
+def sign_out(*, session: so.Session, token: str, now: datetime) -> None:
+    """End the session this token opened and write the audit event of a sign-out."""
+    row = session.scalar(sa.select(UserSession).where(UserSession.token_hash == hash_token(token)))
+    if row is None:
+        return
+    if row.ended_at is None:
+        row.ended_at, row.end_reason = now, "signed out"
+    user = session.get(User, row.user_id)
     if user is not None:
         record_audit(
             session=session,
@@ -226,7 +292,7 @@ def set_user_active(
 ) -> User:
     """Deactivate or reactivate an account; the last active admin cannot be deactivated.
 
-    A deactivated user cannot sign in, and their open sessions end at their next request.
+    A deactivated user cannot sign in, and their open sessions end now.
     """
     user = session.get(User, user_id)
     if user is None:
@@ -244,6 +310,8 @@ def set_user_active(
     user.active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
+    else:
+        end_user_sessions(session=session, user_id=user.id, now=now, reason="deactivated")
     record_audit(
         session=session,
         actor=actor,
@@ -266,6 +334,7 @@ def reset_password(*, session: so.Session, user_id: int, actor: str, now: dateti
     password = ONE_TIME_PREFIX + secrets.token_urlsafe(15)
     user.password_hash = generate_password_hash(password, method="scrypt")
     user.failed_logins, user.locked_until = 0, None
+    end_user_sessions(session=session, user_id=user.id, now=now, reason="password reset")
     record_audit(
         session=session,
         actor=actor,
@@ -280,3 +349,169 @@ def reset_password(*, session: so.Session, user_id: int, actor: str, now: dateti
 def list_users(*, session: so.Session) -> list[User]:
     """Return every staff account, by email."""
     return list(session.scalars(sa.select(User).order_by(User.email)))
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+# last_seen_at is written at most this often, not on every request.
+SESSION_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a session token (SHA-256: the token itself is 256 random bits)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def start_session(
+    *,
+    session: so.Session,
+    user: User,
+    now: datetime,
+    lifetime: timedelta,
+    client_address: str | None,
+    user_agent: str | None,
+) -> str:
+    """Open a session for a user who just signed in; return the token for the cookie."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        UserSession(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+            client_address=(client_address or "")[:64] or None,
+            user_agent=(user_agent or "")[:200] or None,
+        )
+    )
+    session.flush()
+    return token
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """A session found open for a request, and its user."""
+
+    id: int
+    user_id: int
+    email: str
+    role: str
+
+
+def resume_session(
+    *, session: so.Session, token: str, now: datetime, idle: timedelta
+) -> ActiveSession | None:
+    """Return the open session for a token, or None (ended, expired, idle, user disabled).
+
+    A session found expired or idle is closed with its reason; an open one has its
+    last_seen_at moved forward (at most once a minute). The caller commits.
+    """
+    if not token or len(token) > 128:
+        return None
+    row = session.execute(
+        sa.select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.token_hash == hash_token(token))
+    ).first()
+    if row is None:
+        return None
+    user_session, user = row
+    if user_session.ended_at is not None:
+        return None
+    reason = None
+    if now >= user_session.expires_at:
+        reason = "expired"
+    elif now - user_session.last_seen_at >= idle:
+        reason = "idle"
+    elif not user.active:
+        reason = "deactivated"
+    if reason is not None:
+        user_session.ended_at, user_session.end_reason = now, reason
+        return None
+    if now - user_session.last_seen_at >= SESSION_TOUCH_EVERY:
+        user_session.last_seen_at = now
+    return ActiveSession(id=user_session.id, user_id=user.id, email=user.email, role=user.role)
+
+
+def end_user_sessions(
+    *, session: so.Session, user_id: int, now: datetime, reason: str, keep: int | None = None
+) -> int:
+    """End every open session of a user (but `keep`, if given); return how many."""
+    query = sa.update(UserSession).where(
+        UserSession.user_id == user_id, UserSession.ended_at.is_(None)
+    )
+    if keep is not None:
+        query = query.where(UserSession.id != keep)
+    result = session.execute(
+        query.values(ended_at=now, end_reason=reason[:32]),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def open_sessions(
+    *, session: so.Session, user_id: int, now: datetime, idle: timedelta
+) -> list[UserSession]:
+    """A user's sessions that would still be accepted, newest first."""
+    return list(
+        session.scalars(
+            sa.select(UserSession)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.ended_at.is_(None),
+                UserSession.expires_at > now,
+                UserSession.last_seen_at > now - idle,
+            )
+            .order_by(UserSession.created_at.desc(), UserSession.id.desc())
+        )
+    )
+
+
+def open_session_counts(*, session: so.Session, now: datetime, idle: timedelta) -> dict[int, int]:
+    """How many open sessions each user has (users without any are absent)."""
+    rows = session.execute(
+        sa.select(UserSession.user_id, sa.func.count())
+        .where(
+            UserSession.ended_at.is_(None),
+            UserSession.expires_at > now,
+            UserSession.last_seen_at > now - idle,
+        )
+        .group_by(UserSession.user_id)
+    )
+    return {int(user_id): int(count) for user_id, count in rows}
+
+
+def end_session_by_admin(
+    *,
+    session: so.Session,
+    user_id: int,
+    session_id: int | None,
+    actor: str,
+    now: datetime,
+) -> int:
+    """End one session of a user (or all, when session_id is None); audit it."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    if session_id is None:
+        ended = end_user_sessions(
+            session=session, user_id=user_id, now=now, reason="ended by admin"
+        )
+    else:
+        row = session.get(UserSession, session_id)
+        if row is None or row.user_id != user_id:
+            raise NotFound(f"no session {session_id} for user {user_id}")
+        ended = 0
+        if row.ended_at is None:
+            row.ended_at, row.end_reason = now, "ended by admin"
+            ended = 1
+    record_audit(
+        session=session,
+        actor=actor,
+        action="user.sessions_ended",
+        now=now,
+        record_type="user",
+        record_id=user_id,
+        detail=f"{ended} session(s)" + (f", session {session_id}" if session_id else ""),
+    )
+    return ended

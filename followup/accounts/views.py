@@ -2,28 +2,134 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session
+from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+from flask_limiter import Limiter
 from flask_login import login_user, logout_user
 
 from followup.accounts.forms import LoginForm, NewUserForm, PasswordForm
+from followup.accounts.models import User
 from followup.accounts.service import (
+    SIGN_IN_FAILED,
+    ActiveSession,
     change_password,
     create_user,
+    end_session_by_admin,
     list_users,
-    record_sign_out,
+    open_session_counts,
+    open_sessions,
+    record_throttled_sign_in,
     reset_password,
     set_user_active,
     sign_in,
+    sign_out,
+    start_session,
+    typed_fingerprint,
 )
 from followup.errors import NotFound, ValidationError
-from followup.web import MUST_CHANGE_PASSWORD, StaffUser, db, runtime, safe_next, staff
+from followup.web import (
+    MUST_CHANGE_PASSWORD,
+    SESSION_TOKEN,
+    StaffUser,
+    client_address,
+    db,
+    runtime,
+    safe_next,
+    session_idle_timeout,
+    session_lifetime,
+    staff,
+)
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("accounts", __name__)
+
+# Failed sign-ins (answered 401) allowed in any moving window; past them, POST /login is
+# answered like any failure without the password being checked. Per client address, so
+# one machine cannot spray many accounts, and per account and address, so one machine
+# cannot guess one account's password for long, while the same nurse at another machine
+# can still sign in: nobody can lock her out from elsewhere.
+FAILURES_PER_ADDRESS = "10 per minute; 30 per 15 minutes; 200 per day"
+FAILURES_PER_ACCOUNT_AND_ADDRESS = "5 per 15 minutes; 10 per hour; 20 per day"
+
+
+def install_sign_in_throttles(app: Flask, limiter: Limiter) -> None:
+    """Put the sign-in throttles on POST /login (Flask-Limiter; counted on failure only)."""
+    view: Any = app.view_functions["accounts.login"]
+    view = limiter.limit(
+        FAILURES_PER_ACCOUNT_AND_ADDRESS,
+        key_func=_account_and_address,
+        methods=["POST"],
+        deduct_when=_failed,
+        scope="sign-in:account+address",
+    )(view)
+    view = limiter.limit(
+        FAILURES_PER_ADDRESS,
+        key_func=client_address,
+        methods=["POST"],
+        deduct_when=_failed,
+        scope="sign-in:address",
+    )(view)
+    app.view_functions["accounts.login"] = view
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def _account_and_address() -> str:
+    """The throttle's key: the address and the typed email's keyed fingerprint.
+
+    Any email, known or not, is counted alike. The fingerprint is keyed because the
+    limiter may log its keys, and the email box sometimes holds a password.
+    """
+    email = (request.form.get("email") or "").strip().lower()[:512]
+    return f"{client_address()}/{typed_fingerprint(email, key=_fingerprint_key())}"
+
+
+def _fingerprint_key() -> bytes:
+    """The key of the audit's fingerprints, derived from SECRET_KEY."""
+    secret = runtime().settings.secret_key.encode("utf-8", "replace")
+    return hashlib.sha256(b"followup audit fingerprint\0" + secret).digest()
+
+
+def throttled_sign_in() -> ResponseReturnValue:
+    """A POST /login past a throttle: the same answer as any failure, nothing checked."""
+    log.warning("sign-in throttled for a client")
+    form = LoginForm()
+    record_throttled_sign_in(
+        session=db(),
+        email=form.email.data or "",
+        now=runtime().clock.now(),
+        fingerprint_key=_fingerprint_key(),
+        client_address=client_address(),
+    )
+    db().commit()
+    return render_template("accounts/login.html", form=form, error=SIGN_IN_FAILED), 401
+
+
+def _begin(user: User, *, must_change_password: bool = False) -> None:
+    """Open a new server-side session for `user` and put its token in a fresh cookie."""
+    token = start_session(
+        session=db(),
+        user=user,
+        now=runtime().clock.now(),
+        lifetime=session_lifetime(),
+        client_address=client_address(),
+        user_agent=request.user_agent.string,
+    )
+    db().commit()
+    session.clear()  # a fresh session: nothing from before signing in survives
+    active = ActiveSession(id=0, user_id=user.id, email=user.email, role=user.role)
+    login_user(StaffUser.from_session(active, token))
+    session.permanent = True
+    if must_change_password:
+        session[MUST_CHANGE_PASSWORD] = True
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -36,14 +142,13 @@ def login() -> ResponseReturnValue:
             email=form.email.data or "",
             password=form.password.data or "",
             now=runtime().clock.now(),
+            fingerprint_key=_fingerprint_key(),
+            client_address=client_address(),
         )
-        db().commit()  # the failure counter and lockout are kept either way
+        db().commit()  # the audit row is kept either way
         if result.user is not None:
-            session.clear()  # a fresh session: nothing from before signing in survives
-            login_user(StaffUser.from_user(result.user))
-            session.permanent = True
+            _begin(result.user, must_change_password=result.must_change_password)
             if result.must_change_password:
-                session[MUST_CHANGE_PASSWORD] = True
                 flash("You signed in with a one-time password: choose your own now.")
                 return redirect("/account/password")
             return redirect(safe_next(request.args.get("next")) or "/patients")
@@ -53,7 +158,7 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    record_sign_out(session=db(), user_id=staff().id, now=runtime().clock.now())
+    sign_out(session=db(), token=session.get(SESSION_TOKEN) or "", now=runtime().clock.now())
     db().commit()
     logout_user()
     session.clear()
@@ -79,10 +184,9 @@ def password() -> ResponseReturnValue:
             db().rollback()
             form[exc.field].errors = [exc.message]
             return render_template("accounts/password.html", form=form, forced=forced), 422
-        db().commit()
-        session.pop(MUST_CHANGE_PASSWORD, None)
-        login_user(StaffUser.from_user(user))  # the new password's fingerprint
-        flash("Your password is changed.")
+        db().commit()  # every session of this user has ended, this one included
+        _begin(user)  # ... and this browser goes on in a new one
+        flash("Your password is changed. Your other sessions are signed out.")
         return redirect("/patients")
     return render_template("accounts/password.html", form=form, forced=forced)
 
@@ -110,7 +214,58 @@ def users() -> ResponseReturnValue:
             db().commit()
             flash(f"Account {user.email} created ({user.role}). Give them the password in person.")
             return redirect("/users")
-    return render_template("accounts/users.html", form=form, users=list_users(session=db())), status
+    return _users_page(form), status
+
+
+def _users_page(form: NewUserForm, **extra: object) -> str:
+    counts = open_session_counts(
+        session=db(), now=runtime().clock.now(), idle=session_idle_timeout()
+    )
+    return render_template(
+        "accounts/users.html",
+        form=form,
+        users=list_users(session=db()),
+        session_counts=counts,
+        **extra,
+    )
+
+
+@bp.get("/users/<int:user_id>/sessions")
+def user_sessions(user_id: int) -> ResponseReturnValue:
+    """Admins only: a user's open sessions, each of which can be ended."""
+    user = db().get(User, user_id)
+    if user is None:
+        abort(404)
+    rows = open_sessions(
+        session=db(), user_id=user_id, now=runtime().clock.now(), idle=session_idle_timeout()
+    )
+    return render_template(
+        "accounts/sessions.html",
+        user=user,
+        rows=rows,
+        current=staff().session_id,
+        lifetime_hours=f"{runtime().settings.session_hours:g}",
+        idle_minutes=runtime().settings.session_idle_minutes,
+    )
+
+
+@bp.post("/users/<int:user_id>/sessions/end")
+@bp.post("/users/<int:user_id>/sessions/<int:session_id>/end")
+def end_sessions(user_id: int, session_id: int | None = None) -> ResponseReturnValue:
+    """Admins only: end one of a user's sessions, or all of them."""
+    try:
+        ended = end_session_by_admin(
+            session=db(),
+            user_id=user_id,
+            session_id=session_id,
+            actor=staff().email,
+            now=runtime().clock.now(),
+        )
+    except NotFound:
+        abort(404)
+    db().commit()
+    flash(f"{ended} session{'' if ended == 1 else 's'} ended.")
+    return redirect(f"/users/{user_id}/sessions")
 
 
 @bp.post("/users/<int:user_id>/active")
@@ -147,9 +302,4 @@ def user_password_reset(user_id: int) -> ResponseReturnValue:
         abort(404)
     db().commit()
     user = next(u for u in list_users(session=db()) if u.id == user_id)
-    return render_template(
-        "accounts/users.html",
-        form=NewUserForm(formdata=None),
-        users=list_users(session=db()),
-        one_time=(user.email, password),
-    )
+    return _users_page(NewUserForm(formdata=None), one_time=(user.email, password))

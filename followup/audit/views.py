@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from urllib.parse import urlencode
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from wtforms import SelectChoice
 
 from followup.audit.forms import AuditFilterForm
 from followup.audit.models import AuditEvent
 from followup.audit.service import audit_actions, recent_audit_events
+from followup.bounds import MAX_PAGE
 from followup.care.timing import zone
 from followup.web import db, runtime
 
@@ -27,9 +28,12 @@ def audit() -> ResponseReturnValue:
         *(SelectChoice(a, a) for a in audit_actions(session=db())),
     ]
     page = request.args.get("page", 1, type=int) or 1
+    if not 1 <= page <= MAX_PAGE:
+        abort(400, f"There is no page {str(page)[:12]}: pages run from 1 to {MAX_PAGE}.")
     events: list[AuditEvent] = []
     more = False
-    if form.validate():
+    valid = form.validate()
+    if valid:
         tz = zone(runtime().settings.default_timezone)  # dates are the clinic's
         since = (
             datetime.combine(form.date_from.data, time(0), tzinfo=tz)
@@ -52,4 +56,4 @@ def audit() -> ResponseReturnValue:
     query = urlencode({k: v for k, v in request.args.items() if k != "page" and v})
     return render_template(
         "audit/list.html", events=events, page=max(1, page), more=more, form=form, query=query
-    )
+    ), (200 if valid else 422)

@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+# Twilio's webhook bodies are a few kilobytes (a reply is at most 1,600 characters); a
+# larger request is refused (413) before it is read, signature checked or stored.
+MAX_WEBHOOK_BYTES = 64 * 1024
+# Field lengths checked before anything is stored: the columns' sizes, and Twilio's own
+# bounds (a SID is 34 characters, a reply at most 1,600).
+MAX_LENGTHS = {
+    "MessageSid": 64,
+    "SmsSid": 64,
+    "MessageStatus": 16,
+    "SmsStatus": 16,
+    "ErrorCode": 8,
+    "From": 32,
+    "Body": 1600,
+    "OptOutType": 16,
+}
 F = TypeVar("F", bound=Callable[[], ResponseReturnValue])
 
 
@@ -39,6 +54,10 @@ def signed_by_twilio(view: F) -> F:
     @wraps(view)
     def wrapper() -> ResponseReturnValue:
         settings = _runtime().settings
+        request.max_content_length = MAX_WEBHOOK_BYTES  # also bounds a chunked body
+        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
+            log.warning("Twilio webhook %s refused: %s bytes", request.path, request.content_length)
+            abort(413)
         if not settings.public_base_url or not settings.twilio_auth_token:
             log.error("Twilio webhook refused: PUBLIC_BASE_URL and TWILIO_AUTH_TOKEN must be set")
             abort(403)
@@ -50,6 +69,16 @@ def signed_by_twilio(view: F) -> F:
         if not signature or not validator.validate(url, request.form, signature):
             log.warning("Twilio webhook %s refused: missing or wrong signature", request.path)
             abort(403)
+        for name, limit in MAX_LENGTHS.items():
+            if len(request.form.get(name, "")) > limit:
+                # Only the field's name and length: the value may be a patient's text.
+                log.warning(
+                    "Twilio webhook %s refused: %s longer than %s characters",
+                    request.path,
+                    name,
+                    limit,
+                )
+                abort(400)
         return view()
 
     return wrapper  # type: ignore[return-value]

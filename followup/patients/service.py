@@ -174,9 +174,11 @@ def parse_timezone(raw: str) -> ZoneInfo:
     name = (raw or "").strip()
     if not name:
         raise ValidationError("timezone", "is required")
+    if len(name) > 64:  # the longest IANA name is 32 characters
+        raise ValidationError("timezone", "is not an IANA time zone like America/New_York")
     try:
         return zone(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(
             "timezone", f"{name!r} is not an IANA time zone like America/New_York"
         ) from exc
@@ -192,11 +194,16 @@ def parse_local_datetime(raw: str, tz: ZoneInfo, *, field: str) -> datetime:
     if not text:
         raise ValidationError(field, "is required")
     try:
+        if len(text) > 40:
+            raise ValueError("too long")
         value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValidationError(
-            field, f"{text!r} is not an ISO 8601 date and time like 2026-03-07T14:30"
+            field, f"{text[:40]!r} is not an ISO 8601 date and time like 2026-03-07T14:30"
         ) from exc
+    # Far from the calendar's ends: converting 9999-12-31 to UTC would overflow.
+    if not 2000 <= value.year <= 2099:
+        raise ValidationError(field, f"{text[:40]} is out of range (years 2000 to 2099)")
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     try:
@@ -211,9 +218,12 @@ def parse_local_date(raw: str, *, field: str) -> date:
     """Parse an ISO 8601 calendar date ("2026-03-07")."""
     text = (raw or "").strip()
     try:
-        return date.fromisoformat(text)
+        value = date.fromisoformat(text)
     except ValueError as exc:
-        raise ValidationError(field, f"{text!r} is not a date like 2026-03-07") from exc
+        raise ValidationError(field, f"{text[:40]!r} is not a date like 2026-03-07") from exc
+    if not 2000 <= value.year <= 2099:
+        raise ValidationError(field, f"{text[:40]} is out of range (years 2000 to 2099)")
+    return value
 
 
 class InvalidEnrollment(ValidationError):

@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from followup.bounds import MAX_SEARCH_LENGTH, DateInRange
 from followup.messaging.models import STATUSES
 from followup.sendlog.service import LogFilter
 
@@ -22,9 +23,12 @@ class LogFilterForm(FlaskForm):  # type: ignore[misc]
         default="",
     )
     step = SelectField("Step", choices=[SelectChoice("", "Any step")], default="")
-    date_from = DateField("Due from", validators=[Optional()])
-    date_to = DateField("Due to", validators=[Optional()])
-    q = StringField("Patient name or last 4 digits", validators=[Optional(), Length(max=100)])
+    date_from = DateField("Due from", validators=[Optional(), DateInRange()])
+    date_to = DateField("Due to", validators=[Optional(), DateInRange()])
+    q = StringField(
+        "Patient name or last 4 digits",
+        validators=[Optional(), Length(max=MAX_SEARCH_LENGTH)],
+    )
     attention = BooleanField("Only critical texts that need attention")
 
     def to_filter(self, critical_steps: frozenset[str]) -> LogFilter:

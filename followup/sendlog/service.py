@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.bounds import EARLIEST_DATE, LATEST_DATE, MAX_ID, MAX_SEARCH_LENGTH, date_in_range
 from followup.errors import ValidationError
 from followup.messaging.models import (
     CANCELLED,
@@ -93,8 +94,20 @@ def check_filter(log_filter: LogFilter) -> LogFilter:
     """Refuse an unknown status or an inverted date range, naming the field."""
     if log_filter.status is not None and log_filter.status not in STATUSES:
         raise ValidationError("status", f"must be one of: {', '.join(STATUSES)}")
+    for name in ("date_from", "date_to"):
+        value = getattr(log_filter, name)
+        if value is not None and not date_in_range(value):
+            raise ValidationError(
+                name, f"must be between {EARLIEST_DATE:%Y-%m-%d} and {LATEST_DATE:%Y-%m-%d}"
+            )
     if log_filter.date_from and log_filter.date_to and log_filter.date_from > log_filter.date_to:
         raise ValidationError("date_to", "is before the start date")
+    if log_filter.search is not None and len(log_filter.search) > MAX_SEARCH_LENGTH:
+        raise ValidationError("search", f"is longer than {MAX_SEARCH_LENGTH} characters")
+    if log_filter.step is not None and len(log_filter.step) > 64:
+        raise ValidationError("step", "is not a step of any protocol")
+    if log_filter.patient_id is not None and not 1 <= log_filter.patient_id <= MAX_ID:
+        raise ValidationError("patient", "is not a patient id")
     return log_filter
 
 
@@ -173,10 +186,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         due_text, id_text = base64.urlsafe_b64decode(padded).decode().split("|")
+        if len(cursor) > 200:
+            raise ValueError("too long")
         due_at = datetime.fromisoformat(due_text)
-        if due_at.tzinfo is None:
-            raise ValueError("naive")
-        return due_at, int(id_text)
+        if due_at.tzinfo is None or not date_in_range(due_at.date()):
+            raise ValueError("naive or out of range")
+        message_id = int(id_text)
+        if not 0 <= message_id <= MAX_ID:
+            raise ValueError("out of range")
+        return due_at, message_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("cursor", "is not a page of this log") from exc
 

@@ -26,6 +26,7 @@ from followup.sendlog.forms import HandleForm, LogFilterForm
 from followup.sendlog.service import (
     DailyCache,
     attention_queue,
+    check_filter,
     csv_lines,
     dashboard,
     explain_error,
@@ -85,7 +86,8 @@ def _filter_form() -> LogFilterForm:
 def log() -> ResponseReturnValue:
     form = _filter_form()
     page = None
-    if form.validate():
+    valid = form.validate()
+    if valid:
         try:
             page = log_page(
                 session=db(),
@@ -98,9 +100,11 @@ def log() -> ResponseReturnValue:
             if target is None:
                 abort(400, exc.message)
             target.errors = [*target.errors, exc.message]
+            valid = False
     query = request.query_string.decode()
     csv_query = "&".join(p for p in query.split("&") if p and not p.startswith("cursor="))
-    return render_template("sendlog/log.html", form=form, page=page, csv_query=csv_query)
+    page_html = render_template("sendlog/log.html", form=form, page=page, csv_query=csv_query)
+    return page_html, 200 if valid else 422
 
 
 @bp.get("/log/<int:message_id>")
@@ -125,7 +129,10 @@ def export_csv() -> ResponseReturnValue:
     form = _filter_form()
     if not form.validate():
         abort(400, "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()))
-    log_filter = form.to_filter(runtime().care.critical_steps())
+    try:  # every check before the audit row: an export that is recorded then runs
+        log_filter = check_filter(form.to_filter(runtime().care.critical_steps()))
+    except ValidationError as exc:
+        abort(400, f"{exc.field}: {exc.message}")
     record_audit(
         session=db(),
         actor=staff().email,

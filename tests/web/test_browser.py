@@ -281,7 +281,9 @@ def test_a_booked_patient_is_enrolled_then_finished_and_the_plan_changes_phase(
 
     # Thursday 11:00 in Chicago: the procedure finished at 10:30.
     clock.set(datetime(2026, 3, 12, 16, 0, tzinfo=UTC))
-    page.reload()
+    patient_url = page.url
+    sign_in(page, NURSE)  # days later: the morning's session has ended, a new shift signs in
+    page.goto(patient_url)
     check_page(page, "booked-patient-page")
     page.fill("[id$='-completed_at']", "2026-03-12T10:30")
     page.get_by_role("button", name="Procedure finished").click()
@@ -306,3 +308,31 @@ def test_a_booked_patient_is_enrolled_then_finished_and_the_plan_changes_phase(
     restart = page.locator(".patient-timeline li.entry", has_text="Restart the blood thinner")
     assert "Sat 2026-03-14 10:30 CDT" in restart.inner_text()  # 48 h after the real finish
     check_page(page, "finished-patient-page")
+
+
+def test_an_admin_ends_a_nurses_session_and_her_browser_is_signed_out(
+    chromium: Any,
+    live_server: str,
+    page: Any,
+    staff: dict[str, int],
+    check_page: Callable[..., None],
+) -> None:
+    nurse_context = chromium.new_context(base_url=live_server)
+    try:
+        nurse = nurse_context.new_page()
+        sign_in(nurse, NURSE)
+        sign_in(page, ADMIN)
+        page.goto("/users")
+        page.get_by_role("link", name=f"open sessions of {NURSE}").click()
+        page.wait_for_url(f"**/users/{staff['nurse']}/sessions")
+        check_page(page, "user-sessions")
+        assert "From 127.0.0.1" in page.inner_text("main")
+        page.get_by_role("button", name=f"End all sessions of {NURSE}").click()
+        page.wait_for_url(f"**/users/{staff['nurse']}/sessions")
+        assert "1 session ended." in page.inner_text("main")
+        assert "No open sessions." in page.inner_text("main")
+        nurse.goto("/patients")
+        nurse.wait_for_url("**/login?next=/patients")
+        assert "Your session has ended" in nurse.inner_text("main")
+    finally:
+        nurse_context.close()

@@ -89,6 +89,7 @@ def test_preview_writes_nothing_and_enroll_saves_once(nurse: Browser, session: s
 
 def test_an_expired_step_is_flagged_in_the_preview(nurse: Browser, clock: FakeClock) -> None:
     clock.set(datetime(2026, 3, 7, 3, 0, tzinfo=UTC))  # 22:00 EST: the no-driving text is late
+    nurse.sign_in(NURSE)  # hours later: the first session has ended (idle timeout)
     response = nurse.post("/patients/new", {**FORM, "action": "preview"})
     page = response.get_data(as_text=True)
     assert "1 of these texts has already expired and will not be sent" in page

@@ -61,7 +61,7 @@ def test_pages_follow_the_cursor_and_a_bad_filter_is_a_field_error(
     first = admin.get("/log?step=soreness").get_data(as_text=True)
     assert "data-next-cursor" not in first  # two texts fit on one page
     bad = admin.get("/log?date_from=yesterday")
-    assert bad.status_code == 200 and "Not a valid date value" in bad.get_data(as_text=True)
+    assert bad.status_code == 422 and "Not a valid date value" in bad.get_data(as_text=True)
     assert admin.get("/log?cursor=garbage").status_code == 400
 
 
