@@ -42,6 +42,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(patients_bp)
     app.register_blueprint(audit_bp)
 
+    from followup.ops.views import init_ops
+
+    init_ops(app)  # /metrics, webhook counts
+
     # After every blueprint: sign-in gate, CSRF (Twilio's webhooks exempt), error pages.
     from followup.web import init_web
 
