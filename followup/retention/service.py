@@ -10,8 +10,8 @@ from numbers that matched no patient are emptied the same way once they are olde
 RETENTION_DAYS.
 
 A patient is kept whole while anything is still open for them: a procedure still
-scheduled, a text still pending or being sent, or a reply received within the retention
-period. Each purged patient gets an audit event (`patient.purged`) and a row in
+scheduled, a text still pending or being sent before its expiry, or a reply received
+within the retention period. Each purged patient gets an audit event (`patient.purged`) and a row in
 `purged_patients`; each run that removed anything, one `retention.purged` event with its
 counts.
 """
@@ -50,7 +50,7 @@ def retention_cutoff(*, now: datetime, retention_days: int) -> datetime:
     return now - timedelta(days=retention_days)
 
 
-def _candidates(cutoff: datetime) -> sa.Select[Any]:
+def _candidates(cutoff: datetime, now: datetime) -> sa.Select[Any]:
     """Patients past retention with nothing open, not yet purged, in id order."""
     ended = sa.func.max(sa.func.coalesce(Procedure.completed_at, Procedure.created_at))
     last = (
@@ -66,7 +66,9 @@ def _candidates(cutoff: datetime) -> sa.Select[Any]:
             ~sa.exists().where(PurgedPatient.patient_id == Patient.id),
             ~sa.exists().where(Procedure.patient_id == Patient.id, Procedure.status == "scheduled"),
             ~sa.exists().where(
-                Message.patient_id == Patient.id, Message.status.in_((PENDING, SENDING))
+                Message.patient_id == Patient.id,
+                Message.status.in_((PENDING, SENDING)),
+                Message.expires_at > now,
             ),
             ~sa.exists().where(
                 InboundMessage.patient_id == Patient.id, InboundMessage.received_at >= cutoff
@@ -95,7 +97,7 @@ def _has_text(column: Any) -> sa.ColumnElement[bool]:
 def preview_purge(*, session: so.Session, now: datetime, retention_days: int) -> PurgeReport:
     """Count what a purge would remove now; write nothing."""
     cutoff = retention_cutoff(now=now, retention_days=retention_days)
-    patients = _candidates(cutoff).subquery()
+    patients = _candidates(cutoff, now).subquery()
     ids = sa.select(patients.c.id)
 
     def count(query: sa.Select[Any]) -> int:
@@ -136,7 +138,7 @@ def purge_expired(
     cutoff = retention_cutoff(now=now, retention_days=retention_days)
     report = PurgeReport()
     while True:
-        query = _candidates(cutoff).limit(batch)
+        query = _candidates(cutoff, now).limit(batch)
         if is_postgresql(session):
             query = query.with_for_update(skip_locked=True, of=Patient)
         ids = list(session.scalars(query))
