@@ -193,4 +193,3 @@ def test_make_run_shows_no_scheduler_lines(tmp_path: Path) -> None:
     assert all("jobs.scheduler: signal SIGTERM: shutting down" in line for line in log_lines), (
         log_lines
     )
-
