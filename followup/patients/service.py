@@ -701,7 +701,9 @@ def patient_detail(*, session: so.Session, patient_id: int, care: CareContext) -
         patient=patient,
         phone_display=phonenumbers.format_number(
             phonenumbers.parse(patient.phone), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-        ),
+        )
+        if patient.phone
+        else "(removed)",  # the retention purge empties it
         consent_local=short_local(patient.sms_consent_at, tz) if patient.sms_consent_at else None,
         opted_out_local=short_local(patient.opted_out_at, tz) if patient.opted_out_at else None,
         procedures=procedures,
