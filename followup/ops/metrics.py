@@ -124,6 +124,13 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.delivery_reports = Counter(
+            "followup_delivery_reports",
+            "Delivery reports Twilio posted and followup accepted, by the status reported "
+            "(delivered, undelivered, failed, ...).",
+            ["status"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._database: DatabaseCollector | None = None

@@ -14,8 +14,13 @@ from followup.runtime import Runtime
 
 bp = Blueprint("ops", __name__)
 
-# Twilio's webhook endpoints and what each response status means.
+# Twilio's webhook endpoints, as the `endpoint` label names them.
 WEBHOOK_ENDPOINTS = {"twilio.status_callback": "status", "twilio.inbound": "inbound"}
+# The statuses a delivery report can carry; anything else is counted as "other".
+REPORTED_STATUSES = frozenset(
+    {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read"}
+    | {"undelivered", "failed", "canceled"}
+)
 
 
 def _runtime() -> Runtime:
@@ -52,9 +57,17 @@ def webhook_outcome(status_code: int) -> str:
 
 def _count_webhook(response: Response) -> Response:
     endpoint = WEBHOOK_ENDPOINTS.get(request.endpoint or "")
-    if endpoint is not None:
-        _runtime().metrics.webhook_requests.labels(
-            endpoint, webhook_outcome(response.status_code)
+    if endpoint is None:
+        return response
+    metrics = _runtime().metrics
+    outcome = webhook_outcome(response.status_code)
+    metrics.webhook_requests.labels(endpoint, outcome).inc()
+    if endpoint == "status" and outcome == "accepted":
+        reported = (
+            request.form.get("MessageStatus") or request.form.get("SmsStatus") or ""
+        ).lower()
+        metrics.delivery_reports.labels(
+            reported if reported in REPORTED_STATUSES else "other"
         ).inc()
     return response
 

@@ -125,6 +125,10 @@ def test_a_run_through_twilio_shows_in_metrics_without_patient_data(
     reply = {"MessageSid": "SM" + "a" * 32, "From": "+12025550143", "Body": "bleeding a lot"}
     assert post_signed(client, "/twilio/inbound", reply, token=token)[0] == 200
     assert post_signed(client, "/twilio/inbound", reply, token=token, forged=True)[0] == 403
+    ada_sid = next(iter(twilio_fake.messages))
+    for reported in ("delivered", "Ada Moreno +12025550143"):
+        report = {"MessageSid": ada_sid, "MessageStatus": reported}
+        assert post_signed(client, "/twilio/status", report, token=token)[0] == 200
 
     del twilio_fake.errors["+12025550144"]
     twilio_fake.fail_next = 1  # the next send (Ada's) gets a 500 from Twilio
@@ -165,8 +169,10 @@ def test_a_run_through_twilio_shows_in_metrics_without_patient_data(
     assert (
         value(found, "followup_webhook_requests_total", endpoint="inbound", outcome="refused") == 1
     )
+    assert value(found, "followup_delivery_reports_total", status="delivered") == 1
+    assert value(found, "followup_delivery_reports_total", status="other") == 1
     # From the database at scrape time.
-    assert value(found, "followup_texts_recent", status="sent", step="no-driving") == 1
+    assert value(found, "followup_texts_recent", status="delivered", step="no-driving") == 1
     assert value(found, "followup_texts_recent", status="failed", step="no-driving") == 1
     assert value(found, "followup_texts_recent", status="sent", step="soreness") == 1
     # A 500 on create may have reached Twilio: the text waits in `sending` for the reaper.
