@@ -43,22 +43,27 @@ def build_formatter(log_format: str) -> logging.Formatter:
 
 def configure_logging(
     *, log_format: str = "text", stream: TextIO | None = None, level: int = logging.INFO
-) -> logging.Handler:
+) -> logging.Handler | None:
     """Send every log line to `stream` (stderr) in `log_format`; replace an earlier setup.
 
     Idempotent: the CLI calls it once with the defaults and again once the settings are
-    read, and only one handler of ours is ever installed.
+    read, and only one handler of ours is ever installed. Like logging.basicConfig, it adds
+    no handler to stderr when the host already put one on the root logger (a test runner,
+    an embedding application); an explicit `stream` always gets one. The levels are set
+    either way. Returns the handler installed, if any.
     """
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if handler.get_name() == _HANDLER_NAME:
-            root.removeHandler(handler)
-            handler.close()
+    ours = [h for h in root.handlers if h.get_name() == _HANDLER_NAME]
+    for handler in ours:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    if stream is None and root.handlers:
+        return None
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(build_formatter(log_format))
     root.addHandler(handler)
-    root.setLevel(level)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return handler

@@ -206,6 +206,8 @@ class InstrumentedTransport:
 
     def __getattr__(self, name: str) -> Any:
         # Anything else the wrapped transport offers (its HTTP client, ...), unchanged.
+        if name == "inner":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 

@@ -38,7 +38,9 @@ def log_output() -> Iterator[Callable[..., io.StringIO]]:
 
     def configure(**kwargs: object) -> io.StringIO:
         stream = io.StringIO()
-        handlers.append(configure_logging(stream=stream, **kwargs))  # type: ignore[arg-type]
+        handler = configure_logging(stream=stream, **kwargs)  # type: ignore[arg-type]
+        assert handler is not None
+        handlers.append(handler)
         return stream
 
     yield configure
