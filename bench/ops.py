@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fresh_database  # noqa: E402
 from bench.sendlog import NOW, fill  # noqa: E402
 from followup.clock import FakeClock  # noqa: E402
+from followup.ops.metrics import RECENT_WINDOW  # noqa: E402
 from followup.settings import Settings  # noqa: E402
 
 TOKEN = "bench-metrics-token-0123456789"  # noqa: S105
@@ -98,19 +99,36 @@ def main() -> None:
                     )
                 ).all()
 
+        def recent_window() -> None:
+            # The collector's own query for followup_texts_recent.
+            window = (
+                sa.select(Message.status, Message.step)
+                .where(Message.due_at >= NOW - RECENT_WINDOW)
+                .cte("recent_texts")
+                .prefix_with("MATERIALIZED")
+            )
+            with runtime.session_factory() as session:
+                session.execute(
+                    sa.select(window.c.status, window.c.step, sa.func.count()).group_by(
+                        window.c.status, window.c.step
+                    )
+                ).all()
+
         medians = {}
         for label, fn, repeat in (
             ("GET /metrics, everything", scrape, args.repeat),
             ("the database figures alone", database_figures, args.repeat),
-            ("peer: by status and step, whole table", whole_table, max(5, args.repeat // 3)),
+            ("texts by status and step, last 7 days", recent_window, args.repeat),
+            ("peer: the same over the whole table", whole_table, max(5, args.repeat // 3)),
         ):
             p50, p95 = timed(fn, repeat)
             medians[label] = p50
             print(f"  {label:<40} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   (n={repeat})")
         ratio = (
-            medians["peer: by status and step, whole table"] / medians["the database figures alone"]
+            medians["peer: the same over the whole table"]
+            / medians["texts by status and step, last 7 days"]
         )
-        print(f"  the database figures vs one whole-table count: {ratio:.1f}x (medians)")
+        print(f"  texts by status and step: the 7-day window is {ratio:.0f}x faster (medians)")
 
         # What a purge removes: the fill leaves bodies and numbers out, sent texts have them.
         with runtime.engine.begin() as conn:

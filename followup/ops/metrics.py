@@ -59,7 +59,7 @@ JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
 
 RECENT_WINDOW = timedelta(days=7)  # followup_texts_recent: texts due since then, or later
 OVERDUE_AFTER = timedelta(minutes=2)  # a ready text not handed over this long after it was due
-ATTENTION_SCAN = 1000  # items of the needs-attention queue read per scrape, at most
+ATTENTION_SCAN = 200  # items of the needs-attention queue read per scrape: as its page shows
 
 
 class Metrics:
