@@ -67,6 +67,7 @@ def seed(session: so.Session, count: int, rng: random.Random) -> None:
                 "kind": "kyphoplasty" if pid % 2 else "vertebroplasty",
                 "status": "completed",
                 "completed_at": NOW - timedelta(minutes=rng.randint(5, 60)),
+                "takes_blood_thinner": pid % 3 == 0,
                 "blood_thinner": "Eliquis" if pid % 3 == 0 else None,
                 "created_at": NOW,
             }

@@ -80,7 +80,7 @@ def fill(url: str, patients: int, rng: random.Random) -> int:
                     completed = NOW - SPAN * rng.random()
                     procedures.append({
                         "id": procedure_id, "patient_id": patient_id, "kind": "kyphoplasty",
-                        "status": "completed", "completed_at": completed, "blood_thinner": "Eliquis",
+                        "status": "completed", "completed_at": completed, "takes_blood_thinner": True, "blood_thinner": "Eliquis",
                         "planned_at": completed, "created_at": completed,
                     })  # fmt: skip
                     for step, offset in zip(STEPS, OFFSETS, strict=True):

@@ -21,7 +21,11 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 # Field names in errors use the flag a CLI user typed.
-_FLAG_FOR_FIELD = {"date_from": "--from", "date_to": "--to"}
+_FLAG_FOR_FIELD = {
+    "date_from": "--from",
+    "date_to": "--to",
+    "takes_blood_thinner": "--blood-thinner / --no-blood-thinner",
+}
 
 
 @dataclass
@@ -93,22 +97,42 @@ def db_upgrade(state: CliState, revision: str) -> None:
 @click.option("--procedure", required=True, help="kyphoplasty or vertebroplasty.")
 @click.option(
     "--completed-at",
-    required=True,
-    metavar="ISO8601",
+    default="",
+    metavar="LOCAL",
     help="When the procedure finished; local to --timezone unless it has an offset.",
+)
+@click.option(
+    "--scheduled-at",
+    default="",
+    metavar="LOCAL",
+    help="Instead of --completed-at: when the procedure is booked (texts before it).",
 )
 @click.option("--timezone", required=True, help="The patient's IANA zone, e.g. America/New_York.")
 @click.option("--language", default="en", show_default=True, help="en or es.")
-@click.option("--blood-thinner", default=None, metavar="NAME", help="The blood thinner stopped.")
+@click.option("--blood-thinner", default=None, metavar="NAME", help="The blood thinner taken.")
+@click.option("--no-blood-thinner", is_flag=True, help="The patient takes no blood thinner.")
+@click.option(
+    "--stop-blood-thinner-on",
+    default=None,
+    metavar="DATE",
+    help="With --scheduled-at and --blood-thinner: the date the doctor gave to stop it.",
+)
 @click.option("--external-id", default=None, help="The clinic's id for the procedure.")
 @click.option("--consent", is_flag=True, help="The patient agreed to receive texts.")
 @click.pass_obj
 def enroll(state: CliState, /, **options: Any) -> None:
-    """Enroll a patient after their procedure and plan their texts."""
-    from followup.care.texts import short_local
-    from followup.care.timing import zone
+    """Enroll a patient, before (--scheduled-at) or after (--completed-at) the procedure,
+    and plan their texts."""
     from followup.patients.service import EnrollmentForm, enroll_patient
 
+    no_blood_thinner = options.pop("no_blood_thinner")
+    if (options["blood_thinner"] is not None) == no_blood_thinner:
+        raise ValidationError(
+            "takes_blood_thinner",
+            "give exactly one: --blood-thinner NAME if the patient takes one, "
+            "--no-blood-thinner if not",
+        )
+    options["takes_blood_thinner"] = not no_blood_thinner
     runtime = state.runtime()
     form = EnrollmentForm(**options)
     now = runtime.clock.now()
@@ -122,14 +146,121 @@ def enroll(state: CliState, /, **options: Any) -> None:
             actor="cli",
         )
         session.commit()
-    tz = zone(result.patient.timezone)
+    booked = ", booked" if result.procedure.status == "scheduled" else ""
     click.echo(
         f"patient {result.patient.id} enrolled: procedure {result.procedure.id} "
-        f"({result.procedure.kind}), texts to {result.patient.phone}"
+        f"({result.procedure.kind}{booked}), texts to {result.patient.phone}"
     )
-    click.echo(f"planned texts ({result.patient.timezone}):")
-    for message in result.messages:
+    _echo_texts(result.patient.timezone, result.messages)
+
+
+def _echo_texts(timezone: str, messages: Sequence[Any]) -> None:
+    """Print a procedure's texts in the patient's local time."""
+    from followup.care.texts import short_local
+    from followup.care.timing import zone
+
+    tz = zone(timezone)
+    click.echo(f"planned texts ({timezone}):")
+    for message in messages:
         click.echo(f"  {message.step:<24} {short_local(message.due_at, tz):<26} {message.status}")
+
+
+def _booked_procedure(session: Any, patient_id: int, procedure_id: int | None) -> int:
+    """The procedure a complete/reschedule command means: the one given, or the patient's
+    only booked one."""
+    import sqlalchemy as sa
+
+    from followup.patients.models import Procedure
+    from followup.patients.service import get_patient
+
+    get_patient(session=session, patient_id=patient_id)
+    if procedure_id is not None:
+        return procedure_id
+    booked = session.scalars(
+        sa.select(Procedure.id).where(
+            Procedure.patient_id == patient_id, Procedure.status == "scheduled"
+        )
+    ).all()
+    if len(booked) != 1:
+        raise ValidationError(
+            "procedure",
+            f"patient {patient_id} has {len(booked)} booked procedures; name one with --procedure",
+        )
+    return int(booked[0])
+
+
+@cli.command()
+@click.argument("patient_id", type=int)
+@click.option(
+    "--completed-at",
+    required=True,
+    metavar="LOCAL",
+    help="When it finished; local to the patient's zone unless it has an offset.",
+)
+@click.option("--procedure", "procedure_id", type=int, default=None, help="Which procedure.")
+@click.pass_obj
+def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: int | None) -> None:
+    """Record that a booked procedure finished: the texts after it replace those before."""
+    from followup.patients.service import complete_procedure, get_patient
+
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        procedure = _booked_procedure(session, patient_id, procedure_id)
+        messages = complete_procedure(
+            session=session,
+            patient_id=patient_id,
+            procedure_id=procedure,
+            completed_at=completed_at,
+            care=runtime.care,
+            now=runtime.clock.now(),
+            actor="cli",
+        )
+        session.commit()
+        timezone = get_patient(session=session, patient_id=patient_id).timezone
+    click.echo(f"procedure {procedure} finished")
+    _echo_texts(timezone, messages)
+
+
+@cli.command()
+@click.argument("patient_id", type=int)
+@click.option(
+    "--scheduled-at",
+    required=True,
+    metavar="LOCAL",
+    help="The new booked time; local to the patient's zone unless it has an offset.",
+)
+@click.option(
+    "--stop-blood-thinner-on", default=None, metavar="DATE", help="A new stop date, if it moved."
+)
+@click.option("--procedure", "procedure_id", type=int, default=None, help="Which procedure.")
+@click.pass_obj
+def reschedule(
+    state: CliState,
+    patient_id: int,
+    scheduled_at: str,
+    stop_blood_thinner_on: str | None,
+    procedure_id: int | None,
+) -> None:
+    """Move a booked procedure and re-plan the texts before it."""
+    from followup.patients.service import get_patient, reschedule_procedure
+
+    runtime = state.runtime()
+    with runtime.session_factory() as session:
+        procedure = _booked_procedure(session, patient_id, procedure_id)
+        messages = reschedule_procedure(
+            session=session,
+            patient_id=patient_id,
+            procedure_id=procedure,
+            scheduled_at=scheduled_at,
+            stop_blood_thinner_on=stop_blood_thinner_on,
+            care=runtime.care,
+            now=runtime.clock.now(),
+            actor="cli",
+        )
+        session.commit()
+        timezone = get_patient(session=session, patient_id=patient_id).timezone
+    click.echo(f"procedure {procedure} rescheduled")
+    _echo_texts(timezone, messages)
 
 
 @cli.command()

@@ -151,6 +151,8 @@ def enrollment_form(**overrides: Any) -> EnrollmentForm:
         "consent": True,
     }
     values.update(overrides)
+    # The blood-thinner question is explicit: answer it from the name unless a test does.
+    values.setdefault("takes_blood_thinner", values["blood_thinner"] is not None)
     return EnrollmentForm(**values)
 
 

@@ -105,7 +105,7 @@ def test_each_step_goes_out_once_at_its_instant_across_dst_quiet_hours_and_expir
 
     restart = next(t for t in cli.texts() if t["step"] == "blood-thinner-restart")
     assert str(restart["body"]).startswith(
-        "Riverside Spine Center: From 9:40 PM on Monday, March 9 you may restart your Eliquis"
+        "Riverside Spine Center: You may restart your Eliquis from 9:40 PM on Monday, March 9."
     )
     rows = list(csv.DictReader(io.StringIO(cli.run("log", "--csv").stdout)))
     assert {r["step"]: r["status"] for r in rows} == {
@@ -133,6 +133,11 @@ def test_each_step_goes_out_once_at_its_instant_across_dst_quiet_hours_and_expir
         ({"--timezone": "Eastern"}, "--timezone"),
         ({"--completed-at": "2026-03-07T21:00"}, "--completed-at"),  # after --now
         ({"--consent": None}, "--consent"),
+        ({"--no-blood-thinner": None}, "--blood-thinner / --no-blood-thinner"),  # no answer
+        ({"--blood-thinner": "Eliquis"}, "--blood-thinner / --no-blood-thinner"),  # both
+        ({"--no-blood-thinner": None, "--blood-thinner": "None."}, "--blood-thinner"),
+        ({"--scheduled-at": "2026-03-12T09:00"}, "--scheduled-at"),  # and --completed-at
+        ({"--stop-blood-thinner-on": "2026-03-07"}, "--stop-blood-thinner-on"),  # not booked
     ],
 )
 def test_bad_enroll_input_is_one_line_exit_2_and_writes_nothing(
@@ -142,7 +147,7 @@ def test_bad_enroll_input_is_one_line_exit_2_and_writes_nothing(
     options = {
         "--first-name": "Ada", "--last-name": "Moreno", "--phone": "202-555-0143",
         "--procedure": "kyphoplasty", "--completed-at": "2026-03-07T20:40",
-        "--timezone": "America/New_York", "--consent": "",
+        "--timezone": "America/New_York", "--no-blood-thinner": "", "--consent": "",
     }  # fmt: skip
     options.update(change)  # type: ignore[arg-type]
     args = ["--now", ny("2026-03-07T20:45"), "enroll"]
@@ -220,7 +225,7 @@ def test_log_takes_the_web_filters_and_audits_csv_exports(
         main([
             "--now", ny("2026-03-07T15:00"), "enroll", "--first-name", "Ada", "--last-name", name,
             "--phone", phone, "--procedure", "vertebroplasty", "--completed-at", "2026-03-07T14:30",
-            "--timezone", "America/New_York", "--consent",
+            "--timezone", "America/New_York", "--no-blood-thinner", "--consent",
         ])  # fmt: skip
     capsys.readouterr()
     main(["log", "--csv", "--search", "0177", "--step", "soreness"])
@@ -283,3 +288,47 @@ def test_attention_lists_and_handles_the_queue(
     assert capsys.readouterr().out.strip() == f"{item.replace(':', ' ')} handled"
     main(["attention"])
     assert capsys.readouterr().out.strip() == "nothing needs attention"
+
+
+def test_a_booked_procedure_from_the_command_line(cli: Cli) -> None:
+    cli.run("db", "upgrade")
+    enrolled = cli.run(
+        "--now", ny("2026-03-03T15:00"),
+        "enroll", "--first-name", "Ada", "--last-name", "Moreno", "--phone", "202-555-0143",
+        "--procedure", "vertebroplasty", "--scheduled-at", "2026-03-12T09:00",
+        "--timezone", "America/New_York", "--language", "es", "--blood-thinner", "warfarin",
+        "--stop-blood-thinner-on", "2026-03-07", "--consent",
+    ).stdout  # fmt: skip
+    assert enrolled.startswith("patient 1 enrolled: procedure 1 (vertebroplasty, booked)")
+    assert "welcome                  Tue 2026-03-03 15:00 EST" in enrolled
+    assert "stop-blood-thinner       Fri 2026-03-06 10:00 EST" in enrolled
+    assert "day-before               Wed 2026-03-11 16:00 EDT" in enrolled
+    cli.run("--now", ny("2026-03-06T10:00"), "tick")
+    bodies = {t["step"]: str(t["body"]) for t in cli.texts()}
+    assert (
+        "Deje de tomar su warfarin el sábado 7 de marzo, como le indicó su médico."
+        in bodies["stop-blood-thinner"]
+    )
+    moved = cli.run(
+        "--now", ny("2026-03-06T11:00"), "reschedule", "1", "--scheduled-at", "2026-03-13T09:00"
+    ).stdout
+    assert "day-before               Thu 2026-03-12 16:00 EDT" in moved
+    # A time the clocks skip, and a finish before the booking is refused with the flag named.
+    refused = cli.run(
+        "--now", ny("2026-03-13T12:00"), "complete", "1", "--completed-at", "2026-03-08T02:30",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --completed-at: 2026-03-08 02:30 does not exist")
+    done = cli.run(
+        "--now", ny("2026-03-13T12:00"), "complete", "1", "--completed-at", "2026-03-13T10:30"
+    ).stdout
+    assert done.startswith("procedure 1 finished")
+    assert "day-before               Thu 2026-03-12 16:00 EDT   cancelled" in done  # never ticked
+    assert "no-driving               Fri 2026-03-13 12:00 EDT   pending" in done
+    assert "blood-thinner-restart    Sun 2026-03-15 10:30 EDT   pending" in done
+    again = cli.run(
+        "--now", ny("2026-03-13T12:05"), "complete", "1", "--completed-at", "2026-03-13T10:30",
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 2 and "has 0 booked procedures" in again.stderr

@@ -1,4 +1,9 @@
-"""GSM-7: the SMS alphabet, and how many segments a text costs."""
+"""GSM-7 and UCS-2: the SMS encodings, and how many segments a text costs.
+
+A text made only of GSM-7 characters goes as GSM-7 (160 characters, or 153 a part);
+one character outside it (á, í, ó, ú, a curly quote) sends the whole text as UCS-2
+(70 UTF-16 units, or 67 a part).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ BASIC = frozenset(_BASIC)
 EXTENSION = frozenset(_EXTENSION)
 SINGLE_SEGMENT = 160
 MULTI_SEGMENT = 153  # each part of a concatenated text loses 7 septets to its header
+UCS2_SINGLE_SEGMENT = 70
+UCS2_MULTI_SEGMENT = 67  # UTF-16 units a part, after the header
 
 
 def non_gsm_characters(text: str) -> list[str]:
@@ -30,9 +37,27 @@ def septets(text: str) -> int:
     return sum(2 if char in EXTENSION else 1 for char in text)
 
 
+def is_gsm(text: str) -> bool:
+    """Tell whether `text` can go as GSM-7."""
+    return all(char in BASIC or char in EXTENSION for char in text)
+
+
+def ucs2_units(text: str) -> int:
+    """Count the UTF-16 code units a UCS-2 text needs (characters beyond the BMP cost two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def encoding(text: str) -> str:
+    """The encoding a text goes in: "GSM-7" or "UCS-2"."""
+    return "GSM-7" if is_gsm(text) else "UCS-2"
+
+
 def segment_count(text: str) -> int:
-    """Count the SMS segments a GSM-7 text needs."""
-    length = septets(text)
-    if length <= SINGLE_SEGMENT:
+    """Count the SMS segments a text needs, in the encoding it goes in."""
+    if is_gsm(text):
+        length, single, multi = septets(text), SINGLE_SEGMENT, MULTI_SEGMENT
+    else:
+        length, single, multi = ucs2_units(text), UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT
+    if length <= single:
         return 1
-    return -(-length // MULTI_SEGMENT)
+    return -(-length // multi)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-# Spanish names are written without the accents GSM-7 cannot encode (á, í, ó, ú): a single
-# such character would turn the whole text into UCS-2 and double its segment count.
+# Spanish texts go as UCS-2 (see gsm.py), so its words keep their accents.
 _WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sabado", "domingo"),
+    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
 }
 _MONTHS = {
     "en": (
@@ -22,8 +21,20 @@ _MONTHS = {
     ),
 }  # fmt: skip
 
-PLACEHOLDERS = frozenset({"clinic_name", "clinic_phone", "blood_thinner", "from_time"})
-MAX_BLOOD_THINNER_LENGTH = 40
+PLACEHOLDERS = frozenset(
+    {
+        "clinic_name",
+        "clinic_phone",
+        "emergency_number",
+        "blood_thinner",
+        "stop_date",
+        "from_time",
+        "procedure_time",
+        "text_count",
+    }
+)
+MAX_BLOOD_THINNER_LENGTH = 30  # longer names do not fit the day-before text in Spanish
+MAX_TEXT_COUNT = 99  # the longest {text_count} validation assumes
 
 
 def clock_time(local: datetime, language: str) -> str:
@@ -42,6 +53,24 @@ def describe_local_time(instant: datetime, tz: ZoneInfo, language: str) -> str:
     if language == "es":
         return f"las {clock_time(local, language)} del {weekday} {local.day} de {month}"
     return f"{clock_time(local, language)} on {weekday}, {month} {local.day}"
+
+
+def describe_date(day: date, language: str) -> str:
+    """Say a calendar date: "Saturday, March 7" / "sábado 7 de marzo"."""
+    weekday = _WEEKDAYS[language][day.weekday()]
+    month = _MONTHS[language][day.month - 1]
+    if language == "es":
+        return f"{weekday} {day.day} de {month}"
+    return f"{weekday}, {month} {day.day}"
+
+
+def longest_date(language: str) -> str:
+    """The longest text describe_date can produce in `language` (for validation)."""
+    weekday = max(_WEEKDAYS[language], key=len)
+    month = max(_MONTHS[language], key=len)
+    if language == "es":
+        return f"{weekday} 30 de {month}"
+    return f"{weekday}, {month} 30"
 
 
 def longest_local_time(language: str) -> str:

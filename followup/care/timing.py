@@ -88,18 +88,63 @@ def parse_clinic_hours(text: str) -> ClinicHours:
     return ClinicHours(tuple(windows), text.strip())
 
 
-_EXACT_RE = re.compile(r"^\+(\d{1,4})([hm])$")
-_CALENDAR_RE = re.compile(r"^day (\d{1,3}) at (\d{1,2}):(\d{2})$")
+# Where a step's time is counted from. A bare spec ("+48h", "day 1 at 10:00") counts from
+# completion; "scheduled ..." from the booked procedure's time, "stop ..." from the date the
+# doctor gave to stop a blood thinner, "enrolled ..." from the moment the texts are planned.
+COMPLETED = "completed"
+SCHEDULED = "scheduled"
+STOP = "stop"
+ENROLLED = "enrolled"
+ANCHORS = (COMPLETED, SCHEDULED, STOP, ENROLLED)
+BEFORE_ANCHORS = frozenset({SCHEDULED, STOP, ENROLLED})  # steps before the procedure
+
+_EXACT_RE = re.compile(r"^([+-])(\d{1,4})([hm])$")
+_CALENDAR_RE = re.compile(r"^day (-?\d{1,3}) at (\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """The instants a procedure's step times are counted from (None where not known yet)."""
+
+    completed_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    stop_on: date | None = None
+    enrolled_at: datetime | None = None
+
+    def instant(self, anchor: str) -> datetime:
+        """The anchor's UTC instant; raise ValueError when this procedure lacks it."""
+        value = {
+            COMPLETED: self.completed_at,
+            SCHEDULED: self.scheduled_at,
+            ENROLLED: self.enrolled_at,
+        }.get(anchor)
+        if value is None:
+            raise ValueError(f"no {anchor} time for this procedure")
+        return value.astimezone(UTC)
+
+    def local_date(self, anchor: str, tz: ZoneInfo) -> date:
+        """The anchor's local calendar date in the patient's zone."""
+        if anchor == STOP:
+            if self.stop_on is None:
+                raise ValueError("no stop date for this procedure")
+            return self.stop_on
+        return self.instant(anchor).astimezone(tz).date()
+
+
+def _anchors(at: datetime | Anchors) -> Anchors:
+    return at if isinstance(at, Anchors) else Anchors(completed_at=at)
 
 
 @dataclass(frozen=True)
 class ExactOffset:
-    """A fixed duration after completion: "+48h" is 48 real hours, whatever the clocks do."""
+    """A fixed duration from an anchor: "+48h" is 48 real hours, whatever the clocks do."""
 
     delta: timedelta
+    anchor: str = COMPLETED
 
-    def resolve(self, completed_at: datetime, tz: ZoneInfo) -> datetime:
-        return completed_at.astimezone(UTC) + self.delta
+    def resolve(self, at: datetime | Anchors, tz: ZoneInfo) -> datetime:
+        """The UTC instant; `at` is the completion time or every anchor of the procedure."""
+        return _anchors(at).instant(self.anchor) + self.delta
 
     def approx_hours(self) -> float:
         return self.delta.total_seconds() / 3600
@@ -107,43 +152,65 @@ class ExactOffset:
 
 @dataclass(frozen=True)
 class CalendarTime:
-    """A local wall-clock time N calendar days after the procedure's local date."""
+    """A local wall-clock time N calendar days from the anchor's local date (N may be < 0)."""
 
     day: int
     at: time
+    anchor: str = COMPLETED
 
-    def resolve(self, completed_at: datetime, tz: ZoneInfo) -> datetime:
-        local_date = completed_at.astimezone(tz).date()
+    def resolve(self, at: datetime | Anchors, tz: ZoneInfo) -> datetime:
+        """The UTC instant; `at` is the completion time or every anchor of the procedure."""
+        local_date = _anchors(at).local_date(self.anchor, tz)
         return local_instant(local_date + timedelta(days=self.day), self.at, tz)
 
     def approx_hours(self) -> float:
-        # Measured from a procedure finished around noon, to order steps in a protocol.
-        return self.day * 24 + self.at.hour + self.at.minute / 60 - 12
+        # Measured from an anchor around noon (a stop date: its midnight), to order steps.
+        noon = 0 if self.anchor == STOP else 12
+        return self.day * 24 + self.at.hour + self.at.minute / 60 - noon
 
 
 TimingSpec = ExactOffset | CalendarTime
 
 
 def parse_timing(text: str) -> TimingSpec:
-    """Parse "+48h", "+30m" or "day 1 at 10:00"; raise ValueError otherwise."""
-    text = text.strip()
-    exact = _EXACT_RE.match(text)
+    """Parse "+48h", "+30m", "day 1 at 10:00", each optionally after an anchor word
+    ("scheduled day -1 at 16:00", "scheduled -3h", "stop day -1 at 10:00", "enrolled +0h");
+    raise ValueError otherwise."""
+    text = " ".join(text.split())
+    anchor, _, rest = text.partition(" ")
+    if anchor not in (SCHEDULED, STOP, ENROLLED):
+        anchor, rest = COMPLETED, text
+    exact = _EXACT_RE.match(rest)
     if exact:
-        amount, unit = int(exact.group(1)), exact.group(2)
-        return ExactOffset(timedelta(hours=amount) if unit == "h" else timedelta(minutes=amount))
-    calendar = _CALENDAR_RE.match(text)
+        sign, amount, unit = exact.group(1), int(exact.group(2)), exact.group(3)
+        delta = timedelta(hours=amount) if unit == "h" else timedelta(minutes=amount)
+        if sign == "-" and anchor != SCHEDULED:
+            raise ValueError(f"{text!r}: only 'scheduled' times may count backwards")
+        if anchor == STOP:
+            raise ValueError(f"{text!r}: a stop date has no time of day; use 'stop day N at HH:MM'")
+        return ExactOffset(-delta if sign == "-" else delta, anchor)
+    calendar = _CALENDAR_RE.match(rest)
     if calendar:
         day, hour, minute = (int(g) for g in calendar.groups())
         if hour > 23 or minute > 59:
             raise ValueError(f"{text!r}: no such time of day")
-        return CalendarTime(day=day, at=time(hour, minute))
-    raise ValueError(f"{text!r} is neither an exact offset like '+48h' nor 'day N at HH:MM'")
+        if day < 0 and anchor not in (SCHEDULED, STOP):
+            raise ValueError(f"{text!r}: only 'scheduled' and 'stop' days may be negative")
+        if anchor == ENROLLED:
+            raise ValueError(f"{text!r}: count from enrollment in hours, like 'enrolled +0h'")
+        return CalendarTime(day=day, at=time(hour, minute), anchor=anchor)
+    raise ValueError(
+        f"{text!r} is neither an exact offset like '+48h' nor 'day N at HH:MM' "
+        "(optionally after 'scheduled', 'stop' or 'enrolled')"
+    )
 
 
 def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
-    """Return the UTC instant of a local wall-clock time, DST-safe.
+    """Return the UTC instant of a protocol's local wall-clock time, DST-safe.
 
-    An ambiguous time (clocks going back) takes its first occurrence (fold=0). A time that
+    For the times a protocol names ("day 1 at 10:00"), never for times staff type (those
+    are refused when they do not exist or are ambiguous: see `resolve_local_input`). An
+    ambiguous time (clocks going back) takes its first occurrence (fold=0). A time that
     does not exist (clocks going forward) moves forward by the length of the gap, so
     02:30 on a spring-forward night becomes 03:30: never earlier than asked.
     """
@@ -168,3 +235,62 @@ def defer_past_quiet_hours(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -
     """Move an instant that falls in quiet hours to their end; leave others alone."""
     end = quiet_period_end(instant, tz, quiet)
     return instant.astimezone(UTC) if end is None else end
+
+
+@dataclass(frozen=True)
+class LocalTimeChoice:
+    """One real instant an ambiguous wall-clock time can mean, with its UTC offset."""
+
+    instant: datetime  # UTC
+    offset: str  # "-04:00"
+    zone_name: str  # "EDT"
+
+
+class NonexistentLocalTime(ValueError):
+    """A wall-clock time the clocks skip (spring forward)."""
+
+
+class AmbiguousLocalTime(ValueError):
+    """A wall-clock time that happens twice (fall back); `choices` are both instants."""
+
+    def __init__(self, message: str, choices: tuple[LocalTimeChoice, ...]) -> None:
+        super().__init__(message)
+        self.choices = choices
+
+
+def format_offset(value: timedelta | None) -> str:
+    """A UTC offset as ISO 8601 writes it: "-04:00"."""
+    seconds = int((value or timedelta(0)).total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    hours, minutes = divmod(abs(seconds) // 60, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"
+
+
+def resolve_local_input(wall: datetime, tz: ZoneInfo) -> datetime:
+    """Return the UTC instant of a naive wall-clock time staff typed for zone `tz`.
+
+    Refuses (never guesses) a time the clocks skip (NonexistentLocalTime) and a time that
+    happens twice (AmbiguousLocalTime, carrying both instants so a form can offer them).
+    """
+    first = wall.replace(tzinfo=tz, fold=0)
+    second = wall.replace(tzinfo=tz, fold=1)
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
+        raise NonexistentLocalTime(
+            f"{wall:%Y-%m-%d %H:%M} does not exist in {tz.key}: the clocks skip it"
+        )
+    if first.utcoffset() != second.utcoffset():
+        choices = tuple(
+            LocalTimeChoice(
+                instant=value.astimezone(UTC),
+                offset=format_offset(value.utcoffset()),
+                zone_name=value.tzname() or "",
+            )
+            for value in (first, second)
+        )
+        raise AmbiguousLocalTime(
+            f"{wall:%Y-%m-%d %H:%M} happens twice in {tz.key} (the clocks go back): "
+            f"add its offset, {choices[0].offset} ({choices[0].zone_name}, the first) or "
+            f"{choices[1].offset} ({choices[1].zone_name}, the second)",
+            choices,
+        )
+    return first.astimezone(UTC)

@@ -186,7 +186,6 @@ def _prepare(
                 events.append(event_row(message.id, now, "deferred", PENDING, "quiet hours"))
                 report.deferred += 1
             continue
-        assert procedure.completed_at is not None  # noqa: S101 - reason_not_to_send checked it
         message.body = care.render_text(
             kind=procedure.kind,
             step_key=message.step,
@@ -194,6 +193,9 @@ def _prepare(
             tz=tz,
             completed_at=procedure.completed_at,
             blood_thinner=procedure.blood_thinner,
+            scheduled_at=procedure.scheduled_at,
+            stop_blood_thinner_on=procedure.stop_blood_thinner_on,
+            intro=message.step == procedure.intro_step,
         )
         message.to_phone = patient.phone  # a changed number is used from the next send on
         message.attempts += 1

@@ -1,4 +1,5 @@
-"""Planning the outbox: a completed procedure's texts, re-planning, cancelling, opt-out and in.
+"""Planning the outbox: a procedure's texts before and after it, re-planning, cancelling,
+opt-out and in.
 
 Every function takes the session and `now`; the caller owns the clock and commits.
 """
@@ -6,16 +7,18 @@ Every function takes the session and `now`; the caller owns the clock and commit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.planner import plan_procedure, plan_step
-from followup.care.protocol import CareContext
-from followup.care.timing import zone
+from followup.care.planner import PlannedText, choose_intro, plan_procedure, plan_step
+from followup.care.protocol import BEFORE, CareContext, Protocol
+from followup.care.timing import STOP, Anchors, zone
 from followup.db import is_postgresql
 from followup.messaging.events import add_events, event_row, insert_ignoring_duplicates
 from followup.messaging.models import (
@@ -35,6 +38,39 @@ PLAN_BATCH = 1000
 REPLANNABLE = (PENDING, EXPIRED)
 
 
+def procedure_anchors(procedure: Procedure) -> Anchors:
+    """The instants a procedure's step times count from."""
+    return Anchors(
+        completed_at=procedure.completed_at,
+        scheduled_at=procedure.scheduled_at,
+        stop_on=procedure.stop_blood_thinner_on,
+    )
+
+
+def _phase_plan(
+    *, protocol: Protocol, row: Any, tz: ZoneInfo, care: CareContext, now: datetime
+) -> list[PlannedText]:
+    """Plan a procedure's current phase from a row with its times (a Procedure or a Row)."""
+    if row.status == "completed":
+        return plan_procedure(
+            protocol=protocol,
+            completed_at=row.completed_at,
+            tz=tz,
+            has_blood_thinner=row.blood_thinner is not None,
+            quiet_hours=care.quiet_hours,
+            now=now,
+        )
+    return plan_procedure(
+        protocol=protocol,
+        scheduled_at=row.scheduled_at,
+        stop_on=row.stop_blood_thinner_on,
+        tz=tz,
+        has_blood_thinner=row.blood_thinner is not None,
+        quiet_hours=care.quiet_hours,
+        now=now,
+    )
+
+
 def plan_procedures(
     *,
     session: so.Session,
@@ -43,25 +79,34 @@ def plan_procedures(
     procedure_ids: Sequence[int] | None = None,
     limit: int = PLAN_BATCH,
 ) -> PlanReport:
-    """Plan the texts of completed, consented procedures that have no plan yet.
+    """Plan the texts of consented procedures that have no plan yet.
 
-    Set-based: one query for the batch, one bulk insert of its texts, one of their events.
-    Planning twice plans nothing new (unique procedure and step).
+    A booked procedure gets the welcome and the steps before it; a completed one the steps
+    after it, the first of which introduces the program (or the welcome, when that first
+    text cannot). Set-based: one query for the batch, one bulk insert of its texts, one of
+    their events, one UPDATE per intro step. Planning twice plans nothing new (unique
+    procedure and step). Procedures that were booked and are now done are re-planned one
+    by one (`replan_procedure`) when they are completed, not here.
     """
     query = (
         sa.select(
             Procedure.id,
             Procedure.kind,
+            Procedure.status,
             Procedure.completed_at,
+            Procedure.scheduled_at,
+            Procedure.stop_blood_thinner_on,
             Procedure.blood_thinner,
             Procedure.patient_id,
             Patient.timezone,
         )
         .join(Patient, Patient.id == Procedure.patient_id)
         .where(
-            Procedure.status == "completed",
+            sa.or_(
+                sa.and_(Procedure.status == "completed", Procedure.completed_at.is_not(None)),
+                sa.and_(Procedure.status == "scheduled", Procedure.scheduled_at.is_not(None)),
+            ),
             Procedure.planned_at.is_(None),
-            Procedure.completed_at.is_not(None),
             Patient.sms_consent_at.is_not(None),
             Patient.opted_out_at.is_(None),
         )
@@ -76,24 +121,30 @@ def plan_procedures(
     report = PlanReport(procedures=len(procedures))
     if not procedures:
         return report
+    handed_over = _procedures_with_texts_handed_over(session, [proc.id for proc in procedures])
     rows: list[dict[str, Any]] = []
+    intro_steps: dict[str, list[int]] = {}
     for proc in procedures:
-        for planned in plan_procedure(
-            protocol=care.protocol(proc.kind),
-            completed_at=proc.completed_at,
-            tz=zone(proc.timezone),
-            has_blood_thinner=proc.blood_thinner is not None,
-            quiet_hours=care.quiet_hours,
-            now=now,
-        ):
+        protocol = care.protocol(proc.kind)
+        tz = zone(proc.timezone)
+        planned = _phase_plan(protocol=protocol, row=proc, tz=tz, care=care, now=now)
+        if proc.id not in handed_over:
+            intro_key, welcome = choose_intro(
+                protocol=protocol, planned=planned, tz=tz, quiet_hours=care.quiet_hours, now=now
+            )
+            if welcome is not None:
+                planned = [welcome, *planned]
+            if intro_key is not None:
+                intro_steps.setdefault(intro_key, []).append(proc.id)
+        for text in planned:
             rows.append(
                 {
                     "procedure_id": proc.id,
                     "patient_id": proc.patient_id,
-                    "step": planned.step,
-                    "due_at": planned.due_at,
-                    "expires_at": planned.expires_at,
-                    "status": planned.status,
+                    "step": text.step,
+                    "due_at": text.due_at,
+                    "expires_at": text.expires_at,
+                    "status": text.status,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -119,6 +170,10 @@ def plan_procedures(
         .where(Procedure.id.in_([proc.id for proc in procedures]))
         .values(planned_at=now),
     )
+    for step_key, ids in intro_steps.items():
+        session.execute(
+            sa.update(Procedure).where(Procedure.id.in_(ids)).values(intro_step=step_key)
+        )
     log.info(
         "planned procedures=%d texts=%d expired=%d",
         report.procedures,
@@ -128,77 +183,181 @@ def plan_procedures(
     return report
 
 
+def _procedures_with_texts_handed_over(session: so.Session, ids: list[int]) -> set[int]:
+    """The procedures (of `ids`) at least one of whose texts was handed to the provider."""
+    return set(
+        session.scalars(
+            sa.select(Message.procedure_id)
+            .where(Message.procedure_id.in_(ids), Message.attempts > 0)
+            .distinct()
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ProcedureTimes:
+    """What re-planning reads of a procedure: a Procedure, or the change a nurse previews."""
+
+    status: str
+    completed_at: datetime | None
+    scheduled_at: datetime | None
+    stop_blood_thinner_on: date | None
+    blood_thinner: str | None
+
+    @classmethod
+    def of(cls, procedure: Procedure) -> ProcedureTimes:
+        return cls(
+            status=procedure.status,
+            completed_at=procedure.completed_at,
+            scheduled_at=procedure.scheduled_at,
+            stop_blood_thinner_on=procedure.stop_blood_thinner_on,
+            blood_thinner=procedure.blood_thinner,
+        )
+
+
+@dataclass(frozen=True)
+class ReplanDecision:
+    """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it."""
+
+    step: str
+    action: str
+    planned: PlannedText | None = None
+    reason: str | None = None
+
+
+def decide_replan(
+    *,
+    times: ProcedureTimes,
+    existing: dict[str, Message],
+    care: CareContext,
+    kind: str,
+    tz: ZoneInfo,
+    now: datetime,
+) -> tuple[list[ReplanDecision], str | None, bool]:
+    """Decide, writing nothing, how a procedure's texts follow its status and times.
+
+    Returns the decisions in protocol order, the step that should introduce the program,
+    and whether that choice is to be written (False once a text was handed over).
+    """
+    protocol = care.protocol(kind)
+    planned = _phase_plan(protocol=protocol, row=times, tz=tz, care=care, now=now)
+    intro_given = any(m.attempts > 0 for m in existing.values())
+    intro_key: str | None = None
+    revive: set[str] = set()
+    if not intro_given:
+        # Only texts that can still be (re)planned count as the patient's first text.
+        open_plan = [
+            p
+            for p in planned
+            if p.step not in existing
+            or (existing[p.step].status in REPLANNABLE and existing[p.step].attempts == 0)
+        ]
+        intro_key, welcome = choose_intro(
+            protocol=protocol, planned=open_plan, tz=tz, quiet_hours=care.quiet_hours, now=now
+        )
+        if welcome is not None:
+            planned = [welcome, *planned]
+            revive.add(welcome.step)  # a welcome cancelled at completion comes back
+    wanted = {p.step: p for p in planned}
+    finished = times.status == "completed"
+    decisions = []
+    for step in protocol.steps:
+        message = existing.get(step.key)
+        planned_text = wanted.get(step.key)
+        if planned_text is None:
+            if message is not None and message.status == PENDING:
+                reason = (
+                    "procedure finished"
+                    if finished and step.phase == BEFORE
+                    else "step no longer applies"
+                )
+                decisions.append(ReplanDecision(step.key, "cancel", reason=reason))
+            elif message is not None:
+                decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
+            continue
+        if message is not None and (
+            message.attempts > 0
+            or (
+                message.status not in REPLANNABLE
+                and not (message.status == CANCELLED and step.key in revive)
+            )
+        ):
+            decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
+            continue
+        decisions.append(ReplanDecision(step.key, "plan", planned=planned_text))
+    return decisions, intro_key, not intro_given
+
+
 def replan_procedure(
     *, session: so.Session, procedure: Procedure, patient: Patient, care: CareContext, now: datetime
 ) -> list[Message]:
-    """Bring a procedure's unsent texts in line with its current completion time and details.
+    """Bring a procedure's unsent texts in line with its current status, times and details.
 
+    A booked procedure keeps the welcome and the steps before it; a completed one the steps
+    after it: what is left of the steps before it is cancelled ("procedure finished").
     Texts already handed to the provider, and texts cancelled on purpose, are left alone.
     Returns the procedure's texts after the change, in due order.
     """
-    existing = {
-        m.step: m
-        for m in session.scalars(
-            sa.select(Message)
-            .where(Message.procedure_id == procedure.id)
-            .execution_options(populate_existing=True)
-        )
-    }
-    if (
-        procedure.status != "completed"
-        or procedure.completed_at is None
-        or not patient.can_receive_texts()
-    ):
+    existing = procedure_messages(session=session, procedure_id=procedure.id)
+    if procedure.status not in ("completed", "scheduled") or not patient.can_receive_texts():
         return sorted(existing.values(), key=lambda m: m.due_at)
-    protocol = care.protocol(procedure.kind)
-    tz = zone(patient.timezone)
-    wanted = {
-        step.key
-        for step in protocol.steps
-        if step.applies(has_blood_thinner=procedure.blood_thinner is not None)
-    }
+    if procedure.status == "completed" and procedure.completed_at is None:
+        return sorted(existing.values(), key=lambda m: m.due_at)
+    decisions, intro_key, write_intro = decide_replan(
+        times=ProcedureTimes.of(procedure),
+        existing=existing,
+        care=care,
+        kind=procedure.kind,
+        tz=zone(patient.timezone),
+        now=now,
+    )
+    if write_intro:
+        procedure.intro_step = intro_key
     events: list[dict[str, Any]] = []
-    for step in protocol.steps:
-        message = existing.get(step.key)
-        if step.key not in wanted:
-            if message is not None and message.status == PENDING:
-                message.status = CANCELLED
-                message.updated_at = now
-                session.flush()
-                events.append(
-                    event_row(message.id, now, "cancelled", CANCELLED, "step no longer applies")
-                )
+    for decision in decisions:
+        message = existing.get(decision.step)
+        if decision.action == "cancel" and message is not None:
+            message.status = CANCELLED
+            message.updated_at = now
+            session.flush()
+            events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
             continue
-        planned = plan_step(
-            step=step,
-            completed_at=procedure.completed_at,
-            tz=tz,
-            quiet_hours=care.quiet_hours,
-            now=now,
-        )
+        if decision.action != "plan" or decision.planned is None:
+            continue
+        planned_text = decision.planned
         if message is None:
             message = Message(
                 procedure_id=procedure.id,
                 patient_id=patient.id,
-                step=step.key,
+                step=decision.step,
                 attempts=0,
                 created_at=now,
             )
             session.add(message)
-        elif message.status not in REPLANNABLE or message.attempts > 0:
-            continue
-        message.due_at = planned.due_at
-        message.expires_at = planned.expires_at
-        message.status = planned.status
+        message.due_at = planned_text.due_at
+        message.expires_at = planned_text.expires_at
+        message.status = planned_text.status
         message.not_before = None
         message.updated_at = now
         session.flush()
-        detail = "re-planned" + (": window has passed" if planned.status == EXPIRED else "")
-        events.append(event_row(message.id, now, "replanned", planned.status, detail))
-        existing[step.key] = message
+        detail = "re-planned" + (": window has passed" if planned_text.status == EXPIRED else "")
+        events.append(event_row(message.id, now, "replanned", planned_text.status, detail))
+        existing[decision.step] = message
     procedure.planned_at = now
     add_events(session, events)
     return sorted(existing.values(), key=lambda m: m.due_at)
+
+
+def procedure_messages(*, session: so.Session, procedure_id: int) -> dict[str, Message]:
+    """A procedure's texts by step, freshly read."""
+    return {
+        m.step: m
+        for m in session.scalars(
+            sa.select(Message)
+            .where(Message.procedure_id == procedure_id)
+            .execution_options(populate_existing=True)
+        )
+    }
 
 
 def cancel_pending(
@@ -208,9 +367,13 @@ def cancel_pending(
     reason: str,
     procedure_id: int | None = None,
     patient_id: int | None = None,
+    steps: Collection[str] | None = None,
 ) -> int:
-    """Cancel the pending texts of one procedure or one patient; return how many."""
+    """Cancel the pending texts of one procedure or one patient (only `steps`, if given);
+    return how many."""
     query = sa.update(Message).where(Message.status == PENDING)
+    if steps is not None:
+        query = query.where(Message.step.in_(list(steps)))
     if procedure_id is not None:
         query = query.where(Message.procedure_id == procedure_id)
     elif patient_id is not None:
@@ -235,19 +398,34 @@ def record_opt_out(*, session: so.Session, patient_id: int, now: datetime, reaso
 def reason_not_to_send(
     *, patient: Patient, procedure: Procedure, care: CareContext, step: str
 ) -> str | None:
+    """Why a text must not go out now (None: it may). Checked again at claim time.
+
+    A booked procedure sends only the steps before it; a completed one only the steps
+    after it, plus the welcome when the planner made it the patient's first text.
+    """
     if procedure.status == "cancelled":
         return "procedure cancelled"
-    if procedure.status != "completed" or procedure.completed_at is None:
+    protocol = care.protocols.get(procedure.kind)
+    if protocol is None or all(s.key != step for s in protocol.steps):
+        return "step no longer in the care protocol"
+    protocol_step = protocol.step(step)
+    if procedure.status == "scheduled":
+        if procedure.scheduled_at is None or protocol_step.phase != BEFORE:
+            return "procedure not completed"
+    elif procedure.status != "completed" or procedure.completed_at is None:
         return "procedure not completed"
+    elif protocol_step.phase == BEFORE and not (
+        protocol_step.intro and procedure.intro_step == step
+    ):
+        return "procedure finished"
     if patient.opted_out_at is not None:
         return "patient opted out"
     if patient.sms_consent_at is None:
         return "no SMS consent on record"
-    protocol = care.protocols.get(procedure.kind)
-    if protocol is None or all(s.key != step for s in protocol.steps):
-        return "step no longer in the care protocol"
-    if not protocol.step(step).applies(has_blood_thinner=procedure.blood_thinner is not None):
+    if not protocol_step.applies(has_blood_thinner=procedure.blood_thinner is not None):
         return "step no longer applies"
+    if protocol_step.send.anchor == STOP and procedure.stop_blood_thinner_on is None:
+        return "no stop date for the blood thinner"
     return None
 
 
@@ -282,10 +460,9 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     for message, procedure in rows:
         if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
             continue
-        assert procedure.completed_at is not None  # noqa: S101 - checked just above
         planned = plan_step(
             step=care.protocol(procedure.kind).step(message.step),
-            completed_at=procedure.completed_at,
+            anchors=procedure_anchors(procedure),
             tz=zone(patient.timezone),
             quiet_hours=care.quiet_hours,
             now=now,

@@ -208,7 +208,12 @@ def _known_revisions(settings: Settings) -> set[str]:
 
 
 def check_protocols(settings: Settings, *, now: datetime) -> list[Check]:
-    """Render every step in every language with this clinic's details; report what is off."""
+    """Render every step, language and variant with this clinic's details; report what is off.
+
+    A booked procedure two days from now (blood thinner stopped three days before it),
+    completed now: every anchor a step can be timed from exists, and each step's variants
+    (the first text a patient receives, the one for a blood thinner) are rendered too.
+    """
     from followup.care.timing import zone
     from followup.runtime import build_care
 
@@ -218,12 +223,15 @@ def check_protocols(settings: Settings, *, now: datetime) -> list[Check]:
         return [Check("protocols", False, str(exc))]
     others = (set(EMERGENCY_NUMBERS.values()) | {"911"}) - {settings.emergency_number}
     tz = zone(settings.default_timezone)
+    scheduled_at = now + timedelta(days=2)
     problems: list[Check] = []
     texts = 0
     for kind, protocol in sorted(care.protocols.items()):
         for step in protocol.steps:
-            for language in LANGUAGES:
-                where = f"{protocol.source} step {step.key!r} ({language})"
+            for language, blood_thinner, intro in _variants(step):
+                where = f"{protocol.source} step {step.key!r} ({language}"
+                where += (", blood thinner" if blood_thinner else "") + (", first" if intro else "")
+                where += ")"
                 try:
                     text = care.render_text(
                         kind=kind,
@@ -231,7 +239,10 @@ def check_protocols(settings: Settings, *, now: datetime) -> list[Check]:
                         language=language,
                         tz=tz,
                         completed_at=now,
-                        blood_thinner="Eliquis" if step.when else None,
+                        blood_thinner="Eliquis" if blood_thinner else None,
+                        scheduled_at=scheduled_at,
+                        stop_blood_thinner_on=(scheduled_at - timedelta(days=3)).date(),
+                        intro=intro,
                     )
                 except Exception as exc:  # noqa: BLE001 - any failure to render is the finding
                     problems.append(
@@ -264,6 +275,18 @@ def check_protocols(settings: Settings, *, now: datetime) -> list[Check]:
             f"emergency number {settings.emergency_number}",
         )
     ]
+
+
+def _variants(step: Any) -> Iterator[tuple[str, bool, bool]]:
+    """Each (language, with a blood thinner, as the first text) a step can be sent as."""
+    for language in LANGUAGES:
+        for blood_thinner in (False, True):
+            if not step.applies(has_blood_thinner=blood_thinner):
+                continue
+            if blood_thinner and step.when is None and step.texts_blood_thinner is None:
+                continue  # the same text either way
+            for intro in (False, True) if step.texts_first is not None else (False,):
+                yield language, blood_thinner, intro
 
 
 def _numbers_said(text: str, numbers: set[str]) -> list[str]:

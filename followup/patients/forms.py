@@ -7,7 +7,15 @@ CSRF is checked for every POST by CSRFProtect.
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TelField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TelField,
+)
 
 from followup.care.vocabulary import LANGUAGES, PROCEDURE_KINDS
 
@@ -53,15 +61,30 @@ class _Form(FlaskForm):  # type: ignore[misc]
         csrf = False  # the template adds the token; CSRFProtect checks it
 
 
+WHEN_CHOICES = [
+    SelectChoice("done", "Already done"),
+    SelectChoice("booked", "Booked for a later time"),
+]
+YES_NO = [SelectChoice("yes", "Yes"), SelectChoice("no", "No")]
+
+
 class EnrollForm(_Form):
     first_name = StringField("First name")
     last_name = StringField("Last name")
     phone = TelField("Mobile phone")
     language = SelectField("Language of the texts", choices=LANGUAGE_CHOICES, default="en")
     procedure = SelectField("Procedure", choices=PROCEDURE_CHOICES)
-    completed_at = StringField("Procedure finished (local date and time)")
+    when = RadioField("The procedure is", choices=WHEN_CHOICES, default="done")
+    completed_at = StringField("Finished at (local date and time)")
+    scheduled_at = StringField("Booked for (local date and time)")
+    # Offered only when the time typed happens twice (the night the clocks go back).
+    time_offset = RadioField("Which one?", choices=[], validate_choice=False)
     timezone = SelectField("Patient's time zone")
-    blood_thinner = StringField("Blood thinner stopped before the procedure")
+    takes_blood_thinner = RadioField(
+        "Does the patient take a blood thinner?", choices=YES_NO, validate_choice=False
+    )
+    blood_thinner = StringField("Which blood thinner")
+    stop_blood_thinner_on = StringField("Date the doctor gave to stop it")
     consent = BooleanField("The patient agreed to receive these texts")
 
 
@@ -72,6 +95,17 @@ class SearchForm(_Form):
 class CompletionForm(_Form):
     procedure_id = HiddenField()
     completed_at = StringField("Corrected completion (local date and time)")
+
+
+class FinishedForm(_Form):
+    procedure_id = HiddenField()
+    completed_at = StringField("Finished at (local date and time)")
+
+
+class RescheduleForm(_Form):
+    procedure_id = HiddenField()
+    scheduled_at = StringField("New booked time (local date and time)")
+    stop_blood_thinner_on = StringField("New stop date for the blood thinner (if it moved)")
 
 
 class CancelForm(_Form):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -42,6 +42,7 @@ class Procedure(Base):
         sa.CheckConstraint("kind IN ('kyphoplasty', 'vertebroplasty')", name="kind"),
         sa.CheckConstraint("status IN ('scheduled', 'completed', 'cancelled')", name="status"),
         sa.Index("ix_procedures_unplanned", "status", "planned_at"),
+        sa.CheckConstraint("status != 'scheduled' OR scheduled_at IS NOT NULL", name="booked"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -49,7 +50,17 @@ class Procedure(Base):
     kind: so.Mapped[str] = so.mapped_column(sa.String(32))
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default="completed")
     completed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    # A booked procedure's time (UTC); kept after completion, for the record.
+    scheduled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    # The nurse's explicit answer to "does the patient take a blood thinner?" (NULL: enrolled
+    # before the question was asked); blood_thinner holds the name on yes.
+    takes_blood_thinner: so.Mapped[bool | None] = so.mapped_column()
     blood_thinner: so.Mapped[str | None] = so.mapped_column(sa.String(60))
+    # The patient's local date the doctor gave to stop the blood thinner (booked procedures).
+    stop_blood_thinner_on: so.Mapped[date | None] = so.mapped_column(sa.Date())
+    # The step whose text introduces the program to the patient (the welcome, or the first
+    # post-procedure text's first_text variant); set when the texts are planned.
+    intro_step: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     planned_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     external_id: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,10 +16,16 @@ import sqlalchemy.orm as so
 
 from followup.audit.service import record_audit
 from followup.care import gsm
-from followup.care.planner import PlannedText, plan_procedure, plan_step
+from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
 from followup.care.texts import MAX_BLOOD_THINNER_LENGTH, short_local
-from followup.care.timing import zone
+from followup.care.timing import (
+    AmbiguousLocalTime,
+    LocalTimeChoice,
+    NonexistentLocalTime,
+    resolve_local_input,
+    zone,
+)
 from followup.care.vocabulary import LANGUAGES, PROCEDURE_KINDS
 from followup.errors import NotFound, ValidationError
 from followup.messaging.errors import describe_error_code
@@ -36,9 +42,11 @@ from followup.messaging.models import (
     MessageEvent,
 )
 from followup.messaging.outbox import (
-    REPLANNABLE,
+    ProcedureTimes,
     cancel_pending,
+    decide_replan,
     plan_procedures,
+    procedure_messages,
     record_opt_out,
     replan_procedure,
 )
@@ -48,7 +56,19 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100
 MAX_PAST_COMPLETION = timedelta(days=30)  # older than this is almost surely a typo
-_NO_BLOOD_THINNER = frozenset({"", "none", "no", "n/a"})
+MAX_BOOKED_AHEAD = timedelta(days=365)
+MAX_STOP_AHEAD = timedelta(days=30)  # a stop date further before the procedure is a typo
+# Ways nurses write "none" in a name field (compared lower-case, punctuation dropped).
+_NONE_WORDS = frozenset(
+    {
+        "none", "no", "nothing", "nil", "null", "na", "n a", "n/a", "nope", "x", "0", "zero",
+        "not applicable", "not any", "no blood thinner", "no blood thinners", "no thinners",
+        "no anticoagulant", "no anticoagulants", "none taken", "no meds", "denies",
+        "ninguno", "ninguna", "nada", "no aplica", "no toma", "sin anticoagulante",
+    }
+)  # fmt: skip
+_NONE_FIRST_WORDS = frozenset({"none", "no", "not", "nothing", "ninguno", "ninguna", "sin"})
+_NOT_A_NAME_RE = re.compile(r"[^\w]+")
 _T = TypeVar("_T")
 
 
@@ -56,18 +76,44 @@ class PatientOptedOut(ValidationError):
     """The phone number belongs to a patient who replied STOP."""
 
 
+class AmbiguousTime(ValidationError):
+    """A wall-clock time that happens twice (clocks going back): `choices` are both
+    instants, each with the offset that picks it ("2026-11-01T01:30-04:00")."""
+
+    def __init__(self, field: str, message: str, choices: tuple[LocalTimeChoice, ...]) -> None:
+        super().__init__(field, message)
+        self.choices = choices
+
+
 @dataclass(frozen=True)
 class EnrollmentForm:
-    """What a nurse types at discharge; raw strings, parsed by validate_enrollment."""
+    """One enrollment as a nurse (or an import row) gives it: raw strings, nothing parsed.
+
+    `validate_enrollment` checks it whole and names every bad field by these names.
+
+    - `completed_at` (the procedure is done) or `scheduled_at` (it is booked): exactly one,
+      ISO 8601 ("2026-03-12T09:00"), wall-clock time in `timezone` unless it carries an
+      offset. A time the clocks skip is refused; one that happens twice is refused unless
+      it carries an offset.
+    - `takes_blood_thinner`: the explicit answer, True or False (None: not answered, refused).
+      On True, `blood_thinner` names it (words meaning "none" are refused); on False it is
+      empty.
+    - `stop_blood_thinner_on`: the local date ("2026-03-07") the doctor gave to stop it;
+      required for a booked procedure with a blood thinner, refused otherwise.
+    - `consent`: the patient agreed to texts; required.
+    """
 
     first_name: str
     last_name: str
     phone: str
     procedure: str
-    completed_at: str
     timezone: str
+    completed_at: str = ""
+    scheduled_at: str = ""
     language: str = "en"
+    takes_blood_thinner: bool | None = None
     blood_thinner: str | None = None
+    stop_blood_thinner_on: str | None = None
     consent: bool = False
     external_id: str | None = None
 
@@ -80,15 +126,22 @@ class Enrollment:
     last_name: str
     phone: str  # E.164
     procedure: str
-    completed_at: datetime  # UTC
+    completed_at: datetime | None  # UTC; None for a booked procedure
+    scheduled_at: datetime | None  # UTC; None for a procedure already done
     timezone: str
     language: str
+    takes_blood_thinner: bool
     blood_thinner: str | None
+    stop_blood_thinner_on: date | None
     external_id: str | None
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return zone(self.timezone)
+
+    @property
+    def booked(self) -> bool:
+        return self.completed_at is None
 
 
 @dataclass(frozen=True)
@@ -122,7 +175,7 @@ def parse_timezone(raw: str) -> ZoneInfo:
     if not name:
         raise ValidationError("timezone", "is required")
     try:
-        return ZoneInfo(name)
+        return zone(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(
             "timezone", f"{name!r} is not an IANA time zone like America/New_York"
@@ -130,7 +183,11 @@ def parse_timezone(raw: str) -> ZoneInfo:
 
 
 def parse_local_datetime(raw: str, tz: ZoneInfo, *, field: str) -> datetime:
-    """Parse ISO 8601; without an offset it is wall-clock time in `tz`. Return UTC."""
+    """Parse ISO 8601; without an offset it is wall-clock time in `tz`. Return UTC.
+
+    A wall-clock time the clocks skip is refused; one that happens twice raises
+    AmbiguousTime (with both choices) unless the text carries an offset.
+    """
     text = (raw or "").strip()
     if not text:
         raise ValidationError(field, "is required")
@@ -142,39 +199,58 @@ def parse_local_datetime(raw: str, tz: ZoneInfo, *, field: str) -> datetime:
         ) from exc
     if value.tzinfo is not None:
         return value.astimezone(UTC)
-    local = value.replace(tzinfo=tz)
-    utc = local.astimezone(UTC)
-    if utc.astimezone(tz).replace(tzinfo=None) != value:
-        raise ValidationError(
-            field, f"{text} does not exist in {tz.key} (clocks skip forward then)"
-        )
-    return utc
+    try:
+        return resolve_local_input(value, tz)
+    except AmbiguousLocalTime as exc:
+        raise AmbiguousTime(field, str(exc), exc.choices) from exc
+    except NonexistentLocalTime as exc:
+        raise ValidationError(field, f"{exc}; check the time") from exc
+
+
+def parse_local_date(raw: str, *, field: str) -> date:
+    """Parse an ISO 8601 calendar date ("2026-03-07")."""
+    text = (raw or "").strip()
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValidationError(field, f"{text!r} is not a date like 2026-03-07") from exc
 
 
 class InvalidEnrollment(ValidationError):
     """An enrollment with one or more bad fields: `errors` maps each field to its message.
 
     `field` and `message` name the first bad field in form order, as a plain
-    ValidationError would.
+    ValidationError would; `choices` holds the two instants of an ambiguous time, by field.
     """
 
-    def __init__(self, errors: dict[str, str]) -> None:
+    def __init__(
+        self,
+        errors: dict[str, str],
+        choices: dict[str, tuple[LocalTimeChoice, ...]] | None = None,
+    ) -> None:
         field, message = next(iter(errors.items()))
         super().__init__(field, message)
         self.errors = dict(errors)
+        self.choices = dict(choices or {})
 
 
 def validate_enrollment(
     *, form: EnrollmentForm, care: CareContext, region: str, now: datetime
 ) -> Enrollment:
-    """Check every field of an enrollment; raise InvalidEnrollment naming each bad one."""
+    """Check every field of one enrollment; raise InvalidEnrollment naming each bad one.
+
+    Pure (no database): the same rules for the web form, the CLI and a bulk import row.
+    """
     errors: dict[str, str] = {}
+    choices: dict[str, tuple[LocalTimeChoice, ...]] = {}
 
     def check(field: str, parse: Callable[[], _T]) -> _T | None:
         try:
             return parse()
         except ValidationError as exc:
             errors.setdefault(exc.field or field, exc.message)
+            if isinstance(exc, AmbiguousTime):
+                choices[exc.field] = exc.choices
             return None
 
     first = check("first_name", lambda: _parse_name(form.first_name, "first_name"))
@@ -182,29 +258,61 @@ def validate_enrollment(
     phone = check("phone", lambda: parse_phone(form.phone, region=region))
     kind = check("procedure", lambda: _parse_kind(form.procedure, care))
     tz = check("timezone", lambda: parse_timezone(form.timezone))
-    completed_at = (
-        check("completed_at", lambda: _parse_completed_at(form.completed_at, tz, now))
-        if tz is not None
-        else None
-    )
+    completed_raw = (form.completed_at or "").strip()
+    scheduled_raw = (form.scheduled_at or "").strip()
+    completed_at = scheduled_at = None
+    if completed_raw and scheduled_raw:
+        errors["scheduled_at"] = (
+            "give either when the procedure finished or when it is booked, not both"
+        )
+    elif not completed_raw and not scheduled_raw:
+        errors["completed_at"] = (
+            "is required: when the procedure finished (or, if it is booked, scheduled_at)"
+        )
+    elif tz is not None and completed_raw:
+        completed_at = check("completed_at", lambda: _parse_completed_at(completed_raw, tz, now))
+    elif tz is not None:
+        scheduled_at = check("scheduled_at", lambda: _parse_scheduled_at(scheduled_raw, tz, now))
     language = check("language", lambda: _parse_language(form.language))
-    blood_thinner = check("blood_thinner", lambda: _parse_blood_thinner(form.blood_thinner))
+    takes = form.takes_blood_thinner
+    blood_thinner = None
+    if takes is None:
+        errors["takes_blood_thinner"] = (
+            "must be answered: does the patient take a blood thinner, yes or no?"
+        )
+    else:
+        blood_thinner = check(
+            "blood_thinner", lambda: parse_blood_thinner(form.blood_thinner, takes=takes)
+        )
+    stop_on = check(
+        "stop_blood_thinner_on",
+        lambda: _parse_stop_date(
+            form.stop_blood_thinner_on,
+            takes=bool(takes),
+            booked=bool(scheduled_raw) and not completed_raw,
+            scheduled_at=scheduled_at,
+            tz=tz,
+        ),
+    )
     if not form.consent:
         errors["consent"] = "the patient must agree to receive texts"
     if errors:
-        raise InvalidEnrollment(errors)
+        raise InvalidEnrollment(errors, choices)
     assert first is not None and last is not None and phone is not None  # noqa: S101
-    assert kind is not None and tz is not None and completed_at is not None  # noqa: S101
-    assert language is not None and blood_thinner is not None  # noqa: S101
+    assert kind is not None and tz is not None and language is not None  # noqa: S101
+    assert takes is not None and (completed_at or scheduled_at) is not None  # noqa: S101
     return Enrollment(
         first_name=first,
         last_name=last,
         phone=phone,
         procedure=kind,
         completed_at=completed_at,
+        scheduled_at=scheduled_at,
         timezone=tz.key,
         language=language,
-        blood_thinner=blood_thinner or None,
+        takes_blood_thinner=takes,
+        blood_thinner=blood_thinner,
+        stop_blood_thinner_on=stop_on,
         external_id=(form.external_id or "").strip() or None,
     )
 
@@ -229,11 +337,60 @@ def _parse_completed_at(raw: str, tz: ZoneInfo, now: datetime) -> datetime:
     completed_at = parse_local_datetime(raw, tz, field="completed_at")
     if completed_at > now:
         raise ValidationError(
-            "completed_at", "is in the future; enroll after the procedure is done"
+            "completed_at",
+            "is in the future; enroll a booked procedure with its scheduled time instead",
         )
     if now - completed_at > MAX_PAST_COMPLETION:
         raise ValidationError("completed_at", "is more than 30 days ago; check the date")
     return completed_at
+
+
+def _parse_scheduled_at(raw: str, tz: ZoneInfo, now: datetime) -> datetime:
+    scheduled_at = parse_local_datetime(raw, tz, field="scheduled_at")
+    if scheduled_at <= now:
+        raise ValidationError(
+            "scheduled_at", "is not in the future; if the procedure is done, give completed_at"
+        )
+    if scheduled_at - now > MAX_BOOKED_AHEAD:
+        raise ValidationError("scheduled_at", "is more than a year ahead; check the date")
+    return scheduled_at
+
+
+def _parse_stop_date(
+    raw: str | None,
+    *,
+    takes: bool,
+    booked: bool,
+    scheduled_at: datetime | None,
+    tz: ZoneInfo | None,
+) -> date | None:
+    text = (raw or "").strip()
+    if not text:
+        if booked and takes:
+            raise ValidationError(
+                "stop_blood_thinner_on",
+                "is required for a booked procedure with a blood thinner: the date the "
+                "doctor gave to stop it",
+            )
+        return None
+    if not booked or not takes:
+        raise ValidationError(
+            "stop_blood_thinner_on",
+            "is only for a booked procedure with a blood thinner; leave it empty",
+        )
+    stop_on = parse_local_date(text, field="stop_blood_thinner_on")
+    if scheduled_at is not None and tz is not None:
+        procedure_day = scheduled_at.astimezone(tz).date()
+        if stop_on >= procedure_day:
+            raise ValidationError(
+                "stop_blood_thinner_on", "must be before the day of the procedure"
+            )
+        if procedure_day - stop_on > MAX_STOP_AHEAD:
+            raise ValidationError(
+                "stop_blood_thinner_on",
+                f"is more than {MAX_STOP_AHEAD.days} days before the procedure; check the date",
+            )
+    return stop_on
 
 
 def _parse_language(raw: str) -> str:
@@ -243,35 +400,62 @@ def _parse_language(raw: str) -> str:
     return language
 
 
-def _parse_blood_thinner(raw: str | None) -> str:
-    """Return the blood thinner's name, or "" for none."""
-    blood_thinner = (raw or "").strip()
-    if blood_thinner.lower() in _NO_BLOOD_THINNER:
-        return ""
-    if len(blood_thinner) > MAX_BLOOD_THINNER_LENGTH:
+def means_none(name: str) -> bool:
+    """Tell whether a blood-thinner "name" is a way of writing none (None., n/a, -, ninguno)."""
+    words = _NOT_A_NAME_RE.sub(" ", name.lower()).split()
+    return not words or " ".join(words) in _NONE_WORDS or words[0] in _NONE_FIRST_WORDS
+
+
+def parse_blood_thinner(raw: str | None, *, takes: bool) -> str | None:
+    """Check the blood thinner's name against the yes/no answer; return it (None on no)."""
+    name = " ".join((raw or "").split())
+    if not takes:
+        if name and not means_none(name):
+            raise ValidationError(
+                "blood_thinner", "must be empty when the patient takes no blood thinner"
+            )
+        return None
+    if not name:
+        raise ValidationError(
+            "blood_thinner", "is required when the patient takes one: pick it or type its name"
+        )
+    if means_none(name):
+        raise ValidationError(
+            "blood_thinner",
+            f"{name!r} means none: answer no to the blood-thinner question instead",
+        )
+    if len(name) > MAX_BLOOD_THINNER_LENGTH:
         raise ValidationError(
             "blood_thinner", f"is longer than {MAX_BLOOD_THINNER_LENGTH} characters"
         )
-    bad = gsm.non_gsm_characters(blood_thinner)
+    bad = gsm.non_gsm_characters(name)
     if bad:
         raise ValidationError(
             "blood_thinner", f"has characters a text cannot carry: {''.join(bad)}"
         )
-    return blood_thinner
+    return name
 
 
 def preview_enrollment(
     *, enrollment: Enrollment, care: CareContext, now: datetime
 ) -> list[PlannedText]:
-    """Plan an enrollment's texts without writing anything."""
-    return plan_procedure(
-        protocol=care.protocol(enrollment.procedure),
+    """Plan an enrollment's texts without writing anything, in due order (the text that
+    introduces the program included)."""
+    protocol = care.protocol(enrollment.procedure)
+    planned = plan_procedure(
+        protocol=protocol,
         completed_at=enrollment.completed_at,
+        scheduled_at=enrollment.scheduled_at,
+        stop_on=enrollment.stop_blood_thinner_on,
         tz=enrollment.tz,
         has_blood_thinner=enrollment.blood_thinner is not None,
         quiet_hours=care.quiet_hours,
         now=now,
     )
+    _, welcome = choose_intro(
+        protocol=protocol, planned=planned, tz=enrollment.tz, quiet_hours=care.quiet_hours, now=now
+    )
+    return [welcome, *planned] if welcome is not None else planned
 
 
 def enroll_patient(
@@ -283,7 +467,11 @@ def enroll_patient(
     now: datetime,
     actor: str,
 ) -> EnrollmentResult:
-    """Validate and save a patient, their procedure and its plan (the caller commits once)."""
+    """Validate and save a patient, their procedure and its plan (the caller commits once).
+
+    A procedure already done gets its post-procedure texts; a booked one the welcome and
+    the texts before it (its post-procedure texts come with `complete_procedure`).
+    """
     enrollment = validate_enrollment(form=form, care=care, region=region, now=now)
     _refuse_duplicates(session=session, enrollment=enrollment)
     patient = Patient(
@@ -301,9 +489,12 @@ def enroll_patient(
     procedure = Procedure(
         patient_id=patient.id,
         kind=enrollment.procedure,
-        status="completed",
+        status="scheduled" if enrollment.booked else "completed",
         completed_at=enrollment.completed_at,
+        scheduled_at=enrollment.scheduled_at,
+        takes_blood_thinner=enrollment.takes_blood_thinner,
         blood_thinner=enrollment.blood_thinner,
+        stop_blood_thinner_on=enrollment.stop_blood_thinner_on,
         external_id=enrollment.external_id,
         created_at=now,
     )
@@ -319,7 +510,7 @@ def enroll_patient(
         now=now,
         record_type="patient",
         record_id=patient.id,
-        detail=f"procedure {procedure.id} ({procedure.kind})",
+        detail=f"procedure {procedure.id} ({procedure.kind}, {procedure.status})",
     )
     log.info("enrolled patient=%s procedure=%s", patient.id, procedure.id)
     return EnrollmentResult(
@@ -336,16 +527,22 @@ def _refuse_duplicates(*, session: so.Session, enrollment: Enrollment) -> None:
             "phone", "this number replied STOP; the patient must text START before enrolling"
         )
     if same_phone:
+        same_time = (
+            Procedure.completed_at == enrollment.completed_at
+            if enrollment.completed_at is not None
+            else Procedure.scheduled_at == enrollment.scheduled_at
+        )
         duplicate = session.scalar(
             sa.select(Procedure.patient_id).where(
                 Procedure.patient_id.in_([p.id for p in same_phone]),
-                Procedure.completed_at == enrollment.completed_at,
+                same_time,
                 Procedure.status != "cancelled",
             )
         )
         if duplicate is not None:
+            what = "completion" if enrollment.completed_at is not None else "booked"
             raise ValidationError(
-                "phone", f"already enrolled with the same completion time (patient {duplicate})"
+                "phone", f"already enrolled with the same {what} time (patient {duplicate})"
             )
     if enrollment.external_id is not None:
         taken = session.scalar(
@@ -397,13 +594,20 @@ def change_completion_time(
     now: datetime,
     actor: str,
 ) -> list[Message]:
-    """Correct when a procedure finished and re-plan its unsent texts."""
+    """Record when a procedure finished and re-plan its unsent texts.
+
+    For a booked procedure this is "Procedure finished": what is left of the texts before
+    it is cancelled and the texts after it are planned. For a completed one it corrects
+    the time.
+    """
     procedure = session.get(Procedure, procedure_id)
     if procedure is None:
         raise NotFound(f"no procedure {procedure_id}")
     patient = procedure.patient
-    value = _new_completion_time(procedure, completed_at, ZoneInfo(patient.timezone), now)
+    value = _new_completion_time(procedure, completed_at, zone(patient.timezone), now)
     previous = procedure.completed_at
+    was_booked = procedure.status == "scheduled"
+    procedure.status = "completed"
     procedure.completed_at = value
     messages = replan_procedure(
         session=session, procedure=procedure, patient=patient, care=care, now=now
@@ -411,25 +615,113 @@ def change_completion_time(
     record_audit(
         session=session,
         actor=actor,
-        action="procedure.completion_changed",
+        action="procedure.completed" if was_booked else "procedure.completion_changed",
         now=now,
         record_type="procedure",
         record_id=procedure.id,
-        detail=f"from {previous.isoformat() if previous else '-'} to {value.isoformat()}",
+        detail=(
+            f"finished {value.isoformat()}"
+            if was_booked
+            else f"from {previous.isoformat() if previous else '-'} to {value.isoformat()}"
+        ),
     )
     return messages
 
 
 def _new_completion_time(procedure: Procedure, raw: str, tz: ZoneInfo, now: datetime) -> datetime:
-    """Parse and check a corrected completion time for `procedure`."""
+    """Parse and check a completion time for `procedure` (booked or already done)."""
+    if procedure.status == "cancelled":
+        raise ValidationError("procedure", "is cancelled")
     value = parse_local_datetime(raw, tz, field="completed_at")
     if value > now:
         raise ValidationError("completed_at", "is in the future")
     if now - value > MAX_PAST_COMPLETION:
         raise ValidationError("completed_at", "is more than 30 days ago; check the date")
-    if procedure.status == "cancelled":
-        raise ValidationError("procedure", "is cancelled")
     return value
+
+
+def complete_procedure(
+    *,
+    session: so.Session,
+    patient_id: int,
+    procedure_id: int,
+    completed_at: str,
+    care: CareContext,
+    now: datetime,
+    actor: str,
+) -> list[Message]:
+    """Record that a booked procedure finished: cancel what is left of the texts before it
+    and plan the texts after it (the restart never before 48 h after this time)."""
+    procedure = _patient_procedure(session, patient_id, procedure_id)
+    if procedure.status != "scheduled":
+        raise ValidationError(
+            "procedure", f"is {procedure.status}, not booked; correct its completion time instead"
+        )
+    return change_completion_time(
+        session=session,
+        procedure_id=procedure_id,
+        completed_at=completed_at,
+        care=care,
+        now=now,
+        actor=actor,
+    )
+
+
+def _new_schedule(
+    procedure: Procedure, raw: str, stop_raw: str | None, tz: ZoneInfo, now: datetime
+) -> tuple[datetime, date | None]:
+    """Parse and check a new booked time (and stop date) for a booked procedure."""
+    if procedure.status != "scheduled":
+        raise ValidationError("procedure", f"is {procedure.status}, not booked")
+    value = _parse_scheduled_at(raw, tz, now)
+    stop_text = (stop_raw or "").strip() or (
+        procedure.stop_blood_thinner_on.isoformat() if procedure.stop_blood_thinner_on else ""
+    )
+    stop_on = _parse_stop_date(
+        stop_text,
+        takes=procedure.blood_thinner is not None,
+        booked=True,
+        scheduled_at=value,
+        tz=tz,
+    )
+    return value, stop_on
+
+
+def reschedule_procedure(
+    *,
+    session: so.Session,
+    patient_id: int,
+    procedure_id: int,
+    scheduled_at: str,
+    care: CareContext,
+    now: datetime,
+    actor: str,
+    stop_blood_thinner_on: str | None = None,
+) -> list[Message]:
+    """Move a booked procedure (and, if given, its blood-thinner stop date); re-plan the
+    texts before it that are not sent yet."""
+    procedure = _patient_procedure(session, patient_id, procedure_id)
+    patient = procedure.patient
+    value, stop_on = _new_schedule(
+        procedure, scheduled_at, stop_blood_thinner_on, zone(patient.timezone), now
+    )
+    previous = procedure.scheduled_at
+    procedure.scheduled_at = value
+    procedure.stop_blood_thinner_on = stop_on
+    messages = replan_procedure(
+        session=session, procedure=procedure, patient=patient, care=care, now=now
+    )
+    record_audit(
+        session=session,
+        actor=actor,
+        action="procedure.rescheduled",
+        now=now,
+        record_type="procedure",
+        record_id=procedure.id,
+        detail=f"from {previous.isoformat() if previous else '-'} to {value.isoformat()}"
+        + (f"; stop blood thinner on {stop_on.isoformat()}" if stop_on else ""),
+    )
+    return messages
 
 
 def cancel_procedure(*, session: so.Session, procedure_id: int, now: datetime, actor: str) -> int:
@@ -457,6 +749,9 @@ def cancel_procedure(*, session: so.Session, procedure_id: int, now: datetime, a
 
 PAGE_SIZE = 25
 STEP_LABELS = {
+    "welcome": "Welcome",
+    "stop-blood-thinner": "Stop the blood thinner",
+    "day-before": "The day before",
     "no-driving": "No driving today",
     "soreness": "Soreness is normal",
     "blood-thinner-restart": "Restart the blood thinner",
@@ -493,13 +788,16 @@ class PreviewRow:
     expires_local: str
     moved_by_quiet_hours: bool
     body: str
+    before_procedure: bool = False
+    intro: bool = False  # the text that introduces the program
 
 
 @dataclass(frozen=True)
 class EnrollmentPreview:
     enrollment: Enrollment
-    completed_local: str
+    completed_local: str  # when it finished, or when it is booked, with the clinic's zone
     rows: list[PreviewRow]
+    stop_date_local: str | None = None
 
     @property
     def expired_count(self) -> int:
@@ -507,7 +805,13 @@ class EnrollmentPreview:
 
 
 def preview_new_enrollment(
-    *, session: so.Session, form: EnrollmentForm, care: CareContext, region: str, now: datetime
+    *,
+    session: so.Session,
+    form: EnrollmentForm,
+    care: CareContext,
+    region: str,
+    now: datetime,
+    clinic_timezone: str | None = None,
 ) -> EnrollmentPreview:
     """Check an enrollment and show every text it would send, writing nothing.
 
@@ -517,8 +821,18 @@ def preview_new_enrollment(
     enrollment = validate_enrollment(form=form, care=care, region=region, now=now)
     _refuse_duplicates(session=session, enrollment=enrollment)
     tz = enrollment.tz
+    planned_texts = preview_enrollment(enrollment=enrollment, care=care, now=now)
+    protocol = care.protocol(enrollment.procedure)
+    intro_key, _ = choose_intro(
+        protocol=protocol,
+        planned=planned_texts,
+        tz=tz,
+        quiet_hours=care.quiet_hours,
+        now=now,
+    )
     rows = []
-    for planned in preview_enrollment(enrollment=enrollment, care=care, now=now):
+    for planned in sorted(planned_texts, key=lambda p: p.due_at):
+        step = protocol.step(planned.step)
         rows.append(
             PreviewRow(
                 step=planned.step,
@@ -535,13 +849,22 @@ def preview_new_enrollment(
                     tz=tz,
                     completed_at=enrollment.completed_at,
                     blood_thinner=enrollment.blood_thinner,
+                    scheduled_at=enrollment.scheduled_at,
+                    stop_blood_thinner_on=enrollment.stop_blood_thinner_on,
+                    intro=planned.step == intro_key,
                 ),
+                before_procedure=step.phase == "before",
+                intro=planned.step == intro_key,
             )
         )
+    moment = enrollment.completed_at or enrollment.scheduled_at
+    assert moment is not None  # noqa: S101 - validate_enrollment requires one
+    stop_on = enrollment.stop_blood_thinner_on
     return EnrollmentPreview(
         enrollment=enrollment,
-        completed_local=short_local(enrollment.completed_at, tz),
+        completed_local=local_with_clinic(moment, tz, clinic_timezone),
         rows=rows,
+        stop_date_local=f"{stop_on:%a %Y-%m-%d}" if stop_on else None,
     )
 
 
@@ -621,6 +944,11 @@ class ProcedureView:
     completed_local: str
     completed_input: str  # the value of a datetime-local input: 2026-03-06T13:30
     blood_thinner: str | None
+    scheduled_local: str = "-"
+    scheduled_input: str = ""
+    stop_date_local: str | None = None
+    stop_date_input: str = ""
+    takes_blood_thinner: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -645,8 +973,15 @@ class PatientDetail:
     timeline: list[TimelineEntry]
 
 
-def patient_detail(*, session: so.Session, patient_id: int, care: CareContext) -> PatientDetail:
-    """Return a patient's details and a timeline of every text and reply, in local time."""
+def patient_detail(
+    *,
+    session: so.Session,
+    patient_id: int,
+    care: CareContext,
+    clinic_timezone: str | None = None,
+) -> PatientDetail:
+    """Return a patient's details and a timeline of every text and reply, in local time
+    (with the clinic's time beside the procedure's when the zones differ)."""
     patient, schedule = patient_schedule(session=session, patient_id=patient_id)
     tz = zone(patient.timezone)
     procedures = [
@@ -654,11 +989,30 @@ def patient_detail(*, session: so.Session, patient_id: int, care: CareContext) -
             id=proc.id,
             kind=proc.kind,
             status=proc.status,
-            completed_local=short_local(proc.completed_at, tz) if proc.completed_at else "-",
+            completed_local=(
+                local_with_clinic(proc.completed_at, tz, clinic_timezone)
+                if proc.completed_at
+                else "-"
+            ),
             completed_input=(
                 f"{proc.completed_at.astimezone(tz):%Y-%m-%dT%H:%M}" if proc.completed_at else ""
             ),
             blood_thinner=proc.blood_thinner,
+            scheduled_local=(
+                local_with_clinic(proc.scheduled_at, tz, clinic_timezone)
+                if proc.scheduled_at
+                else "-"
+            ),
+            scheduled_input=(
+                f"{proc.scheduled_at.astimezone(tz):%Y-%m-%dT%H:%M}" if proc.scheduled_at else ""
+            ),
+            stop_date_local=(
+                f"{proc.stop_blood_thinner_on:%a %Y-%m-%d}" if proc.stop_blood_thinner_on else None
+            ),
+            stop_date_input=(
+                proc.stop_blood_thinner_on.isoformat() if proc.stop_blood_thinner_on else ""
+            ),
+            takes_blood_thinner=proc.takes_blood_thinner,
         )
         for proc in session.scalars(
             sa.select(Procedure)
@@ -770,7 +1124,7 @@ def _text_entry(
             f"(window closed {short_local(message.expires_at, tz)})"
         )
     body = message.body
-    if body is None and procedure.completed_at is not None and status in (PENDING, SENDING):
+    if body is None and status in (PENDING, SENDING):
         try:
             body = care.render_text(
                 kind=procedure.kind,
@@ -779,8 +1133,11 @@ def _text_entry(
                 tz=tz,
                 completed_at=procedure.completed_at,
                 blood_thinner=procedure.blood_thinner,
+                scheduled_at=procedure.scheduled_at,
+                stop_blood_thinner_on=procedure.stop_blood_thinner_on,
+                intro=message.step == procedure.intro_step,
             )
-        except KeyError:  # the step left the protocol; the dispatcher will cancel it
+        except (KeyError, ValueError):  # the step left the protocol, or lacks its time
             body = None
     at = message.sent_at or message.due_at
     return TimelineEntry(
@@ -815,11 +1172,60 @@ class CompletionRow:
 
 @dataclass(frozen=True)
 class CompletionPreview:
+    """A change to a procedure's time, shown with the re-planned texts before it is made."""
+
     procedure_id: int
-    completed_input: str
+    completed_input: str  # the new time to confirm, with its offset (never ambiguous)
     current_local: str
     new_local: str
     rows: list[CompletionRow]
+    action: str = "completion"  # "completion" (finished / corrected) or "reschedule"
+    title: str = "Confirm the new completion time"
+    stop_input: str = ""
+
+
+def _change_rows(
+    *,
+    session: so.Session,
+    procedure: Procedure,
+    times: ProcedureTimes,
+    care: CareContext,
+    now: datetime,
+) -> list[CompletionRow]:
+    """What re-planning would do to each text, in the patient's local time; writes nothing."""
+    patient = procedure.patient
+    tz = zone(patient.timezone)
+    existing = procedure_messages(session=session, procedure_id=procedure.id)
+
+    def current(step: str) -> str:
+        message = existing.get(step)
+        return short_local(message.due_at, tz) if message is not None else "not planned"
+
+    if not patient.can_receive_texts():
+        return [
+            CompletionRow(step_label(step), current(step), current(step), "unchanged: no texts")
+            for step in existing
+        ]
+    decisions, _, _ = decide_replan(
+        times=times, existing=existing, care=care, kind=procedure.kind, tz=tz, now=now
+    )
+    rows = []
+    for decision in decisions:
+        label, now_at = step_label(decision.step), current(decision.step)
+        if decision.action == "cancel":
+            rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
+        elif decision.action == "keep":
+            rows.append(CompletionRow(label, now_at, now_at, f"unchanged: {decision.reason}"))
+        elif decision.planned is not None:
+            planned = decision.planned
+            note = "will be sent" if planned.status == PENDING else "expired: its window has passed"
+            rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
+    return rows
+
+
+def _input_value(value: datetime, tz: ZoneInfo) -> str:
+    """A time to carry through a confirm form: local, with its offset (never ambiguous)."""
+    return value.astimezone(tz).isoformat(timespec="minutes")
 
 
 def preview_completion_change(
@@ -830,48 +1236,83 @@ def preview_completion_change(
     completed_at: str,
     care: CareContext,
     now: datetime,
+    clinic_timezone: str | None = None,
 ) -> CompletionPreview:
-    """Show how a corrected completion time would re-plan the texts, writing nothing."""
+    """Show how a completion time (finished, or corrected) would re-plan the texts."""
     procedure = _patient_procedure(session, patient_id, procedure_id)
-    patient = procedure.patient
-    tz = zone(patient.timezone)
+    tz = zone(procedure.patient.timezone)
     value = _new_completion_time(procedure, completed_at, tz, now)
-    existing = {
-        m.step: m for m in messages_for_procedure(session=session, procedure_id=procedure_id)
-    }
-    replans = patient.can_receive_texts() and procedure.status == "completed"
-    rows = []
-    for step in care.protocol(procedure.kind).steps:
-        if not step.applies(has_blood_thinner=procedure.blood_thinner is not None):
-            continue
-        message = existing.get(step.key)
-        current = short_local(message.due_at, tz) if message is not None else "not planned"
-        if not replans:
-            rows.append(
-                CompletionRow(step_label(step.key), current, current, "unchanged: no texts")
-            )
-            continue
-        if message is not None and (message.status not in REPLANNABLE or message.attempts > 0):
-            rows.append(
-                CompletionRow(
-                    step_label(step.key), current, current, f"unchanged: {message.status}"
-                )
-            )
-            continue
-        planned = plan_step(
-            step=step, completed_at=value, tz=tz, quiet_hours=care.quiet_hours, now=now
-        )
-        note = "will be sent" if planned.status == PENDING else "expired: its window has passed"
-        rows.append(
-            CompletionRow(step_label(step.key), current, short_local(planned.due_at, tz), note)
-        )
+    times = replace(ProcedureTimes.of(procedure), status="completed", completed_at=value)
+    finished = procedure.status == "scheduled"
     return CompletionPreview(
         procedure_id=procedure.id,
-        completed_input=f"{value.astimezone(tz):%Y-%m-%dT%H:%M}",
-        current_local=short_local(procedure.completed_at, tz) if procedure.completed_at else "-",
-        new_local=short_local(value, tz),
-        rows=rows,
+        completed_input=_input_value(value, tz),
+        current_local=(
+            "booked " + local_with_clinic(procedure.scheduled_at, tz, clinic_timezone)
+            if finished and procedure.scheduled_at
+            else short_local(procedure.completed_at, tz)
+            if procedure.completed_at
+            else "-"
+        ),
+        new_local=local_with_clinic(value, tz, clinic_timezone),
+        rows=_change_rows(session=session, procedure=procedure, times=times, care=care, now=now),
+        title=(
+            "Confirm the procedure is finished" if finished else "Confirm the new completion time"
+        ),
     )
+
+
+def preview_reschedule(
+    *,
+    session: so.Session,
+    patient_id: int,
+    procedure_id: int,
+    scheduled_at: str,
+    care: CareContext,
+    now: datetime,
+    stop_blood_thinner_on: str | None = None,
+    clinic_timezone: str | None = None,
+) -> CompletionPreview:
+    """Show how a new booked time would re-plan the texts before the procedure."""
+    procedure = _patient_procedure(session, patient_id, procedure_id)
+    tz = zone(procedure.patient.timezone)
+    value, stop_on = _new_schedule(procedure, scheduled_at, stop_blood_thinner_on, tz, now)
+    times = replace(ProcedureTimes.of(procedure), scheduled_at=value, stop_blood_thinner_on=stop_on)
+    return CompletionPreview(
+        procedure_id=procedure.id,
+        completed_input=_input_value(value, tz),
+        current_local=local_with_clinic(procedure.scheduled_at, tz, clinic_timezone)
+        if procedure.scheduled_at
+        else "-",
+        new_local=local_with_clinic(value, tz, clinic_timezone),
+        rows=_change_rows(session=session, procedure=procedure, times=times, care=care, now=now),
+        action="reschedule",
+        title="Confirm the new booked time",
+        stop_input=stop_on.isoformat() if stop_on else "",
+    )
+
+
+def local_with_clinic(instant: datetime, tz: ZoneInfo, clinic_timezone: str | None) -> str:
+    """A time in the patient's zone, and in the clinic's too when they differ:
+    "Thu 2026-03-12 09:00 CDT (10:00 EDT at the clinic)"."""
+    text = short_local(instant, tz)
+    if clinic_timezone and clinic_timezone != tz.key:
+        clinic_local = instant.astimezone(zone(clinic_timezone))
+        same_day = clinic_local.date() == instant.astimezone(tz).date()
+        when = f"{clinic_local:%H:%M}" if same_day else f"{clinic_local:%a %Y-%m-%d %H:%M}"
+        text += f" ({when} {clinic_local.tzname()} at the clinic)"
+    return text
+
+
+def describe_input_time(raw: str, timezone: str, *, clinic_timezone: str | None) -> str | None:
+    """A typed local time as staff should read it back (with the clinic's time when the
+    zones differ); None when it does not parse yet."""
+    try:
+        tz = parse_timezone(timezone)
+        value = parse_local_datetime(raw, tz, field="time")
+    except ValidationError:
+        return None
+    return local_with_clinic(value, tz, clinic_timezone)
 
 
 def correct_completion_time(
@@ -884,7 +1325,7 @@ def correct_completion_time(
     now: datetime,
     actor: str,
 ) -> list[Message]:
-    """Correct one of this patient's procedures' completion time and re-plan its texts."""
+    """Record or correct one of this patient's procedures' completion time; re-plan."""
     _patient_procedure(session, patient_id, procedure_id)
     return change_completion_time(
         session=session,

@@ -10,20 +10,25 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
+from wtforms import SelectChoice
 
+from followup.care.timing import LocalTimeChoice
 from followup.errors import ValidationError
 from followup.patients.forms import (
     COMMON_BLOOD_THINNERS,
     CancelForm,
     CompletionForm,
     EnrollForm,
+    FinishedForm,
     LanguageForm,
     OptOutForm,
     PhoneForm,
+    RescheduleForm,
     SearchForm,
     timezone_choices,
 )
 from followup.patients.service import (
+    AmbiguousTime,
     EnrollmentForm,
     InvalidEnrollment,
     cancel_patient_procedure,
@@ -31,11 +36,14 @@ from followup.patients.service import (
     change_phone,
     consent_wording,
     correct_completion_time,
+    describe_input_time,
     enroll_patient,
     patient_detail,
     preview_completion_change,
     preview_new_enrollment,
+    preview_reschedule,
     record_staff_opt_out,
+    reschedule_procedure,
     search_patients,
 )
 from followup.web import db, runtime, staff
@@ -48,6 +56,12 @@ UNPROCESSABLE = 422
 def _put_errors(form: Any, exc: ValidationError) -> None:
     """Show a service's ValidationError next to its field (or the form's top if unknown)."""
     errors = exc.errors if isinstance(exc, InvalidEnrollment) else {exc.field: exc.message}
+    choices = exc.choices if isinstance(exc, InvalidEnrollment) else {}
+    if isinstance(exc, AmbiguousTime):
+        choices = {exc.field: exc.choices}
+    for field_choices in choices.values():
+        if "time_offset" in form:
+            _offer_choices(form, field_choices)
     for field, message in errors.items():
         if field in form:
             form[field].errors = [message]
@@ -78,27 +92,63 @@ def _enroll_form() -> EnrollForm:
     return form
 
 
+def _with_offset(raw: str, offset: str | None) -> str:
+    """A typed local time with the offset the nurse picked for an ambiguous one."""
+    text = raw.strip()
+    if not offset or not text or len(text) > len("2026-03-07T14:30:00"):
+        return text
+    return text + offset
+
+
 def _enrollment(form: EnrollForm) -> EnrollmentForm:
+    booked = form.when.data == "booked"
+    moment = _with_offset(
+        (form.scheduled_at.data if booked else form.completed_at.data) or "",
+        form.time_offset.data,
+    )
+    answer = {"yes": True, "no": False}.get(form.takes_blood_thinner.data or "")
     return EnrollmentForm(
         first_name=form.first_name.data or "",
         last_name=form.last_name.data or "",
         phone=form.phone.data or "",
         procedure=form.procedure.data or "",
-        completed_at=form.completed_at.data or "",
+        completed_at="" if booked else moment,
+        scheduled_at=moment if booked else "",
         timezone=form.timezone.data or "",
         language=form.language.data or "",
+        takes_blood_thinner=answer,
         blood_thinner=form.blood_thinner.data or None,
+        stop_blood_thinner_on=form.stop_blood_thinner_on.data or None,
         consent=bool(form.consent.data),
     )
 
 
+def _offer_choices(form: EnrollForm, choices: tuple[LocalTimeChoice, ...]) -> None:
+    """Offer the two instants of an ambiguous time, each with its offset."""
+    form.time_offset.choices = [
+        SelectChoice(
+            choice.offset,
+            f"{choice.zone_name} (UTC{choice.offset}), the "
+            + ("first time, before the clocks go back" if i == 0 else "second time, after"),
+        )
+        for i, choice in enumerate(choices)
+    ]
+
+
 def _render_enroll_form(form: EnrollForm, status: int = 200) -> ResponseReturnValue:
+    settings = runtime().settings
+    booked = form.when.data == "booked"
+    typed = (form.scheduled_at.data if booked else form.completed_at.data) or ""
     return (
         render_template(
             "patients/new.html",
             form=form,
             blood_thinners=COMMON_BLOOD_THINNERS,
-            consent_text=consent_wording(runtime().settings.clinic_name),
+            consent_text=consent_wording(settings.clinic_name),
+            clinic_timezone=settings.default_timezone,
+            typed_time=describe_input_time(
+                typed, form.timezone.data or "", clinic_timezone=settings.default_timezone
+            ),
         ),
         status,
     )
@@ -126,7 +176,10 @@ def new() -> ResponseReturnValue:
             _put_errors(form, exc)
             return _render_enroll_form(form, UNPROCESSABLE)
         db().commit()
-        flash(f"Enrolled. {len(result.messages)} texts are planned.")
+        later = " The texts after it are planned when you record it finished." * (
+            result.procedure.status == "scheduled"
+        )
+        flash(f"Enrolled. {len(result.messages)} texts are planned.{later}")
         return redirect(f"/patients/{result.patient.id}")
     try:
         preview = preview_new_enrollment(
@@ -135,6 +188,7 @@ def new() -> ResponseReturnValue:
             care=rt.care,
             region=rt.settings.default_region,
             now=rt.clock.now(),
+            clinic_timezone=rt.settings.default_timezone,
         )
     except ValidationError as exc:
         _put_errors(form, exc)
@@ -151,15 +205,19 @@ def new() -> ResponseReturnValue:
 
 
 def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnValue:
-    detail = patient_detail(session=db(), patient_id=patient_id, care=runtime().care)
+    clinic_timezone = runtime().settings.default_timezone
+    detail = patient_detail(
+        session=db(), patient_id=patient_id, care=runtime().care, clinic_timezone=clinic_timezone
+    )
     forms.setdefault("phone_form", PhoneForm(prefix="phone", formdata=None))
     forms.setdefault(
         "language_form",
         LanguageForm(prefix="language", formdata=None, language=detail.patient.language),
     )
     forms.setdefault("opt_out_form", OptOutForm(prefix="optout", formdata=None))
+    time_choices = forms.pop("time_choices", [])
     completion_forms = {
-        proc.id: CompletionForm(
+        proc.id: (FinishedForm if proc.status == "scheduled" else CompletionForm)(
             prefix=f"completion{proc.id}",
             formdata=None,
             procedure_id=proc.id,
@@ -167,19 +225,38 @@ def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnV
         )
         for proc in detail.procedures
     }
+    reschedule_forms = {
+        proc.id: RescheduleForm(
+            prefix=f"reschedule{proc.id}",
+            formdata=None,
+            procedure_id=proc.id,
+            scheduled_at=proc.scheduled_input,
+        )
+        for proc in detail.procedures
+        if proc.status == "scheduled"
+    }
     cancel_forms = {
         proc.id: CancelForm(prefix=f"cancel{proc.id}", formdata=None, procedure_id=proc.id)
         for proc in detail.procedures
     }
     completion_forms.update(forms.pop("completion_forms", {}))
+    reschedule_forms.update(forms.pop("reschedule_forms", {}))
     cancel_forms.update(forms.pop("cancel_forms", {}))
-    every_form = [*forms.values(), *completion_forms.values(), *cancel_forms.values()]
+    every_form = [
+        *forms.values(),
+        *completion_forms.values(),
+        *reschedule_forms.values(),
+        *cancel_forms.values(),
+    ]
     return (
         render_template(
             "patients/detail.html",
             detail=detail,
             completion_forms=completion_forms,
+            reschedule_forms=reschedule_forms,
             cancel_forms=cancel_forms,
+            time_choices=time_choices,
+            clinic_timezone=clinic_timezone,
             problems=[problem for form in every_form for problem in form.form_errors],
             **forms,
         ),
@@ -196,8 +273,27 @@ def _procedure_id(raw: str | None) -> int:
     return int(raw) if raw and raw.isdigit() else 0
 
 
+def _choices_for(
+    exc: ValidationError, *, url: str, procedure_id: int, field: str, raw: str
+) -> list[dict[str, Any]]:
+    """Buttons for the two instants of an ambiguous time (each sends it with its offset)."""
+    if not isinstance(exc, AmbiguousTime):
+        return []
+    return [
+        {
+            "url": url,
+            "procedure_id": procedure_id,
+            "field": field,
+            "value": raw.strip() + choice.offset,
+            "label": f"{raw.strip().replace('T', ' ')} {choice.zone_name} (UTC{choice.offset})",
+        }
+        for choice in exc.choices
+    ]
+
+
 @bp.post("/patients/<int:patient_id>/completion")
 def completion(patient_id: int) -> ResponseReturnValue:
+    """Record that a booked procedure finished, or correct a completion time (with preview)."""
     procedure_id = _procedure_id(request.form.get("procedure_id"))
     form = CompletionForm(prefix=f"completion{procedure_id}")
     form.procedure_id.data = str(procedure_id)
@@ -215,7 +311,7 @@ def completion(patient_id: int) -> ResponseReturnValue:
                 actor=staff().email,
             )
             db().commit()
-            flash("Completion time corrected; the unsent texts are re-planned.")
+            flash("Completion recorded; the unsent texts are re-planned.")
             return redirect(f"/patients/{patient_id}")
         preview = preview_completion_change(
             session=db(),
@@ -224,12 +320,78 @@ def completion(patient_id: int) -> ResponseReturnValue:
             completed_at=raw,
             care=rt.care,
             now=rt.clock.now(),
+            clinic_timezone=rt.settings.default_timezone,
         )
     except ValidationError as exc:
         db().rollback()
         form.completed_at.data = raw
         _put_errors(form, exc)
-        return _detail(patient_id, UNPROCESSABLE, completion_forms={procedure_id: form})
+        return _detail(
+            patient_id,
+            UNPROCESSABLE,
+            completion_forms={procedure_id: form},
+            time_choices=_choices_for(
+                exc,
+                url=f"/patients/{patient_id}/completion",
+                procedure_id=procedure_id,
+                field="completed_at",
+                raw=raw,
+            ),
+        )
+    return render_template("patients/completion.html", patient_id=patient_id, preview=preview)
+
+
+@bp.post("/patients/<int:patient_id>/reschedule")
+def reschedule(patient_id: int) -> ResponseReturnValue:
+    """Move a booked procedure (with preview): its texts before it are re-planned."""
+    procedure_id = _procedure_id(request.form.get("procedure_id"))
+    form = RescheduleForm(prefix=f"reschedule{procedure_id}")
+    form.procedure_id.data = str(procedure_id)
+    raw = request.form.get("scheduled_at") or form.scheduled_at.data or ""
+    stop = request.form.get("stop_blood_thinner_on") or form.stop_blood_thinner_on.data or None
+    rt = runtime()
+    try:
+        if request.form.get("action") == "confirm":
+            reschedule_procedure(
+                session=db(),
+                patient_id=patient_id,
+                procedure_id=procedure_id,
+                scheduled_at=raw,
+                stop_blood_thinner_on=stop,
+                care=rt.care,
+                now=rt.clock.now(),
+                actor=staff().email,
+            )
+            db().commit()
+            flash("Procedure rescheduled; the texts before it are re-planned.")
+            return redirect(f"/patients/{patient_id}")
+        preview = preview_reschedule(
+            session=db(),
+            patient_id=patient_id,
+            procedure_id=procedure_id,
+            scheduled_at=raw,
+            stop_blood_thinner_on=stop,
+            care=rt.care,
+            now=rt.clock.now(),
+            clinic_timezone=rt.settings.default_timezone,
+        )
+    except ValidationError as exc:
+        db().rollback()
+        form.scheduled_at.data = raw
+        form.stop_blood_thinner_on.data = stop
+        _put_errors(form, exc)
+        return _detail(
+            patient_id,
+            UNPROCESSABLE,
+            reschedule_forms={procedure_id: form},
+            time_choices=_choices_for(
+                exc,
+                url=f"/patients/{patient_id}/reschedule",
+                procedure_id=procedure_id,
+                field="scheduled_at",
+                raw=raw,
+            ),
+        )
     return render_template("patients/completion.html", patient_id=patient_id, preview=preview)
 
 

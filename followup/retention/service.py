@@ -52,7 +52,10 @@ def retention_cutoff(*, now: datetime, retention_days: int) -> datetime:
 
 def _candidates(cutoff: datetime, now: datetime) -> sa.Select[Any]:
     """Patients past retention with nothing open, not yet purged, in id order."""
-    ended = sa.func.max(sa.func.coalesce(Procedure.completed_at, Procedure.created_at))
+    # A procedure ended when it was completed; a cancelled booking, at its booked time.
+    ended = sa.func.max(
+        sa.func.coalesce(Procedure.completed_at, Procedure.scheduled_at, Procedure.created_at)
+    )
     last = (
         sa.select(Procedure.patient_id.label("patient_id"), ended.label("ended"))
         .group_by(Procedure.patient_id)

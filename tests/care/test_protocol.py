@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -7,6 +7,7 @@ import pytest
 from followup.care import gsm
 from followup.care.protocol import PACKAGED_DIR, CareContext, load_protocols
 from followup.care.texts import describe_local_time
+from followup.care.timing import QuietHours
 from followup.errors import ConfigurationError
 
 STEP = """
@@ -34,8 +35,8 @@ def step(**overrides: str) -> str:
         "send": "day 1 at 10:00",
         "expires": "day 1 at 20:00",
         "extra": "",
-        "en": "{clinic_name}: soreness is normal.",
-        "es": "{clinic_name}: el dolor es normal.",
+        "en": "{clinic_name}: soreness is normal. Call {clinic_phone}, or {emergency_number}.",
+        "es": "{clinic_name}: el dolor es normal. Llame al {clinic_phone} o al {emergency_number}.",
     }
     values.update(overrides)
     return STEP.format(**values)
@@ -50,6 +51,9 @@ def test_shipped_protocols_load_for_both_procedures() -> None:
     assert set(protocols) == {"kyphoplasty", "vertebroplasty"}
     for protocol in protocols.values():
         assert [s.key for s in protocol.steps] == [
+            "welcome",
+            "stop-blood-thinner",
+            "day-before",
             "no-driving",
             "soreness",
             "blood-thinner-restart",
@@ -64,7 +68,7 @@ def test_shipped_texts_never_name_the_procedure_or_diagnosis() -> None:
         texts = [
             line for line in path.read_text().splitlines() if line.startswith(("en =", "es ="))
         ]
-        assert len(texts) == 10
+        assert len(texts) == 20
         for line in texts:
             lowered = line.lower()
             for word in (
@@ -97,9 +101,9 @@ def test_shipped_texts_say_what_the_clinic_material_says(care: CareContext) -> N
     assert "Do not drive" in text("no-driving")
     assert "2 or 3 days" in text("soreness")
     assert text("blood-thinner-restart").startswith(
-        "Riverside Spine Center: From 3:30 PM on Sunday, March 8 you may restart your Eliquis"
+        "Riverside Spine Center: You may restart your Eliquis from 3:30 PM on Sunday, March 8."
     )
-    assert "las 3:30 p. m. del domingo 8 de marzo" in text("blood-thinner-restart", "es")
+    assert "desde las 3:30 p. m. del domingo 8 de marzo" in text("blood-thinner-restart", "es")
     warning = text("warning-signs")
     for sign in (
         "fever",
@@ -116,9 +120,12 @@ def test_shipped_texts_say_what_the_clinic_material_says(care: CareContext) -> N
     for key in ("no-driving", "soreness", "blood-thinner-restart", "warning-signs", "pain-check"):
         for language in ("en", "es"):
             body = text(key, language)
-            assert body.startswith("Riverside Spine Center: ")
-            assert not gsm.non_gsm_characters(body)
-            assert gsm.segment_count(body) <= 2
+            assert body.startswith("Riverside Spine Center")
+            if language == "en":
+                assert not gsm.non_gsm_characters(body)
+                assert gsm.segment_count(body) <= 2
+            else:
+                assert gsm.segment_count(body) <= 4
 
 
 @pytest.mark.parametrize(
@@ -135,8 +142,8 @@ def test_shipped_texts_say_what_the_clinic_material_says(care: CareContext) -> N
             "step 'soreness': en text has characters outside GSM-7: 'í'",
         ),
         (
-            step(en="{clinic_name}: " + "x" * 290),
-            "step 'soreness': en text is 314 GSM-7 characters",
+            step(en="{clinic_name}: {clinic_phone} {emergency_number}" + "x" * 270),
+            "step 'soreness': en text is 312 GSM-7 characters",
         ),
         (
             step(send="day 1 at 20:00", expires="day 1 at 10:00"),
@@ -169,7 +176,9 @@ def test_a_long_clinic_name_that_overflows_two_segments_is_refused() -> None:
         load_protocols(
             clinic_name="Regional Interventional Radiology " * 4, clinic_phone="(202) 555-0100"
         )
-    assert "GSM-7 characters with the longest values" in str(excinfo.value)
+    message = str(excinfo.value)
+    assert message.startswith("CLINIC_NAME 'Regional Interventional Radiology")
+    assert "is too long" in message and "shorten CLINIC_NAME to at most" in message
 
 
 def test_a_missing_procedure_kind_is_refused(tmp_path: Path) -> None:
@@ -199,4 +208,82 @@ def test_describe_local_time_in_each_language(language: str, expected: str) -> N
     [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1), ("€" * 81, 2)],
 )
 def test_segment_count_follows_gsm_7_rules(text: str, segments: int) -> None:
+    assert gsm.segment_count(text) == segments
+
+
+@pytest.mark.parametrize(
+    ("setting", "name", "phone", "shown"),
+    [
+        (
+            "CLINIC_NAME",
+            "Clínica San José",
+            "(202) 555-0100",
+            "'í' (LATIN SMALL LETTER I WITH ACUTE)",
+        ),
+        (
+            "CLINIC_PHONE",
+            "Riverside",
+            "(202)\u00a0555\u20110100",
+            "'\\xa0' (NO-BREAK SPACE), '\u2011' (NON-BREAKING HYPHEN)",
+        ),
+    ],
+)
+def test_a_clinic_setting_no_text_can_carry_is_named_with_its_characters(
+    setting: str, name: str, phone: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_protocols(clinic_name=name, clinic_phone=phone)
+    message = str(excinfo.value)
+    assert message.startswith(f"{setting} "), message
+    assert shown in message and ".toml" not in message
+
+
+def test_a_name_with_accents_gets_a_plain_suggestion() -> None:
+    with pytest.raises(ConfigurationError, match="for example 'Clinica San Jose'"):
+        load_protocols(clinic_name="Clínica San José", clinic_phone="(202) 555-0100")
+
+
+def test_every_text_gives_the_configured_emergency_number(settings: object) -> None:
+    protocols = load_protocols(
+        clinic_name="Riverside Spine Center", clinic_phone="020 7946 0000", emergency_number="999"
+    )
+    care = CareContext(
+        protocols=protocols,
+        clinic_name="Riverside Spine Center",
+        clinic_phone="020 7946 0000",
+        quiet_hours=QuietHours(time(21, 0), time(8, 0)),
+        emergency_number="999",
+    )
+    body = care.render_text(
+        kind="kyphoplasty", step_key="warning-signs", language="es", tz=ZoneInfo("Europe/London"),
+        completed_at=datetime(2026, 3, 6, 14, 0, tzinfo=UTC), blood_thinner=None,
+    )  # fmt: skip
+    assert body.endswith("En una emergencia, llame al 999.") and "911" not in body
+
+
+def test_a_text_that_writes_911_itself_is_refused(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step(en="{clinic_name}: {clinic_phone}, {emergency_number} or 911."))
+    with pytest.raises(ConfigurationError, match="write {emergency_number}, not the number"):
+        load(tmp_path)
+
+
+def test_a_first_text_without_help_stop_and_rates_is_refused(tmp_path: Path) -> None:
+    first = '[steps.first_text]\nen = "{clinic_name}: hi {clinic_phone} {emergency_number}"\nes = "{clinic_name}: hola"\n'
+    write_protocols(tmp_path, step() + first)
+    with pytest.raises(ConfigurationError) as excinfo:
+        load(tmp_path)
+    assert "en first_text is a patient's first text and must carry HELP, STOP" in str(excinfo.value)
+
+
+def test_a_protocol_without_a_day_0_or_1_safety_net_is_refused(tmp_path: Path) -> None:
+    write_protocols(tmp_path, step(send="day 3 at 10:00", expires="day 3 at 20:00"))
+    with pytest.raises(ConfigurationError, match="no text on day 0 or day 1 gives both"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [("á" * 70, 1), ("á" * 71, 2), ("á" * 134, 2), ("á" * 135, 3), ("á" * 268, 4), ("á" * 269, 5)],
+)
+def test_segment_count_follows_ucs2_rules(text: str, segments: int) -> None:
     assert gsm.segment_count(text) == segments

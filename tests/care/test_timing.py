@@ -4,12 +4,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from followup.care.timing import (
+    AmbiguousLocalTime,
+    Anchors,
     CalendarTime,
     ExactOffset,
+    NonexistentLocalTime,
     QuietHours,
     defer_past_quiet_hours,
     local_instant,
     parse_timing,
+    resolve_local_input,
 )
 
 NY = ZoneInfo("America/New_York")
@@ -96,3 +100,53 @@ def test_quiet_hours_that_do_not_wrap_midnight() -> None:
     lunch = QuietHours(time(12, 0), time(13, 0))
     assert lunch.contains(time(12, 30)) and not lunch.contains(time(13, 0))
     assert not QuietHours(time(8, 0), time(8, 0)).contains(time(8, 0))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("scheduled day -1 at 16:00", CalendarTime(day=-1, at=time(16, 0), anchor="scheduled")),
+        ("scheduled -3h", ExactOffset(timedelta(hours=-3), anchor="scheduled")),
+        ("stop day -1 at 10:00", CalendarTime(day=-1, at=time(10, 0), anchor="stop")),
+        ("enrolled +24h", ExactOffset(timedelta(hours=24), anchor="enrolled")),
+    ],
+)
+def test_parse_timing_counts_from_the_booking_the_stop_date_or_enrollment(
+    text: str, expected: object
+) -> None:
+    assert parse_timing(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["-3h", "day -1 at 10:00", "stop +2h", "enrolled day 0 at 10:00", "booked -1h"]
+)
+def test_parse_timing_refuses_what_cannot_be_counted(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timing(text)
+
+
+def test_pre_procedure_times_are_local_and_dst_safe() -> None:
+    anchors = Anchors(
+        scheduled_at=datetime(2026, 3, 12, 13, 0, tzinfo=UTC), stop_on=date(2026, 3, 7)
+    )
+    day_before = parse_timing("scheduled day -1 at 16:00").resolve(anchors, NY)
+    assert day_before.astimezone(NY).strftime("%a %H:%M %Z") == "Wed 16:00 EDT"
+    stop = parse_timing("stop day -1 at 10:00").resolve(anchors, NY)
+    assert stop.astimezone(NY).strftime("%a %Y-%m-%d %H:%M %Z") == "Fri 2026-03-06 10:00 EST"
+
+
+def test_a_typed_time_that_does_not_exist_is_refused_not_moved() -> None:
+    with pytest.raises(NonexistentLocalTime, match="does not exist in America/New_York"):
+        resolve_local_input(datetime(2026, 3, 8, 2, 30), NY)
+
+
+def test_a_typed_time_that_happens_twice_is_refused_with_both_choices() -> None:
+    with pytest.raises(AmbiguousLocalTime) as excinfo:
+        resolve_local_input(datetime(2026, 10, 25, 1, 30), LONDON)
+    assert [(c.offset, c.zone_name) for c in excinfo.value.choices] == [
+        ("+01:00", "BST"),
+        ("+00:00", "GMT"),
+    ]
+    assert resolve_local_input(datetime(2026, 10, 25, 3, 0), LONDON) == datetime(
+        2026, 10, 25, 3, 0, tzinfo=UTC
+    )

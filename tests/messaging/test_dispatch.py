@@ -97,7 +97,7 @@ def test_each_step_is_sent_once_at_its_instant_and_not_a_second_earlier(
     ]
     restart = next(s for s in transport.sent if s.step == "blood-thinner-restart")
     assert restart.now == restart_at
-    assert "From 3:30 PM on Sunday, March 8 you may restart your Eliquis" in restart.body
+    assert "You may restart your Eliquis from 3:30 PM on Sunday, March 8." in restart.body
     assert set(statuses(session).values()) == {"sent"}
     assert events(session, "soreness") == ["planned", "claimed", "sent"]
 

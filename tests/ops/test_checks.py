@@ -215,19 +215,38 @@ def test_protocols_render_with_the_clinic_s_details(settings: Settings) -> None:
     (result,) = check_protocols(settings, now=START)
     assert result.ok
     assert result.detail == (
-        "2 protocols, 20 texts render with Riverside Spine Center, (202) 555-0100, "
+        "2 protocols, 40 texts render with Riverside Spine Center, (202) 555-0100, "
         "emergency number 911"
     )
+    (elsewhere,) = check_protocols(replace(settings, emergency_number="999"), now=START)
+    assert elsewhere.ok and elsewhere.detail.endswith("emergency number 999")
 
 
-def test_protocols_that_name_another_emergency_number_fail(settings: Settings) -> None:
-    results = check_protocols(replace(settings, emergency_number="999"), now=START)
-    assert results and not any(r.ok for r in results)
-    assert (
-        "protocols: kyphoplasty.toml step 'warning-signs' (en) tells patients to call 911 "
-        "but EMERGENCY_NUMBER is 999" in [r.line().removeprefix("FAIL  ") for r in results]
+def test_a_text_with_a_written_out_emergency_number_fails(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from followup.care.protocol import PACKAGED_DIR
+
+    for source in PACKAGED_DIR.glob("*.toml"):
+        text = source.read_text(encoding="utf-8")
+        if source.name == "kyphoplasty.toml":
+            text = text.replace("call {emergency_number}", "call 911", 1)
+        (tmp_path / source.name).write_text(text, encoding="utf-8")
+    results = check_protocols(
+        replace(settings, protocol_dir=str(tmp_path), emergency_number="999"), now=START
     )
-    assert len(results) == 8  # two steps, two languages, two protocols
+    assert [r.line() for r in results] == [
+        "FAIL  protocols: kyphoplasty.toml: step 'soreness': en text: write {emergency_number}, "
+        "not the number itself"
+    ]
+
+
+def test_rendered_texts_are_scanned_for_another_emergency_number() -> None:
+    from followup.ops.checks import _numbers_said
+
+    others = {"911", "112", "000", "111"}
+    assert _numbers_said("In an emergency call 911.", others) == ["911"]
+    assert _numbers_said("Call (202) 555-0111 or 999; rate 0 to 10", others) == []
 
 
 def test_a_broken_protocol_folder_fails_with_its_reason(settings: Settings, tmp_path: Path) -> None:

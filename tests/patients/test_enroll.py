@@ -78,7 +78,7 @@ def test_enrollment_saves_patient_procedure_plan_and_audit(
             "does not exist",
         ),
         ({"language": "fr"}, "language", "must be one of"),
-        ({"blood_thinner": "x" * 41}, "blood_thinner", "longer than 40"),
+        ({"blood_thinner": "x" * 31}, "blood_thinner", "longer than 30"),
         ({"blood_thinner": "Xarelto™"}, "blood_thinner", "cannot carry"),
         ({"consent": False}, "consent", "must agree"),
         ({"first_name": "  "}, "first_name", "is required"),
@@ -157,9 +157,13 @@ def test_late_enrollment_plans_expired_rows_visible_in_the_log(
         "soreness": "expired",
         "warning-signs": "pending",
         "pain-check": "pending",
+        # The first text the patient gets must introduce the program, and warning-signs
+        # cannot carry it: the welcome goes now (quiet hours permitting).
+        "welcome": "pending",
     }
     kinds = session.scalars(sa.select(MessageEvent.kind).order_by(MessageEvent.id)).all()
-    assert kinds.count("expired") == 2 and kinds.count("planned") == 2
+    assert kinds.count("expired") == 2 and kinds.count("planned") == 3
+    assert result.procedure.intro_step == "welcome"
 
 
 def test_correcting_the_completion_time_replans_unsent_texts_only(

@@ -242,7 +242,13 @@ def test_a_patient_with_something_open_is_kept(
         reply(session, ada, LATER - timedelta(days=3), "still sore")
     elif open_item == "scheduled procedure":
         session.add(
-            Procedure(patient_id=ada, kind="vertebroplasty", status="scheduled", created_at=START)
+            Procedure(
+                patient_id=ada,
+                kind="vertebroplasty",
+                status="scheduled",
+                scheduled_at=LATER + timedelta(days=3),
+                created_at=START,
+            )
         )
     else:
         session.execute(
@@ -308,7 +314,7 @@ def test_purge_from_the_command_line(tmp_path: Path, database_url: str) -> None:
         "--now", enrolled,
         "enroll", "--first-name", "Ada", "--last-name", "Moreno", "--phone", "202-555-0143",
         "--procedure", "kyphoplasty", "--completed-at", "2026-03-06T14:30",
-        "--timezone", "America/New_York", "--consent",
+        "--timezone", "America/New_York", "--no-blood-thinner", "--consent",
     )  # fmt: skip
     cli.run("--now", enrolled, "tick")
     later = "2027-04-11T20:00:00+00:00"  # 401 days on

@@ -9,6 +9,7 @@ labelled, and no serious or critical axe-core violation.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -96,6 +97,8 @@ def fill_enrollment(page: Any, **overrides: str) -> None:
     page.select_option("#procedure", "kyphoplasty")
     page.select_option("#language", "en")
     page.select_option("#timezone", "America/New_York")
+    # The blood-thinner question is answered explicitly: yes with a name, or no.
+    page.check("#takes_blood_thinner-0" if values["#blood_thinner"] else "#takes_blood_thinner-1")
     page.check("#consent")
 
 
@@ -117,7 +120,7 @@ def test_enrollment_previews_all_five_texts_at_local_times_then_enrolls(
         card = page.locator(f"li[data-step='{step}']")
         assert card.locator(".when").inner_text() == local_time
     restart = page.locator("li[data-step='blood-thinner-restart'] .sms").inner_text()
-    assert "From 2:30 PM on Sunday, March 8 you may restart your Eliquis" in restart
+    assert "You may restart your Eliquis from 2:30 PM on Sunday, March 8." in restart
     assert counts(session) == (0, 0, 0), "the preview must not save anything"
 
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -232,3 +235,74 @@ def test_an_admin_reads_the_audit_and_users_pages(
     page.wait_for_url("**/patients")
     check_page(page, "patients-list")
     assert "Moreno, Ada" in page.inner_text("main")
+
+
+def test_a_booked_patient_is_enrolled_then_finished_and_the_plan_changes_phase(
+    page: Any,
+    staff: dict[str, int],
+    session: so.Session,
+    clock: Any,
+    check_page: Callable[..., None],
+) -> None:
+    sign_in(page, NURSE)
+    page.goto("/patients/new")
+    page.check("#when-1")  # booked for a later time
+    fill_enrollment(
+        page,
+        **{"#completed_at": "", "#scheduled_at": "2026-03-12T09:00", "#blood_thinner": "warfarin"},
+    )
+    page.fill("#stop_blood_thinner_on", "2026-03-10")
+    page.select_option("#timezone", "America/Chicago")  # the patient is not in the clinic's zone
+    page.get_by_role("button", name="Preview the texts").click()
+    page.wait_for_selector("li[data-step]")
+    check_page(page, "booked-preview")
+    cards = page.locator("li[data-step]")
+    assert [cards.nth(i).get_attribute("data-step") for i in range(cards.count())] == [
+        "welcome",
+        "stop-blood-thinner",
+        "day-before",
+    ]
+    # Both zones: the patient's, and the clinic's beside it.
+    assert (
+        page.inner_text("#procedure-time") == "Thu 2026-03-12 09:00 CDT (10:00 EDT at the clinic)"
+    )
+    assert page.locator("li[data-step='stop-blood-thinner'] .when").inner_text() == (
+        "Mon 2026-03-09 10:00 CDT"
+    )
+    assert "Stop taking your warfarin on Tuesday, March 10" in page.inner_text(
+        "li[data-step='stop-blood-thinner'] .sms"
+    )
+    page.get_by_role("button", name="Enroll", exact=True).click()
+    page.wait_for_url("**/patients/*")
+    timeline = page.inner_text(".patient-timeline")
+    for title in ("Welcome", "Stop the blood thinner", "The day before"):
+        assert title in timeline
+    assert "No driving today" not in timeline
+
+    # Thursday 11:00 in Chicago: the procedure finished at 10:30.
+    clock.set(datetime(2026, 3, 12, 16, 0, tzinfo=UTC))
+    page.reload()
+    check_page(page, "booked-patient-page")
+    page.fill("[id$='-completed_at']", "2026-03-12T10:30")
+    page.get_by_role("button", name="Procedure finished").click()
+    page.wait_for_selector("table.schedule")
+    check_page(page, "procedure-finished-preview")
+    assert page.inner_text("h1") == "Confirm the procedure is finished"
+    assert page.inner_text("#new-time") == "Thu 2026-03-12 10:30 CDT (11:30 EDT at the clinic)"
+    rows = page.inner_text("table.schedule")
+    assert "cancelled: procedure finished" in rows  # the day-before text had not gone out
+    page.get_by_role("button", name="Confirm the change").click()
+    page.wait_for_url("**/patients/*")
+    entries = page.locator(".patient-timeline li.entry")
+    statuses = {
+        entries.nth(i).locator("h3").inner_text().rsplit(" ", 1)[0]: entries.nth(i).get_attribute(
+            "class"
+        )
+        for i in range(entries.count())
+    }
+    assert "cancelled" in statuses["The day before"] and "cancelled" in statuses["Welcome"]
+    for title in ("No driving today", "Soreness is normal", "Restart the blood thinner"):
+        assert "pending" in statuses[title], statuses
+    restart = page.locator(".patient-timeline li.entry", has_text="Restart the blood thinner")
+    assert "Sat 2026-03-14 10:30 CDT" in restart.inner_text()  # 48 h after the real finish
+    check_page(page, "finished-patient-page")

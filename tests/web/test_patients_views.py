@@ -33,6 +33,7 @@ FORM = {
     "procedure": "kyphoplasty",
     "completed_at": "2026-03-06T13:30",
     "timezone": "America/New_York",
+    "takes_blood_thinner": "yes",
     "blood_thinner": "Eliquis",
     "consent": "y",
 }
@@ -333,3 +334,95 @@ def test_cancelling_twice_says_so_on_the_page(
     assert response.status_code == 422
     assert "procedure: is already cancelled" in response.get_data(as_text=True)
     assert audit_actions(session) == before
+
+
+BOOKED_FORM = {
+    **FORM,
+    "when": "booked",
+    "completed_at": "",
+    "scheduled_at": "2026-11-01T01:30",  # happens twice: the clocks go back at 02:00
+    "takes_blood_thinner": "no",
+    "blood_thinner": "",
+}
+
+
+def test_an_ambiguous_booked_time_offers_both_offsets_then_takes_the_one_picked(
+    nurse: Browser, session: so.Session
+) -> None:
+    response = nurse.post("/patients/new", {**BOOKED_FORM, "action": "preview"})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "happens twice in America/New_York" in page
+    assert 'value="-04:00"' in page and "EDT (UTC-04:00), the first time" in page
+    assert 'value="-05:00"' in page and "EST (UTC-05:00), the second time" in page
+    response = nurse.post(
+        "/patients/new", {**BOOKED_FORM, "time_offset": "-05:00", "action": "preview"}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert 'booked for <span id="procedure-time">Sun 2026-11-01 01:30 EST</span>' in page
+    assert counts(session)[0] == 0
+
+
+def test_the_blood_thinner_question_must_be_answered_and_none_is_not_a_name(
+    nurse: Browser, session: so.Session
+) -> None:
+    unanswered = {k: v for k, v in FORM.items() if k != "takes_blood_thinner"}
+    page = nurse.post("/patients/new", {**unanswered, "action": "preview"}).get_data(as_text=True)
+    assert "must be answered: does the patient take a blood thinner, yes or no?" in page
+    page = nurse.post(
+        "/patients/new", {**FORM, "blood_thinner": "None.", "action": "enroll"}
+    ).get_data(as_text=True)
+    assert "&#39;None.&#39; means none: answer no to the blood-thinner question instead" in page
+    assert counts(session)[0] == 0
+
+
+def test_a_patient_in_another_zone_sees_the_clinic_time_beside_theirs(nurse: Browser) -> None:
+    page = nurse.post(
+        "/patients/new", {**FORM, "timezone": "America/Chicago", "action": "preview"}
+    ).get_data(as_text=True)
+    assert "Fri 2026-03-06 13:30 CST (14:30 EST at the clinic)" in page
+
+
+def test_a_booked_procedure_is_rescheduled_from_its_page(
+    nurse: Browser, enroll: Enroll, session: so.Session
+) -> None:
+    result = enroll(
+        completed_at="",
+        scheduled_at="2026-03-12T09:00",
+        blood_thinner="warfarin",
+        stop_blood_thinner_on="2026-03-09",
+    )
+    patient_id, procedure_id = result.patient.id, result.procedure.id
+    page = nurse.get(f"/patients/{patient_id}").get_data(as_text=True)
+    assert "Booked for <strong>Thu 2026-03-12 09:00 EDT</strong>" in page
+    assert "Procedure finished" in page and "Reschedule" in page
+    url = f"/patients/{patient_id}/reschedule"
+    response = nurse.post(
+        url,
+        {
+            "procedure_id": procedure_id,
+            f"reschedule{procedure_id}-scheduled_at": "2026-03-19T09:00",
+        },
+    )
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Confirm the new booked time" in page
+    assert "Wed 2026-03-18 16:00 EDT" in page  # the day-before text, moved
+    response = nurse.post(
+        url,
+        {
+            "procedure_id": procedure_id,
+            "scheduled_at": "2026-03-19T09:00-04:00",
+            "stop_blood_thinner_on": "2026-03-16",
+            "action": "confirm",
+        },
+    )
+    assert response.status_code == 302
+    session.expire_all()
+    procedure = session.get(Procedure, procedure_id)
+    assert procedure is not None
+    assert procedure.scheduled_at == datetime(2026, 3, 19, 13, 0, tzinfo=UTC)
+    assert procedure.stop_blood_thinner_on is not None
+    assert procedure.stop_blood_thinner_on.isoformat() == "2026-03-16"
+    assert audit_actions(session)[-1] == "procedure.rescheduled"
