@@ -468,9 +468,15 @@ def worker(state: CliState, metrics_port: int | None, metrics_host: str) -> None
         runtime.metrics.watch_database(
             session_factory=runtime.session_factory, care=runtime.care, clock=runtime.clock
         )
-        exporter = MetricsServer(
-            registry=runtime.metrics.registry, token=token, host=metrics_host, port=metrics_port
-        ).start()
+        try:
+            exporter = MetricsServer(
+                registry=runtime.metrics.registry, token=token, host=metrics_host, port=metrics_port
+            ).start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise click.BadParameter(
+                f"cannot listen on {metrics_host}:{metrics_port}: {exc.strerror or exc}",
+                param_hint="--metrics-port",
+            ) from exc
     scheduler = build_scheduler(runtime, blocking=True)
 
     def stop() -> None:

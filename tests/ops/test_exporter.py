@@ -106,6 +106,25 @@ def test_worker_metrics_port_needs_a_token(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_worker_metrics_port_already_taken(tmp_path: Path) -> None:
+    import socket
+
+    assert followup(tmp_path, "db", "upgrade").returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = followup(
+            tmp_path, "worker", "--metrics-port", str(port), METRICS_TOKEN=METRICS_TOKEN
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: Invalid value for --metrics-port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use (followup worker --help)"
+    )
+
+
+@pytest.mark.slow
 def test_serve_without_the_scheduler(tmp_path: Path) -> None:
     assert followup(tmp_path, "db", "upgrade").returncode == 0
     port = free_port()
