@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev format bench clean
+.PHONY: run check test lint install install-dev format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ install-dev: $(VENV)/.installed-dev $(AXE)
 run: install
 	$(BIN)/followup db upgrade
 	$(BIN)/followup serve
+
+# The configuration check `serve` also runs at start, one line per check.
+check: install
+	$(BIN)/followup db upgrade
+	$(BIN)/followup check
 
 lint: install-dev
 	$(BIN)/ruff check .

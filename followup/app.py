@@ -56,6 +56,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(patients_bp)
     app.register_blueprint(audit_bp)
 
+    from followup.ops.views import init_ops
+
+    init_ops(app)  # /metrics, webhook counts
+
     # After every blueprint: sign-in gate, CSRF (Twilio's webhooks exempt), error pages.
     from followup.web import init_web
 
@@ -65,6 +69,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
 
 def wsgi_app() -> Flask:
     """Build the app from the environment, for a WSGI server: gunicorn 'followup.app:wsgi_app()'."""
+    from followup.ops.logs import configure_logging
     from followup.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(log_format=settings.log_format)
+    return create_app(settings)

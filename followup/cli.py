@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from followup.bounds import MAX_ID
 from followup.clock import Clock, FakeClock, SystemClock
 from followup.errors import ConfigurationError, NotFound, ValidationError
 from followup.logsafe import describe_failure
+from followup.ops.logs import configure_logging
 from followup.runtime import Runtime, build_runtime
 from followup.settings import Settings, load_settings
 
@@ -43,7 +43,9 @@ class CliState:
         return FakeClock(self.now) if self.now is not None else SystemClock()
 
     def settings(self) -> Settings:
-        return load_settings()
+        settings = load_settings()
+        configure_logging(log_format=settings.log_format)
+        return settings
 
     def runtime(self) -> Runtime:
         runtime = build_runtime(self.settings(), self.clock())
@@ -74,9 +76,7 @@ def parse_now(text: str) -> datetime:
 @click.pass_context
 def cli(ctx: click.Context, now_text: str | None) -> None:
     """followup: aftercare texts for kyphoplasty and vertebroplasty patients."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()  # text until the settings are read (LOG_FORMAT)
     ctx.obj = CliState(now=parse_now(now_text) if now_text else None)
 
 
@@ -443,13 +443,54 @@ def attention(state: CliState, /, item: str | None, note: str) -> None:
 # --- worker / serve -----------------------------------------------------------------------
 
 
+def _startup_checks(state: CliState) -> Runtime:
+    """Run `followup check`'s checks; stop here on a failure, else build the runtime."""
+    from followup.ops.checks import checks_passed, run_checks
+    from followup.settings import setting_values
+
+    clock = state.clock()
+    settings, checks = run_checks(values=setting_values(), now=clock.now())
+    for check in checks:
+        if not check.ok:
+            click.echo(check.line(starting=True), err=True)
+    if settings is None or not checks_passed(checks, starting=True):
+        raise ConfigurationError("start-up checks failed (above); 'followup check' lists them all")
+    configure_logging(log_format=settings.log_format)
+    return build_runtime(settings, clock)
+
+
 @cli.command()
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's /metrics on this port (needs METRICS_TOKEN).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.pass_obj
-def worker(state: CliState) -> None:
-    """Run the scheduler only (plan, dispatch, reap) until SIGINT or SIGTERM."""
+def worker(state: CliState, metrics_port: int | None, metrics_host: str) -> None:
+    """Run the scheduler only (plan, dispatch, reap, purge) until SIGINT or SIGTERM."""
+    from followup.ops.exporter import MetricsServer
     from jobs.scheduler import build_scheduler, install_shutdown
 
-    runtime = state.runtime()
+    runtime = _startup_checks(state)
+    exporter: MetricsServer | None = None
+    if metrics_port is not None:
+        token = runtime.settings.metrics_token
+        if token is None:
+            raise click.BadParameter("needs METRICS_TOKEN to be set", param_hint="--metrics-port")
+        runtime.metrics.watch_database(
+            session_factory=runtime.session_factory, care=runtime.care, clock=runtime.clock
+        )
+        try:
+            exporter = MetricsServer(
+                registry=runtime.metrics.registry, token=token, host=metrics_host, port=metrics_port
+            ).start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise click.BadParameter(
+                f"cannot listen on {metrics_host}:{metrics_port}: {exc.strerror or exc}",
+                param_hint="--metrics-port",
+            ) from exc
     scheduler = build_scheduler(runtime, blocking=True)
 
     def stop() -> None:
@@ -460,9 +501,14 @@ def worker(state: CliState) -> None:
 
     try:
         install_shutdown(stop)
-        click.echo(f"worker {runtime.owner}: transport {runtime.transport.name}; Ctrl-C stops")
+        metrics = f"; metrics on http://{metrics_host}:{exporter.port}/metrics" if exporter else ""
+        click.echo(
+            f"worker {runtime.owner}: transport {runtime.transport.name}{metrics}; Ctrl-C stops"
+        )
         scheduler.start()
     finally:
+        if exporter is not None:
+            exporter.stop()
         runtime.engine.dispose()
         click.echo("worker stopped")
 
@@ -483,19 +529,29 @@ def _create_first_admin(runtime: Runtime) -> tuple[str, str] | None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Web app only: leave plan, dispatch, reap and purge to `followup worker` processes.",
+)
 @click.pass_obj
-def serve(state: CliState, host: str, port: int) -> None:
+def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
     """Serve the web app and run the scheduler in one process (the embedded default)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
     from waitress import create_server
 
     from followup.app import create_app
     from jobs.scheduler import build_scheduler, install_shutdown
 
-    runtime = state.runtime()
+    runtime = _startup_checks(state)
     first_admin = _create_first_admin(runtime)
     app = create_app(runtime.settings, runtime=runtime)
     server = create_server(app, host=host, port=port)
-    scheduler = build_scheduler(runtime, blocking=False)
+    scheduler = (
+        BackgroundScheduler(timezone="UTC")
+        if no_scheduler
+        else build_scheduler(runtime, blocking=False)
+    )
 
     def stop() -> NoReturn:
         raise SystemExit(0)
@@ -503,8 +559,9 @@ def serve(state: CliState, host: str, port: int) -> None:
     try:
         install_shutdown(stop)
         scheduler.start()
+        jobs = "; no scheduler" if no_scheduler else ""
         click.echo(
-            f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name})"
+            f"followup serving on http://{host}:{port}/ (transport {runtime.transport.name}{jobs})"
         )
         if first_admin is not None:
             email, password = first_admin
@@ -520,6 +577,55 @@ def serve(state: CliState, host: str, port: int) -> None:
         server.close()
         runtime.engine.dispose()
         click.echo("followup stopped")
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_obj
+def check(state: CliState) -> None:
+    """Check settings, database, protocols and Twilio; one line each, exit 1 on a failure."""
+    from followup.ops.checks import checks_passed, run_checks
+    from followup.settings import setting_values
+
+    _settings, checks = run_checks(values=setting_values(), now=state.clock().now())
+    for result in checks:
+        click.echo(result.line())
+    failed = sum(1 for result in checks if not result.ok)
+    if not checks_passed(checks):
+        click.echo(f"{failed} check(s) failed", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo("all checks passed")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@click.pass_obj
+def purge(state: CliState, dry_run: bool) -> None:
+    """Remove names, phones and text bodies of patients past RETENTION_DAYS."""
+    from followup.retention.service import preview_purge, purge_expired, retention_cutoff
+
+    runtime = state.runtime()
+    now = runtime.clock.now()
+    days = runtime.settings.retention_days
+    cutoff = retention_cutoff(now=now, retention_days=days)
+    with runtime.session_factory() as session:
+        if dry_run:
+            report = preview_purge(session=session, now=now, retention_days=days)
+        else:
+            report = purge_expired(session=session, now=now, retention_days=days, actor="cli")
+    click.echo(
+        f"retention {days} days: patients whose last procedure ended before "
+        f"{cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+    click.echo(
+        f"{'would remove' if dry_run else 'removed'}: {report.patients} patients, "
+        f"{report.texts} texts, {report.replies} replies, "
+        f"{report.unknown_replies} replies from unknown numbers"
+    )
+    if dry_run:
+        click.echo("dry run: nothing was changed")
 
 
 # --- users --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from followup.audit.models import AuditEvent
 from followup.db import Base
 from followup.messaging.models import Message, MessageEvent
 from followup.patients.models import Patient, Procedure
+from followup.retention.models import PurgedPatient
 from followup.sendlog.models import AttentionResolution
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "MessageEvent",
     "Patient",
     "Procedure",
+    "PurgedPatient",
     "User",
     "UserSession",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -16,6 +16,7 @@ from followup.clock import Clock
 from followup.db import make_engine, make_session_factory
 from followup.messaging.transports import build_transport
 from followup.messaging.transports.base import SmsTransport
+from followup.ops.metrics import Metrics, instrument_transport
 from followup.settings import Settings
 
 
@@ -28,6 +29,8 @@ class Runtime:
     care: CareContext
     transport: SmsTransport
     owner: str  # this process's name on the leases it takes
+    # This process's Prometheus registry and instruments (/metrics, the worker's exporter).
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def build_care(settings: Settings) -> CareContext:
@@ -48,7 +51,9 @@ def build_care(settings: Settings) -> CareContext:
 def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = None) -> Runtime:
     """Build the runtime; protocol or transport problems stop start-up here."""
     care = build_care(settings)
-    transport = build_transport(settings, stream=stream)
+    metrics = Metrics()
+    # Every provider request is timed and its errors counted, whatever the dispatcher does.
+    transport = instrument_transport(build_transport(settings, stream=stream), metrics)
     engine = make_engine(settings.database_url)
     return Runtime(
         settings=settings,
@@ -58,4 +63,5 @@ def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = N
         care=care,
         transport=transport,
         owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
+        metrics=metrics,
     )

@@ -127,11 +127,18 @@ def load_settings(
     environ: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env"
 ) -> Settings:
     """Build Settings from `.env` and the environment; the real environment wins."""
+    return settings_from_mapping(setting_values(environ, dotenv_path=dotenv_path))
+
+
+def setting_values(
+    environ: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env"
+) -> dict[str, str]:
+    """The raw setting strings: `.env`, then the environment over it."""
     values: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     values.update(os.environ if environ is None else environ)
-    return settings_from_mapping(values)
+    return values
 
 
 def settings_from_mapping(values: Mapping[str, str]) -> Settings:
@@ -263,6 +270,16 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         raise ConfigurationError(
             "RATELIMIT_STORAGE_URI must be memory://, redis://host:6379 or memcached://host:11211"
         )
+    metrics_token = get("METRICS_TOKEN")
+    if metrics_token is not None and (
+        len(metrics_token) < 16
+        or metrics_token.lower() in KNOWN_SECRET_KEYS
+        or not metrics_token.isprintable()
+        or " " in metrics_token
+    ):
+        raise ConfigurationError(
+            "METRICS_TOKEN must be a random value of at least 16 characters, without spaces"
+        )
     log_format = (get("LOG_FORMAT") or "text").lower()
     if log_format not in ("text", "json"):
         raise ConfigurationError("LOG_FORMAT must be 'text' or 'json'")
@@ -304,7 +321,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         session_idle_minutes=round(session_idle_minutes),
         trusted_proxies=round(trusted_proxies),
         ratelimit_storage_uri=ratelimit_storage_uri,
-        metrics_token=get("METRICS_TOKEN"),
+        metrics_token=metrics_token,
         log_format=log_format,
         retention_days=round(retention_days),
     )

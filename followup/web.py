@@ -42,9 +42,10 @@ from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Reachable without signing in (by endpoint, or by blueprint for Twilio's webhooks).
+# Reachable without signing in (by endpoint, or by blueprint for Twilio's webhooks and
+# /metrics, which checks its own bearer token).
 PUBLIC_ENDPOINTS = frozenset({"accounts.login", "static"})
-PUBLIC_BLUEPRINTS = frozenset({"health", "twilio"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "twilio", "ops"})
 # Admins only: these paths and everything under them (the send log, audit, users).
 ADMIN_PATHS = ("/log", "/log.csv", "/audit", "/users")
 # A user who signed in with a one-time password may only reach these until it is changed.

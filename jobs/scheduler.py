@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -15,6 +16,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from followup.logsafe import log_failure
+from followup.ops.runs import record_failure, record_run
 from followup.runtime import Runtime
 from jobs import tasks
 
@@ -24,6 +26,9 @@ PLAN_EVERY = timedelta(seconds=60)
 DISPATCH_EVERY = timedelta(seconds=15)
 REAP_EVERY = timedelta(seconds=60)
 POLL_STATUSES_EVERY = timedelta(minutes=5)
+PURGE_EVERY = timedelta(days=1)
+# A daily job also runs this soon after start: processes restarted every day still purge.
+FIRST_RUN_AFTER = {"purge": timedelta(minutes=10)}
 MISFIRE_GRACE_SECONDS = 120  # a job late by less than this still runs (well above 1 s)
 
 JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
@@ -31,20 +36,33 @@ JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
     ("dispatch", tasks.dispatch, DISPATCH_EVERY),
     ("reap", tasks.reap, REAP_EVERY),
     ("poll-statuses", tasks.poll_statuses, POLL_STATUSES_EVERY),
+    ("purge", tasks.purge, PURGE_EVERY),
 )
 
 
 def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None:
+    started = time.monotonic()
     try:
-        job(runtime)
+        report = job(runtime)
     except Exception as exc:
+        record_failure(metrics=runtime.metrics, job=name, seconds=time.monotonic() - started)
         # The exception's text may quote a number or a body: log its type and frames only.
         log_failure(log, "job %s failed; it runs again at its next interval", name, exc=exc)
+        return
+    # One line if the run did anything ("dispatch: 12 sent, 1 retried"), and its metrics.
+    record_run(
+        metrics=runtime.metrics,
+        job=name,
+        report=report,
+        seconds=time.monotonic() - started,
+        now=runtime.clock.now(),
+    )
 
 
 def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
-    """Add the plan, dispatch, reap and status-poll interval jobs to `scheduler`."""
+    """Add the plan, dispatch, reap, status-poll and purge interval jobs to `scheduler`."""
     for name, job, every in JOBS:
+        first = FIRST_RUN_AFTER.get(name)
         scheduler.add_job(
             _guarded,
             "interval",
@@ -56,6 +74,7 @@ def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
             max_instances=1,
             misfire_grace_time=MISFIRE_GRACE_SECONDS,
             replace_existing=True,
+            **({"next_run_time": datetime.now(UTC) + first} if first else {}),
         )
     return scheduler
 

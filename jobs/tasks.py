@@ -1,8 +1,11 @@
-"""The scheduler's jobs: each a thin call into followup's services at the clock's instant."""
+"""The scheduler's jobs: each a thin call into followup's services at the clock's instant.
+
+Each returns its report; the scheduler logs one line per run that did something and
+counts it (followup.ops.runs).
+"""
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from followup.messaging.dispatch import dispatch_due
@@ -10,9 +13,9 @@ from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport, PlanReport, PollReport, ReapReport
 from followup.messaging.status import StatusLookup, poll_stale_statuses
+from followup.retention.service import PurgeReport, purge_expired
 from followup.runtime import Runtime
 
-log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 50  # then yield: the next run picks up the rest
 
 
@@ -26,8 +29,6 @@ def plan(runtime: Runtime) -> PlanReport:
             total.add(report)
             if report.procedures == 0:
                 break
-    if total.procedures:
-        log.info("plan job: %s", total)
     return total
 
 
@@ -46,8 +47,6 @@ def dispatch(runtime: Runtime) -> DispatchReport:
             total.add(report)
             if report.claimed == 0:
                 break
-    if total.claimed or total.expired:
-        log.info("dispatch job: %s", total)
     return total
 
 
@@ -55,8 +54,6 @@ def reap(runtime: Runtime) -> ReapReport:
     """Settle texts whose lease ran out in `sending`."""
     with runtime.session_factory() as session:
         report = reap_stale(session=session, transport=runtime.transport, now=runtime.clock.now())
-    if report.stale:
-        log.warning("reap job: %s", report)
     return report
 
 
@@ -72,6 +69,15 @@ def poll_statuses(runtime: Runtime) -> PollReport:
             now=runtime.clock.now(),
             older_than=timedelta(minutes=runtime.settings.status_poll_after_minutes),
         )
-    if report.checked:
-        log.info("status poll job: %s", report)
     return report
+
+
+def purge(runtime: Runtime) -> PurgeReport:
+    """Remove names, phones and text bodies of patients past RETENTION_DAYS."""
+    with runtime.session_factory() as session:
+        return purge_expired(
+            session=session,
+            now=runtime.clock.now(),
+            retention_days=runtime.settings.retention_days,
+            actor="scheduler",
+        )

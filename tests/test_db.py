@@ -9,6 +9,7 @@ from alembic.util.exc import CommandError
 
 from followup.migrate import alembic_config
 from followup.models import AuditEvent
+from followup.runtime import Runtime
 
 
 def test_datetimes_round_trip_as_aware_utc(session: so.Session) -> None:
@@ -45,7 +46,7 @@ def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
 
 
 def test_a_failing_job_logs_no_phone_number_or_name(
-    session: so.Session, caplog: pytest.LogCaptureFixture
+    session: so.Session, runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A database error quotes the refused row (PostgreSQL's DETAIL): the log must not."""
     from followup.models import Patient
@@ -63,7 +64,7 @@ def test_a_failing_job_logs_no_phone_number_or_name(
         session.commit()
 
     with caplog.at_level(logging.ERROR):
-        _guarded("plan", job, None)  # type: ignore[arg-type]
+        _guarded("plan", job, runtime)
     session.rollback()
     assert "job plan failed" in caplog.text
     assert "IntegrityError" in caplog.text

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from followup.db import make_engine
 from followup.logsafe import describe_failure, log_failure
+from followup.runtime import Runtime
 
 FOLLOWUP = str(Path(sys.executable).with_name("followup"))
 NOW = "2026-03-06T20:00:00Z"
@@ -142,7 +143,7 @@ def test_tick_refused_by_the_database_prints_one_line_without_patient_data(
 
 
 def test_a_job_logs_a_database_refusal_in_one_line_without_patient_data(
-    database_url: str, refusing: Refusing, caplog: pytest.LogCaptureFixture
+    database_url: str, refusing: Refusing, runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The scheduler's jobs log the same one line (jobs/scheduler.py's guard)."""
     from followup.models import Patient
@@ -164,7 +165,7 @@ def test_a_job_logs_a_database_refusal_in_one_line_without_patient_data(
 
     try:
         with caplog.at_level(logging.ERROR):
-            _guarded("plan", job, None)  # type: ignore[arg-type]
+            _guarded("plan", job, runtime)
     finally:
         engine.dispose()
     records = [r for r in caplog.records if r.name == "jobs.scheduler"]

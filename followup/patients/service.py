@@ -1065,7 +1065,9 @@ def patient_detail(
         patient=patient,
         phone_display=phonenumbers.format_number(
             phonenumbers.parse(patient.phone), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-        ),
+        )
+        if patient.phone
+        else "(removed)",  # the retention purge empties it
         consent_local=short_local(patient.sms_consent_at, tz) if patient.sms_consent_at else None,
         opted_out_local=short_local(patient.opted_out_at, tz) if patient.opted_out_at else None,
         procedures=procedures,

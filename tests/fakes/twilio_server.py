@@ -3,7 +3,11 @@
 Enough of /2010-04-01/Accounts/{AccountSid}/Messages.json for the official client: create
 (form POST), list (GET, filtered by To, From and DateSent, paged) and fetch
 (GET Messages/{Sid}.json), with HTTP Basic auth and Twilio's error body
-{code, message, more_info, status}. It records every request and has switches for the
+{code, message, more_info, status}. For `followup check`'s read-only calls it also answers
+GET Accounts/{Sid}.json (the account and its status), GET
+Accounts/{Sid}/IncomingPhoneNumbers.json?PhoneNumber= (the account's numbers, each with
+its incoming-message webhook) and GET /v1/Services/{Sid} (Messaging Services, which the
+client asks of messaging.twilio.com: the routed client sends those here too). It records every request and has switches for the
 failures a real network and a real Twilio produce: an error code per recipient, latency,
 a run of 500s, a 500 after the message was created, and a dropped connection after the
 message was created. Times come from `now` (the test's FakeClock), so reconciliation
@@ -31,6 +35,9 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ACCOUNT_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages(?:/(?P<sid>[^/]+))?\.json$"
 )
+_ACCOUNT_FETCH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)\.json$")
+_NUMBERS_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers\.json$")
+_SERVICE_PATH = re.compile(r"^/v1/Services/(?P<sid>[^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,11 @@ class FakeTwilio:
     auth_token: str = "fake-auth-token-0123456789abcdef"
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     port: int = 0  # 0: any free port
+    account_status: str = "active"  # or suspended, closed
+    # The account's numbers: E.164 -> its "A message comes in" webhook URL (None: unset).
+    numbers: dict[str, str | None] = field(default_factory=lambda: {"+12025550199": None})
+    # The account's Messaging Services: MG... -> their incoming-message webhook URL.
+    messaging_services: dict[str, str | None] = field(default_factory=dict)
 
     # --- switches (set them between requests) -------------------------------------------
     errors: dict[str, FakeError] = field(default_factory=dict)  # by recipient (To)
@@ -345,7 +357,111 @@ class _Handler(BaseHTTPRequestHandler):
         self._wait(fake.latency_after_accept)
         self._send_json(201, _public(message))
 
+    def _basic_auth_ok(self) -> bool:
+        expected = base64.b64encode(
+            f"{self.fake.account_sid}:{self.fake.auth_token}".encode()
+        ).decode()
+        return self.headers.get("Authorization") == f"Basic {expected}"
+
+    def _read_only(self) -> bool:
+        """Answer the account, number and service look-ups; False for anything else."""
+        parts = urlsplit(self.path)
+        path = parts.path
+        matches = [
+            (kind, pattern.match(path))
+            for kind, pattern in (
+                ("account", _ACCOUNT_FETCH),
+                ("numbers", _NUMBERS_PATH),
+                ("service", _SERVICE_PATH),
+            )
+        ]
+        kind, match = next(((k, m) for k, m in matches if m is not None), ("", None))
+        if match is None:
+            return False
+        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        fake = self.fake
+        with fake._lock:
+            fake.requests.append(
+                RecordedRequest(
+                    method="GET", path=path, query=query, form={}, headers=dict(self.headers)
+                )
+            )
+        self._wait(fake.latency)
+        account = match.groupdict().get("account", fake.account_sid)
+        if not self._basic_auth_ok() or account != fake.account_sid:
+            self._error(FakeError(20003, 401, "Authenticate"))
+            return True
+        with fake._lock:
+            failing = fake.fail_next > 0
+            fake.fail_next -= 1 if failing else 0
+        if failing:
+            self._error(FakeError(20500, 500, "Internal Server Error"))
+            return True
+        if kind == "account":
+            self._send_json(
+                200,
+                {
+                    "sid": fake.account_sid,
+                    "friendly_name": "Fake clinic account",
+                    "status": fake.account_status,
+                    "type": "Full",
+                    "owner_account_sid": fake.account_sid,
+                    "uri": f"{API}/Accounts/{fake.account_sid}.json",
+                },
+            )
+        elif kind == "numbers":
+            wanted = query.get("PhoneNumber")
+            found = [
+                {
+                    "sid": "PN" + format(index, "032x"),
+                    "account_sid": fake.account_sid,
+                    "phone_number": number,
+                    "capabilities": {"sms": True, "mms": False, "voice": True},
+                    "sms_url": sms_url,
+                    "sms_method": "POST",
+                    "status": "in-use",
+                }
+                for index, (number, sms_url) in enumerate(fake.numbers.items())
+                if wanted is None or number == wanted
+            ]
+            size = int(query.get("PageSize") or 50)
+            uri = f"{path}?{urlencode(query)}"
+            self._send_json(
+                200,
+                {
+                    "incoming_phone_numbers": found[:size],
+                    "end": max(min(len(found), size) - 1, 0),
+                    "first_page_uri": uri,
+                    "next_page_uri": None,
+                    "previous_page_uri": None,
+                    "page": 0,
+                    "page_size": size,
+                    "start": 0,
+                    "uri": uri,
+                },
+            )
+        else:
+            sid = match["sid"]
+            if sid not in fake.messaging_services:
+                self._error(FakeError(20404, 404, "The requested resource was not found"))
+            else:
+                self._send_json(
+                    200,
+                    {
+                        "sid": sid,
+                        "account_sid": fake.account_sid,
+                        "friendly_name": "Fake clinic service",
+                        "inbound_request_url": fake.messaging_services[sid],
+                        "inbound_method": "POST",
+                        "use_inbound_webhook_on_number": False,
+                        "url": f"https://messaging.twilio.com/v1/Services/{sid}",
+                    },
+                )
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self._read_only():
+            return
         routed = self._route()
         if routed is None:
             return
