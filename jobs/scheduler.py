@@ -24,6 +24,7 @@ PLAN_EVERY = timedelta(seconds=60)
 DISPATCH_EVERY = timedelta(seconds=15)
 REAP_EVERY = timedelta(seconds=60)
 POLL_STATUSES_EVERY = timedelta(minutes=5)
+ALERTS_EVERY = timedelta(seconds=15)  # an urgent reply reaches on-call staff within this
 MISFIRE_GRACE_SECONDS = 120  # a job late by less than this still runs (well above 1 s)
 
 JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
@@ -31,6 +32,7 @@ JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
     ("dispatch", tasks.dispatch, DISPATCH_EVERY),
     ("reap", tasks.reap, REAP_EVERY),
     ("poll-statuses", tasks.poll_statuses, POLL_STATUSES_EVERY),
+    ("alerts", tasks.alerts, ALERTS_EVERY),
 )
 
 
@@ -43,7 +45,7 @@ def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None
 
 
 def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
-    """Add the plan, dispatch, reap and status-poll interval jobs to `scheduler`."""
+    """Add the plan, dispatch, reap, status-poll and alerts interval jobs to `scheduler`."""
     for name, job, every in JOBS:
         scheduler.add_job(
             _guarded,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from followup.inbox.mail import build_mailer
+from followup.inbox.service import AlertReport, AlertSettings, run_alerts
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
@@ -74,4 +76,20 @@ def poll_statuses(runtime: Runtime) -> PollReport:
         )
     if report.checked:
         log.info("status poll job: %s", report)
+    return report
+
+
+def alerts(runtime: Runtime) -> AlertReport:
+    """Alert staff about urgent replies at once, and again when nobody has handled them."""
+    with runtime.session_factory() as session:
+        report = run_alerts(
+            session=session,
+            settings=AlertSettings.from_settings(runtime.settings),
+            sms=runtime.transport,
+            mailer=build_mailer(runtime.settings),
+            now=runtime.clock.now(),
+            owner=runtime.owner,
+        )
+    if report.claimed or report.unknown:
+        log.info("alerts job: %s", report)
     return report

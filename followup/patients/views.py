@@ -11,7 +11,10 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
+from followup.care.texts import short_local
+from followup.care.timing import zone
 from followup.errors import ValidationError
+from followup.inbox.service import PATIENT_FLAGS, flag_condition, handled_notes, patient_flags
 from followup.patients.forms import (
     COMMON_BLOOD_THINNERS,
     CancelForm,
@@ -26,6 +29,8 @@ from followup.patients.forms import (
 from followup.patients.service import (
     EnrollmentForm,
     InvalidEnrollment,
+    PatientDetail,
+    TimelineEntry,
     cancel_patient_procedure,
     change_language,
     change_phone,
@@ -58,12 +63,27 @@ def _put_errors(form: Any, exc: ValidationError) -> None:
 @bp.get("/patients")
 def index() -> ResponseReturnValue:
     form = SearchForm(formdata=request.args)
+    critical = runtime().care.critical_steps()
+    show = request.args.get("show") or ""
+    if show not in PATIENT_FLAGS:
+        show = ""
     result = search_patients(
         session=db(),
         query=form.q.data or "",
         page=request.args.get("page", 1, type=int) or 1,
+        only=flag_condition(show, critical) if show else None,
     )
-    return render_template("patients/list.html", form=form, result=result)
+    flags = patient_flags(
+        session=db(), patient_ids=[row.id for row in result.rows], critical_steps=critical
+    )
+    return render_template(
+        "patients/list.html",
+        form=form,
+        result=result,
+        flags=flags,
+        show=show,
+        show_choices=PATIENT_FLAGS,
+    )
 
 
 # --- enrollment ---------------------------------------------------------------------------
@@ -151,7 +171,9 @@ def new() -> ResponseReturnValue:
 
 
 def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnValue:
-    detail = patient_detail(session=db(), patient_id=patient_id, care=runtime().care)
+    detail = _with_handled_notes(
+        patient_detail(session=db(), patient_id=patient_id, care=runtime().care)
+    )
     forms.setdefault("phone_form", PhoneForm(prefix="phone", formdata=None))
     forms.setdefault(
         "language_form",
@@ -190,6 +212,25 @@ def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnV
 @bp.get("/patients/<int:patient_id>")
 def detail(patient_id: int) -> ResponseReturnValue:
     return _detail(patient_id)
+
+
+def _with_handled_notes(detail: PatientDetail) -> PatientDetail:
+    """Put the notes written when handling this patient's queue items on the timeline."""
+    tz = zone(detail.patient.timezone)
+    for note in handled_notes(session=db(), patient_id=detail.patient.id):
+        detail.timeline.append(
+            TimelineEntry(
+                at=note.at,
+                kind="note",
+                title="Handled by the care team",
+                status="handled",
+                when_local=short_local(note.at, tz),
+                details=[f"by {note.handled_by}", f"about: {note.reason}"],
+                body=note.note,
+            )
+        )
+    detail.timeline.sort(key=lambda entry: entry.at)
+    return detail
 
 
 def _procedure_id(raw: str | None) -> int:
