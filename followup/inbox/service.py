@@ -1143,19 +1143,22 @@ def _record_outcome(
     if "error" in values:
         values["error"] = str(values["error"])[:200]
     if values["status"] == ALERT_RETRY:
-        # Give up after MAX_ALERT_ATTEMPTS; otherwise wait a little longer each time.
-        session.execute(
-            sa.update(StaffAlert)
-            .where(StaffAlert.id.in_(ids), StaffAlert.attempts >= MAX_ALERT_ATTEMPTS)
-            .values(**{**values, "status": ALERT_FAILED})
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            sa.update(StaffAlert)
-            .where(StaffAlert.id.in_(ids), StaffAlert.attempts < MAX_ALERT_ATTEMPTS)
-            .values(**values, not_before=now + ALERT_RETRY_AFTER * StaffAlert.attempts)
-            .execution_options(synchronize_session=False)
-        )
+        # Wait a minute longer after each attempt; give up after MAX_ALERT_ATTEMPTS.
+        attempts = session.execute(
+            sa.select(StaffAlert.id, StaffAlert.attempts).where(StaffAlert.id.in_(ids))
+        ).all()
+        for alert_id, tries in attempts:
+            row_values = (
+                {**values, "status": ALERT_FAILED}
+                if tries >= MAX_ALERT_ATTEMPTS
+                else {**values, "not_before": now + ALERT_RETRY_AFTER * tries}
+            )
+            session.execute(
+                sa.update(StaffAlert)
+                .where(StaffAlert.id == alert_id)
+                .values(**row_values)
+                .execution_options(synchronize_session=False)
+            )
         return
     session.execute(
         sa.update(StaffAlert)
