@@ -387,14 +387,8 @@ def queue_counts(*, session: so.Session, critical_steps: frozenset[str]) -> Queu
     texts = 0
     for query in _critical_queries(critical_steps, True) if critical_steps else []:
         texts += session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    unreachable = (
-        session.scalar(
-            sa.select(sa.func.count(sa.distinct(Message.patient_id))).where(
-                Message.patient_id.in_(_open_failures())
-            )
-        )
-        or 0
-    )
+    failing = _open_failures().subquery()
+    unreachable = session.scalar(sa.select(sa.func.count(sa.distinct(failing.c.patient_id)))) or 0
     return QueueCounts(open=int(replies[0]) + texts + unreachable, urgent=int(replies[1]))
 
 

@@ -32,8 +32,7 @@ from jobs import tasks
 from tests.fakes.transport import ScriptedTransport
 from tests.fakes.twilio_server import FakeTwilio
 from tests.inbox.conftest import ALERT_EMAIL, ESCALATION, ONCALL, REFUSED_EMAIL, SmtpServer
-from tests.messaging.conftest import PUBLIC_BASE_URL, post_signed
-from tests.messaging.test_inbound import reply_form
+from tests.messaging.conftest import PUBLIC_BASE_URL, post_signed, reply_form
 
 Enroll = Callable[..., EnrollmentResult]
 ALERT = f"1 urgent reply waiting: {PUBLIC_BASE_URL}/attention"
@@ -119,7 +118,10 @@ def test_an_escalation_fires_when_the_clock_passes_the_limit(
     assert sms_to(twilio_fake, ONCALL) == [ALERT, escalated]
     assert sms_to(twilio_fake, ESCALATION) == [escalated]
     assert escalated in smtp_server.bodies()[1]
-    assert smtp_server.sink.messages[1][1]["Subject"] == "Still unhandled: urgent patient reply waiting"
+    assert (
+        smtp_server.sink.messages[1][1]["Subject"]
+        == "Still unhandled: urgent patient reply waiting"
+    )
     assert sorted(alert_rows(session)[2:]) == [
         (1, "email", ALERT_EMAIL, "sent"),
         (1, "sms", ONCALL, "sent"),
@@ -331,7 +333,9 @@ def test_the_alert_sms_delivery_report_is_recorded_on_the_alert(
     session: so.Session,
 ) -> None:
     tasks.alerts(twilio_runtime)
-    sid = session.scalars(sa.select(StaffAlert.provider_sid).where(StaffAlert.channel == "sms")).one()
+    sid = session.scalars(
+        sa.select(StaffAlert.provider_sid).where(StaffAlert.channel == "sms")
+    ).one()
     token = twilio_runtime.settings.twilio_auth_token or ""
     form = {"MessageSid": sid or "", "MessageStatus": "delivered", "To": ONCALL}
     assert post_signed(client, "/twilio/status", form, token=token)[0] == 200
@@ -355,9 +359,7 @@ def test_alerts_log_ids_never_names_phones_or_words(
     caplog.set_level(logging.DEBUG)
     tasks.alerts(twilio_runtime)
     # Our own lines and the HTTP client's (the test's SMTP server logs its own traffic).
-    ours = "\n".join(
-        r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")
-    )
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail.log"))
     assert "alerts " in ours and "channel=sms" in ours
     for secret in ("Ada", "Moreno", "5550143", "numb", ONCALL, ONCALL[2:], ALERT_EMAIL):
         assert secret not in ours
@@ -404,9 +406,12 @@ def test_tick_with_now_runs_the_alerts_and_the_escalation(
     app = create_app(runtime.settings, runtime=runtime)
     form = reply_form("I can't feel my legs")
     sig = signature(twilio_fake.auth_token, PUBLIC_BASE_URL + "/twilio/inbound", form)
-    assert app.test_client().post(
-        "/twilio/inbound", data=form, headers={"X-Twilio-Signature": sig}
-    ).status_code == 200
+    assert (
+        app.test_client()
+        .post("/twilio/inbound", data=form, headers={"X-Twilio-Signature": sig})
+        .status_code
+        == 200
+    )
     runtime.engine.dispose()
     capsys.readouterr()
     main(["--now", "2026-03-06T20:01Z", "tick"])

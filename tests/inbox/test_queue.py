@@ -87,7 +87,11 @@ def test_queue_lists_urgent_first_then_oldest_first_with_every_kind(
         (f"reply:{numb.id}", True, "new numbness or tingling"),
         (f"reply:{late_pain.id}", True, "pain score 10 of 10"),
         (f"text:{ada.messages[2].id}", False, "blood-thinner-restart expired"),
-        (f"text:{bo.messages[2].id}", False, "blood-thinner-restart not sent: patient opted out before it"),
+        (
+            f"text:{bo.messages[2].id}",
+            False,
+            "blood-thinner-restart not sent: patient opted out before it",
+        ),
         (f"reply:{question.id}", False, "a question"),
         (f"reply:{unknown.id}", False, "reply from an unknown number: a question"),
     ]
@@ -156,8 +160,13 @@ def test_handling_takes_a_note_kept_on_the_item_the_timeline_and_the_audit(
     session.expire_all()
     stored = session.get(InboundMessage, pain.id)
     assert stored is not None
-    assert (stored.handled_by, stored.handled_note) == ("nurse@x.org", "Called back; pain meds adjusted")
-    kinds = session.scalars(sa.select(MessageEvent.kind).where(MessageEvent.message_id == failed.id))
+    assert (stored.handled_by, stored.handled_note) == (
+        "nurse@x.org",
+        "Called back; pain meds adjusted",
+    )
+    kinds = session.scalars(
+        sa.select(MessageEvent.kind).where(MessageEvent.message_id == failed.id)
+    )
     assert list(kinds)[-1] == "handled"
     details = session.scalars(
         sa.select(AuditEvent.detail)
@@ -169,9 +178,13 @@ def test_handling_takes_a_note_kept_on_the_item_the_timeline_and_the_audit(
         f"text {failed.id} handled: Called; restarted Eliquis",
     ]
     with pytest.raises(ValidationError, match="already handled by nurse@x.org"):
-        mark_handled(session=session, kind="reply", item_id=pain.id, note="again", actor="a", now=NOW)
+        mark_handled(
+            session=session, kind="reply", item_id=pain.id, note="again", actor="a", now=NOW
+        )
     with pytest.raises(ValidationError, match="already handled by nurse@x.org"):
-        mark_handled(session=session, kind="text", item_id=failed.id, note="again", actor="a", now=NOW)
+        mark_handled(
+            session=session, kind="text", item_id=failed.id, note="again", actor="a", now=NOW
+        )
 
 
 @pytest.mark.parametrize(

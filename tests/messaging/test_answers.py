@@ -18,18 +18,9 @@ from followup.messaging.models import CANCELLED, SENT
 from followup.messaging.replies import record_inbound
 from followup.patients.service import EnrollmentResult
 from followup.runtime import Runtime
-from tests.messaging.conftest import post_signed
+from tests.messaging.conftest import PHONE, post_signed, reply_form
 from tests.messaging.helpers import messages
-from tests.messaging.test_inbound import (  # noqa: F401 - fixtures
-    PHONE,
-    enrolled,
-    inbound_rows,
-    pain_checked,
-    patient,
-    reply,
-    reply_form,
-    twiml_messages,
-)
+from tests.messaging.test_inbound import inbound_rows, patient, twiml_messages
 
 Reply = Callable[..., tuple[int, str]]
 CLINIC_PHONE = "(202) 555-0100"
@@ -179,7 +170,10 @@ def test_closing_reply_is_recorded_not_queued_not_answered(
 
 
 def test_help_gives_the_emergency_number_of_the_settings_with_correct_spanish(
-    session: so.Session, care: CareContext, clock: FakeClock, enroll: Callable[..., EnrollmentResult]
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
 ) -> None:
     enroll(language="es")
     result = record_inbound(

@@ -128,7 +128,9 @@ def test_every_urgent_rule_has_words_in_both_languages_and_an_example() -> None:
     keys = {rule.key for rule in URGENT_RULES}
     assert keys == set(URGENT_EXAMPLES)
     for key in keys:
-        words = [t for r in URGENT_RULES if r.key == key for lang in ("en", "es") for t in r.terms[lang]]
+        words = [
+            t for r in URGENT_RULES if r.key == key for lang in ("en", "es") for t in r.terms[lang]
+        ]
         assert words, key
         assert any(r.terms.get("es") for r in URGENT_RULES if r.key == key), key
 
@@ -318,8 +320,29 @@ def test_classifier_never_crashes(body: str, pain_check_sent: bool, media: int) 
 @given(
     st.lists(
         st.sampled_from(
-            ["no", "fever", "but", "numb", "legs", "can't", "feel", "my", ",", "gracias", "8", "/10",
-             "¿", "?", "pain", "dolor", "sangre", "blood", "thinner", "\N{THUMBS UP SIGN}", "\n"]
+            [
+                "no",
+                "fever",
+                "but",
+                "numb",
+                "legs",
+                "can't",
+                "feel",
+                "my",
+                ",",
+                "gracias",
+                "8",
+                "/10",
+                "¿",
+                "?",
+                "pain",
+                "dolor",
+                "sangre",
+                "blood",
+                "thinner",
+                "\N{THUMBS UP SIGN}",
+                "\n",
+            ]
         ),
         max_size=40,
     )

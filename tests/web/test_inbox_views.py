@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -22,7 +23,9 @@ Enroll = Callable[..., EnrollmentResult]
 _SID = iter(range(1, 10_000))
 
 
-def text_in(session: so.Session, runtime: Runtime, body: str, phone: str = "+12025550143") -> InboundResult:
+def text_in(
+    session: so.Session, runtime: Runtime, body: str, phone: str = "+12025550143"
+) -> InboundResult:
     """A reply arriving through the same service as the webhook."""
     result = record_inbound(
         session=session,
@@ -108,7 +111,9 @@ def test_handling_needs_a_note_that_shows_on_the_patient_page_and_in_the_audit(
     again = nurse.post(f"/attention/reply/{reply.id}", {"note": "again"}, form_page="/attention")
     assert again.status_code == 302
     assert f"already handled by {NURSE}" in nurse.get("/attention").get_data(as_text=True)
-    assert nurse.post("/attention/reply/999", {"note": "x"}, form_page="/attention").status_code == 404
+    assert (
+        nurse.post("/attention/reply/999", {"note": "x"}, form_page="/attention").status_code == 404
+    )
 
     patient_page = nurse.get(f"/patients/{ada.patient.id}").get_data(as_text=True)
     assert "Handled by the care team" in patient_page
@@ -120,7 +125,9 @@ def test_handling_needs_a_note_that_shows_on_the_patient_page_and_in_the_audit(
     ).one()
     assert (audit.actor, audit.record_type, audit.record_id) == (NURSE, "inbound_message", reply.id)
     assert audit.detail == f"reply {reply.id} handled: Called: 38.9, sent to urgent care"
-    assert "Called: 38.9, sent to urgent care" in signed_in(ADMIN).get("/audit").get_data(as_text=True)
+    assert "Called: 38.9, sent to urgent care" in signed_in(ADMIN).get("/audit").get_data(
+        as_text=True
+    )
 
 
 def test_the_header_shows_open_and_urgent_counts_on_every_page(
@@ -177,7 +184,9 @@ def test_the_patients_list_flags_and_filters_unreachable_opted_out_and_open(
     session.execute(
         sa.update(Message)
         .where(Message.patient_id == lena.patient.id, Message.step == "no-driving")
-        .values(status="failed", error_code="30006", to_phone="+12025550143", updated_at=clock.now())
+        .values(
+            status="failed", error_code="30006", to_phone="+12025550143", updated_at=clock.now()
+        )
     )
     session.commit()
     nurse = signed_in(NURSE)
@@ -192,3 +201,63 @@ def test_the_patients_list_flags_and_filters_unreachable_opted_out_and_open(
     attention = nurse.get("/attention").get_data(as_text=True)
     assert "cannot receive texts: the number is a landline" in attention
     assert "Call the patient; ask for a mobile number" in attention
+
+
+def test_the_cli_lists_and_handles_the_same_items_in_the_same_order(
+    signed_in: Callable[[str], Browser],
+    session: so.Session,
+    runtime: Runtime,
+    enroll: Enroll,
+    clock: FakeClock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from followup.cli import main
+
+    lena = enroll(first_name="Lena", last_name="Landline", phone="(202) 555-0166")
+    session.execute(
+        sa.update(Message)
+        .where(Message.patient_id == lena.patient.id, Message.step == "no-driving")
+        .values(
+            status="failed", error_code="21614", to_phone="+12025550166", updated_at=clock.now()
+        )
+    )
+    session.commit()
+    clock.advance(timedelta(minutes=1))
+    enroll(first_name="Ada", last_name="Moreno")
+    text_in(session, runtime, "can I shower?")
+    text_in(session, runtime, "who is this", phone="+12025550999")
+    clock.advance(timedelta(minutes=1))
+    text_in(session, runtime, "the site is red and swollen")
+    page = signed_in(NURSE).get("/attention").get_data(as_text=True)
+    web_order = [f"{kind}:{number}" for kind, number in re.findall(r'id="item-(\w+)-(\d+)"', page)]
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    now = clock.now().isoformat()
+    main(["--now", now, "attention"])
+    out = capsys.readouterr().out
+    cli_order = [
+        line.split()[0]
+        for line in out.splitlines()
+        if re.match(r"^(reply|text|unreachable):", line)
+    ]
+    assert cli_order == web_order and len(cli_order) == 4
+    assert out.splitlines()[0] == "4 open, 1 urgent"
+    assert "URGENT redness at the needle site; swelling at the needle site" in out
+    assert "    wrote: 'the site is red and swollen'" in out
+    assert "    Ada Moreno (patient 2) | +12025550143 | English" in out
+    assert "    unknown sender | +12025550999 | -" in out
+    assert "cannot receive texts: the number is not a mobile phone (Twilio error 21614)" in out
+    assert "    alerts: none sent" in out
+
+    main(["--now", now, "attention", "--handle", f"unreachable:{lena.patient.id}",
+          "--note", "Called: gave a mobile number"])  # fmt: skip
+    assert capsys.readouterr().out.strip() == f"unreachable {lena.patient.id} handled"
+    with pytest.raises(SystemExit):
+        main(["attention", "--handle", "reply:x", "--note", "n"])
+    assert capsys.readouterr().err.strip() == (
+        "error: --handle: must look like reply:12, text:5 or unreachable:3"
+    )
+    nurse_page = signed_in(NURSE).get(f"/patients/{lena.patient.id}").get_data(as_text=True)
+    assert "Called: gave a mobile number" in nurse_page and "by cli" in nurse_page
