@@ -167,15 +167,18 @@ def tick(state: CliState) -> None:
 
     runtime = state.runtime()
     now = runtime.clock.now()
-    with runtime.session_factory() as session:
-        report = run_tick(
-            session=session,
-            transport=runtime.transport,
-            care=runtime.care,
-            now=now,
-            owner=runtime.owner,
-        )
-        alerts = _run_alerts(runtime, session, now)
+    try:
+        with runtime.session_factory() as session:
+            report = run_tick(
+                session=session,
+                transport=runtime.transport,
+                care=runtime.care,
+                now=now,
+                owner=runtime.owner,
+            )
+            alerts = _run_alerts(runtime, session, now)
+    finally:
+        runtime.engine.dispose()
     click.echo(f"tick at {now.isoformat()}")
     click.echo(str(report))
     click.echo(f"alerts: {alerts}")
@@ -284,10 +287,25 @@ def log_command(
 @click.pass_obj
 def attention(state: CliState, /, item: str | None, note: str) -> None:
     """The needs-attention queue, urgent first then oldest first, as on /attention."""
-    from followup.inbox.service import attention_queue, mark_handled
-
     runtime = state.runtime()
     now = runtime.clock.now()
+    try:
+        queue = _attention(runtime, item, note, now)
+    finally:
+        runtime.engine.dispose()
+    if queue is None:
+        return
+    if not queue.items:
+        click.echo("nothing needs attention")
+        return
+    for line in _attention_lines(queue, now, runtime.settings.default_timezone):
+        click.echo(line)
+
+
+def _attention(runtime: Runtime, item: str | None, note: str, now: datetime) -> Any:
+    """Handle `item` (and return None), or return the queue."""
+    from followup.inbox.service import attention_queue, mark_handled
+
     with runtime.session_factory() as session:
         if item is not None:
             kind, _, raw_id = item.partition(":")
@@ -298,13 +316,8 @@ def attention(state: CliState, /, item: str | None, note: str) -> None:
             )
             session.commit()
             click.echo(f"{kind} {raw_id} handled")
-            return
-        queue = attention_queue(session=session, critical_steps=runtime.care.critical_steps())
-    if not queue.items:
-        click.echo("nothing needs attention")
-        return
-    for line in _attention_lines(queue, now, runtime.settings.default_timezone):
-        click.echo(line)
+            return None
+        return attention_queue(session=session, critical_steps=runtime.care.critical_steps())
 
 
 def _attention_lines(queue: Any, now: datetime, clinic_zone: str) -> list[str]:

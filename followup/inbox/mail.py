@@ -83,11 +83,6 @@ class SmtpMailer:
                 f"the mail server refused the address (SMTP {codes[0] if codes else '?'})",
                 permanent=all(code >= 500 for code in codes),
             ) from exc
-        except smtplib.SMTPAuthenticationError as exc:
-            raise MailError(
-                f"the mail server refused the SMTP_URL credentials (SMTP {exc.smtp_code})",
-                permanent=False,
-            ) from exc
         except smtplib.SMTPResponseException as exc:
             raise MailError(
                 f"the mail server refused the e-mail (SMTP {exc.smtp_code})",
@@ -100,7 +95,16 @@ class SmtpMailer:
 
     def _deliver(self, server: smtplib.SMTP, message: EmailMessage) -> None:
         if self.username:
-            server.login(self.username, self.password or "")
+            try:
+                server.login(self.username, self.password or "")
+            except smtplib.SMTPException as exc:
+                # Some servers answer 535, others hang up after a wrong password.
+                code = getattr(exc, "smtp_code", None)
+                raise MailError(
+                    "the mail server refused the SMTP_URL credentials"
+                    + (f" (SMTP {code})" if code else ""),
+                    permanent=False,
+                ) from exc
         server.send_message(message)
 
 
