@@ -245,7 +245,7 @@ def critical_text_problems(
     """Critical texts that failed, expired or were not delivered, or were cancelled by an
     opt-out, newest first: each means a patient may not know when to restart a medicine.
 
-    Ids first, from ranges of ix_messages_step_status_updated_at (an OR over statuses and
+    Ids first, from ranges of ix_messages_problems (an OR over statuses and
     the patient's opt-out would read every critical text ever planned); then the few
     columns the queue shows, for those rows only.
     """
