@@ -141,8 +141,8 @@ def upgrade() -> None:
         "messages",
         ["step", "status", "updated_at", "id"],
         unique=False,
+        # Partial on PostgreSQL only: SQLite cannot prove status = ? implies the IN list.
         postgresql_where=sa.text(PROBLEMS),
-        sqlite_where=sa.text(PROBLEMS),
     )
     op.create_index(
         "ix_messages_error_code",
