@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
 
     from followup.accounts.views import bp as accounts_bp
     from followup.audit.views import bp as audit_bp
+    from followup.inbox.views import bp as inbox_bp
     from followup.patients.views import bp as patients_bp
     from followup.sendlog.views import bp as sendlog_bp
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(sendlog_bp)  # owns "/": the admins' dashboard
     app.register_blueprint(patients_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(inbox_bp)  # /attention, and the header's counts on every page
 
     from followup.ops.views import init_ops
 

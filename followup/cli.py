@@ -307,21 +307,41 @@ def schedule(state: CliState, patient_id: int) -> None:
 @cli.command()
 @click.pass_obj
 def tick(state: CliState) -> None:
-    """One plan + dispatch + reap pass at the clock's instant."""
+    """One plan + dispatch + reap pass, then staff alerts, at the clock's instant."""
     from followup.messaging.tick import run_tick
 
     runtime = state.runtime()
     now = runtime.clock.now()
-    with runtime.session_factory() as session:
-        report = run_tick(
-            session=session,
-            transport=runtime.transport,
-            care=runtime.care,
-            now=now,
-            owner=runtime.owner,
-        )
+    try:
+        with runtime.session_factory() as session:
+            report = run_tick(
+                session=session,
+                transport=runtime.transport,
+                care=runtime.care,
+                now=now,
+                owner=runtime.owner,
+            )
+            alerts = _run_alerts(runtime, session, now)
+    finally:
+        runtime.engine.dispose()
     click.echo(f"tick at {now.isoformat()}")
     click.echo(str(report))
+    click.echo(f"alerts: {alerts}")
+
+
+def _run_alerts(runtime: Runtime, session: Any, now: datetime) -> Any:
+    """Alert staff about urgent replies (and escalate), as the scheduler's job does."""
+    from followup.inbox.mail import build_mailer
+    from followup.inbox.service import AlertSettings, run_alerts
+
+    return run_alerts(
+        session=session,
+        settings=AlertSettings.from_settings(runtime.settings),
+        sms=runtime.transport,
+        mailer=build_mailer(runtime.settings),
+        now=now,
+        owner=runtime.owner,
+    )
 
 
 @cli.command("log")
@@ -403,41 +423,82 @@ def log_command(
 
 @cli.command()
 @click.option(
-    "--handle", "item", metavar="KIND:ID", help="Mark an item handled: reply:12 or text:5."
+    "--handle",
+    "item",
+    metavar="KIND:ID",
+    help="Mark an item handled: reply:12, text:5 or unreachable:3 (a patient's id).",
 )
 @click.option("--note", default="", help="What was done (required with --handle).")
 @click.pass_obj
 def attention(state: CliState, /, item: str | None, note: str) -> None:
-    """The needs-attention queue: flagged replies and critical texts that did not land."""
-    from followup.care.texts import short_local
-    from followup.care.timing import zone
-    from followup.sendlog.service import attention_queue, mark_handled
-
+    """The needs-attention queue, urgent first then oldest first, as on /attention."""
     runtime = state.runtime()
+    now = runtime.clock.now()
+    try:
+        queue = _attention(runtime, item, note, now)
+    finally:
+        runtime.engine.dispose()
+    if queue is None:
+        return
+    if not queue.items:
+        click.echo("nothing needs attention")
+        return
+    for line in _attention_lines(queue, now, runtime.settings.default_timezone):
+        click.echo(line)
+
+
+def _attention(runtime: Runtime, item: str | None, note: str, now: datetime) -> Any:
+    """Handle `item` (and return None), or return the queue."""
+    from followup.inbox.service import attention_queue, mark_handled
+
     with runtime.session_factory() as session:
         if item is not None:
             kind, _, raw_id = item.partition(":")
             if not raw_id.isdigit() or len(raw_id) > 10 or not 1 <= int(raw_id) <= MAX_ID:
-                raise ValidationError("handle", "must look like reply:12 or text:5")
+                raise ValidationError("handle", "must look like reply:12, text:5 or unreachable:3")
             mark_handled(
-                session=session,
-                kind=kind,
-                item_id=int(raw_id),
-                note=note,
-                actor="cli",
-                now=runtime.clock.now(),
+                session=session, kind=kind, item_id=int(raw_id), note=note, actor="cli", now=now
             )
             session.commit()
             click.echo(f"{kind} {raw_id} handled")
-            return
-        items = attention_queue(session=session, critical_steps=runtime.care.critical_steps())
-    tz = zone(runtime.settings.default_timezone)
-    if not items:
-        click.echo("nothing needs attention")
-    for entry in items:
-        who = f"patient {entry.patient_id}" if entry.patient_id else "unknown sender"
-        when = short_local(entry.at, tz)
-        click.echo(f"{entry.kind}:{entry.item_id:<8} {when:<26} {who:<16} {entry.reason}")
+            return None
+        return attention_queue(session=session, critical_steps=runtime.care.critical_steps())
+
+
+def _attention_lines(queue: Any, now: datetime, clinic_zone: str) -> list[str]:
+    """The queue as text: one block per item, the same fields as the web page."""
+    from followup.care.texts import short_local
+    from followup.care.timing import zone
+
+    tz = zone(clinic_zone)
+    lines = [f"{queue.open_count} open, {queue.urgent_count} urgent"]
+    for entry in queue.items:
+        flag = "URGENT " if entry.urgent else ""
+        lines.append(
+            f"{entry.key:<16} {flag}{entry.reason} | waiting {entry.waited(now)}"
+            f" (since {short_local(entry.at, tz)})"
+        )
+        who = entry.patient_name or "unknown sender"
+        if entry.patient_id is not None:
+            who += f" (patient {entry.patient_id})"
+        facts = [who, entry.phone or "-", entry.language or "-"]
+        lines.append("    " + " | ".join(facts))
+        if entry.words is not None:
+            lines.append(f"    wrote: {entry.words!r}")
+        if entry.answers:
+            lines.append(f"    answers: {entry.answers}")
+        if entry.answered_with:
+            lines.append(f"    automatic answer: {entry.answered_with}")
+        if entry.action:
+            lines.append(f"    what to do: {entry.action}")
+        if entry.kind == "reply":
+            alerts = "; ".join(
+                f"{a.describe}, {short_local(a.claimed_at, tz)}" for a in entry.alerts
+            )
+            lines.append(f"    alerts: {alerts or 'none sent'}")
+    if queue.truncated:
+        lines.append(f"(showing {len(queue.items)} of {queue.open_count})")
+    return lines
 
 
 # --- worker / serve -----------------------------------------------------------------------

@@ -44,6 +44,8 @@ KNOWN_SECRET_KEYS = frozenset(
         "replace-me",
     }
 )
+# Words of a placeholder someone forgot to replace ("replace-with-the-output-of-...").
+PLACEHOLDER_WORDS = ("change", "replace", "secret", "example", "placeholder", "password")
 MIN_SECRET_KEY_BITS = 256  # 32 bytes of entropy
 GENERATE_SECRET_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'  # noqa: S105 - a command
 _EUROPE_112 = (
@@ -274,6 +276,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     if metrics_token is not None and (
         len(metrics_token) < 16
         or metrics_token.lower() in KNOWN_SECRET_KEYS
+        or any(word in metrics_token.lower() for word in PLACEHOLDER_WORDS)
         or not metrics_token.isprintable()
         or " " in metrics_token
     ):
@@ -336,6 +339,8 @@ def check_secret_key(key: str | None) -> None:
         raise ConfigurationError(
             "SECRET_KEY is a published example or development value, not a secret" + how
         )
+    if any(word in key.lower() for word in PLACEHOLDER_WORDS):
+        raise ConfigurationError("SECRET_KEY is a placeholder, not a secret" + how)
     if secret_key_bits(key) < MIN_SECRET_KEY_BITS:
         raise ConfigurationError(
             "SECRET_KEY is too short or too regular: it needs at least 32 bytes (256 bits) "
@@ -358,8 +363,12 @@ def secret_key_bits(key: str) -> float:
     if any(not (ch.isascii() and ch.isalnum()) for ch in key):
         size += 33
     n = len(key)
-    spread = -sum(c / n * math.log2(c / n) for c in Counter(key).values())
-    per_char = min(math.log2(max(size, 2)), spread + 1.5)
+    counts = Counter(key)
+    spread = -sum(c / n * math.log2(c / n) for c in counts.values())
+    # A short sample's spread runs low: Miller-Madow's correction, plus a margin, so that
+    # a 43-character token_urlsafe(32) (256 bits) is not refused for a chance repeat.
+    spread += (len(counts) - 1) / (2 * n * math.log(2)) + 1.5
+    per_char = min(math.log2(max(size, 2)), spread)
     compressed = (len(zlib.compress(key.encode(), 9)) - 8) * 8  # minus zlib's framing
     return min(n * per_char, float(compressed))
 

@@ -29,6 +29,7 @@ POLL_STATUSES_EVERY = timedelta(minutes=5)
 PURGE_EVERY = timedelta(days=1)
 # A daily job also runs this soon after start: processes restarted every day still purge.
 FIRST_RUN_AFTER = {"purge": timedelta(minutes=10)}
+ALERTS_EVERY = timedelta(seconds=15)  # an urgent reply reaches on-call staff within this
 MISFIRE_GRACE_SECONDS = 120  # a job late by less than this still runs (well above 1 s)
 
 JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
@@ -37,6 +38,7 @@ JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
     ("reap", tasks.reap, REAP_EVERY),
     ("poll-statuses", tasks.poll_statuses, POLL_STATUSES_EVERY),
     ("purge", tasks.purge, PURGE_EVERY),
+    ("alerts", tasks.alerts, ALERTS_EVERY),
 )
 
 
@@ -60,7 +62,7 @@ def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None
 
 
 def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
-    """Add the plan, dispatch, reap, status-poll and purge interval jobs to `scheduler`."""
+    """Add the plan, dispatch, reap, status-poll, alerts and purge interval jobs to `scheduler`."""
     for name, job, every in JOBS:
         first = FIRST_RUN_AFTER.get(name)
         scheduler.add_job(

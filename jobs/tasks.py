@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from followup.inbox.mail import build_mailer
+from followup.inbox.service import AlertReport, AlertSettings, run_alerts
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
@@ -81,3 +83,17 @@ def purge(runtime: Runtime) -> PurgeReport:
             retention_days=runtime.settings.retention_days,
             actor="scheduler",
         )
+
+
+def alerts(runtime: Runtime) -> AlertReport:
+    """Alert staff about urgent replies at once, and again when nobody has handled them."""
+    with runtime.session_factory() as session:
+        report = run_alerts(
+            session=session,
+            settings=AlertSettings.from_settings(runtime.settings),
+            sms=runtime.transport,
+            mailer=build_mailer(runtime.settings),
+            now=runtime.clock.now(),
+            owner=runtime.owner,
+        )
+    return report

@@ -275,12 +275,15 @@ def test_attention_lists_and_handles_the_queue(
         )
     engine.dispose()
     capsys.readouterr()
-    main(["attention"])
+    main(["--now", ny("2026-03-10T10:00"), "attention"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert (
-        len(lines) == 1 and "patient 1" in lines[0] and "blood-thinner-restart expired" in lines[0]
+    assert lines[0] == "1 open, 0 urgent"
+    assert lines[1].startswith("text:") and "blood-thinner-restart expired" in lines[1]
+    assert lines[2] == "    Ada Moreno (patient 1) | +12025550143 | English"
+    assert lines[3] == (
+        "    what to do: Call the patient: they may not know when to restart their medicine."
     )
-    item = lines[0].split()[0]
+    item = lines[1].split()[0]
     with pytest.raises(SystemExit):
         main(["attention", "--handle", item])
     assert capsys.readouterr().err.strip() == "error: --note: is required: say what was done"

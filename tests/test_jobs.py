@@ -17,7 +17,8 @@ def test_scheduler_has_the_plan_dispatch_reap_interval_jobs_guarded(runtime: Run
     scheduler = build_scheduler(runtime, blocking=False)
     assert isinstance(scheduler, BackgroundScheduler)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert {"plan", "dispatch", "reap"} <= set(jobs)
+    assert {"plan", "dispatch", "reap", "alerts"} <= set(jobs)
+    assert jobs["alerts"].trigger.interval == timedelta(seconds=15)
     for job in jobs.values():
         assert job.coalesce is True
         assert job.max_instances == 1

@@ -166,10 +166,19 @@ def test_production_refuses_a_missing_secret_key() -> None:
 
 
 def test_production_accepts_generated_keys() -> None:
-    import secrets
+    import base64
+    import random
 
-    for _ in range(50):
-        for key in (secrets.token_urlsafe(48), secrets.token_hex(32), secrets.token_urlsafe(32)):
+    # Keys shaped like secrets.token_urlsafe(48), token_hex(32) and token_urlsafe(32), from
+    # a seeded generator so that the run is the same every time.
+    rng = random.Random(20261130)
+    for _ in range(2000):
+        raw = rng.randbytes(48)
+        for key in (
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            raw[:32].hex(),
+            base64.urlsafe_b64encode(raw[:32]).decode().rstrip("="),
+        ):
             settings = settings_from_mapping({**PRODUCTION, "SECRET_KEY": key})
             assert settings.secret_key == key
 
@@ -213,3 +222,15 @@ def test_session_and_throttle_settings_are_read() -> None:
     assert (settings.session_idle_minutes, settings.trusted_proxies) == (45, 1)
     assert settings.ratelimit_storage_uri == "redis://cache:6379"
     assert settings_from_mapping({}).ratelimit_storage_uri == "memory://"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "replace-with-the-output-of-openssl-rand-hex-32",
+        "my-Production-Secret-Key-2026-for-the-clinic",
+    ],
+)
+def test_production_refuses_a_placeholder_key(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="SECRET_KEY is a placeholder"):
+        settings_from_mapping({**PRODUCTION, "SECRET_KEY": key})

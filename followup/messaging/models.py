@@ -76,7 +76,24 @@ REPLY_HELP = "help"
 REPLY_PAIN = "pain"
 REPLY_SYMPTOM = "symptom"
 REPLY_OTHER = "other"
-REPLY_KINDS = (REPLY_STOP, REPLY_START, REPLY_HELP, REPLY_PAIN, REPLY_SYMPTOM, REPLY_OTHER)
+REPLY_CLOSING = "closing"  # "thanks", "ok", an emoji: recorded, not queued, not answered
+REPLY_KINDS = (
+    REPLY_STOP,
+    REPLY_START,
+    REPLY_HELP,
+    REPLY_PAIN,
+    REPLY_SYMPTOM,
+    REPLY_OTHER,
+    REPLY_CLOSING,
+)
+
+# What a reply needs from people (inbound_messages.triage).
+TRIAGE_URGENT = "urgent"  # a warning sign or a pain score of 7 or more: answered, alerted
+TRIAGE_READING = "reading"  # a question or anything not understood: a nurse reads it
+TRIAGE_CLOSING = "closing"  # thanks, ok: recorded only
+TRIAGE_RECORDED = "recorded"  # a pain score below 7: recorded and thanked
+TRIAGE_KEYWORD = "keyword"  # STOP, START, HELP and their Spanish words
+TRIAGES = (TRIAGE_URGENT, TRIAGE_READING, TRIAGE_CLOSING, TRIAGE_RECORDED, TRIAGE_KEYWORD)
 
 
 class InboundMessage(Base):
@@ -87,6 +104,8 @@ class InboundMessage(Base):
         sa.CheckConstraint("pain_score BETWEEN 0 AND 10", name="pain_score"),
         # The nurses' queue: replies needing attention that nobody has handled yet.
         sa.Index("ix_inbound_messages_attention", "needs_attention", "handled_at"),
+        # Replies from one number over time: the "a nurse will read it" answer's 12-hour limit.
+        sa.Index("ix_inbound_messages_from_phone_received_at", "from_phone", "received_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -102,3 +121,14 @@ class InboundMessage(Base):
     handled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     handled_by: so.Mapped[str | None] = so.mapped_column(sa.String(254))
     handled_note: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    # Triage: what the reply needs (urgent, reading, ...) and why, in words for the nurse.
+    # A row written without one needs reading: when in doubt, a person looks.
+    triage: so.Mapped[str] = so.mapped_column(
+        sa.String(16), default=TRIAGE_READING, server_default=TRIAGE_READING
+    )
+    triage_reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    # The text the patient was answering: the last one sent to them before the reply.
+    answers_message_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("messages.id"))
+    # The automatic answer sent back (TwiML), if any: which kind, and its words.
+    answer_kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    answer_body: so.Mapped[str | None] = so.mapped_column(sa.Text())

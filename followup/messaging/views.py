@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
 
+from followup.inbox.service import record_alert_status
 from followup.messaging.replies import record_inbound
 from followup.messaging.status import record_status_callback
 from followup.runtime import Runtime
@@ -84,6 +85,11 @@ def signed_by_twilio(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _count(raw: str | None) -> int:
+    text = (raw or "").strip()
+    return int(text) if text.isdigit() else 0
+
+
 def _error_code(raw: str | None) -> int | None:
     text = (raw or "").strip()
     return int(text) if text.isdigit() else None
@@ -99,13 +105,20 @@ def status_callback() -> ResponseReturnValue:
         abort(400)
     runtime = _runtime()
     with runtime.session_factory() as session:
-        record_status_callback(
+        message = record_status_callback(
             session=session,
             provider_sid=sid,
             status=status.strip().lower(),
             error_code=_error_code(request.form.get("ErrorCode")),
             now=runtime.clock.now(),
         )
+        if message is None:  # not a patient's text: perhaps a staff alert's SMS
+            record_alert_status(
+                session=session,
+                provider_sid=sid,
+                status=status.strip().lower(),
+                now=runtime.clock.now(),
+            )
         session.commit()
     return "", 200
 
@@ -113,7 +126,7 @@ def status_callback() -> ResponseReturnValue:
 @bp.post("/inbound")
 @signed_by_twilio
 def inbound() -> ResponseReturnValue:
-    """Store a patient's reply, act on STOP/START/HELP, and answer in TwiML."""
+    """Store a patient's reply, triage it, act on keywords, and answer in TwiML."""
     sid = request.form.get("MessageSid") or request.form.get("SmsSid")
     sender = request.form.get("From")
     if not sid or not sender:
@@ -127,7 +140,10 @@ def inbound() -> ResponseReturnValue:
             body=request.form.get("Body", ""),
             opt_out_type=request.form.get("OptOutType"),
             care=runtime.care,
+            clinic_hours=runtime.settings.clinic_hours,
+            clinic_zone=runtime.settings.default_timezone,
             now=runtime.clock.now(),
+            media_count=_count(request.form.get("NumMedia")),
         )
         session.commit()
     twiml = MessagingResponse()

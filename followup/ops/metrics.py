@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from followup.care.protocol import CareContext
     from followup.clock import Clock
-    from followup.sendlog.service import AttentionItem
+    from followup.inbox.service import Queue
 
 # Seconds. Provider requests: Twilio answers in about 0.1-0.5 s; the timeout is 10 s.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -231,13 +231,11 @@ def instrument_transport(transport: SmsTransport, metrics: Metrics) -> SmsTransp
 # --- the database, read at scrape time ----------------------------------------------------
 
 
-def attention_items(
-    *, session: so.Session, critical_steps: frozenset[str], limit: int
-) -> list[AttentionItem]:
-    """The needs-attention queue, newest first (the one place this module reads it)."""
-    from followup.sendlog.service import attention_queue
+def attention_queue(*, session: so.Session, critical_steps: frozenset[str], limit: int) -> Queue:
+    """The needs-attention queue and its exact counts (the one place this module reads it)."""
+    from followup.inbox.service import attention_queue as queue
 
-    return attention_queue(session=session, critical_steps=critical_steps, limit=limit)
+    return queue(session=session, critical_steps=critical_steps, limit=limit)
 
 
 class DatabaseCollector:
@@ -303,13 +301,21 @@ class DatabaseCollector:
         attention = GaugeMetricFamily(
             "followup_attention_items",
             "Items waiting in the needs-attention queue, by kind "
-            f"(reply, text; counted up to {ATTENTION_SCAN}).",
+            f"(reply, text, unreachable; counted up to {ATTENTION_SCAN} of each).",
             labels=["kind"],
         )
         attention_age = GaugeMetricFamily(
             "followup_attention_oldest_seconds",
             "How long the oldest unhandled item of each kind has waited (0 if none).",
             labels=["kind"],
+        )
+        urgent = GaugeMetricFamily(
+            "followup_attention_urgent",
+            "Urgent replies (warning signs, pain 7+) waiting in the needs-attention queue.",
+        )
+        urgent_age = GaugeMetricFamily(
+            "followup_attention_urgent_oldest_seconds",
+            "How long the oldest unhandled urgent reply has waited (0 if none).",
         )
         with self._session_factory() as session:
             # ix_messages_due_at_id: one range over the window, however long the history.
@@ -363,19 +369,34 @@ class DatabaseCollector:
                 )
                 or 0,
             )
-            items = attention_items(
+            queue = attention_queue(
                 session=session, critical_steps=self._care.critical_steps(), limit=ATTENTION_SCAN
             )
         counts: dict[str, int] = {}
         waited: dict[str, float] = {}
-        for item in items:
+        urgent_waited = 0.0
+        for item in queue.items:
             counts[item.kind] = counts.get(item.kind, 0) + 1
             age = max((now - item.at).total_seconds(), 0.0)
             waited[item.kind] = max(waited.get(item.kind, 0.0), age)
-        for kind in ("reply", "text"):
+            if item.urgent:
+                urgent_waited = max(urgent_waited, age)
+        for kind in ("reply", "text", "unreachable"):
             attention.add_metric([kind], counts.get(kind, 0))
             attention_age.add_metric([kind], waited.get(kind, 0.0))
-        return [recent, overdue, oldest, retrying, stuck, attention, attention_age]
+        urgent.add_metric([], queue.urgent_count)
+        urgent_age.add_metric([], urgent_waited)
+        return [
+            recent,
+            overdue,
+            oldest,
+            retrying,
+            stuck,
+            attention,
+            attention_age,
+            urgent,
+            urgent_age,
+        ]
 
 
 # --- exposition ---------------------------------------------------------------------------

@@ -917,14 +917,22 @@ def patient_search_condition(query: str) -> sa.ColumnElement[bool] | None:
 
 
 def search_patients(
-    *, session: so.Session, query: str, page: int, per_page: int = PAGE_SIZE
+    *,
+    session: so.Session,
+    query: str,
+    page: int,
+    per_page: int = PAGE_SIZE,
+    only: sa.ColumnElement[bool] | None = None,
 ) -> PatientPage:
-    """Find patients by name or the last 4 digits of their phone, newest first."""
+    """Find patients by name or the last 4 digits of their phone, newest first; `only`
+    narrows the list further (the needs-attention filters)."""
     text = (query or "").strip()
     statement = sa.select(Patient)
     condition = patient_search_condition(text)
     if condition is not None:
         statement = statement.where(condition)
+    if only is not None:
+        statement = statement.where(only)
     total = session.scalar(sa.select(sa.func.count()).select_from(statement.subquery())) or 0
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
@@ -1042,12 +1050,19 @@ def patient_detail(
     ).all()
     for reply in replies:
         details = [f"understood as: {reply.kind}"]
+        if reply.triage_reason:
+            details.append(f"triage: {reply.triage} ({reply.triage_reason})")
         if reply.pain_score is not None:
             details.append(f"pain score {reply.pain_score} of 10")
+        if reply.answer_body:
+            details.append(f"answered automatically: {reply.answer_body}")
         if reply.needs_attention and reply.handled_at is None:
             details.append("needs a nurse's attention")
         elif reply.handled_at is not None:
-            details.append(f"handled {short_local(reply.handled_at, tz)}")
+            details.append(
+                f"handled {short_local(reply.handled_at, tz)} by {reply.handled_by}: "
+                f"{reply.handled_note}"
+            )
         timeline.append(
             TimelineEntry(
                 at=reply.received_at,

@@ -12,8 +12,10 @@ from flask import Blueprint, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from wtforms import SelectChoice
 
-from followup.care.timing import LocalTimeChoice
+from followup.care.texts import short_local
+from followup.care.timing import LocalTimeChoice, zone
 from followup.errors import ValidationError
+from followup.inbox.service import PATIENT_FLAGS, flag_condition, handled_notes, patient_flags
 from followup.patients.forms import (
     COMMON_BLOOD_THINNERS,
     CancelForm,
@@ -31,6 +33,8 @@ from followup.patients.service import (
     AmbiguousTime,
     EnrollmentForm,
     InvalidEnrollment,
+    PatientDetail,
+    TimelineEntry,
     cancel_patient_procedure,
     change_language,
     change_phone,
@@ -72,12 +76,27 @@ def _put_errors(form: Any, exc: ValidationError) -> None:
 @bp.get("/patients")
 def index() -> ResponseReturnValue:
     form = SearchForm(formdata=request.args)
+    critical = runtime().care.critical_steps()
+    show = request.args.get("show") or ""
+    if show not in PATIENT_FLAGS:
+        show = ""
     result = search_patients(
         session=db(),
         query=form.q.data or "",
         page=request.args.get("page", 1, type=int) or 1,
+        only=flag_condition(show, critical) if show else None,
     )
-    return render_template("patients/list.html", form=form, result=result)
+    flags = patient_flags(
+        session=db(), patient_ids=[row.id for row in result.rows], critical_steps=critical
+    )
+    return render_template(
+        "patients/list.html",
+        form=form,
+        result=result,
+        flags=flags,
+        show=show,
+        show_choices=PATIENT_FLAGS,
+    )
 
 
 # --- enrollment ---------------------------------------------------------------------------
@@ -206,8 +225,13 @@ def new() -> ResponseReturnValue:
 
 def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnValue:
     clinic_timezone = runtime().settings.default_timezone
-    detail = patient_detail(
-        session=db(), patient_id=patient_id, care=runtime().care, clinic_timezone=clinic_timezone
+    detail = _with_handled_notes(
+        patient_detail(
+            session=db(),
+            patient_id=patient_id,
+            care=runtime().care,
+            clinic_timezone=clinic_timezone,
+        )
     )
     forms.setdefault("phone_form", PhoneForm(prefix="phone", formdata=None))
     forms.setdefault(
@@ -267,6 +291,25 @@ def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnV
 @bp.get("/patients/<int:patient_id>")
 def detail(patient_id: int) -> ResponseReturnValue:
     return _detail(patient_id)
+
+
+def _with_handled_notes(detail: PatientDetail) -> PatientDetail:
+    """Put the notes written when handling this patient's queue items on the timeline."""
+    tz = zone(detail.patient.timezone)
+    for note in handled_notes(session=db(), patient_id=detail.patient.id):
+        detail.timeline.append(
+            TimelineEntry(
+                at=note.at,
+                kind="note",
+                title="Handled by the care team",
+                status="handled",
+                when_local=short_local(note.at, tz),
+                details=[f"by {note.handled_by}", f"about: {note.reason}"],
+                body=note.note,
+            )
+        )
+    detail.timeline.sort(key=lambda entry: entry.at)
+    return detail
 
 
 def _procedure_id(raw: str | None) -> int:

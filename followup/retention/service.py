@@ -27,11 +27,11 @@ import sqlalchemy.orm as so
 
 from followup.audit.service import record_audit
 from followup.db import is_postgresql
+from followup.inbox.models import AttentionResolution, UnreachableResolution
 from followup.messaging.models import PENDING, SENDING, InboundMessage, Message
 from followup.messaging.reports import Report
 from followup.patients.models import Patient, Procedure
 from followup.retention.models import PurgedPatient
-from followup.sendlog.models import AttentionResolution
 
 REMOVED = "(removed)"  # stands in for a name, a reply's body and a staff note
 PURGE_BATCH = 500  # patients per transaction
@@ -208,6 +208,12 @@ def _purge_patients(
                 sa.select(Message.id).where(Message.patient_id.in_(ids))
             )
         )
+        .values(note=REMOVED)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        sa.update(UnreachableResolution)
+        .where(UnreachableResolution.patient_id.in_(ids))
         .values(note=REMOVED)
         .execution_options(synchronize_session=False)
     )

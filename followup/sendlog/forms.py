@@ -1,10 +1,10 @@
-"""The send log's filter form (GET, no CSRF) and the needs-attention form (POST)."""
+"""The send log's filter form (GET, no CSRF)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import BooleanField, DateField, SelectChoice, SelectField, StringField
+from wtforms.validators import Length, Optional
 
 from followup.bounds import MAX_SEARCH_LENGTH, DateInRange
 from followup.messaging.models import STATUSES
@@ -42,7 +42,3 @@ class LogFilterForm(FlaskForm):  # type: ignore[misc]
             needs_attention=bool(self.attention.data),
             critical_steps=critical_steps,
         )
-
-
-class HandleForm(FlaskForm):  # type: ignore[misc]
-    note = TextAreaField("What was done", validators=[DataRequired(), Length(max=500)])

@@ -21,7 +21,6 @@ import sqlalchemy.orm as so
 from followup.bounds import EARLIEST_DATE, LATEST_DATE, MAX_ID, MAX_SEARCH_LENGTH, date_in_range
 from followup.errors import ValidationError
 from followup.messaging.models import (
-    CANCELLED,
     DELIVERED,
     EXPIRED,
     FAILED,
@@ -35,7 +34,6 @@ from followup.messaging.models import (
 )
 from followup.patients.models import Patient
 from followup.patients.service import patient_search_condition
-from followup.sendlog.models import AttentionResolution
 
 CSV_COLUMNS = (
     "message_id",
@@ -546,207 +544,9 @@ def _daily_postgresql(
     return [(d, *counts[d]) for d in days]  # type: ignore[misc]
 
 
-# --- needs attention ----------------------------------------------------------------------
-
-ATTENTION_KINDS = ("reply", "text")
-
-
-@dataclass(frozen=True)
-class AttentionItem:
-    kind: str  # "reply" (a patient's answer) or "text" (a critical text that did not land)
-    item_id: int  # the inbound message's id, or the text's id
-    patient_id: int | None  # None for a reply from an unknown number
-    at: datetime
-    reason: str  # why it needs a person, in words (never the body or a phone number)
-
-
-@dataclass(frozen=True)
-class CriticalProblem:
-    message_id: int
-    patient_id: int
-    step: str
-    status: str
-    error_code: str | None
-    updated_at: datetime
-
-
-def critical_text_problems(
-    *,
-    session: so.Session,
-    critical_steps: frozenset[str],
-    limit: int = 200,
-    unhandled_only: bool = True,
-) -> list[CriticalProblem]:
-    """Critical texts that failed, expired or were not delivered, or were cancelled by an
-    opt-out, newest first: each means a patient may not know when to restart a medicine.
-
-    Ids first, from ranges of ix_messages_step_status_updated_at (an OR over statuses and
-    the patient's opt-out would read every critical text ever planned); then the few
-    columns the queue shows, for those rows only.
-    """
-    if not critical_steps:
-        return []
-    steps = sorted(critical_steps)
-    handled = sa.exists().where(AttentionResolution.message_id == Message.id)
-    # One query per status: each walks the index backwards and stops after `limit` rows.
-    per_status = [
-        sa.select(Message.id, Message.updated_at).where(
-            Message.step.in_(steps), Message.status == status
-        )
-        for status in CRITICAL_PROBLEM_STATUSES
-    ]
-    opted_out = (
-        sa.select(Message.id, Message.updated_at)
-        .join(Patient, Patient.id == Message.patient_id)
-        .where(
-            Message.step.in_(steps),
-            Message.status == CANCELLED,
-            Patient.opted_out_at.is_not(None),
-        )
-    )
-    candidates: list[tuple[int, datetime]] = []
-    for query in (*per_status, opted_out):
-        if unhandled_only:
-            query = query.where(~handled)
-        candidates += [
-            (row[0], row[1])
-            for row in session.execute(query.order_by(Message.updated_at.desc()).limit(limit))
-        ]
-    candidates.sort(key=lambda row: row[1], reverse=True)
-    ids = [message_id for message_id, _ in candidates[:limit]]
-    if not ids:
-        return []
-    rows = session.execute(
-        sa.select(
-            Message.id,
-            Message.patient_id,
-            Message.step,
-            Message.status,
-            Message.error_code,
-            Message.updated_at,
-        ).where(Message.id.in_(ids))
-    ).all()
-    problems = [CriticalProblem(*row) for row in rows]
-    problems.sort(key=lambda problem: problem.updated_at, reverse=True)
-    return problems
-
-
-def attention_queue(
-    *, session: so.Session, critical_steps: frozenset[str], limit: int = 200
-) -> list[AttentionItem]:
-    """Everything a nurse should look at, newest first: flagged replies, critical texts."""
-    from followup.messaging.models import InboundMessage
-
-    items = [
-        AttentionItem(
-            kind="reply",
-            item_id=reply.id,
-            patient_id=reply.patient_id,
-            at=reply.received_at,
-            reason=_reply_reason(reply.kind, reply.pain_score, reply.patient_id),
-        )
-        for reply in session.scalars(
-            sa.select(InboundMessage)
-            .where(InboundMessage.needs_attention.is_(True), InboundMessage.handled_at.is_(None))
-            .order_by(InboundMessage.received_at.desc())
-            .limit(limit)
-        )
-    ]
-    for problem in critical_text_problems(
-        session=session, critical_steps=critical_steps, limit=limit
-    ):
-        if problem.status == CANCELLED:
-            reason = f"{problem.step} not sent: patient opted out before it"
-        else:
-            reason = f"{problem.step} {problem.status}" + (
-                f" (error {problem.error_code})" if problem.error_code else ""
-            )
-        items.append(
-            AttentionItem(
-                kind="text",
-                item_id=problem.message_id,
-                patient_id=problem.patient_id,
-                at=problem.updated_at,
-                reason=reason,
-            )
-        )
-    items.sort(key=lambda item: item.at, reverse=True)
-    return items[:limit]
-
-
-def _reply_reason(kind: str, pain_score: int | None, patient_id: int | None) -> str:
-    if patient_id is None:
-        return "reply from an unknown number"
-    if pain_score is not None:
-        return f"pain score {pain_score} of 10"
-    return f"reply needs reading ({kind})"
-
-
-def mark_handled(
-    *, session: so.Session, kind: str, item_id: int, note: str, actor: str, now: datetime
-) -> None:
-    """Take an item off the queue with a note; its history stays (the caller commits)."""
-    from followup.audit.service import record_audit
-    from followup.errors import NotFound
-    from followup.messaging.models import InboundMessage
-
-    note = (note or "").strip()
-    if kind not in ATTENTION_KINDS:
-        raise ValidationError("kind", f"must be one of: {', '.join(ATTENTION_KINDS)}")
-    if not note:
-        raise ValidationError("note", "is required: say what was done")
-    if len(note) > 500:
-        raise ValidationError("note", "is longer than 500 characters")
-    if kind == "reply":
-        reply = session.get(InboundMessage, item_id)
-        if reply is None:
-            raise NotFound(f"no reply {item_id}")
-        if reply.handled_at is not None:
-            raise ValidationError("item", f"was already handled by {reply.handled_by}")
-        reply.handled_at, reply.handled_by, reply.handled_note = now, actor, note
-        record_type = "inbound_message"
-    else:
-        message = session.get(Message, item_id)
-        if message is None:
-            raise NotFound(f"no text {item_id}")
-        done = session.scalar(
-            sa.select(AttentionResolution.handled_by).where(
-                AttentionResolution.message_id == item_id
-            )
-        )
-        if done is not None:
-            raise ValidationError("item", f"was already handled by {done}")
-        session.add(
-            AttentionResolution(message_id=item_id, handled_at=now, handled_by=actor, note=note)
-        )
-        session.add(
-            MessageEvent(
-                message_id=item_id,
-                at=now,
-                kind="handled",
-                status=message.status,
-                detail=f"by {actor}",
-            )
-        )
-        record_type = "message"
-    record_audit(
-        session=session,
-        actor=actor,
-        action="attention.handled",
-        now=now,
-        record_type=record_type,
-        record_id=item_id,
-    )
-
-
 __all__ = [
     "CSV_COLUMNS",
     "DELIVERED",
-    "ATTENTION_KINDS",
-    "AttentionItem",
-    "CriticalProblem",
-    "attention_queue",
-    "mark_handled",
     "Counts",
     "DailyCache",
     "Dashboard",
@@ -754,7 +554,6 @@ __all__ = [
     "LogPage",
     "LogRow",
     "check_filter",
-    "critical_text_problems",
     "csv_lines",
     "dashboard",
     "decode_cursor",

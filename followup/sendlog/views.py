@@ -1,4 +1,4 @@
-"""The admins' pages: dashboard, send log, a text's history, CSV export; the attention queue."""
+"""The admins' pages: dashboard, send log, a text's history, CSV export."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    flash,
     redirect,
     render_template,
     request,
@@ -21,11 +20,11 @@ from wtforms import SelectChoice
 from followup.audit.service import record_audit
 from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
+from followup.inbox.service import attention_queue
 from followup.sendlog.chart import daily_chart
-from followup.sendlog.forms import HandleForm, LogFilterForm
+from followup.sendlog.forms import LogFilterForm
 from followup.sendlog.service import (
     DailyCache,
-    attention_queue,
     check_filter,
     csv_lines,
     dashboard,
@@ -33,13 +32,12 @@ from followup.sendlog.service import (
     iter_log,
     local_time,
     log_page,
-    mark_handled,
     message_history,
 )
 from followup.web import db, runtime, staff
 
 bp = Blueprint("sendlog", __name__)
-PREVIEW_LIMIT = 50
+PREVIEW_OTHERS = 10  # the dashboard lists every urgent item, and this many of the rest
 
 
 def _clinic_zone() -> str:
@@ -57,13 +55,19 @@ def home() -> ResponseReturnValue:
     chart = Markup(  # noqa: S704 - built from numbers and dates only, text escaped
         daily_chart(figures.days, title="Texts sent, delivered and failed per day, last 30 days")
     )
-    # A preview: the first ten, and "50+" rather than counting a long queue on every load.
+    # A preview: every urgent item (never one left out), then the oldest few others.
     queue = attention_queue(
-        session=db(), critical_steps=runtime().care.critical_steps(), limit=PREVIEW_LIMIT + 1
+        session=db(), critical_steps=runtime().care.critical_steps(), limit=PREVIEW_OTHERS
     )
-    queued = f"{PREVIEW_LIMIT}+" if len(queue) > PREVIEW_LIMIT else str(len(queue))
+    urgent = [item for item in queue.items if item.urgent]
+    others = [item for item in queue.items if not item.urgent][:PREVIEW_OTHERS]
     return render_template(
-        "sendlog/dashboard.html", figures=figures, chart=chart, queue=queue[:10], queued=queued
+        "sendlog/dashboard.html",
+        figures=figures,
+        chart=chart,
+        queue=queue,
+        preview=urgent + others,
+        now=runtime().clock.now(),
     )
 
 
@@ -155,40 +159,3 @@ def export_csv() -> ResponseReturnValue:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="followup-log-{stamp}.csv"'},
     )
-
-
-@bp.get("/attention")
-def attention() -> ResponseReturnValue:
-    queue = attention_queue(session=db(), critical_steps=runtime().care.critical_steps())
-    return render_template(
-        "sendlog/attention.html",
-        queue=queue,
-        form=HandleForm(),
-        local=local_time,
-        clinic_zone=_clinic_zone(),
-    )
-
-
-@bp.post("/attention/<kind>/<int:item_id>")
-def handle(kind: str, item_id: int) -> ResponseReturnValue:
-    form = HandleForm()
-    if not form.validate():
-        flash("Say what was done before marking an item handled.")
-        return redirect("/attention")
-    try:
-        mark_handled(
-            session=db(),
-            kind=kind,
-            item_id=item_id,
-            note=form.note.data or "",
-            actor=staff().email,
-            now=runtime().clock.now(),
-        )
-    except NotFound:
-        abort(404)
-    except ValidationError as exc:
-        flash(f"Not marked: {exc.message}.")
-        return redirect("/attention")
-    db().commit()
-    flash(f"Marked handled: {kind} {item_id}.")
-    return redirect("/attention")

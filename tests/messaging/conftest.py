@@ -1,10 +1,13 @@
 """Fixtures for the Twilio tests: the fake Twilio, a real TwilioTransport pointed at it,
-a runtime and a Flask test client using them, and webhook signing."""
+a runtime and a Flask test client using them, webhook signing, and signed replies from an
+enrolled patient."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -15,13 +18,19 @@ from twilio.request_validator import RequestValidator
 from followup.app import create_app
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.messaging.models import SENT
 from followup.messaging.transports.twilio import TwilioTransport
+from followup.patients.service import EnrollmentResult
 from followup.runtime import Runtime
 from followup.settings import Settings
 from tests.fakes.twilio_server import FakeTwilio
+from tests.messaging.helpers import dispatch, messages
 
 PUBLIC_BASE_URL = "https://followup.example.org"
 FROM_NUMBER = "+12025550199"
+PHONE = "+12025550143"  # the enrolled patient's number
+# The pain check goes out on day 7 at 10:00 in New York (14:00 UTC, after the DST change).
+PAIN_CHECK_AT = datetime(2026, 3, 13, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -100,3 +109,59 @@ def post_signed(
     sig = signature(("not-" + token) if forged else token, signed_url, params)
     response = client.post(path, data=dict(params), headers={"X-Twilio-Signature": sig})
     return response.status_code, response.get_data(as_text=True)
+
+
+# --- replies: a patient who has been texted, and signed replies from them ------------------
+
+
+def reply_form(body: str, *, sender: str = PHONE, **extra: str) -> dict[str, str]:
+    """The form Twilio posts to a number's incoming-message webhook."""
+    return {
+        "AccountSid": "AC" + "f" * 32,
+        "ApiVersion": "2010-04-01",
+        "Body": body,
+        "From": sender,
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "NumMedia": "0",
+        "SmsSid": "",
+        "To": "+12025550199",
+        **extra,
+    }
+
+
+@pytest.fixture
+def reply(client: FlaskClient, twilio_runtime: Runtime) -> Callable[..., tuple[int, str]]:
+    token = twilio_runtime.settings.twilio_auth_token or ""
+
+    def _reply(body: str, **extra: str) -> tuple[int, str]:
+        return post_signed(client, "/twilio/inbound", reply_form(body, **extra), token=token)
+
+    return _reply
+
+
+@pytest.fixture
+def enrolled(
+    enroll: Callable[..., EnrollmentResult],
+    session: so.Session,
+    twilio_transport: TwilioTransport,
+    care: CareContext,
+    clock: FakeClock,
+) -> EnrollmentResult:
+    """A patient with a blood thinner whose first text has gone out."""
+    result = enroll(blood_thinner="warfarin")
+    dispatch(session, twilio_transport, care, clock.now())
+    return result
+
+
+@pytest.fixture
+def pain_checked(
+    enrolled: EnrollmentResult,
+    session: so.Session,
+    twilio_transport: TwilioTransport,
+    care: CareContext,
+    clock: FakeClock,
+) -> EnrollmentResult:
+    clock.set(PAIN_CHECK_AT)
+    dispatch(session, twilio_transport, care, clock.now())
+    assert messages(session)["pain-check"].status == SENT
+    return enrolled

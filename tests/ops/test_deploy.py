@@ -121,7 +121,7 @@ def test_every_metric_named_in_the_docs_is_served(
     }
     assert {m for d, m in named if d == "prometheus-alerts.yml"} >= {
         "followup_texts_overdue_oldest_seconds",
-        "followup_attention_oldest_seconds",
+        "followup_attention_urgent_oldest_seconds",
         "followup_provider_errors_total",
     }
     missing = sorted(f"{doc}: {metric}" for doc, metric in named if metric not in served)

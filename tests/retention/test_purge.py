@@ -18,13 +18,13 @@ from flask import Flask
 
 from followup.audit.models import AuditEvent
 from followup.clock import FakeClock
+from followup.inbox.models import AttentionResolution, UnreachableResolution
 from followup.messaging.models import InboundMessage, Message
 from followup.patients.models import Patient, Procedure
 from followup.patients.service import EnrollmentResult
 from followup.retention.models import PurgedPatient
 from followup.retention.service import REMOVED, PurgeReport, preview_purge, purge_expired
 from followup.runtime import Runtime
-from followup.sendlog.models import AttentionResolution
 from followup.sendlog.service import csv_row, dashboard
 from jobs.scheduler import build_scheduler
 from tests.conftest import START
@@ -97,6 +97,15 @@ def history(
             handled_at=START + timedelta(days=3),
             handled_by="nurse@example.org",
             note="called Ada Moreno at home",
+        )
+    )
+    session.add(
+        UnreachableResolution(
+            patient_id=ada.patient.id,
+            message_id=restart.id,
+            handled_at=START + timedelta(days=3),
+            handled_by="nurse@example.org",
+            note="Ada Moreno gave a new mobile number",
         )
     )
     session.commit()
@@ -178,6 +187,7 @@ def test_purge_removes_what_identifies_old_patients_and_keeps_the_figures(
     ]
     assert [r.handled_note for r in replies] == [REMOVED, None]
     assert session.scalars(sa.select(AttentionResolution.note)).all() == [REMOVED]
+    assert session.scalars(sa.select(UnreachableResolution.note)).all() == [REMOVED]
     assert session.get(InboundMessage, history["stranger_old"]).body == REMOVED  # type: ignore[union-attr]
     # Luis and the recent unknown sender are untouched.
     kept = session.get(Patient, luis)

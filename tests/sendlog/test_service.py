@@ -9,11 +9,11 @@ import sqlalchemy.orm as so
 
 from followup.clock import FakeClock
 from followup.errors import ValidationError
+from followup.inbox.service import critical_text_problems
 from followup.messaging.models import Message
 from followup.patients.service import EnrollmentResult
 from followup.sendlog.service import (
     LogFilter,
-    critical_text_problems,
     csv_lines,
     dashboard,
     decode_cursor,

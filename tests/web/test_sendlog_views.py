@@ -112,25 +112,3 @@ def test_dashboard_shows_figures_and_an_svg_chart(
     assert "1 sent, 1 delivered, 1 failed" in page
     assert "30006" in page
     assert "blood-thinner-restart failed (error 30006)" in page
-
-
-def test_attention_items_are_handled_with_a_note(
-    signed_in: Callable[[str], Browser], session: so.Session, enroll: Enroll, clock: FakeClock
-) -> None:
-    result = failed_restart(session, enroll, clock)
-    message = next(m for m in result.messages if m.step == "blood-thinner-restart")
-    nurse = signed_in(NURSE)
-    assert "blood-thinner-restart failed" in nurse.get("/attention").get_data(as_text=True)
-    empty = nurse.post(f"/attention/text/{message.id}", {"note": ""}, form_page="/attention")
-    assert empty.status_code == 302
-    done = nurse.post(
-        f"/attention/text/{message.id}",
-        {"note": "Called: restarting tonight"},
-        form_page="/attention",
-    )
-    assert done.status_code == 302
-    assert "Nothing needs attention" in nurse.get("/attention").get_data(as_text=True)
-    audit = session.scalars(
-        sa.select(AuditEvent).where(AuditEvent.action == "attention.handled")
-    ).one()
-    assert (audit.actor, audit.record_id) == (NURSE, message.id)

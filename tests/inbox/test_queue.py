@@ -1,0 +1,215 @@
+"""The needs-attention queue: urgent first, then oldest first; everything a nurse needs to
+call the patient; handling takes a note that is kept, shown and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.audit.models import AuditEvent
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.errors import NotFound, ValidationError
+from followup.inbox.service import (
+    attention_queue,
+    handled_notes,
+    mark_handled,
+    queue_counts,
+    waited_words,
+)
+from followup.messaging.models import InboundMessage, Message, MessageEvent
+from followup.messaging.outbox import record_opt_out
+from followup.patients.service import EnrollmentResult
+
+Enroll = Callable[..., EnrollmentResult]
+NOW = datetime(2026, 3, 6, 20, 0, tzinfo=UTC)
+
+
+def reply(
+    session: so.Session,
+    *,
+    patient_id: int | None,
+    sid: str,
+    at: datetime,
+    body: str = "what?",
+    triage: str = "reading",
+    reason: str | None = "a question",
+    score: int | None = None,
+    phone: str = "+12025550143",
+) -> InboundMessage:
+    inbound = InboundMessage(
+        patient_id=patient_id, from_phone=phone, body=body, provider_sid=sid, received_at=at,
+        kind="pain" if score is not None else "other", pain_score=score, needs_attention=True,
+        triage=triage, triage_reason=reason,
+    )  # fmt: skip
+    session.add(inbound)
+    session.commit()
+    return inbound
+
+
+def test_queue_lists_urgent_first_then_oldest_first_with_every_kind(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    clock.set(NOW)
+    ada = enroll(blood_thinner="Eliquis")
+    bo = enroll(first_name="Bo", last_name="Lindqvist", phone="(202) 555-0177", language="es",
+                blood_thinner="warfarin")  # fmt: skip
+    critical = care.critical_steps()
+    session.execute(
+        sa.update(Message)
+        .where(Message.patient_id == ada.patient.id, Message.step == "blood-thinner-restart")
+        .values(status="expired", updated_at=NOW + timedelta(minutes=1))
+    )
+    record_opt_out(
+        session=session, patient_id=bo.patient.id, now=NOW + timedelta(minutes=2), reason="STOP"
+    )
+    session.commit()
+    question = reply(session, patient_id=ada.patient.id, sid="SM1", at=NOW + timedelta(minutes=3))
+    unknown = reply(
+        session, patient_id=None, sid="SM2", at=NOW + timedelta(minutes=4), body="who is this?",
+        phone="+12025550999",
+    )  # fmt: skip
+    late_pain = reply(
+        session, patient_id=bo.patient.id, sid="SM3", at=NOW + timedelta(minutes=6), body="10",
+        triage="urgent", reason="pain score 10 of 10", score=10,
+    )  # fmt: skip
+    numb = reply(
+        session, patient_id=ada.patient.id, sid="SM4", at=NOW + timedelta(minutes=5),
+        body="my leg is numb", triage="urgent", reason="new numbness or tingling",
+    )  # fmt: skip
+
+    queue = attention_queue(session=session, critical_steps=critical)
+    assert [(i.key, i.urgent, i.reason) for i in queue.items] == [
+        (f"reply:{numb.id}", True, "new numbness or tingling"),
+        (f"reply:{late_pain.id}", True, "pain score 10 of 10"),
+        (f"text:{ada.messages[2].id}", False, "blood-thinner-restart expired"),
+        (
+            f"text:{bo.messages[2].id}",
+            False,
+            "blood-thinner-restart not sent: patient opted out before it",
+        ),
+        (f"reply:{question.id}", False, "a question"),
+        (f"reply:{unknown.id}", False, "reply from an unknown number: a question"),
+    ]
+    assert (queue.open_count, queue.urgent_count) == (6, 2)
+    first = queue.items[0]
+    assert (first.patient_name, first.phone, first.language, first.words) == (
+        "Ada Moreno", "+12025550143", "English", "my leg is numb",
+    )  # fmt: skip
+    assert first.phone_display == "+1 202-555-0143"
+    assert first.waited(NOW + timedelta(minutes=70)) == "1 h 05 min"
+    second = queue.items[1]
+    assert (second.patient_name, second.language) == ("Bo Lindqvist", "Spanish")
+    stranger = queue.items[-1]
+    assert (stranger.patient_id, stranger.phone, stranger.words) == (
+        None, "+12025550999", "who is this?",
+    )  # fmt: skip
+    assert queue_counts(session=session, critical_steps=critical).urgent == 2
+
+
+def test_every_urgent_reply_is_listed_however_long_the_queue(
+    session: so.Session, enroll: Enroll
+) -> None:
+    ada = enroll()
+    for i in range(30):
+        reply(session, patient_id=ada.patient.id, sid=f"SMq{i}", at=NOW + timedelta(seconds=i))
+    for i in range(12):
+        reply(
+            session, patient_id=ada.patient.id, sid=f"SMu{i}", at=NOW + timedelta(hours=1, seconds=i),
+            triage="urgent", reason="fever or chills",
+        )  # fmt: skip
+    queue = attention_queue(session=session, critical_steps=frozenset(), limit=5)
+    assert [i.urgent for i in queue.items] == [True] * 12 + [False] * 5
+    assert (queue.open_count, queue.urgent_count, queue.truncated) == (42, 12, True)
+
+
+def test_handling_takes_a_note_kept_on_the_item_the_timeline_and_the_audit(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    clock.set(NOW)
+    ada = enroll(blood_thinner="Eliquis")
+    failed = ada.messages[2]
+    session.execute(
+        sa.update(Message)
+        .where(Message.id == failed.id)
+        .values(status="failed", error_code="30007", updated_at=NOW)
+    )
+    session.commit()
+    pain = reply(session, patient_id=ada.patient.id, sid="SM1", at=NOW, body="8", triage="urgent",
+                 reason="pain score 8 of 10", score=8)  # fmt: skip
+    later = NOW + timedelta(minutes=20)
+    mark_handled(
+        session=session, kind="reply", item_id=pain.id, note="Called back; pain meds adjusted",
+        actor="nurse@x.org", now=later,
+    )  # fmt: skip
+    mark_handled(
+        session=session, kind="text", item_id=failed.id, note="Called; restarted Eliquis",
+        actor="nurse@x.org", now=later,
+    )  # fmt: skip
+    session.commit()
+    assert attention_queue(session=session, critical_steps=care.critical_steps()).items == []
+    notes = handled_notes(session=session, patient_id=ada.patient.id)
+    assert [(n.kind, n.handled_by, n.note, n.at) for n in notes] == [
+        ("reply", "nurse@x.org", "Called back; pain meds adjusted", later),
+        ("text", "nurse@x.org", "Called; restarted Eliquis", later),
+    ]
+    session.expire_all()
+    stored = session.get(InboundMessage, pain.id)
+    assert stored is not None
+    assert (stored.handled_by, stored.handled_note) == (
+        "nurse@x.org",
+        "Called back; pain meds adjusted",
+    )
+    kinds = session.scalars(
+        sa.select(MessageEvent.kind).where(MessageEvent.message_id == failed.id)
+    )
+    assert list(kinds)[-1] == "handled"
+    details = session.scalars(
+        sa.select(AuditEvent.detail)
+        .where(AuditEvent.action == "attention.handled")
+        .order_by(AuditEvent.id)
+    ).all()
+    assert details == [
+        f"reply {pain.id} handled: Called back; pain meds adjusted",
+        f"text {failed.id} handled: Called; restarted Eliquis",
+    ]
+    with pytest.raises(ValidationError, match="already handled by nurse@x.org"):
+        mark_handled(
+            session=session, kind="reply", item_id=pain.id, note="again", actor="a", now=NOW
+        )
+    with pytest.raises(ValidationError, match="already handled by nurse@x.org"):
+        mark_handled(
+            session=session, kind="text", item_id=failed.id, note="again", actor="a", now=NOW
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "note", "field"),
+    [("text", "  ", "note"), ("call", "done", "kind"), ("reply", "x" * 501, "note")],
+)
+def test_mark_handled_refuses_bad_input_naming_the_field(
+    session: so.Session, kind: str, note: str, field: str
+) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        mark_handled(session=session, kind=kind, item_id=1, note=note, actor="a", now=NOW)
+    assert excinfo.value.field == field
+    assert session.scalars(sa.select(AuditEvent)).all() == []
+
+
+@pytest.mark.parametrize("kind", ["reply", "text", "unreachable"])
+def test_mark_handled_an_unknown_item_is_not_found(session: so.Session, kind: str) -> None:
+    with pytest.raises(NotFound):
+        mark_handled(session=session, kind=kind, item_id=999, note="done", actor="a", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("minutes", "words"),
+    [(0, "0 min"), (59, "59 min"), (60, "1 h 00 min"), (125, "2 h 05 min"),
+     (24 * 60, "1 day 0 h"), (3 * 24 * 60 + 4 * 60, "3 days 4 h")],
+)  # fmt: skip
+def test_waited_words(minutes: int, words: str) -> None:
+    assert waited_words(timedelta(minutes=minutes)) == words
