@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from followup.clock import SystemClock
+from followup.imports.source import MAX_UPLOAD_BYTES
 from followup.runtime import Runtime, build_runtime
 from followup.settings import Settings
 
@@ -21,6 +22,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.is_production,
+        # The largest request body accepted (an import file and its form), refused with 413
+        # from its Content-Length before it is read.
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
     )
     app.extensions["followup"] = runtime
 
@@ -34,6 +38,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
 
     from followup.accounts.views import bp as accounts_bp
     from followup.audit.views import bp as audit_bp
+    from followup.imports.views import bp as imports_bp
     from followup.patients.views import bp as patients_bp
     from followup.sendlog.views import bp as sendlog_bp
 
@@ -41,6 +46,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(sendlog_bp)  # owns "/": the admins' dashboard
     app.register_blueprint(patients_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(imports_bp)
 
     # After every blueprint: sign-in gate, CSRF (Twilio's webhooks exempt), error pages.
     from followup.web import init_web
