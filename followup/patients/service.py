@@ -792,21 +792,35 @@ def _write_bulk(
     source: str,
 ) -> list[BulkOutcome]:
     """Insert checked enrollments set-based, plan them and audit them; one outcome each."""
-    patient_ids = list(
-        session.scalars(
-            sa.insert(Patient).returning(Patient.id, sort_by_parameter_order=True),
-            [_patient_values(e, now=now, actor=actor) for e in enrollments],
-        )
-    )
-    procedure_ids = list(
-        session.scalars(
-            sa.insert(Procedure).returning(Procedure.id, sort_by_parameter_order=True),
-            [
-                _procedure_values(e, patient_id=patient_id, now=now)
-                for e, patient_id in zip(enrollments, patient_ids, strict=True)
-            ],
-        )
-    )
+    # Multi-row INSERTs. Their RETURNING rows come back in no promised order (asking for
+    # parameter order makes SQLite insert one row at a time), so each id is matched to its
+    # row by the values inserted: identical patient rows are interchangeable, and each
+    # procedure has its own patient.
+    patient_rows = [_patient_values(e, now=now, actor=actor) for e in enrollments]
+    columns = ("first_name", "last_name", "phone", "timezone", "language")
+    ids_by_values: dict[tuple[object, ...], list[int]] = {}
+    for returned in session.execute(
+        sa.insert(Patient)
+        .returning(Patient.id, *(getattr(Patient, name) for name in columns))
+        .execution_options(render_nulls=True),
+        patient_rows,
+    ):
+        ids_by_values.setdefault(tuple(returned[1:]), []).append(returned[0])
+    patient_ids = [
+        ids_by_values[tuple(row[name] for name in columns)].pop() for row in patient_rows
+    ]
+    procedure_by_patient: dict[int, int] = {}
+    for patient_id, procedure_id in session.execute(
+        sa.insert(Procedure)
+        .returning(Procedure.patient_id, Procedure.id)
+        .execution_options(render_nulls=True),
+        [
+            _procedure_values(e, patient_id=patient_id, now=now)
+            for e, patient_id in zip(enrollments, patient_ids, strict=True)
+        ],
+    ):
+        procedure_by_patient[patient_id] = procedure_id
+    procedure_ids = [procedure_by_patient[patient_id] for patient_id in patient_ids]
     plan_procedures(
         session=session, care=care, now=now, procedure_ids=procedure_ids, limit=len(procedure_ids)
     )

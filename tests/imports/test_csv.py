@@ -328,14 +328,26 @@ class CountingStream(io.RawIOBase):
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.position = 0
         self.read_bytes = 0
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
     def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self.size - self.read_bytes)
+        n = max(0, min(len(buffer), self.size - self.position))
         buffer[:n] = b"a" * n
+        self.position += n
         self.read_bytes += n
         return n
 
