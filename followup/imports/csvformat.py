@@ -8,6 +8,7 @@ import io
 from dataclasses import dataclass
 
 from followup.imports.source import (
+    CSV,
     MAX_IMPORT_ROWS,
     FileRefused,
     ImportItem,
@@ -200,7 +201,7 @@ def parse_csv(upload: Upload, *, default_timezone: str) -> ParsedImport:
         items.append(_item(f"line {start}", names, cells, default_timezone))
     if not items:
         raise FileRefused(f"{upload.name}: has a header but no rows")
-    return ParsedImport(format="csv", items=items)
+    return ParsedImport(format=CSV, items=items)
 
 
 def _item(ref: str, names: list[str], cells: list[str], default_timezone: str) -> ImportItem:

@@ -44,12 +44,15 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 
 from followup.imports.source import (
+    FHIR_BUNDLE,
+    FHIR_NDJSON,
     MAX_IMPORT_ROWS,
     FileRefused,
     ImportItem,
     ParsedImport,
     Upload,
     decode_utf8,
+    detect_format,
     patient_label,
 )
 from followup.patients.service import BulkRow, EnrollmentForm
@@ -117,11 +120,11 @@ def parse_fhir(uploads: list[Upload], *, default_timezone: str, now: datetime) -
     formats = set()
     for upload in uploads:
         text = decode_utf8(upload)
-        if _is_ndjson(upload, text):
-            formats.add("fhir-ndjson")
+        if detect_format(upload) == FHIR_NDJSON:
+            formats.add(FHIR_NDJSON)
             _read_ndjson(upload, text, collected, prefix=len(uploads) > 1)
         else:
-            formats.add("fhir-bundle")
+            formats.add(FHIR_BUNDLE)
             _read_bundle(upload, text, collected, prefix=len(uploads) > 1)
     if len(collected.procedures) > MAX_IMPORT_ROWS:
         raise FileRefused(
@@ -135,19 +138,6 @@ def parse_fhir(uploads: list[Upload], *, default_timezone: str, now: datetime) -
         for kind, count in sorted(collected.ignored.items())
     ]
     return ParsedImport(format="+".join(sorted(formats)), items=items, notes=notes)
-
-
-def _is_ndjson(upload: Upload, text: str) -> bool:
-    if upload.name.lower().endswith((".ndjson", ".jsonl")):
-        return True
-    if upload.name.lower().endswith(".json"):
-        return False
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (
-        len(lines) > 1
-        and all(line.lstrip().startswith("{") for line in lines[:3])
-        and (lines[0].rstrip().endswith("}"))
-    )
 
 
 def _read_bundle(upload: Upload, text: str, collected: _Collected, *, prefix: bool) -> None:
