@@ -224,3 +224,26 @@ def test_admins_import_too_and_anonymous_users_are_sent_to_sign_in(
     response = browser.get("/import")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login")
+
+
+def test_a_bulk_export_of_several_ndjson_files_is_uploaded_at_once(
+    nurse: Browser, app: Flask, session: so.Session
+) -> None:
+    from tests.imports.helpers import ndjson
+
+    files = [
+        (io.BytesIO(ndjson(patient("p1")).encode()), "Patient.ndjson"),
+        (io.BytesIO(ndjson(procedure("x1", "Patient/p1")).encode()), "Procedure.ndjson"),
+        (io.BytesIO(ndjson(consent("c1", "Patient/p1")).encode()), "Consent.ndjson"),
+    ]
+    token = csrf_from(nurse.get("/import"))
+    response = nurse.client.post(
+        "/import", data={"csrf_token": token, "files": files}, content_type="multipart/form-data"
+    )
+    for thread in app.extensions.get(THREADS, []):
+        thread.join(timeout=60)
+
+    text = nurse.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Import of Patient.ndjson, Procedure.ndjson, Consent.ndjson" in text
+    assert "Procedure.ndjson line 1 Procedure/x1 (Patient/p1)" in text
+    assert session.scalar(sa.select(sa.func.count()).select_from(Patient)) == 1
