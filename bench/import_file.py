@@ -7,7 +7,7 @@ per-row report (as --report would). The rows are a realistic mix: 70% done today
 without a blood thinner, 29% booked in the next weeks (some with a stop date), 1% refused.
 
     python bench/import_file.py                        # SQLite in a temporary folder, 3 runs
-    python bench/import_file.py --fhir                 # also FHIR NDJSON
+    python bench/import_file.py --format fhir          # FHIR NDJSON instead (or both)
     python bench/import_file.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench --reset
 """
 
@@ -185,7 +185,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--fhir", action="store_true", help="also import the same patients as FHIR NDJSON"
+        "--format",
+        choices=("csv", "fhir", "both"),
+        default="csv",
+        help="CSV, the same patients as FHIR NDJSON (Patient, Procedure, Consent), or both",
     )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--reset", action="store_true", help="drop and re-create the schema first")
@@ -193,10 +196,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = csv_rows(args.rows)
-        csv_path = folder / "patients.csv"
-        write_csv(csv_path, rows)
-        measure("csv", [csv_path], args, folder, args.rows)
-        if args.fhir:
+        if args.format in ("csv", "both"):
+            csv_path = folder / "patients.csv"
+            write_csv(csv_path, rows)
+            measure("csv", [csv_path], args, folder, args.rows)
+        if args.format in ("fhir", "both"):
             measure("fhir-ndjson", write_ndjson(folder, rows), args, folder, args.rows)
 
 
