@@ -24,7 +24,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.is_production,
-        # No form here is anywhere near this; a larger body is refused (413) unread.
+        # No form is anywhere near this (the import upload has its own limit: web.py); a
+        # larger body is refused (413) unread.
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     app.extensions["followup"] = runtime
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
 
     from followup.accounts.views import bp as accounts_bp
     from followup.audit.views import bp as audit_bp
+    from followup.imports.views import bp as imports_bp
     from followup.inbox.views import bp as inbox_bp
     from followup.patients.views import bp as patients_bp
     from followup.sendlog.views import bp as sendlog_bp
@@ -57,6 +59,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(patients_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(inbox_bp)  # /attention, and the header's counts on every page
+    app.register_blueprint(imports_bp)  # /import
 
     from followup.ops.views import init_ops
 

@@ -4,6 +4,7 @@ import followup.sendlog.models  # noqa: F401 - the send log's indexes
 from followup.accounts.models import User, UserSession
 from followup.audit.models import AuditEvent
 from followup.db import Base
+from followup.imports.models import ImportRow, ImportRun
 from followup.inbox.models import AttentionResolution, StaffAlert, UnreachableResolution
 from followup.messaging.models import InboundMessage, Message, MessageEvent
 from followup.patients.models import Patient, Procedure
@@ -13,6 +14,8 @@ __all__ = [
     "AttentionResolution",
     "AuditEvent",
     "Base",
+    "ImportRow",
+    "ImportRun",
     "InboundMessage",
     "Message",
     "MessageEvent",

@@ -48,6 +48,7 @@ PUBLIC_ENDPOINTS = frozenset({"accounts.login", "static"})
 PUBLIC_BLUEPRINTS = frozenset({"health", "twilio", "ops"})
 # Admins only: these paths and everything under them (the send log, audit, users).
 ADMIN_PATHS = ("/log", "/log.csv", "/audit", "/users")
+IMPORT_UPLOAD_ENDPOINT = "imports.upload"  # the one request allowed to be large (a file)
 # A user who signed in with a one-time password may only reach these until it is changed.
 PASSWORD_CHANGE_ENDPOINTS = frozenset({"accounts.password", "accounts.logout", "static"})
 MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 - a session key
@@ -171,6 +172,8 @@ def init_web(app: Flask) -> None:
 
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
+    # Before CSRFProtect reads any form: only a signed-in user's import upload may be large.
+    app.before_request(_upload_limit)
     csrf = CSRFProtect(app)
     csrf.exempt(twilio_bp)  # Twilio signs its webhooks; it cannot send our form token
 
@@ -282,6 +285,14 @@ def _error_page(status: int, message: str) -> tuple[str, int]:
     }
     title = titles.get(status, "Error")
     return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _upload_limit() -> None:
+    """Let a signed-in user's import upload exceed the app's small request limit."""
+    if request.endpoint == IMPORT_UPLOAD_ENDPOINT and current_user.is_authenticated:
+        from followup.imports.source import MAX_UPLOAD_BYTES
+
+        request.max_content_length = MAX_UPLOAD_BYTES
 
 
 def _csrf_error(exc: CSRFError) -> ResponseReturnValue:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
@@ -14,6 +15,7 @@ import phonenumbers
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.audit.models import AuditEvent
 from followup.audit.service import record_audit
 from followup.care import gsm
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
@@ -55,6 +57,7 @@ from followup.patients.models import Patient, Procedure
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100
+MAX_EXTERNAL_ID_LENGTH = 64  # procedures.external_id
 MAX_PAST_COMPLETION = timedelta(days=30)  # older than this is almost surely a typo
 MAX_BOOKED_AHEAD = timedelta(days=365)
 MAX_STOP_AHEAD = timedelta(days=30)  # a stop date further before the procedure is a typo
@@ -306,6 +309,8 @@ def validate_enrollment(
     )
     if not form.consent:
         errors["consent"] = "the patient must agree to receive texts"
+    if len((form.external_id or "").strip()) > MAX_EXTERNAL_ID_LENGTH:
+        errors["external_id"] = f"is longer than {MAX_EXTERNAL_ID_LENGTH} characters"
     if errors:
         raise InvalidEnrollment(errors, choices)
     assert first is not None and last is not None and phone is not None  # noqa: S101
@@ -484,30 +489,10 @@ def enroll_patient(
     """
     enrollment = validate_enrollment(form=form, care=care, region=region, now=now)
     _refuse_duplicates(session=session, enrollment=enrollment)
-    patient = Patient(
-        first_name=enrollment.first_name,
-        last_name=enrollment.last_name,
-        phone=enrollment.phone,
-        timezone=enrollment.timezone,
-        language=enrollment.language,
-        sms_consent_at=now,
-        consent_recorded_by=actor,
-        created_at=now,
-    )
+    patient = Patient(**_patient_values(enrollment, now=now, actor=actor))
     session.add(patient)
     session.flush()
-    procedure = Procedure(
-        patient_id=patient.id,
-        kind=enrollment.procedure,
-        status="scheduled" if enrollment.booked else "completed",
-        completed_at=enrollment.completed_at,
-        scheduled_at=enrollment.scheduled_at,
-        takes_blood_thinner=enrollment.takes_blood_thinner,
-        blood_thinner=enrollment.blood_thinner,
-        stop_blood_thinner_on=enrollment.stop_blood_thinner_on,
-        external_id=enrollment.external_id,
-        created_at=now,
-    )
+    procedure = Procedure(**_procedure_values(enrollment, patient_id=patient.id, now=now))
     session.add(procedure)
     session.flush()
     plan_procedures(session=session, care=care, now=now, procedure_ids=[procedure.id])
@@ -530,36 +515,357 @@ def enroll_patient(
     )
 
 
+def _patient_values(enrollment: Enrollment, *, now: datetime, actor: str) -> dict[str, object]:
+    """The patients row of an enrollment (consent recorded by `actor`, now)."""
+    return {
+        "first_name": enrollment.first_name,
+        "last_name": enrollment.last_name,
+        "phone": enrollment.phone,
+        "timezone": enrollment.timezone,
+        "language": enrollment.language,
+        "sms_consent_at": now,
+        "consent_recorded_by": actor,
+        "created_at": now,
+    }
+
+
+def _procedure_values(
+    enrollment: Enrollment, *, patient_id: int, now: datetime
+) -> dict[str, object]:
+    """The procedures row of an enrollment."""
+    return {
+        "patient_id": patient_id,
+        "kind": enrollment.procedure,
+        "status": "scheduled" if enrollment.booked else "completed",
+        "completed_at": enrollment.completed_at,
+        "scheduled_at": enrollment.scheduled_at,
+        "takes_blood_thinner": enrollment.takes_blood_thinner,
+        "blood_thinner": enrollment.blood_thinner,
+        "stop_blood_thinner_on": enrollment.stop_blood_thinner_on,
+        "external_id": enrollment.external_id,
+        "created_at": now,
+    }
+
+
+# What an enrollment collides with in the database, in the order the single enrollment
+# reports it: a number that replied STOP, the same phone and time, a used external id.
+OPTED_OUT_PHONE = "opted_out"
+SAME_PHONE_AND_TIME = "same_time"
+EXTERNAL_ID_TAKEN = "external_id"
+
+
+@dataclass(frozen=True)
+class StoredConflict:
+    kind: str  # OPTED_OUT_PHONE, SAME_PHONE_AND_TIME or EXTERNAL_ID_TAKEN
+    field: str
+    message: str
+
+
+@dataclass
+class _Stored:
+    """What the database already holds for some enrollments' phones and external ids."""
+
+    opted_out: set[str]
+    # (phone, "completed" | "booked", instant) -> the patient enrolled with it
+    times: dict[tuple[str, str, datetime], int]
+    external_ids: dict[str, int]  # external id -> procedure id
+
+
+_LOOKUP_BATCH = 1000  # values per IN (...) list
+
+
+def _stored_for(session: so.Session, enrollments: Sequence[Enrollment]) -> _Stored:
+    """Read, set-based, what the database holds for these enrollments' phones and ids."""
+    stored = _Stored(opted_out=set(), times={}, external_ids={})
+    phones = sorted({e.phone for e in enrollments})
+    for start in range(0, len(phones), _LOOKUP_BATCH):
+        rows = session.execute(
+            sa.select(
+                Patient.phone,
+                Patient.id,
+                Patient.opted_out_at,
+                Procedure.completed_at,
+                Procedure.scheduled_at,
+                Procedure.status,
+            )
+            .outerjoin(Procedure, Procedure.patient_id == Patient.id)
+            .where(Patient.phone.in_(phones[start : start + _LOOKUP_BATCH]))
+        ).all()
+        for phone, patient_id, opted_out_at, completed_at, scheduled_at, status in rows:
+            if opted_out_at is not None:
+                stored.opted_out.add(phone)
+            if status is None or status == "cancelled":
+                continue
+            for kind, instant in (("completed", completed_at), ("booked", scheduled_at)):
+                if instant is not None:
+                    stored.times.setdefault((phone, kind, instant), patient_id)
+    ids = sorted({e.external_id for e in enrollments if e.external_id is not None})
+    for start in range(0, len(ids), _LOOKUP_BATCH):
+        for external_id, procedure_id in session.execute(
+            sa.select(Procedure.external_id, Procedure.id).where(
+                Procedure.external_id.in_(ids[start : start + _LOOKUP_BATCH])
+            )
+        ):
+            stored.external_ids[str(external_id)] = procedure_id
+    return stored
+
+
+def _time_key(enrollment: Enrollment) -> tuple[str, str, datetime]:
+    if enrollment.completed_at is not None:
+        return (enrollment.phone, "completed", enrollment.completed_at)
+    assert enrollment.scheduled_at is not None  # noqa: S101 - validated: one of the two
+    return (enrollment.phone, "booked", enrollment.scheduled_at)
+
+
+def _conflicts(enrollment: Enrollment, stored: _Stored) -> list[StoredConflict]:
+    """Every way `enrollment` collides with what is stored (the duplicate rules)."""
+    found = []
+    if enrollment.phone in stored.opted_out:
+        found.append(
+            StoredConflict(
+                OPTED_OUT_PHONE,
+                "phone",
+                "this number replied STOP; the patient must text START before enrolling",
+            )
+        )
+    duplicate = stored.times.get(_time_key(enrollment))
+    if duplicate is not None:
+        what = "completion" if enrollment.completed_at is not None else "booked"
+        found.append(
+            StoredConflict(
+                SAME_PHONE_AND_TIME,
+                "phone",
+                f"already enrolled with the same {what} time (patient {duplicate})",
+            )
+        )
+    taken = stored.external_ids.get(enrollment.external_id or "")
+    if taken is not None:
+        found.append(
+            StoredConflict(EXTERNAL_ID_TAKEN, "external_id", f"already used by procedure {taken}")
+        )
+    return found
+
+
 def _refuse_duplicates(*, session: so.Session, enrollment: Enrollment) -> None:
-    same_phone = session.scalars(sa.select(Patient).where(Patient.phone == enrollment.phone)).all()
-    if any(p.opted_out_at is not None for p in same_phone):
-        raise PatientOptedOut(
-            "phone", "this number replied STOP; the patient must text START before enrolling"
-        )
-    if same_phone:
-        same_time = (
-            Procedure.completed_at == enrollment.completed_at
-            if enrollment.completed_at is not None
-            else Procedure.scheduled_at == enrollment.scheduled_at
-        )
-        duplicate = session.scalar(
-            sa.select(Procedure.patient_id).where(
-                Procedure.patient_id.in_([p.id for p in same_phone]),
-                same_time,
-                Procedure.status != "cancelled",
+    conflicts = _conflicts(enrollment, _stored_for(session, [enrollment]))
+    if conflicts:
+        first = conflicts[0]
+        error = PatientOptedOut if first.kind == OPTED_OUT_PHONE else ValidationError
+        raise error(first.field, first.message)
+
+
+# --- bulk enrollment (imports) --------------------------------------------------------------
+
+PLANNED = "planned"
+ALREADY_ENROLLED = "already enrolled"
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class BulkRow:
+    """One enrollment of an import: `ref` names it in the file ("line 7"); `format_errors`
+    are problems the file's format found before validation (a yes/no cell that says
+    neither) and replace validation's message for the same field."""
+
+    ref: str
+    form: EnrollmentForm
+    format_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextSummary:
+    step: str
+    due_at: datetime
+    status: str  # pending, or expired when its window had passed
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What became of one BulkRow: planned, already enrolled (nothing written) or refused."""
+
+    status: str  # PLANNED, ALREADY_ENROLLED or REFUSED
+    errors: dict[str, str]  # refused: each bad field and why; already enrolled: the match
+    enrollment: Enrollment | None = None
+    patient_id: int | None = None
+    procedure_id: int | None = None
+    texts: tuple[TextSummary, ...] = ()
+
+
+def enroll_bulk(
+    *,
+    session: so.Session,
+    rows: Sequence[BulkRow],
+    care: CareContext,
+    region: str,
+    now: datetime,
+    actor: str,
+    source: str,
+    seen: dict[tuple[object, ...], str],
+    dry_run: bool = False,
+) -> list[BulkOutcome]:
+    """Enroll many patients at once with the rules of `enroll_patient` (the caller commits).
+
+    Each row is validated by `validate_enrollment` and checked against the same duplicate
+    rules, set-based. A bad row is refused and nothing of it written; the others are
+    inserted with a few statements (patients, procedures, audit events) and planned with
+    the set-based `plan_procedures`. A row whose external id is already stored, or the same
+    phone and time, is "already enrolled": re-importing a file adds nothing. `seen` carries,
+    across calls, the rows of this file already accepted (by external id and by phone and
+    time) so that a row repeated in the file is caught too. `dry_run` writes nothing and
+    previews each plan instead. `source` names the file in the audit trail.
+    """
+    outcomes: list[BulkOutcome | None] = [None] * len(rows)
+    accepted: list[tuple[int, Enrollment]] = []
+    for index, row in enumerate(rows):
+        try:
+            enrollment = validate_enrollment(form=row.form, care=care, region=region, now=now)
+        except InvalidEnrollment as exc:
+            outcomes[index] = BulkOutcome(REFUSED, {**exc.errors, **row.format_errors})
+            continue
+        if row.format_errors:
+            outcomes[index] = BulkOutcome(REFUSED, dict(row.format_errors))
+            continue
+        accepted.append((index, enrollment))
+    stored = _stored_for(session, [enrollment for _, enrollment in accepted])
+    to_write: list[tuple[int, Enrollment]] = []
+    for index, enrollment in accepted:
+        outcome = _bulk_conflict(enrollment, stored, seen)
+        if outcome is not None:
+            outcomes[index] = outcome
+            continue
+        if enrollment.external_id is not None:
+            seen[("external_id", enrollment.external_id)] = rows[index].ref
+        seen[_time_key(enrollment)] = rows[index].ref
+        to_write.append((index, enrollment))
+    if dry_run:
+        for index, enrollment in to_write:
+            texts = preview_enrollment(enrollment=enrollment, care=care, now=now)
+            outcomes[index] = BulkOutcome(
+                PLANNED,
+                {},
+                enrollment,
+                texts=tuple(TextSummary(t.step, t.due_at, t.status) for t in texts),
             )
+    elif to_write:
+        written = _write_bulk(
+            session=session,
+            enrollments=[enrollment for _, enrollment in to_write],
+            refs=[rows[index].ref for index, _ in to_write],
+            care=care,
+            now=now,
+            actor=actor,
+            source=source,
         )
-        if duplicate is not None:
-            what = "completion" if enrollment.completed_at is not None else "booked"
-            raise ValidationError(
-                "phone", f"already enrolled with the same {what} time (patient {duplicate})"
+        for (index, _), outcome in zip(to_write, written, strict=True):
+            outcomes[index] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _bulk_conflict(
+    enrollment: Enrollment, stored: _Stored, seen: dict[tuple[object, ...], str]
+) -> BulkOutcome | None:
+    """Refused (a number that replied STOP), already enrolled (stored, or earlier in the
+    file), or None: the row is new."""
+    conflicts = {conflict.kind: conflict for conflict in _conflicts(enrollment, stored)}
+    if EXTERNAL_ID_TAKEN in conflicts:  # imported before, whatever happened since
+        conflict = conflicts[EXTERNAL_ID_TAKEN]
+        return BulkOutcome(ALREADY_ENROLLED, {conflict.field: conflict.message}, enrollment)
+    if OPTED_OUT_PHONE in conflicts:
+        conflict = conflicts[OPTED_OUT_PHONE]
+        return BulkOutcome(REFUSED, {conflict.field: conflict.message}, enrollment)
+    if SAME_PHONE_AND_TIME in conflicts:
+        conflict = conflicts[SAME_PHONE_AND_TIME]
+        return BulkOutcome(ALREADY_ENROLLED, {conflict.field: conflict.message}, enrollment)
+    earlier = seen.get(("external_id", enrollment.external_id)) if enrollment.external_id else None
+    if earlier is not None:
+        return BulkOutcome(
+            ALREADY_ENROLLED, {"external_id": f"the same as {earlier} of this file"}, enrollment
+        )
+    earlier = seen.get(_time_key(enrollment))
+    if earlier is not None:
+        return BulkOutcome(
+            ALREADY_ENROLLED,
+            {"phone": f"the same phone and time as {earlier} of this file"},
+            enrollment,
+        )
+    return None
+
+
+def _write_bulk(
+    *,
+    session: so.Session,
+    enrollments: list[Enrollment],
+    refs: list[str],
+    care: CareContext,
+    now: datetime,
+    actor: str,
+    source: str,
+) -> list[BulkOutcome]:
+    """Insert checked enrollments set-based, plan them and audit them; one outcome each."""
+    # Multi-row INSERTs. Their RETURNING rows come back in no promised order (asking for
+    # parameter order makes SQLite insert one row at a time), so each id is matched to its
+    # row by the values inserted: identical patient rows are interchangeable, and each
+    # procedure has its own patient.
+    patient_rows = [_patient_values(e, now=now, actor=actor) for e in enrollments]
+    columns = ("first_name", "last_name", "phone", "timezone", "language")
+    ids_by_values: dict[tuple[object, ...], list[int]] = {}
+    for returned in session.execute(
+        sa.insert(Patient)
+        .returning(Patient.id, *(getattr(Patient, name) for name in columns))
+        .execution_options(render_nulls=True),
+        patient_rows,
+    ):
+        ids_by_values.setdefault(tuple(returned[1:]), []).append(returned[0])
+    patient_ids = [
+        ids_by_values[tuple(row[name] for name in columns)].pop() for row in patient_rows
+    ]
+    procedure_by_patient: dict[int, int] = {}
+    for patient_id, procedure_id in session.execute(
+        sa.insert(Procedure)
+        .returning(Procedure.patient_id, Procedure.id)
+        .execution_options(render_nulls=True),
+        [
+            _procedure_values(e, patient_id=patient_id, now=now)
+            for e, patient_id in zip(enrollments, patient_ids, strict=True)
+        ],
+    ):
+        procedure_by_patient[patient_id] = procedure_id
+    procedure_ids = [procedure_by_patient[patient_id] for patient_id in patient_ids]
+    plan_procedures(
+        session=session, care=care, now=now, procedure_ids=procedure_ids, limit=len(procedure_ids)
+    )
+    session.execute(
+        sa.insert(AuditEvent),
+        [
+            {
+                "at": now,
+                "actor": actor,
+                "action": "patient.imported",
+                "record_type": "patient",
+                "record_id": patient_id,
+                "detail": (
+                    f"procedure {procedure_id} ({e.procedure}, "
+                    f"{'scheduled' if e.booked else 'completed'}) from {source}, {ref}"
+                )[:500],
+            }
+            for e, patient_id, procedure_id, ref in zip(
+                enrollments, patient_ids, procedure_ids, refs, strict=True
             )
-    if enrollment.external_id is not None:
-        taken = session.scalar(
-            sa.select(Procedure.id).where(Procedure.external_id == enrollment.external_id)
-        )
-        if taken is not None:
-            raise ValidationError("external_id", f"already used by procedure {taken}")
+        ],
+    )
+    texts: dict[int, list[TextSummary]] = {}
+    for start in range(0, len(procedure_ids), _LOOKUP_BATCH):
+        for procedure_id, step, due_at, status in session.execute(
+            sa.select(Message.procedure_id, Message.step, Message.due_at, Message.status)
+            .where(Message.procedure_id.in_(procedure_ids[start : start + _LOOKUP_BATCH]))
+            .order_by(Message.due_at, Message.id)
+        ):
+            texts.setdefault(procedure_id, []).append(TextSummary(step, due_at, status))
+    log.debug("imported patients=%d procedures=%d", len(patient_ids), len(procedure_ids))
+    return [
+        BulkOutcome(PLANNED, {}, e, patient_id, procedure_id, tuple(texts.get(procedure_id, ())))
+        for e, patient_id, procedure_id in zip(enrollments, patient_ids, procedure_ids, strict=True)
+    ]
 
 
 def messages_for_procedure(*, session: so.Session, procedure_id: int) -> list[Message]:

@@ -27,6 +27,7 @@ import sqlalchemy.orm as so
 
 from followup.audit.service import record_audit
 from followup.db import is_postgresql
+from followup.imports.service import forget_old_reports
 from followup.inbox.models import AttentionResolution, UnreachableResolution
 from followup.messaging.models import PENDING, SENDING, InboundMessage, Message
 from followup.messaging.reports import Report
@@ -43,6 +44,7 @@ class PurgeReport(Report):
     texts: int = 0  # texts whose body and number were removed
     replies: int = 0  # replies from those patients
     unknown_replies: int = 0  # replies from numbers that matched no patient
+    import_reports: int = 0  # import reports (names of imported rows) past their 30 days
 
 
 def retention_cutoff(*, now: datetime, retention_days: int) -> datetime:
@@ -166,6 +168,9 @@ def purge_expired(
             break
         report.unknown_replies += _empty_replies(session, InboundMessage.id.in_(reply_ids))
         session.commit()
+    # Import reports name the rows they imported: they go after 30 days, imports or not.
+    report.import_reports = forget_old_reports(session=session, now=now)
+    session.commit()
     if report.patients or report.unknown_replies:
         record_audit(
             session=session,

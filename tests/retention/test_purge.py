@@ -344,3 +344,37 @@ def test_purge_from_the_command_line(tmp_path: Path, database_url: str) -> None:
     assert statuses["no-driving"] == "sent"
     assert next(r for r in rows if r["step"] == "no-driving")["sent_at"] == enrolled
     assert "receiving texts" in cli.run("schedule", "1").stdout
+
+
+def test_the_daily_purge_deletes_import_reports_after_30_days(session: so.Session) -> None:
+    from followup.imports.models import ImportRow, ImportRun
+
+    for days_ago in (31, 29):
+        run = ImportRun(
+            created_at=START - timedelta(days=days_ago),
+            created_by="nurse@example.org",
+            filename="patients.csv",
+            status="done",
+        )
+        session.add(run)
+        session.flush()
+        session.add(
+            ImportRow(
+                run_id=run.id,
+                seq=1,
+                ref="line 2",
+                patient="Ada Moreno, +1******0143",
+                outcome="planned",
+                detail="6 texts",
+            )
+        )
+    session.commit()
+
+    report = purge_expired(session=session, now=START, retention_days=DAYS, actor="scheduler")
+
+    assert report.import_reports == 1
+    session.expire_all()
+    assert [r.created_at for r in session.scalars(sa.select(ImportRun))] == [
+        START - timedelta(days=29)
+    ]
+    assert session.scalar(sa.select(sa.func.count()).select_from(ImportRow)) == 1
