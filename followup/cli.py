@@ -390,8 +390,9 @@ def tick(state: CliState) -> None:
                 session=session,
                 transport=runtime.transport,
                 care=runtime.care,
-                now=now,
+                clock=runtime.clock,
                 owner=runtime.owner,
+                concurrency=runtime.settings.dispatch_concurrency,
             )
             alerts = _run_alerts(runtime, session, now)
     finally:

@@ -1,4 +1,10 @@
-"""APScheduler wiring: a few code-defined interval jobs; the database is the queue."""
+"""APScheduler wiring: a few code-defined interval jobs and the dispatcher's loop.
+
+The database is the queue. `plan`, `reap`, `poll-statuses`, `alerts` and `purge` are
+interval jobs; sending
+is not polled: a DispatchLoop thread (jobs.dispatcher), started and stopped with the
+scheduler, wakes for the next due text. Jobs that make texts due wake it at once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN, EVENT_SCHEDULER_STARTED, SchedulerEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -19,12 +26,14 @@ from followup.logsafe import log_failure
 from followup.ops.runs import record_failure, record_run
 from followup.runtime import Runtime
 from jobs import tasks
+from jobs.dispatcher import DispatchLoop
 
 log = logging.getLogger(__name__)
 
 PLAN_EVERY = timedelta(seconds=60)
-DISPATCH_EVERY = timedelta(seconds=15)
-REAP_EVERY = timedelta(seconds=60)
+# A dead dispatcher's texts are settled at most LEASE (60 s) + REAP_EVERY after its last
+# heartbeat, then sent at once: within the 2 minutes promised.
+REAP_EVERY = timedelta(seconds=20)
 POLL_STATUSES_EVERY = timedelta(minutes=5)
 PURGE_EVERY = timedelta(days=1)
 # A daily job also runs this soon after start: processes restarted every day still purge.
@@ -34,7 +43,6 @@ MISFIRE_GRACE_SECONDS = 120  # a job late by less than this still runs (well abo
 
 JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
     ("plan", tasks.plan, PLAN_EVERY),
-    ("dispatch", tasks.dispatch, DISPATCH_EVERY),
     ("reap", tasks.reap, REAP_EVERY),
     ("poll-statuses", tasks.poll_statuses, POLL_STATUSES_EVERY),
     ("purge", tasks.purge, PURGE_EVERY),
@@ -42,7 +50,17 @@ JOBS: tuple[tuple[str, Callable[[Runtime], Any], timedelta], ...] = (
 )
 
 
-def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None:
+def _makes_texts_due(report: Any) -> bool:
+    """Did the job put texts in the queue (planned or requeued)?"""
+    return bool(getattr(report, "planned", 0) or getattr(report, "requeued", 0))
+
+
+def _guarded(
+    name: str,
+    job: Callable[[Runtime], Any],
+    runtime: Runtime,
+    loop: DispatchLoop | None = None,
+) -> None:
     started = time.monotonic()
     try:
         report = job(runtime)
@@ -51,7 +69,7 @@ def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None
         # The exception's text may quote a number or a body: log its type and frames only.
         log_failure(log, "job %s failed; it runs again at its next interval", name, exc=exc)
         return
-    # One line if the run did anything ("dispatch: 12 sent, 1 retried"), and its metrics.
+    # One line if the run did anything ("reap: 2 stale, 2 requeued"), and its metrics.
     record_run(
         metrics=runtime.metrics,
         job=name,
@@ -59,16 +77,21 @@ def _guarded(name: str, job: Callable[[Runtime], Any], runtime: Runtime) -> None
         seconds=time.monotonic() - started,
         now=runtime.clock.now(),
     )
+    if loop is not None and _makes_texts_due(report):
+        loop.wake()
 
 
-def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
-    """Add the plan, dispatch, reap, status-poll, alerts and purge interval jobs to `scheduler`."""
+def add_jobs(
+    scheduler: BaseScheduler, runtime: Runtime, loop: DispatchLoop | None = None
+) -> BaseScheduler:
+    """Add the plan, reap, status-poll, alerts and purge interval jobs to `scheduler` (plan and
+    reap wake `loop` when they make texts due)."""
     for name, job, every in JOBS:
         first = FIRST_RUN_AFTER.get(name)
         scheduler.add_job(
             _guarded,
             "interval",
-            args=(name, job, runtime),
+            args=(name, job, runtime, loop),
             seconds=every.total_seconds(),
             id=name,
             name=name,
@@ -81,12 +104,28 @@ def add_jobs(scheduler: BaseScheduler, runtime: Runtime) -> BaseScheduler:
     return scheduler
 
 
+def attach_dispatcher(scheduler: BaseScheduler, runtime: Runtime) -> DispatchLoop:
+    """A DispatchLoop that starts when `scheduler` starts and stops when it shuts down."""
+    loop = DispatchLoop(runtime)
+
+    def follow(event: SchedulerEvent) -> None:
+        if event.code == EVENT_SCHEDULER_STARTED:
+            loop.start()
+        elif event.code == EVENT_SCHEDULER_SHUTDOWN:
+            loop.stop()
+
+    scheduler.add_listener(follow, EVENT_SCHEDULER_STARTED | EVENT_SCHEDULER_SHUTDOWN)
+    return loop
+
+
 def build_scheduler(runtime: Runtime, *, blocking: bool) -> BaseScheduler:
-    """A BlockingScheduler for `followup worker`, a BackgroundScheduler for `serve`."""
+    """A BlockingScheduler for `followup worker`, a BackgroundScheduler for `serve`; each
+    with the interval jobs and the dispatcher's loop."""
     scheduler: BaseScheduler = (
         BlockingScheduler(timezone="UTC") if blocking else BackgroundScheduler(timezone="UTC")
     )
-    return add_jobs(scheduler, runtime)
+    loop = attach_dispatcher(scheduler, runtime)
+    return add_jobs(scheduler, runtime, loop)
 
 
 def install_shutdown(stop: Callable[[], None]) -> None:

@@ -35,27 +35,28 @@ def plan(runtime: Runtime) -> PlanReport:
 
 
 def dispatch(runtime: Runtime) -> DispatchReport:
-    """Send every due text, a batch at a time."""
-    total = DispatchReport()
+    """Send every due text now: one dispatcher pass (the loop in jobs.dispatcher runs these)."""
     with runtime.session_factory() as session:
-        for _ in range(MAX_BATCHES_PER_RUN):
-            report = dispatch_due(
-                session=session,
-                transport=runtime.transport,
-                care=runtime.care,
-                now=runtime.clock.now(),
-                owner=runtime.owner,
-            )
-            total.add(report)
-            if report.claimed == 0:
-                break
-    return total
+        report = dispatch_due(
+            session=session,
+            transport=runtime.transport,
+            care=runtime.care,
+            clock=runtime.clock,
+            owner=runtime.owner,
+            concurrency=runtime.settings.dispatch_concurrency,
+        )
+    return report
 
 
 def reap(runtime: Runtime) -> ReapReport:
     """Settle texts whose lease ran out in `sending`."""
     with runtime.session_factory() as session:
-        report = reap_stale(session=session, transport=runtime.transport, now=runtime.clock.now())
+        report = reap_stale(
+            session=session,
+            transport=runtime.transport,
+            now=runtime.clock.now(),
+            owner=f"{runtime.owner}/reap",
+        )
     return report
 
 

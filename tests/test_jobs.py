@@ -1,3 +1,4 @@
+import threading
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -5,6 +6,7 @@ import sqlalchemy.orm as so
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from followup.messaging.dispatch import LEASE
 from followup.messaging.models import Message
 from followup.runtime import Runtime
 from jobs import tasks
@@ -13,18 +15,32 @@ from tests.conftest import enrollment_form
 from tests.fakes.transport import ScriptedTransport
 
 
-def test_scheduler_has_the_plan_dispatch_reap_interval_jobs_guarded(runtime: Runtime) -> None:
+def test_scheduler_has_the_plan_reap_interval_jobs_guarded_and_no_dispatch_poll(
+    runtime: Runtime,
+) -> None:
     scheduler = build_scheduler(runtime, blocking=False)
     assert isinstance(scheduler, BackgroundScheduler)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert {"plan", "dispatch", "reap", "alerts"} <= set(jobs)
+    assert set(jobs) == {"plan", "reap", "poll-statuses", "purge", "alerts"}  # sending: a loop
     assert jobs["alerts"].trigger.interval == timedelta(seconds=15)
     for job in jobs.values():
         assert job.coalesce is True
         assert job.max_instances == 1
         assert job.misfire_grace_time >= 30
-    assert jobs["dispatch"].trigger.interval == timedelta(seconds=15)
+    # A dead dispatcher's texts are settled within LEASE + the reap interval: 2 minutes.
+    assert LEASE + jobs["reap"].trigger.interval <= timedelta(minutes=2) - timedelta(seconds=20)
     assert isinstance(build_scheduler(runtime, blocking=True), BlockingScheduler)
+
+
+def test_the_dispatcher_loop_starts_and_stops_with_the_scheduler(runtime: Runtime) -> None:
+    scheduler = build_scheduler(runtime, blocking=False)
+    scheduler.start(paused=True)
+    try:
+        threads = {t.name for t in threading.enumerate()}
+        assert "dispatcher" in threads
+    finally:
+        scheduler.shutdown(wait=True)
+    assert "dispatcher" not in {t.name for t in threading.enumerate()}
 
 
 def test_jobs_plan_and_dispatch_at_the_runtime_clock(runtime: Runtime, session: so.Session) -> None:

@@ -1,24 +1,64 @@
-"""Dispatching: claim due texts under a lease, re-check them, hand them to the transport.
+"""Dispatching: claim due texts under a lease, hand each to the transport, record outcomes.
 
-The dispatcher commits on the session it is given: the claim first (so a crash cannot lose
-it), then each text's outcome with its event, one text per transaction.
+One pass (`Dispatcher.dispatch`) sends everything due at the clock's instant, and what
+falls due while it runs:
+
+- **expire**: pending texts whose window has closed are marked expired (one ranged UPDATE).
+- **claim**: due texts are leased to this dispatcher in batches (`FOR UPDATE SKIP LOCKED`
+  on PostgreSQL), committed before any of them is handed over.
+- **hand over**: whenever one of DISPATCH_CONCURRENCY slots is free and the pacer allows
+  (TWILIO_MAX_PER_SECOND, 429s), a group of claimed texts is read again and checked at the
+  clock's instant: `reason_not_to_send`, expiry and the patient's quiet hours, each with
+  HANDOVER_MARGIN to spare. Each is rendered, then one guarded UPDATE confirms it is still
+  `sending` under our unexpired lease (and its patient not opted out, its window open),
+  extends the lease and marks it handed over (`handed_at`); committed. A worker thread
+  checks the clock (and the lease's time left) once more and calls the transport;
+  `sent_at` is that instant.
+- **record**: answers are written in groups, each outcome guarded on our lease, in the
+  same transaction as the next group's guard. A crash between the provider's answer and
+  that commit leaves the text `sending` with `handed_at` set: the reaper asks the
+  provider, and records it instead of resending.
+- **heartbeat**: every HEARTBEAT the leases of every text still held are extended, so a
+  slow provider never lets a lease run out under a live dispatcher.
+
+Only the calling thread touches the database (one session: no write contention on SQLite);
+worker threads only call the transport. Transient failures retry with capped, jittered
+exponential backoff until the text's window closes (Retry-After honoured); a "too many
+requests" answer slows the pacer down instead of spending the text's backoff.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import random
-from datetime import datetime, timedelta
-from functools import partial
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import quiet_period_end, zone
+from followup.clock import Clock
 from followup.db import is_postgresql
-from followup.messaging.events import add_events, event_row, release, update_outcome
+from followup.messaging.events import (
+    MESSAGES,
+    add_events,
+    chunks,
+    event_row,
+    settle_leased,
+    status_is,
+    write_by_id,
+)
 from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
@@ -28,42 +68,96 @@ from followup.messaging.models import (
     SENT,
     Message,
 )
-from followup.messaging.outbox import OPTED_OUT, reason_not_to_send, record_opt_out
+from followup.messaging.outbox import reason_not_to_send
 from followup.messaging.reports import DispatchReport
+from followup.messaging.status import record_permanent_failure
 from followup.messaging.transports.base import (
     OutgoingSms,
     PermanentSendError,
+    SendError,
     SendResult,
     SmsTransport,
     TransientSendError,
 )
+from followup.messaging.transports.pacing import Pacer
 from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)  # how long a claimed text is ours before the reaper looks
-MAX_ATTEMPTS = 12  # transport calls per text before it is failed
+DEFAULT_CONCURRENCY = 16  # DISPATCH_CONCURRENCY's default
+LEASE = timedelta(seconds=60)  # a claimed text is ours this long past the last heartbeat
+HEARTBEAT = timedelta(seconds=15)  # how often a working dispatcher renews its leases
+# Never hand a text over closer than this to its expiry or to the start of quiet hours:
+# the request must reach the provider before either, not merely leave before it.
+HANDOVER_MARGIN = timedelta(seconds=2)
 RETRY_BACKOFF = timedelta(seconds=30)  # first retry delay; doubles each attempt
-RETRY_BACKOFF_MAX = timedelta(minutes=30)
-DISPATCH_BATCH = 100
+RETRY_BACKOFF_MAX = timedelta(minutes=15)  # the longest wait between two attempts
+# A text's call starts at most this long after its guard (else it goes back to the queue);
+# normally within one database turn: a few milliseconds.
+HANDOVER_MAX_WAIT = 1.0
+MIN_RETRY = timedelta(seconds=5)  # the shortest wait before a last try squeezed before expiry
+CLAIM_BATCH = 500  # texts claimed at most at once
+GROUP_MAX = 200  # texts guarded (or recorded) in one transaction at most
+LONG_PAUSE = 1.0  # seconds: a longer pacer pause hands claimed texts back to the queue
+RECLAIM_EVERY = 0.02  # seconds: how often a pass under way looks for texts newly due
+ERROR_TEXT = 500
+
+
+def call_allowance(transport: SmsTransport) -> timedelta:
+    """The longest one transport call can take: its connect and read timeouts, and a second."""
+    timeout = float(getattr(transport, "timeout", 0.0) or 0.0)
+    return timedelta(seconds=2 * timeout + 1)
+
+
+def pacer_of(transport: SmsTransport) -> Pacer:
+    """The transport's pacer (rate cap, 429s), or one without limits."""
+    pacer = getattr(transport, "pacer", None)
+    return pacer if isinstance(pacer, Pacer) else Pacer(None)
 
 
 def expire_overdue(*, session: so.Session, now: datetime) -> int:
-    """Mark pending texts whose window has closed as expired; return how many."""
-    ids = session.scalars(
-        sa.update(Message)
-        .where(Message.status == PENDING, Message.expires_at <= now)
+    """Mark pending texts whose window has closed as expired; return how many.
+
+    One UPDATE over the index range (status, due_at) of texts already due: a pending text
+    always falls due before its window closes, so texts not yet due are never read. The
+    event says why, with the last error when retries were under way.
+    """
+    table = MESSAGES.c
+    rows = session.execute(
+        sa.update(MESSAGES)
+        .where(table.status == PENDING, table.due_at <= now, table.expires_at <= now)
         .values(status=EXPIRED, updated_at=now)
-        .returning(Message.id),
+        .returning(table.id, table.error_code)
     ).all()
     add_events(
-        session, [event_row(i, now, "expired", EXPIRED, "not sent before its expiry") for i in ids]
+        session,
+        [
+            event_row(
+                message_id,
+                now,
+                "expired",
+                EXPIRED,
+                "not sent before its expiry" + (f"; last error {code}" if code else ""),
+            )
+            for message_id, code in rows
+        ],
     )
-    return len(ids)
+    return len(rows)
 
 
-def claim_due(*, session: so.Session, now: datetime, owner: str, limit: int) -> list[int]:
-    """Lease up to `limit` due texts to `owner`; return their ids (the caller commits)."""
+def claim_due(
+    *,
+    session: so.Session,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta = LEASE,
+) -> list[int]:
+    """Lease up to `limit` due texts to `owner`; return their ids (the caller commits).
+
+    Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
+    text due at the same second.
+    """
     due = (
         sa.select(Message.id)
         .where(
@@ -72,7 +166,7 @@ def claim_due(*, session: so.Session, now: datetime, owner: str, limit: int) -> 
             Message.expires_at > now,
             sa.or_(Message.not_before.is_(None), Message.not_before <= now),
         )
-        .order_by(Message.due_at, Message.id)
+        .order_by(Message.due_at)
         .limit(limit)
     )
     if is_postgresql(session):
@@ -82,19 +176,60 @@ def claim_due(*, session: so.Session, now: datetime, owner: str, limit: int) -> 
         return []
     # `status = pending` again: a second process on SQLite cannot take the same text.
     claimed = session.scalars(
-        sa.update(Message)
-        .where(Message.id.in_(candidates), Message.status == PENDING)
+        sa.update(MESSAGES)
+        .where(MESSAGES.c.id.in_(candidates), status_is(PENDING))
         .values(
             status=SENDING,
             lease_owner=owner,
-            lease_expires_at=now + LEASE,
+            lease_expires_at=now + lease,
             claimed_at=now,
+            handed_at=None,
             updated_at=now,
         )
-        .returning(Message.id),
+        .returning(MESSAGES.c.id),
     ).all()
     add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
-    return sorted(claimed)
+    mine = set(claimed)
+    return [i for i in candidates if i in mine]  # in due order
+
+
+def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
+    """When the dispatcher next has work: `now` if a text is ready (or its window closed),
+    else the earliest due time, retry or end of quiet hours, or expiry among pending texts;
+    None if none is pending.
+
+    One statement over index ranges of (status, due_at): the next text due after `now`, and
+    the backlog already due (a retry's or a deferral's `not_before`, and every expiry: a
+    pending text always falls due before its window closes). The dispatcher's idle poll.
+    """
+    table = MESSAGES.c
+    backlog = sa.and_(table.status == PENDING, table.due_at <= now)
+    ready = sa.exists().where(backlog, sa.or_(table.not_before.is_(None), table.not_before <= now))
+    next_due = (
+        sa.select(table.due_at)
+        .where(table.status == PENDING, table.due_at > now)
+        .order_by(table.due_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    next_retry = (
+        sa.select(sa.func.min(table.not_before))
+        .where(backlog, table.not_before > now)
+        .scalar_subquery()
+    )
+    next_expiry = sa.select(sa.func.min(table.expires_at)).where(backlog).scalar_subquery()
+    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry)).one()
+    if row[0]:
+        return now
+    instants = [_aware(value) for value in row[1:] if value is not None]
+    return max(min(instants), now) if instants else None
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A subquery's datetime as aware UTC (SQLite hands back naive UTC or text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def retry_delay(
@@ -109,261 +244,950 @@ def retry_delay(
     return delay
 
 
+def next_try(
+    *,
+    attempts: int,
+    expires_at: datetime,
+    now: datetime,
+    rng: random.Random,
+    retry_after: float | None = None,
+) -> datetime | None:
+    """When to try a text again after a transient failure; None if no try fits its window.
+
+    A backoff that would end past the window is cut short to a last try just before it
+    closes (never sooner than Retry-After or MIN_RETRY): retries go on until the window
+    closes, whatever the outage.
+    """
+    retry_at = now + retry_delay(attempts, rng=rng, retry_after=retry_after)
+    last_chance = expires_at - HANDOVER_MARGIN * 2
+    if retry_at <= last_chance:
+        return retry_at
+    earliest = now + max(MIN_RETRY, timedelta(seconds=retry_after or 0))
+    return last_chance if earliest <= last_chance else None
+
+
+def quiet_end_near(instant: datetime, tz: ZoneInfo, care: CareContext) -> datetime | None:
+    """The end of quiet hours if `instant`, or HANDOVER_MARGIN after it, falls in them."""
+    return quiet_period_end(instant, tz, care.quiet_hours) or quiet_period_end(
+        instant + HANDOVER_MARGIN, tz, care.quiet_hours
+    )
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A text checked, rendered and guarded: ready for a worker to hand over."""
+
+    id: int
+    patient_id: int
+    step: str
+    to: str
+    body: str
+    due_at: datetime
+    expires_at: datetime
+    attempts: int
+    tz: ZoneInfo
+    deadline: float  # monotonic: after this the lease may not cover the call
+    guarded: float = 0.0  # monotonic: when the guard checked it
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What happened to one hand-over, as the worker saw it."""
+
+    item: _Item
+    at: datetime  # the clock when handed over (or withheld)
+    answered_at: datetime
+    result: SendResult | None = None
+    error: SendError | None = None
+    unknown: str | None = None  # the exception type when the transport raised something else
+    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
+    seconds: float = 0.0  # how long the transport call took
+    quiet_end: datetime | None = None
+
+
+class Dispatcher:
+    """Hands due texts to a transport, at most `concurrency` at a time.
+
+    Keep one per process (it owns a thread pool; `close()` it); `dispatch(session)` runs one
+    pass on the caller's thread and session.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: SmsTransport,
+        care: CareContext,
+        clock: Clock,
+        owner: str,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease: timedelta = LEASE,
+        heartbeat: timedelta = HEARTBEAT,
+        rng: random.Random | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.transport = transport
+        self.care = care
+        self.clock = clock
+        self.owner = owner
+        self.concurrency = concurrency
+        # A call starts only while its lease has a whole call's allowance left, so the
+        # lease is never shorter than two allowances (60 s covers TWILIO_TIMEOUT_SECONDS 10).
+        self.lease = max(lease, 2 * call_allowance(transport))
+        self.heartbeat = min(heartbeat, self.lease / 4)
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.pacer = pacer or pacer_of(transport)
+        # A call may start only while this much of its lease is left (connect + read).
+        self._call_allowance = call_allowance(transport).total_seconds()
+        self._workers: _Workers | None = None
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Make the pass under way hand its claimed texts back and end after the calls in
+        flight (a shutdown); later passes do nothing."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop the worker threads once their calls have returned."""
+        if self._workers is not None:
+            self._workers.shutdown()
+            self._workers = None
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def workers(self) -> _Workers:
+        if self._workers is None:
+            self._workers = _Workers(self.concurrency, self.hand_over)
+        return self._workers
+
+    def dispatch(self, session: so.Session, *, limit: int | None = None) -> DispatchReport:
+        """Send every text due now (at most `limit` claimed); return what happened."""
+        report = DispatchReport()
+        if self.stopping:
+            return report
+        report.expired += expire_overdue(session=session, now=self.clock.now())
+        session.commit()
+        _Pass(self, session, report, limit).run()
+        # Outcomes were written with Core UPDATEs: objects the caller holds must reload.
+        session.expire_all()
+        return report
+
+    # --- the worker threads' part ---------------------------------------------------------
+
+    def hand_over(self, item: _Item) -> _Answer:
+        """Check the clock once more, then call the transport (on a worker thread)."""
+        at = self.clock.now()
+        started = time.monotonic()
+        if started > item.deadline:
+            return _Answer(item, at, at, withheld="lease")
+        if started - item.guarded > HANDOVER_MAX_WAIT:
+            return _Answer(item, at, at, withheld="stale")
+        if item.expires_at <= at + HANDOVER_MARGIN:
+            return _Answer(item, at, at, withheld="expired")
+        quiet_end = quiet_end_near(at, item.tz, self.care)
+        if quiet_end is not None:
+            return _Answer(item, at, at, withheld="quiet", quiet_end=quiet_end)
+        sms = OutgoingSms(
+            message_id=item.id,
+            step=item.step,
+            to=item.to,
+            body=item.body,
+            now=at,
+            due_at=item.due_at,
+        )
+        try:
+            result = self.transport.send(sms)
+        except SendError as exc:
+            if isinstance(exc, TransientSendError) and exc.throttled:
+                self.pacer.throttled(exc.retry_after)
+            return _Answer(
+                item, at, self.clock.now(), error=exc, seconds=time.monotonic() - started
+            )
+        except Exception as exc:  # noqa: BLE001 - an unknown outcome must not stop the batch
+            return _Answer(item, at, self.clock.now(), unknown=type(exc).__name__)
+        return _Answer(
+            item, at, self.clock.now(), result=result, seconds=time.monotonic() - started
+        )
+
+
+class _Pass:
+    """One dispatcher pass: the database thread's loop and what it holds."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        session: so.Session,
+        report: DispatchReport,
+        limit: int | None,
+    ) -> None:
+        self.d = dispatcher
+        self.session = session
+        self.report = report
+        self.limit = limit
+        self.ready: deque[int] = deque()  # claimed, not yet handed over
+        self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
+        self.answers: queue.SimpleQueue[_Answer | _Died] = queue.SimpleQueue()
+        self.early: list[_Answer | _Died] = []  # taken off the queue while waiting
+        self.call_seconds: float | None = None  # how long a transport call takes (average)
+        self.turn_seconds: float | None = None  # how long a database turn takes (average)
+        self.caught_up_at: float | None = None  # monotonic: a claim found all that was due
+        self.no_more_claims = False  # the provider asked for a long pause
+        self.last_beat = time.monotonic()
+        self.claim_size = min(CLAIM_BATCH, max(2 * dispatcher.concurrency, 50))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until nothing is left: take answers, claim, hand over, record; one commit per turn.
+
+        A turn's answers are recorded in the same transaction as the next group's guard:
+        one commit both settles what came back and lets the next calls start.
+        """
+        d = self.d
+        while True:
+            answers = self.collect()
+            self.beat_if_due()
+            if d.stopping and self.ready:
+                self.give_back_ready(stopping=True)
+            claimed = self.should_claim() and self.claim()
+            group: list[int] = []
+            free = d.concurrency + self.lookahead() - len(self.in_flight)
+            if free > 0 and self.ready:
+                granted = d.pacer.take(min(free, len(self.ready), GROUP_MAX))
+                group = [self.ready.popleft() for _ in range(granted)]
+                if not granted and d.pacer.wait_time() > LONG_PAUSE:
+                    self.give_back_ready()
+            if answers or group:
+                turn = time.monotonic()
+                self.record(answers)
+                started = self.hand_over(group)
+                self.session.commit()
+                self.start_calls(started)
+                self.turn_seconds = _ewma(self.turn_seconds, time.monotonic() - turn)
+                continue
+            if claimed:
+                self.session.commit()
+            if not self.ready and not self.in_flight and self.done_claiming():
+                return
+            self.wait()
+
+    def lookahead(self) -> int:
+        """Texts guarded ahead of a free slot: as many calls as end during one database turn
+        (none while calls are slow), so fast calls never wait for the database. Each waits
+        at most HANDOVER_MAX_WAIT in the pool's queue, normally one turn."""
+        if self.call_seconds is None or self.turn_seconds is None:
+            return 0
+        expected = self.d.concurrency * self.turn_seconds / max(self.call_seconds, 1e-4)
+        return min(GROUP_MAX, int(expected))
+
+    def done_claiming(self) -> bool:
+        return (
+            self.caught_up_at is not None
+            or self.no_more_claims
+            or self.d.stopping
+            or self.limit_reached()
+        )
+
+    def should_claim(self) -> bool:
+        """Claim while texts are short; once caught up, look again every RECLAIM_EVERY while
+        calls are under way (texts keep falling due: 1,000 within one second)."""
+        if self.no_more_claims or self.d.stopping or self.limit_reached():
+            return False
+        if len(self.ready) >= self.d.concurrency + self.lookahead():
+            return False
+        caught_up = self.caught_up_at
+        return caught_up is None or time.monotonic() - caught_up >= RECLAIM_EVERY
+
+    def limit_reached(self) -> bool:
+        return self.limit is not None and self.report.claimed >= self.limit
+
+    def wait(self) -> None:
+        """Block until an answer arrives, the pacer allows a hand-over, or a heartbeat is due."""
+        timeout = max(self.d.heartbeat.total_seconds() - (time.monotonic() - self.last_beat), 0)
+        if self.ready:
+            timeout = min(timeout, max(self.d.pacer.wait_time(), 0.001))
+        elif self.caught_up_at is not None and not self.no_more_claims:
+            timeout = min(timeout, RECLAIM_EVERY)
+        if self.in_flight:
+            try:
+                self.early.append(self.answers.get(timeout=timeout))
+            except queue.Empty:
+                pass
+        elif timeout > 0:
+            time.sleep(timeout)  # only the pacer (or a heartbeat) is waited for here
+
+    def collect(self) -> list[_Answer]:
+        """The answers that have arrived; their slots are free again."""
+        arrived, self.early = self.early, []
+        try:
+            while len(arrived) < GROUP_MAX:
+                arrived.append(self.answers.get_nowait())
+        except queue.Empty:
+            pass
+        answers: list[_Answer] = []
+        for answer in arrived:
+            if isinstance(answer, _Died):
+                # What a worker could not handle (a dying process) stops the pass here:
+                # nothing of this group is recorded, and the reaper settles it.
+                raise answer.exc
+            answers.append(answer)
+        for answer in answers:
+            self.in_flight.discard(answer.item.id)
+            if answer.seconds:
+                self.call_seconds = _ewma(self.call_seconds, answer.seconds)
+        return answers
+
+    # --- claim ----------------------------------------------------------------------------
+
+    def claim(self) -> bool:
+        """Lease more due texts (committed with the turn's other writes); True if any."""
+        size = min(CLAIM_BATCH, max(self.claim_size, 2 * (self.d.concurrency + self.lookahead())))
+        rate = self.d.pacer.rate
+        if rate is not None:  # do not lease more than can go out in a few seconds
+            size = min(size, max(1, math.ceil(rate * 5)))
+        if self.limit is not None:
+            size = min(size, self.limit - self.report.claimed)
+        claimed = claim_due(
+            session=self.session,
+            now=self.d.clock.now(),
+            owner=self.d.owner,
+            limit=size,
+            lease=self.d.lease,
+        )
+        self.report.claimed += len(claimed)
+        self.ready.extend(claimed)
+        self.caught_up_at = time.monotonic() if len(claimed) < size else None
+        return bool(claimed)
+
+    # --- hand over ------------------------------------------------------------------------
+
+    def hand_over(self, ids: list[int]) -> list[_Item]:
+        """Re-check, render and guard a group at the clock's instant (the caller commits,
+        then starts the calls); return the texts guarded."""
+        if not ids:
+            return []
+        d, session = self.d, self.session
+        now = d.clock.now()
+        rows = session.execute(_handover_read(), {"p_ids": ids}).all()
+        events: list[dict[str, Any]] = []
+        cancelled: dict[str, list[dict[str, Any]]] = {}
+        expired: list[dict[str, Any]] = []
+        deferred: list[dict[str, Any]] = []
+        items: list[_Item] = []
+        for message in rows:
+            patient, procedure = message.Patient, message.Procedure
+            if message.status != SENDING or message.lease_owner != d.owner:
+                continue  # no longer ours: the guard below would refuse it anyway
+            reason = reason_not_to_send(
+                patient=patient, procedure=procedure, care=d.care, step=message.step
+            )
+            if reason is not None:
+                cancelled.setdefault(reason, []).append({"id": message.id})
+                continue
+            if message.expires_at <= now + HANDOVER_MARGIN:
+                expired.append({"id": message.id})
+                continue
+            tz = zone(patient.timezone)
+            quiet_end = quiet_end_near(now, tz, d.care)
+            if quiet_end is not None:
+                if quiet_end >= message.expires_at - HANDOVER_MARGIN:
+                    expired.append({"id": message.id, "detail": "quiet hours last past its expiry"})
+                else:
+                    deferred.append({"id": message.id, "not_before": quiet_end})
+                continue
+            body = d.care.render_text(
+                kind=procedure.kind,
+                step_key=message.step,
+                language=patient.language,
+                tz=tz,
+                completed_at=procedure.completed_at,
+                blood_thinner=procedure.blood_thinner,
+                scheduled_at=procedure.scheduled_at,
+                stop_blood_thinner_on=procedure.stop_blood_thinner_on,
+                intro=message.step == procedure.intro_step,
+            )
+            items.append(
+                _Item(
+                    id=message.id,
+                    patient_id=message.patient_id,
+                    step=message.step,
+                    to=patient.phone,  # a changed number is used from the next send on
+                    body=body,
+                    due_at=message.due_at,
+                    expires_at=message.expires_at,
+                    attempts=message.attempts + 1,
+                    tz=tz,
+                    deadline=0.0,
+                )
+            )
+        done: set[int] = set()
+        for reason, group in cancelled.items():
+            for i in self.release(group, now, status=CANCELLED):
+                events.append(event_row(i, now, "cancelled", CANCELLED, reason))
+                self.report.cancelled += 1
+                done.add(i)
+        done |= self.expire(expired, now, events, default="window closes before it could be sent")
+        done |= self.defer(deferred, now, events)
+        ours, guarded = self.guard(items)
+        done |= ours
+        for i in ids:
+            if i not in done:
+                events.append(
+                    event_row(i, now, "lost", None, "lease lost before hand-over; not sent")
+                )
+                self.report.lost += 1
+                log.warning("message %s: lease lost before hand-over; not sent", i)
+        add_events(session, events)
+        # A call may start only while its lease covers it whole (connect + read timeouts),
+        # counted from before the guard's statement: a stalled commit eats into it.
+        deadline = guarded + d.lease.total_seconds() - d._call_allowance
+        return [
+            replace(item, deadline=deadline, guarded=guarded) for item in items if item.id in ours
+        ]
+
+    def start_calls(self, items: list[_Item]) -> None:
+        """Give each guarded (and committed) text to a worker thread."""
+        workers = self.d.workers()
+        for item in items:
+            self.in_flight.add(item.id)
+            workers.submit(item, self.answers)
+
+    def guard(self, items: list[_Item]) -> tuple[set[int], float]:
+        """One guarded UPDATE: still `sending`, our lease unexpired, window open, patient not
+        opted out, at the clock's instant now. It extends the lease, counts the attempt,
+        marks the hand-over and writes the body and number (before the call: the reaper
+        matches on them). Returns the ids guarded and the monotonic time of the guard."""
+        now, guarded = self.d.clock.now(), time.monotonic()
+        ours = settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values={
+                "lease_expires_at": now + self.d.lease,
+                "handed_at": now,
+                "attempts": _ONE_MORE_ATTEMPT,
+                "updated_at": now,
+            },
+            rows=[{"id": item.id, "body": item.body, "to_phone": item.to} for item in items],
+            lease_unexpired_at=now,
+            handover_latest=now + HANDOVER_MARGIN,
+        )
+        return ours, guarded
+
+    # --- record ---------------------------------------------------------------------------
+
+    def record(self, answers: list[_Answer]) -> None:
+        """Write a group of answers, each outcome guarded on our lease (the caller commits)."""
+        if not answers:
+            return
+        events: list[dict[str, Any]] = []
+        by_kind: dict[str, list[_Answer]] = {}
+        for answer in answers:
+            by_kind.setdefault(self.kind_of(answer), []).append(answer)
+        self.record_sent(by_kind.pop("sent", []), events)
+        self.record_permanent(by_kind.pop("failed", []), events)
+        self.record_transient(by_kind.pop("transient", []), events)
+        self.record_unknown(by_kind.pop("unknown", []), events)
+        self.record_withheld(by_kind, events)
+        add_events(self.session, events)
+
+    @staticmethod
+    def kind_of(answer: _Answer) -> str:
+        if answer.result is not None:
+            return "sent"
+        if isinstance(answer.error, PermanentSendError):
+            return "failed"
+        if isinstance(answer.error, TransientSendError):
+            return "transient"
+        if answer.unknown is not None:
+            return "unknown"
+        return f"withheld-{answer.withheld}"
+
+    def record_sent(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
+        if not answers:
+            return
+        rows = []
+        for a in answers:
+            assert a.result is not None  # noqa: S101 - kind_of sorted it here
+            rows.append(
+                {
+                    "id": a.item.id,
+                    "provider_sid": a.result.provider_sid,
+                    "segments": a.result.segments,
+                    "sent_at": a.at,
+                    "updated_at": a.answered_at,
+                }
+            )
+        shared = {
+            "status": SENT,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error_code": None,
+            "error_message": None,
+        }
+        ours = settle_leased(self.session, owner=self.d.owner, values=shared, rows=rows)
+        for row, a in zip(rows, answers, strict=True):
+            assert a.result is not None  # noqa: S101
+            detail = f"sid {a.result.provider_sid} ({a.result.provider_status})"
+            if a.item.id not in ours:
+                # The provider has the text although our lease moved on: record it anyway
+                # (unless someone already did), so a requeued copy is not sent again.
+                written = write_by_id(self.session, [{**row, **shared}], guard="unsent")
+                detail += "; lease had moved on" if written else "; already recorded"
+                log.warning("message %s: answered after its lease moved on", a.item.id)
+            events.append(event_row(a.item.id, a.at, "sent", SENT, detail))
+            self.report.sent += 1
+
+    def record_permanent(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
+        if not answers:
+            return
+        rows = [
+            {
+                "id": a.item.id,
+                "error_code": a.error.code if a.error else None,
+                "error_message": (a.error.message if a.error else "")[:ERROR_TEXT],
+                "updated_at": a.answered_at,
+            }
+            for a in answers
+        ]
+        ours = settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values={"status": FAILED, "lease_owner": None, "lease_expires_at": None},
+            rows=rows,
+        )
+        for a in answers:
+            assert a.error is not None  # noqa: S101
+            self.report.failed += 1
+            log.warning("message %s failed permanently code=%s", a.item.id, a.error.code)
+            if a.item.id not in ours:
+                events.append(
+                    event_row(
+                        a.item.id,
+                        a.answered_at,
+                        "failed",
+                        None,
+                        f"error {a.error.code}; lease had moved on",
+                    )
+                )
+                continue
+            events.append(
+                event_row(a.item.id, a.answered_at, "failed", FAILED, f"error {a.error.code}")
+            )
+            self.report.cancelled += record_permanent_failure(
+                session=self.session,
+                message_id=a.item.id,
+                patient_id=a.item.patient_id,
+                error_code=a.error.code,
+                now=a.answered_at,
+            )
+
+    def settle(
+        self,
+        rows: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        *,
+        values: dict[str, Any],
+        kind: str,
+        status: str,
+        detail: Callable[[dict[str, Any]], str],
+        counter: str,
+        at: dict[int, datetime],
+    ) -> None:
+        """Write one kind of outcome for a group (guarded on our lease), with its events."""
+        written = settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values=values,
+            rows=[{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
+        )
+        for row in rows:
+            if row["id"] in written:
+                events.append(event_row(row["id"], at[row["id"]], kind, status, detail(row)))
+                setattr(self.report, counter, getattr(self.report, counter) + 1)
+
+    def record_transient(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
+        retry: list[dict[str, Any]] = []
+        unknown: list[dict[str, Any]] = []
+        throttled: list[dict[str, Any]] = []
+        expired: list[dict[str, Any]] = []
+        for a in answers:
+            exc = a.error
+            assert isinstance(exc, TransientSendError)  # noqa: S101 - kind_of sorted it here
+            row = {
+                "id": a.item.id,
+                "error_code": exc.code,
+                "error_message": exc.message[:ERROR_TEXT],
+                "updated_at": a.answered_at,
+            }
+            log.warning(
+                "message %s transient error code=%s attempt=%s",
+                a.item.id,
+                exc.code,
+                a.item.attempts,
+            )
+            if exc.throttled and not exc.maybe_sent:
+                # Refused unseen: the pacer slows every hand-over down; this text goes back
+                # to the queue after the pause without counting an attempt or a backoff.
+                pause = max(self.d.pacer.wait_time(), exc.retry_after or 0.0, 0.1)
+                resume = a.answered_at + timedelta(seconds=pause)
+                if resume < a.item.expires_at - HANDOVER_MARGIN:
+                    throttled.append({**row, "not_before": resume})
+                    continue
+            retry_at = next_try(
+                attempts=a.item.attempts,
+                expires_at=a.item.expires_at,
+                now=a.answered_at,
+                rng=self.d.rng,
+                retry_after=exc.retry_after,
+            )
+            if exc.maybe_sent:
+                # It may have reached the provider: it stays `sending` (no longer renewed)
+                # until the reaper has asked the provider, after `retry_at`.
+                unknown.append({**row, "lease_expires_at": retry_at or a.item.expires_at})
+            elif retry_at is None:
+                expired.append(row)
+            else:
+                retry.append({**row, "not_before": retry_at})
+        at = {a.item.id: a.answered_at for a in answers}
+        released = {"lease_owner": None, "lease_expires_at": None}
+        self.settle(
+            retry,
+            events,
+            values={"status": PENDING, **released},
+            kind="retry",
+            status=PENDING,
+            detail=lambda r: f"error {r['error_code']}; retry at {r['not_before'].isoformat()}",
+            counter="retried",
+            at=at,
+        )
+        self.settle(
+            throttled,
+            events,
+            values={"status": PENDING, **released, **_UNDO_HANDOVER},
+            kind="throttled",
+            status=PENDING,
+            detail=lambda r: f"error {r['error_code']}; sending slowed down",
+            counter="throttled",
+            at=at,
+        )
+        self.settle(
+            unknown,
+            events,
+            values={},
+            kind="outcome-unknown",
+            status=SENDING,
+            detail=lambda r: (
+                f"error {r['error_code']}; the provider is asked after "
+                f"{r['lease_expires_at'].isoformat()}"
+            ),
+            counter="unknown",
+            at=at,
+        )
+        self.settle(
+            expired,
+            events,
+            values={"status": EXPIRED, **released},
+            kind="expired",
+            status=EXPIRED,
+            detail=lambda r: f"error {r['error_code']}; no retry fits before its expiry",
+            counter="expired",
+            at=at,
+        )
+
+    def record_unknown(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
+        for a in answers:
+            # It may or may not have gone out: it stays `sending` under its lease (no longer
+            # renewed) and the reaper asks the provider once the lease has run out.
+            log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
+            events.append(
+                event_row(
+                    a.item.id,
+                    a.answered_at,
+                    "outcome-unknown",
+                    SENDING,
+                    f"transport raised {a.unknown}",
+                )
+            )
+            self.report.unknown += 1
+
+    def record_withheld(
+        self, by_kind: dict[str, list[_Answer]], events: list[dict[str, Any]]
+    ) -> None:
+        """Texts a worker did not send after all: the clock had moved on past a limit."""
+        at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
+        released = {"lease_owner": None, "lease_expires_at": None, **_UNDO_HANDOVER}
+        expired = [
+            {"id": a.item.id, "updated_at": a.at} for a in by_kind.get("withheld-expired", [])
+        ]
+        quiet = by_kind.get("withheld-quiet", [])
+        late_ids = {
+            a.item.id
+            for a in quiet
+            if a.quiet_end is None or a.quiet_end >= a.item.expires_at - HANDOVER_MARGIN
+        }
+        late = [{"id": a.item.id, "updated_at": a.at} for a in quiet if a.item.id in late_ids]
+        deferred = [
+            {"id": a.item.id, "updated_at": a.at, "not_before": a.quiet_end}
+            for a in quiet
+            if a.item.id not in late_ids
+        ]
+        lease = [
+            {"id": a.item.id, "updated_at": a.at}
+            for kind in ("withheld-lease", "withheld-stale")
+            for a in by_kind.get(kind, [])
+        ]
+        self.settle(
+            expired,
+            events,
+            values={"status": EXPIRED, **released},
+            kind="expired",
+            status=EXPIRED,
+            detail=lambda r: "window closes before it could be sent",
+            counter="expired",
+            at=at,
+        )
+        self.settle(
+            late,
+            events,
+            values={"status": EXPIRED, **released},
+            kind="expired",
+            status=EXPIRED,
+            detail=lambda r: "quiet hours last past its expiry",
+            counter="expired",
+            at=at,
+        )
+        self.settle(
+            deferred,
+            events,
+            values={"status": PENDING, **released},
+            kind="deferred",
+            status=PENDING,
+            detail=lambda r: "quiet hours",
+            counter="deferred",
+            at=at,
+        )
+        self.settle(
+            lease,
+            events,
+            values={"status": PENDING, "not_before": None, **released},
+            kind="requeued",
+            status=PENDING,
+            detail=lambda r: "not handed over in time after its checks; not sent",
+            counter="returned",
+            at=at,
+        )
+
+    # --- releases before hand-over --------------------------------------------------------
+
+    def release(
+        self, rows: list[dict[str, Any]], now: datetime, *, status: str, **values: Any
+    ) -> set[int]:
+        return settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values={
+                "status": status,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "updated_at": now,
+                **values,
+            },
+            rows=rows,
+        )
+
+    def expire(
+        self,
+        rows: list[dict[str, Any]],
+        now: datetime,
+        events: list[dict[str, Any]],
+        *,
+        default: str,
+    ) -> set[int]:
+        details = {row["id"]: row.get("detail", default) for row in rows}
+        written = self.release([{"id": row["id"]} for row in rows], now, status=EXPIRED)
+        for i in written:
+            events.append(event_row(i, now, "expired", EXPIRED, details[i]))
+            self.report.expired += 1
+        return written
+
+    def defer(
+        self, rows: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
+    ) -> set[int]:
+        written = self.release(rows, now, status=PENDING)
+        for i in written:
+            events.append(event_row(i, now, "deferred", PENDING, "quiet hours"))
+            self.report.deferred += 1
+        return written
+
+    def give_back_ready(self, *, stopping: bool = False) -> None:
+        """Hand claimed texts back to the queue: the dispatcher is stopping, or the provider
+        asked for a long pause (until it is over). The next pass picks them up."""
+        now = self.d.clock.now()
+        resume = None if stopping else now + timedelta(seconds=self.d.pacer.wait_time())
+        ids = list(self.ready)
+        self.ready.clear()
+        back = self.release([{"id": i, "not_before": resume} for i in ids], now, status=PENDING)
+        kind, detail = (
+            ("requeued", "the dispatcher stopped before its hand-over")
+            if stopping
+            else ("throttled", "sending paused by the provider")
+        )
+        add_events(self.session, [event_row(i, now, kind, PENDING, detail) for i in back])
+        self.session.commit()
+        if stopping:
+            self.report.returned += len(back)
+        else:
+            self.report.throttled += len(back)
+        self.no_more_claims = True
+
+    # --- heartbeat ------------------------------------------------------------------------
+
+    def beat_if_due(self) -> None:
+        if time.monotonic() - self.last_beat < self.d.heartbeat.total_seconds():
+            return
+        self.last_beat = time.monotonic()
+        held = list(self.ready) + list(self.in_flight)
+        if not held:
+            return
+        now = self.d.clock.now()
+        kept: set[int] = set()
+        params = {"p_owner": self.d.owner, "v_lease": now + self.d.lease}
+        for ids in chunks(held):
+            kept.update(self.session.scalars(_renew_statement(), {**params, "p_ids": ids}))
+        self.session.commit()
+        lost = [i for i in self.ready if i not in kept]
+        if lost:
+            log.warning("%d claimed texts lost their lease before hand-over", len(lost))
+            self.ready = deque(i for i in self.ready if i in kept)
+            self.report.lost += len(lost)
+
+
+@lru_cache(maxsize=1)
+def _renew_statement() -> sa.Update:
+    """The heartbeat: extend the leases of texts still ours."""
+    table = MESSAGES.c
+    return (
+        sa.update(MESSAGES)
+        .where(
+            table.id.in_(sa.bindparam("p_ids", expanding=True)),
+            status_is(SENDING),
+            table.lease_owner == sa.bindparam("p_owner"),
+        )
+        .values(lease_expires_at=sa.bindparam("v_lease"))
+        .returning(table.id)
+    )
+
+
+@lru_cache(maxsize=1)
+def _handover_read() -> sa.Select[Any]:
+    """A group's texts (the columns the hand-over needs) with their patient and procedure,
+    as they are now."""
+    table = MESSAGES.c
+    return (
+        sa.select(
+            table.id,
+            table.patient_id,
+            table.step,
+            table.status,
+            table.lease_owner,
+            table.due_at,
+            table.expires_at,
+            table.attempts,
+            Patient,
+            Procedure,
+        )
+        .select_from(MESSAGES)
+        .join(Patient, Patient.id == table.patient_id)
+        .join(Procedure, Procedure.id == table.procedure_id)
+        .where(table.id.in_(sa.bindparam("p_ids", expanding=True)))
+        # The patient and procedure as they are now, not as this session last saw them.
+        .execution_options(populate_existing=True)
+    )
+
+
+@dataclass(frozen=True)
+class _Died:
+    """A worker's call raised what no handler may catch (a dying process)."""
+
+    exc: BaseException
+
+
+class _Workers:
+    """`size` threads handing texts over: at most `size` calls at a time, the rest queued.
+
+    Plain queues rather than an executor's futures: a future costs a lock and a condition
+    per text, which the database thread would pay at 1,000 texts a second.
+    """
+
+    def __init__(self, size: int, call: Callable[[_Item], _Answer]) -> None:
+        self._call = call
+        self._inbox: queue.SimpleQueue[tuple[_Item, queue.SimpleQueue[_Answer | _Died]] | None]
+        self._inbox = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"dispatch-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, item: _Item, answers: queue.SimpleQueue[_Answer | _Died]) -> None:
+        self._inbox.put((item, answers))
+
+    def _work(self) -> None:
+        while (job := self._inbox.get()) is not None:
+            item, answers = job
+            try:
+                answers.put(self._call(item))
+            except BaseException as exc:  # noqa: BLE001 - handed to the database thread
+                answers.put(_Died(exc))
+
+    def shutdown(self) -> None:
+        """Let the calls under way finish, then stop every thread."""
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def _ewma(average: float | None, sample: float, weight: float = 0.2) -> float:
+    return sample if average is None else average + weight * (sample - average)
+
+
+_ONE_MORE_ATTEMPT = MESSAGES.c.attempts + 1
+# A text not sent after all: its hand-over mark and attempt are taken back.
+_UNDO_HANDOVER: dict[str, Any] = {
+    "handed_at": None,
+    "attempts": MESSAGES.c.attempts - 1,
+}
+
+
 def dispatch_due(
     *,
     session: so.Session,
     transport: SmsTransport,
     care: CareContext,
-    now: datetime,
+    clock: Clock,
     owner: str,
-    limit: int = DISPATCH_BATCH,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    limit: int | None = None,
     rng: random.Random | None = None,
 ) -> DispatchReport:
-    """Send one batch of due texts; return what happened. Call again until claimed is 0."""
-    rng = rng or random.Random()  # noqa: S311 - jitter, not security
-    report = DispatchReport()
-    report.expired += expire_overdue(session=session, now=now)
-    claimed = claim_due(session=session, now=now, owner=owner, limit=limit)
-    report.claimed = len(claimed)
-    outgoing = _prepare(session=session, ids=claimed, care=care, now=now, report=report)
-    session.commit()
-    for message, sms in outgoing:
-        _send_one(
-            session=session,
-            transport=transport,
-            message=message,
-            sms=sms,
-            now=now,
-            owner=owner,
-            rng=rng,
-            report=report,
-        )
-    # Outcomes were written with Core UPDATEs: objects the caller holds must reload.
-    session.expire_all()
-    return report
-
-
-def _prepare(
-    *, session: so.Session, ids: list[int], care: CareContext, now: datetime, report: DispatchReport
-) -> list[tuple[Message, OutgoingSms]]:
-    """Re-check each claimed text at claim time and render its body; return those to send."""
-    if not ids:
-        return []
-    rows = session.execute(
-        sa.select(Message, Patient, Procedure)
-        .join(Patient, Patient.id == Message.patient_id)
-        .join(Procedure, Procedure.id == Message.procedure_id)
-        .where(Message.id.in_(ids))
-        .order_by(Message.due_at, Message.id)
-        # The claim was a bulk UPDATE: refresh objects this session already holds.
-        .execution_options(populate_existing=True)
-    ).all()
-    events: list[dict[str, Any]] = []
-    outgoing: list[tuple[Message, OutgoingSms]] = []
-    for message, patient, procedure in rows:
-        reason = reason_not_to_send(
-            patient=patient, procedure=procedure, care=care, step=message.step
-        )
-        if reason is not None:
-            release(message, CANCELLED, now)
-            events.append(event_row(message.id, now, "cancelled", CANCELLED, reason))
-            report.cancelled += 1
-            continue
-        tz = zone(patient.timezone)
-        quiet_end = quiet_period_end(now, tz, care.quiet_hours)
-        if quiet_end is not None:
-            if quiet_end >= message.expires_at:
-                release(message, EXPIRED, now)
-                events.append(
-                    event_row(
-                        message.id, now, "expired", EXPIRED, "quiet hours last past its expiry"
-                    )
-                )
-                report.expired += 1
-            else:
-                release(message, PENDING, now)
-                message.not_before = quiet_end
-                events.append(event_row(message.id, now, "deferred", PENDING, "quiet hours"))
-                report.deferred += 1
-            continue
-        message.body = care.render_text(
-            kind=procedure.kind,
-            step_key=message.step,
-            language=patient.language,
-            tz=tz,
-            completed_at=procedure.completed_at,
-            blood_thinner=procedure.blood_thinner,
-            scheduled_at=procedure.scheduled_at,
-            stop_blood_thinner_on=procedure.stop_blood_thinner_on,
-            intro=message.step == procedure.intro_step,
-        )
-        message.to_phone = patient.phone  # a changed number is used from the next send on
-        message.attempts += 1
-        outgoing.append(
-            (
-                message,
-                OutgoingSms(
-                    message_id=message.id,
-                    step=message.step,
-                    to=patient.phone,
-                    body=message.body,
-                    now=now,
-                    due_at=message.due_at,
-                ),
-            )
-        )
-    add_events(session, events)
-    return outgoing
-
-
-def _send_one(
-    *,
-    session: so.Session,
-    transport: SmsTransport,
-    message: Message,
-    sms: OutgoingSms,
-    now: datetime,
-    owner: str,
-    rng: random.Random,
-    report: DispatchReport,
-) -> None:
-    try:
-        result = transport.send(sms)
-    except TransientSendError as exc:
-        _record_transient(
-            session=session, message=message, exc=exc, now=now, owner=owner, rng=rng, report=report
-        )
-    except PermanentSendError as exc:
-        _finish(
-            session=session,
-            message=message,
-            owner=owner,
-            now=now,
-            values={"status": FAILED, "error_code": exc.code, "error_message": exc.message[:500]},
-            detail=f"error {exc.code}",
-        )
-        report.failed += 1
-        if exc.opted_out:
-            cancelled = record_opt_out(
-                session=session,
-                patient_id=message.patient_id,
-                now=now,
-                reason=f"provider error {exc.code}: {OPTED_OUT}",
-            )
-            report.cancelled += cancelled
-        log.warning("message %s failed permanently code=%s", message.id, exc.code)
-    except Exception as exc:  # noqa: BLE001 - an unknown outcome must not crash the batch
-        # The text may or may not have gone out: leave it in `sending` under its lease so
-        # the reaper reconciles it (or holds it) instead of sending it twice.
-        session.rollback()
-        log.error(
-            "message %s: transport raised %s; left for the reaper", message.id, type(exc).__name__
-        )
-        report.unknown += 1
-        return
-    else:
-        _record_sent(
-            session=session, message=message, result=result, now=now, owner=owner, report=report
-        )
-    session.commit()
-
-
-def _finish(
-    *,
-    session: so.Session,
-    message: Message,
-    owner: str,
-    now: datetime,
-    values: dict[str, Any],
-    detail: str,
-    kind: str | None = None,
-) -> bool:
-    """Record a claimed text's outcome and its event, if the lease is still ours.
-
-    One guarded UPDATE (status `sending`, lease owner us) and one INSERT: the hot path of
-    the dispatcher, kept off the ORM's unit of work. Returns False when the lease moved on.
-    """
-    status = values.get("status", SENDING)
-    if status != SENDING:
-        values = {"lease_owner": None, "lease_expires_at": None, **values}
-    ours = update_outcome(session, message.id, {"updated_at": now, **values}, owner=owner)
-    if not ours:
-        detail += "; lease had moved on"
-    add_events(session, [event_row(message.id, now, kind or status, status, detail)])
-    return ours
-
-
-def _record_sent(
-    *,
-    session: so.Session,
-    message: Message,
-    result: SendResult,
-    now: datetime,
-    owner: str,
-    report: DispatchReport,
-) -> None:
-    values: dict[str, Any] = {
-        "status": SENT,
-        "provider_sid": result.provider_sid,
-        "segments": result.segments,
-        "sent_at": now,
-        "error_code": None,
-        "error_message": None,
-    }
-    detail = f"sid {result.provider_sid} ({result.provider_status})"
-    if not _finish(
-        session=session, message=message, owner=owner, now=now, values=values, detail=detail
-    ):
-        # The provider has the text even though our lease ran out: record it anyway, so a
-        # requeued copy is not sent a second time.
-        log.warning("message %s: sent after its lease moved on; recording it", message.id)
-        values.update(updated_at=now, lease_owner=None, lease_expires_at=None)
-        update_outcome(session, message.id, values, owner=None)
-    report.sent += 1
-    log.info("message %s sent sid=%s", message.id, result.provider_sid)
-
-
-def _record_transient(
-    *,
-    session: so.Session,
-    message: Message,
-    exc: TransientSendError,
-    now: datetime,
-    owner: str,
-    rng: random.Random,
-    report: DispatchReport,
-) -> None:
-    error = {"error_code": exc.code, "error_message": exc.message[:500]}
-    retry_at = now + retry_delay(message.attempts, rng=rng, retry_after=exc.retry_after)
-    finish = partial(_finish, session=session, message=message, owner=owner, now=now)
-    if exc.maybe_sent:
-        # The request may have reached the provider: keep the text in `sending` until the
-        # reaper has asked the provider whether it exists, then send or record it.
-        finish(
-            values={"lease_expires_at": retry_at, **error},
-            detail=f"error {exc.code}",
-            kind="outcome-unknown",
-        )
-        report.retried += 1
-    elif message.attempts >= MAX_ATTEMPTS:
-        finish(
-            values={"status": FAILED, **error},
-            detail=f"error {exc.code}; {MAX_ATTEMPTS} attempts",
-        )
-        report.failed += 1
-    elif retry_at >= message.expires_at:
-        finish(
-            values={"status": EXPIRED, **error},
-            detail=f"error {exc.code}; no retry before expiry",
-        )
-        report.expired += 1
-    else:
-        finish(
-            values={"status": PENDING, "not_before": retry_at, **error},
-            detail=f"error {exc.code}; retry at {retry_at.isoformat()}",
-            kind="retry",
-        )
-        report.retried += 1
-    log.warning(
-        "message %s transient error code=%s attempt=%s", message.id, exc.code, message.attempts
-    )
+    """Send every text due at the clock's instant (at most `limit` claimed): one pass."""
+    with Dispatcher(
+        transport=transport,
+        care=care,
+        clock=clock,
+        owner=owner,
+        concurrency=concurrency,
+        rng=rng,
+    ) as dispatcher:
+        return dispatcher.dispatch(session, limit=limit)

@@ -1,10 +1,16 @@
-"""A text's event rows and its guarded outcome UPDATE, shared by every stage of the outbox."""
+"""A text's event rows and the guarded outcome UPDATEs, shared by every stage of the outbox.
+
+Every write that settles a leased text goes through `settle_leased`: one set-based UPDATE
+guarded on status `sending` and the lease owner (RETURNING the ids it wrote, so a caller
+knows exactly which texts were still its own), then the per-text values for those ids.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -17,6 +23,12 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
+from followup.patients.models import Patient
+
+CHUNK = 500  # ids per IN list
+# The outbox as a Core table: bulk UPDATEs through it skip the ORM's session sync (which
+# would walk every Message the session holds, on each statement).
+MESSAGES = cast(sa.Table, Message.__table__)
 
 
 @lru_cache(maxsize=1)
@@ -25,34 +37,205 @@ def _events_insert() -> sa.Insert:
 
 
 @lru_cache(maxsize=64)
-def _outcome_update(columns: tuple[str, ...], *, guarded: bool) -> sa.Update:
-    """A cached UPDATE of one text's outcome: built once per column set, not per text."""
-    table = Message.__table__
-    statement = sa.update(table).where(table.c.id == sa.bindparam("p_id"))  # type: ignore[arg-type]
-    if guarded:  # only while the lease is ours
-        statement = statement.where(
-            table.c.status == SENDING, table.c.lease_owner == sa.bindparam("p_owner")
-        )
-    else:
+def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update:
+    """A cached UPDATE of one text by id (executemany): built once per column set."""
+    table = MESSAGES
+    statement = sa.update(table).where(table.c.id == sa.bindparam("p_id"))
+    if guard == "unsent":  # a text recorded as sent even though its lease moved on
         statement = statement.where(table.c.status.in_((PENDING, SENDING)))
     return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
 
 
-def update_outcome(
-    session: so.Session, message_id: int, values: dict[str, Any], *, owner: str | None
-) -> bool:
-    """Write one text's outcome; with an owner, only while it is `sending` under that lease."""
-    columns = tuple(sorted(values))
-    params = {f"v_{k}": v for k, v in values.items()}
-    params.update(p_id=message_id, p_owner=owner)
-    result = session.execute(_outcome_update(columns, guarded=owner is not None), params)
-    return bool(getattr(result, "rowcount", 0))
+def chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[list[int]]:
+    """Split ids for IN lists of a bounded size."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def status_is(status: str) -> sa.ColumnElement[bool]:
+    """`status = :status`, written so that no index on status can serve it.
+
+    Beside a list of ids, a plain `status = 'pending'` tempts both planners (SQLite always,
+    PostgreSQL before its first ANALYZE) to read every pending text through a status index
+    and then look for the ids among them; this way they can only use the primary key.
+    """
+    return MESSAGES.c.status.concat("") == status
+
+
+_SETTLE_CACHE: dict[tuple[Any, ...], sa.Update] = {}
+
+
+def _settle_statement(
+    values: dict[str, Any],
+    per_row: tuple[str, ...],
+    *,
+    lease_check: bool,
+    handover: bool,
+    unnest: bool,
+) -> sa.Update:
+    """The guarded UPDATE for this shape of outcome, built once.
+
+    Plain shared values become bind parameters (v_*); SQL expressions (attempts - 1) are
+    kept as they are and must be module-level constants (their identity is in the cache
+    key). With `unnest` (PostgreSQL), the texts and their own values (per_row) come as
+    arrays (r_*) joined by id: one statement, whatever the group's size. Otherwise the
+    texts come as an IN list (p_ids) and their own values are written after, by id.
+    """
+    plain = tuple(sorted(k for k, v in values.items() if not isinstance(v, sa.ClauseElement)))
+    exprs = tuple(sorted((k, id(v)) for k, v in values.items() if isinstance(v, sa.ClauseElement)))
+    key = (plain, exprs, per_row if unnest else (), lease_check, handover, unnest)
+    statement = _SETTLE_CACHE.get(key)
+    if statement is not None:
+        return statement
+    table = MESSAGES.c
+    assignments: dict[str, Any] = {k: sa.bindparam(f"v_{k}") for k in plain}
+    assignments.update({k: values[k] for k, _ in exprs})
+    if unnest:
+        rows = (
+            sa.func.unnest(
+                sa.bindparam("r_id", type_=postgresql.ARRAY(sa.Integer())),
+                *(
+                    sa.bindparam(f"r_{k}", type_=postgresql.ARRAY(MESSAGES.c[k].type))
+                    for k in per_row
+                ),
+            )
+            .table_valued("id", *per_row)
+            .render_derived()
+        )
+        which: sa.ColumnElement[bool] = table.id == rows.c.id
+        assignments.update({k: rows.c[k] for k in per_row})
+    else:
+        which = table.id.in_(sa.bindparam("p_ids", expanding=True))
+    statement = sa.update(MESSAGES).where(
+        which, status_is(SENDING), table.lease_owner == sa.bindparam("p_owner")
+    )
+    if lease_check or handover:
+        statement = statement.where(table.lease_expires_at > sa.bindparam("p_now"))
+    if handover:
+        patients = cast(sa.Table, Patient.__table__).c
+        opted_out = sa.exists().where(
+            patients.id == table.patient_id, patients.opted_out_at.is_not(None)
+        )
+        statement = statement.where(table.expires_at > sa.bindparam("p_latest"), ~opted_out)
+    statement = statement.values(assignments).returning(table.id)
+    _SETTLE_CACHE[key] = statement
+    return statement
+
+
+def settle_leased(
+    session: so.Session,
+    *,
+    owner: str,
+    values: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    lease_unexpired_at: datetime | None = None,
+    handover_latest: datetime | None = None,
+) -> set[int]:
+    """Write an outcome to leased texts, only those still `sending` under `owner`'s lease.
+
+    `values` are shared by every text; each of `rows` has the text's "id" and, optionally,
+    values of its own (same keys in every row). One guarded UPDATE ... RETURNING id (on
+    PostgreSQL with the texts' own values in it; on SQLite those follow by id). With
+    `lease_unexpired_at`, a lease that ran out by then no longer counts as ours; with
+    `handover_latest` too (the hand-over guard), a text whose window closes by then, or
+    whose patient opted out, is not ours to send either. Returns the ids written.
+    """
+    if not rows:
+        return set()
+    values = values or {"lease_owner": owner}  # nothing shared: the guard alone
+    per_row = tuple(sorted(k for k in rows[0] if k != "id"))
+    unnest = bool(per_row) and is_postgresql(session)
+    statement = _settle_statement(
+        values,
+        per_row,
+        lease_check=lease_unexpired_at is not None,
+        handover=handover_latest is not None,
+        unnest=unnest,
+    )
+    params: dict[str, Any] = {
+        f"v_{k}": v for k, v in values.items() if not isinstance(v, sa.ClauseElement)
+    }
+    params.update(p_owner=owner, p_now=lease_unexpired_at, p_latest=handover_latest)
+    if unnest:
+        params["r_id"] = [row["id"] for row in rows]
+        params.update({f"r_{k}": [row[k] for row in rows] for k in per_row})
+        return set(session.scalars(statement, params))
+    ours: set[int] = set()
+    for ids in chunks([row["id"] for row in rows]):
+        ours.update(session.scalars(statement, {**params, "p_ids": ids}))
+    write_by_id(session, [row for row in rows if row["id"] in ours and per_row])
+    return ours
+
+
+def write_by_id(
+    session: so.Session, rows: Sequence[dict[str, Any]], *, guard: str | None = None
+) -> int:
+    """Write each row's values to its text by id (one executemany); return rows matched."""
+    if not rows:
+        return 0
+    columns = tuple(sorted(k for k in rows[0] if k != "id"))
+    params = [{"p_id": row["id"], **{f"v_{c}": row[c] for c in columns}} for row in rows]
+    result = session.execute(_per_row_update(columns, guard=guard), params)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def add_events(session: so.Session, rows: list[dict[str, Any]]) -> None:
     """Append rows to the texts' history in one INSERT."""
-    if rows:
+    if not rows:
+        return
+    if is_postgresql(session):
+        # One short statement with arrays, whatever the number of rows: PostgreSQL parses
+        # it once, where a VALUES list per batch is a new statement every time.
+        session.execute(_unnest_insert(EVENTS, _EVENT_COLUMNS), _arrays(rows, _EVENT_COLUMNS))
+    else:
         session.execute(_events_insert(), rows)
+
+
+def insert_texts(session: so.Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Insert planned texts (rows of the same columns), skipping a (procedure, step) already
+    planned; return the id and status of each text inserted."""
+    if not rows:
+        return []
+    if is_postgresql(session):
+        columns = tuple(rows[0])
+        statement = _unnest_insert(MESSAGES, columns, conflict=("procedure_id", "step"))
+        found = session.execute(statement, _arrays(rows, columns))
+    else:
+        found = session.execute(
+            insert_ignoring_duplicates(session).returning(Message.id, Message.status), rows
+        )
+    return [(row[0], row[1]) for row in found]
+
+
+_EVENT_COLUMNS = ("message_id", "at", "kind", "status", "detail")
+EVENTS = cast(sa.Table, MessageEvent.__table__)
+
+
+def _arrays(rows: Sequence[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
+    return {f"r_{c}": [row[c] for row in rows] for c in columns}
+
+
+@lru_cache(maxsize=16)
+def _unnest_insert(
+    table: sa.Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None = None
+) -> Any:
+    """INSERT ... SELECT FROM unnest(arrays) on PostgreSQL, RETURNING id (and status for
+    texts), skipping conflicts on `conflict` when given."""
+    rows = (
+        sa.func.unnest(
+            *(sa.bindparam(f"r_{c}", type_=postgresql.ARRAY(table.c[c].type)) for c in columns)
+        )
+        .table_valued(*columns)
+        .render_derived()
+    )
+    statement = postgresql.insert(table).from_select(
+        list(columns), sa.select(*(rows.c[c] for c in columns))
+    )
+    if conflict is None:
+        return statement
+    return statement.on_conflict_do_nothing(index_elements=list(conflict)).returning(
+        table.c.id, table.c.status
+    )
 
 
 def event_row(
@@ -66,11 +249,3 @@ def insert_ignoring_duplicates(session: so.Session) -> Any:
     """An INSERT of texts that skips a (procedure, step) already planned."""
     dialect = postgresql if is_postgresql(session) else sqlite
     return dialect.insert(Message).on_conflict_do_nothing(index_elements=["procedure_id", "step"])
-
-
-def release(message: Message, status: str, now: datetime) -> None:
-    """Give up a claimed text's lease, leaving it in `status`."""
-    message.status = status
-    message.lease_owner = None
-    message.lease_expires_at = None
-    message.updated_at = now

@@ -28,7 +28,8 @@ class Message(Base):
     __table_args__ = (
         sa.UniqueConstraint("procedure_id", "step", name="uq_messages_procedure_id_step"),
         sa.CheckConstraint(f"status IN ({_status_list})", name="status"),
-        # The dispatcher's claim: pending texts in due order.
+        # The dispatcher's claim, its wake-up and expiry: pending texts in due order (a
+        # pending text is due before its window closes, so expiry reads only this range).
         sa.Index("ix_messages_status_due_at", "status", "due_at"),
         # The reaper: texts in `sending` whose lease ran out.
         sa.Index("ix_messages_status_lease_expires_at", "status", "lease_expires_at"),
@@ -46,6 +47,9 @@ class Message(Base):
     lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     lease_expires_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
+    # When the current claim handed the text to the transport; NULL while it has not, so
+    # the reaper requeues a claimed text that never left without asking the provider.
+    handed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime())
     body: so.Mapped[str | None] = so.mapped_column(sa.Text())
     to_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
     provider_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)

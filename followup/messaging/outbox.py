@@ -20,7 +20,7 @@ from followup.care.planner import PlannedText, choose_intro, plan_procedure, pla
 from followup.care.protocol import BEFORE, CareContext, Protocol
 from followup.care.timing import STOP, Anchors, zone
 from followup.db import is_postgresql
-from followup.messaging.events import add_events, event_row, insert_ignoring_duplicates
+from followup.messaging.events import add_events, event_row, insert_texts
 from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
@@ -110,7 +110,9 @@ def plan_procedures(
             Patient.sms_consent_at.is_not(None),
             Patient.opted_out_at.is_(None),
         )
-        .order_by(Procedure.id)
+        # No ORDER BY: any `limit` unplanned procedures will do, and sorting them all on
+        # every batch (PostgreSQL before its first ANALYZE sorts the whole backlog)
+        # made planning quadratic in the backlog.
         .limit(limit)
     )
     if procedure_ids is not None:
@@ -151,9 +153,7 @@ def plan_procedures(
                 }
             )
     if rows:
-        inserted = session.execute(
-            insert_ignoring_duplicates(session).returning(Message.id, Message.status), rows
-        ).all()
+        inserted = insert_texts(session, rows)
         events = []
         for message_id, status in inserted:
             if status == EXPIRED:

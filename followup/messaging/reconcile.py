@@ -1,19 +1,35 @@
-"""Reaping: settle texts left in `sending` after their lease ran out, never sending twice."""
+"""Reaping: settle texts left in `sending` after their lease ran out, never sending twice.
+
+A text is in `sending` past its lease only when its dispatcher died (or stalled beyond its
+heartbeat), or when the provider's answer left its outcome unknown. The reaper:
+
+1. locks a batch of such texts (`FOR UPDATE SKIP LOCKED` on PostgreSQL: two reapers never
+   settle the same text; SQLite runs one writer at a time);
+2. requeues (or expires) at once those never handed to the transport (`handed_at` NULL);
+3. takes the lease of the others for itself, in the same guarded UPDATE, and commits, so
+   the dead dispatcher's late writes (guarded on its own lease) can no longer land;
+4. asks the provider about each, outside any transaction, and records what it says:
+   found, `sent` with the provider's SID; not found, sent again (or expired).
+
+Every UPDATE is guarded on status `sending` and the lease owner it read. A pass repeats
+until no stale text is left: it settles all of them, not one batch.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.messaging.dispatch import DISPATCH_BATCH, LEASE, MAX_ATTEMPTS
-from followup.messaging.events import add_events, event_row, release
+from followup.db import is_postgresql
+from followup.messaging.dispatch import HANDOVER_MARGIN, LEASE, RETRY_BACKOFF_MAX
+from followup.messaging.events import MESSAGES, add_events, event_row, settle_leased, status_is
 from followup.messaging.models import (
     DELIVERED,
     EXPIRED,
-    FAILED,
     PENDING,
     SENDING,
     SENT,
@@ -25,60 +41,191 @@ from followup.messaging.transports.base import SmsTransport
 
 log = logging.getLogger(__name__)
 
-RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the claim for clock skew
+RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the hand-over for clock skew
+REAP_BATCH = 500
 
 
 def reap_stale(
-    *, session: so.Session, transport: SmsTransport, now: datetime, limit: int = DISPATCH_BATCH
+    *,
+    session: so.Session,
+    transport: SmsTransport,
+    now: datetime,
+    owner: str = "reaper",
+    lease: timedelta = LEASE,
+    batch: int = REAP_BATCH,
 ) -> ReapReport:
-    """Settle texts left in `sending` after their lease ran out, without sending twice.
+    """Settle every text left in `sending` after its lease ran out, without sending twice.
 
-    Where the transport can be asked, a text it already has is recorded as sent and one it
-    has not is sent again; where it cannot, the text is held for a person to settle.
+    `owner` names this reaper on the leases it takes while asking the provider (it must
+    differ from any dispatcher's). Where the transport cannot be asked, a text that may
+    have reached it is held for a person to settle (never resent on a guess).
     """
-    stale = session.scalars(
-        sa.select(Message)
+    report = ReapReport()
+    while True:
+        taken = _take_batch(
+            session=session, now=now, owner=owner, lease=lease, batch=batch, report=report
+        )
+        if taken is None:
+            break
+        for row in taken:
+            _reconcile(
+                session=session,
+                transport=transport,
+                row=row,
+                now=now,
+                owner=owner,
+                lease=lease,
+                report=report,
+            )
+    return report
+
+
+def _take_batch(
+    *,
+    session: so.Session,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    batch: int,
+    report: ReapReport,
+) -> list[Any] | None:
+    """Lock a batch of stale texts; requeue those never handed over; take the rest's lease.
+
+    Returns the texts now leased to this reaper (to ask the provider about), or None when
+    no stale text is left.
+    """
+    query = (
+        sa.select(
+            Message.id,
+            Message.lease_owner,
+            Message.handed_at,
+            Message.expires_at,
+            Message.to_phone,
+            Message.body,
+        )
         .where(Message.status == SENDING, Message.lease_expires_at <= now)
         .order_by(Message.lease_expires_at)
-        .limit(limit)
-        .execution_options(populate_existing=True)
-    ).all()
-    report = ReapReport(stale=len(stale))
-    for message in stale:
-        since = (message.claimed_at or now) - RECONCILE_SLACK
-        try:
-            found = transport.find_sent(
-                to=message.to_phone or "", body=message.body or "", since=since
-            )
-        except NotImplementedError:
-            message.lease_owner = None
-            message.lease_expires_at = None
-            message.updated_at = now
-            message.error_message = "outcome unknown after lease expiry; held, not resent"
+        .limit(batch)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    stale = session.execute(query).all()
+    if not stale:
+        session.commit()
+        return None
+    report.stale += len(stale)
+    events: list[dict[str, Any]] = []
+    taken: list[Any] = []
+    by_owner: dict[str | None, list[Any]] = {}
+    for row in stale:
+        by_owner.setdefault(row.lease_owner, []).append(row)
+    for old_owner, rows in by_owner.items():
+        never = [r for r in rows if r.handed_at is None]
+        too_late = [{"id": r.id} for r in never if r.expires_at <= now + HANDOVER_MARGIN]
+        again = [{"id": r.id} for r in never if r.expires_at > now + HANDOVER_MARGIN]
+        released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        guard = _stale_guard(old_owner, now)
+        for i in _guarded(session, too_late, guard, {"status": EXPIRED, **released}):
+            events.append(event_row(i, now, "expired", EXPIRED, "never handed over; window closed"))
+            report.expired += 1
+        for i in _guarded(
+            session, again, guard, {"status": PENDING, "not_before": None, **released}
+        ):
+            events.append(event_row(i, now, "requeued", PENDING, "never handed over; send again"))
+            report.requeued += 1
+        handed = [r for r in rows if r.handed_at is not None]
+        mine = _guarded(
+            session,
+            [{"id": r.id} for r in handed],
+            guard,
+            {"lease_owner": owner, "lease_expires_at": now + lease},
+        )
+        taken += [r for r in handed if r.id in mine]
+    add_events(session, events)
+    session.commit()  # the row locks go; our lease keeps the taken texts ours
+    return taken
+
+
+def _stale_guard(old_owner: str | None, now: datetime) -> sa.ColumnElement[bool]:
+    """Still `sending`, still under the lease we read, and that lease still run out."""
+    table = MESSAGES.c
+    owner_is = table.lease_owner.is_(None) if old_owner is None else table.lease_owner == old_owner
+    return sa.and_(status_is(SENDING), owner_is, table.lease_expires_at <= now)
+
+
+def _guarded(
+    session: so.Session,
+    rows: list[dict[str, Any]],
+    guard: sa.ColumnElement[bool],
+    values: dict[str, Any],
+) -> set[int]:
+    if not rows:
+        return set()
+    return set(
+        session.scalars(
+            sa.update(MESSAGES)
+            .where(MESSAGES.c.id.in_([r["id"] for r in rows]), guard)
+            .values(values)
+            .returning(MESSAGES.c.id)
+        )
+    )
+
+
+def _reconcile(
+    *,
+    session: so.Session,
+    transport: SmsTransport,
+    row: Any,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    report: ReapReport,
+) -> None:
+    """Ask the provider about one text this reaper holds, and settle it."""
+    since = row.handed_at - RECONCILE_SLACK
+    released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    try:
+        found = transport.find_sent(to=row.to_phone or "", body=row.body or "", since=since)
+    except NotImplementedError:
+        if settle_leased(
+            session,
+            owner=owner,
+            values={
+                **released,
+                "error_message": "outcome unknown after lease expiry; held, not resent",
+            },
+            rows=[{"id": row.id}],
+        ):
             add_events(
-                session,
-                [event_row(message.id, now, "held", SENDING, "lease expired; outcome unknown")],
+                session, [event_row(row.id, now, "held", SENDING, "lease expired; outcome unknown")]
             )
             report.held += 1
-            log.warning(
-                "message %s held: lease expired and the transport cannot be asked", message.id
-            )
-        except Exception as exc:  # noqa: BLE001 - try again on the next pass
-            message.lease_expires_at = now + LEASE
-            log.warning(
-                "message %s: reconcile failed (%s); will retry", message.id, type(exc).__name__
-            )
-        else:
-            if found is not None:
-                release(message, SENT, now)
-                message.provider_sid = found.provider_sid
-                message.segments = found.segments
-                message.sent_at = message.sent_at or now
+        log.warning("message %s held: lease expired and the transport cannot be asked", row.id)
+    except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
+        waited = now - row.handed_at
+        again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
+        settle_leased(
+            session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}]
+        )
+        report.errors += 1
+        log.warning(
+            "message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__
+        )
+    else:
+        if found is not None:
+            values = {
+                **released,
+                "status": SENT,
+                "provider_sid": found.provider_sid,
+                "segments": found.segments,
+                "sent_at": row.handed_at,
+            }
+            if settle_leased(session, owner=owner, values=values, rows=[{"id": row.id}]):
                 add_events(
                     session,
                     [
                         event_row(
-                            message.id,
+                            row.id,
                             now,
                             "reconciled",
                             SENT,
@@ -90,49 +237,30 @@ def reap_stale(
                 if TWILIO_STATUSES.get(found.provider_status) == DELIVERED:
                     apply_provider_status(
                         session=session,
-                        message=message,
+                        message_id=row.id,
                         status=found.provider_status,
                         error_code=None,
                         now=now,
                         kind="reconciled",
                     )
-            elif now >= message.expires_at:
-                release(message, EXPIRED, now)
+        elif now + HANDOVER_MARGIN >= row.expires_at:
+            if settle_leased(
+                session, owner=owner, values={**released, "status": EXPIRED}, rows=[{"id": row.id}]
+            ):
                 add_events(
                     session,
-                    [
-                        event_row(
-                            message.id, now, "expired", EXPIRED, "not at provider; window closed"
-                        )
-                    ],
+                    [event_row(row.id, now, "expired", EXPIRED, "not at provider; window closed")],
                 )
                 report.expired += 1
-            elif message.attempts >= MAX_ATTEMPTS:
-                release(message, FAILED, now)
-                add_events(
-                    session,
-                    [
-                        event_row(
-                            message.id,
-                            now,
-                            "failed",
-                            FAILED,
-                            f"not at provider; {MAX_ATTEMPTS} attempts",
-                        )
-                    ],
-                )
-                report.failed += 1
-            else:
-                release(message, PENDING, now)
-                message.not_before = None
-                add_events(
-                    session,
-                    [
-                        event_row(
-                            message.id, now, "requeued", PENDING, "not at provider; send again"
-                        )
-                    ],
-                )
-                report.requeued += 1
-        session.commit()
-    return report
+        elif settle_leased(
+            session,
+            owner=owner,
+            values={**released, "status": PENDING, "not_before": None},
+            rows=[{"id": row.id}],
+        ):
+            add_events(
+                session,
+                [event_row(row.id, now, "requeued", PENDING, "not at provider; send again")],
+            )
+            report.requeued += 1
+    session.commit()

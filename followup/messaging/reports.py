@@ -26,24 +26,34 @@ class PlanReport(Report):
 
 @dataclass
 class DispatchReport(Report):
+    """One dispatcher pass. Every claimed text ends in exactly one of sent, retried,
+    throttled, unknown, failed, cancelled, expired, deferred, returned or lost; `expired` also
+    counts pending texts whose window closed before they were claimed, and `cancelled`
+    the pending texts of a patient a provider opt-out (21610) cancelled."""
+
     claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
+    sent: int = 0  # accepted by the provider
+    retried: int = 0  # transient failure: back to pending, with backoff
+    throttled: int = 0  # "too many requests": back to pending after the pause, no backoff
+    unknown: int = 0  # may have reached the provider: left `sending` for the reaper
+    failed: int = 0  # refused for good
     cancelled: int = 0
     expired: int = 0
-    deferred: int = 0
-    unknown: int = 0
+    deferred: int = 0  # quiet hours: back to pending until they end
+    returned: int = 0  # handed back to the queue unsent (the dispatcher stopped)
+    lost: int = 0  # our lease ran out before the hand-over: not sent by us
 
 
 @dataclass
 class ReapReport(Report):
-    stale: int = 0
-    reconciled: int = 0
-    requeued: int = 0
-    held: int = 0
-    expired: int = 0
-    failed: int = 0
+    """One reaper pass over texts left `sending` past their lease."""
+
+    stale: int = 0  # found past their lease
+    reconciled: int = 0  # found at the provider: recorded as sent
+    requeued: int = 0  # not at the provider (or never handed over): pending again
+    held: int = 0  # the transport cannot be asked: left for a person
+    expired: int = 0  # not at the provider and the window has closed
+    errors: int = 0  # the provider could not be asked now: asked again later
 
 
 @dataclass

@@ -10,9 +10,8 @@ from typing import Protocol, runtime_checkable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.db import is_postgresql
 from followup.messaging.errors import OPT_OUT_CODES, describe_error_code
-from followup.messaging.events import add_events, event_row
+from followup.messaging.events import MESSAGES, add_events, event_row
 from followup.messaging.models import (
     DELIVERED,
     FAILED,
@@ -62,46 +61,101 @@ class StatusLookup(Protocol):
     def fetch_status(self, provider_sid: str) -> ProviderStatus: ...
 
 
+# For each of our statuses, those it may replace (strictly lower on the ladder).
+_BELOW = {
+    target: tuple(status for status, rank in _RANK.items() if rank < _RANK[target])
+    for target in _RANK
+}
+
+
+def record_permanent_failure(
+    *, session: so.Session, message_id: int, patient_id: int, error_code: str | None, now: datetime
+) -> int:
+    """Act on a text that failed for good, once its status is written; the one place for it.
+
+    Called for a failure at hand-over (the provider refused the text) and for a `failed` or
+    `undelivered` report (callback or poll) that moved the text's status. Error 21610 (the
+    patient replied STOP) opts the patient out and cancels their pending texts; returns how
+    many were cancelled.
+    """
+    code = int(error_code) if error_code is not None and error_code.isdigit() else None
+    if code in OPT_OUT_CODES:
+        return record_opt_out(
+            session=session,
+            patient_id=patient_id,
+            now=now,
+            reason=f"provider error {code}: {OPTED_OUT}",
+        )
+    return 0
+
+
 def apply_provider_status(
     *,
     session: so.Session,
-    message: Message,
     status: str,
     error_code: int | None,
     now: datetime,
     kind: str,
-) -> bool:
-    """Record what the provider reported for `message`, moving its status only forward.
+    message_id: int | None = None,
+    provider_sid: str | None = None,
+) -> bool | None:
+    """Record what the provider reported for one text, moving its status only forward.
 
-    Every report becomes an event (`kind`) with its error code, applied or not; error
-    21610 opts the patient out. Return whether the message's status changed.
+    The text is named by id or by the provider's SID. The move is one guarded UPDATE (the
+    status must still be below the reported one), so reports applied at the same time, in
+    any order, on SQLite or PostgreSQL, end in the highest status. Every report becomes an
+    event (`kind`) with its error code, applied or not; error 21610 opts the patient out.
+    Returns whether the status changed, or None for an unknown text.
     """
+    if (message_id is None) == (provider_sid is None):
+        raise ValueError("apply_provider_status needs message_id or provider_sid")
+    table = MESSAGES.c
+    which = table.id == message_id if message_id is not None else table.provider_sid == provider_sid
     target = TWILIO_STATUSES.get(status)
-    current_rank = _RANK.get(message.status)
-    changed = target is not None and current_rank is not None and _RANK[target] > current_rank
-    if changed and target is not None:
-        message.status = target
-        message.updated_at = now
-        message.lease_owner = None
-        message.lease_expires_at = None
+    code = str(error_code) if error_code is not None else None
+    row = None
+    if target is not None:
+        values: dict[str, object] = {
+            "status": target,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
         if target == DELIVERED:
-            message.delivered_at = now
+            values["delivered_at"] = now
         elif target in (FAILED, UNDELIVERED):
-            code = str(error_code) if error_code is not None else None
-            message.error_code = code
-            message.error_message = describe_error_code(error_code) or (
+            values["error_code"] = code
+            values["error_message"] = describe_error_code(error_code) or (
                 f"Twilio error {code}" if code else f"reported {status} by the provider"
             )
+        row = session.execute(
+            sa.update(MESSAGES)
+            .where(which, table.status.in_(_BELOW[target]))
+            .values(values)
+            .returning(table.id, table.patient_id, table.status)
+        ).first()
+    changed = row is not None
+    if row is None:
+        row = session.execute(
+            sa.select(table.id, table.patient_id, table.status).where(which)
+        ).first()
+        if row is None:
+            return None
+    message_id, patient_id, current = row
     detail = f"provider status {status or '-'}"
     if error_code is not None:
         detail += f"; error {error_code}"
     if not changed:
-        detail += f"; kept {message.status}"
-    add_events(session, [event_row(message.id, now, kind, message.status, detail[:500])])
-    if error_code in OPT_OUT_CODES:
+        detail += f"; kept {current}"
+    add_events(session, [event_row(message_id, now, kind, current, detail[:500])])
+    if changed and current in (FAILED, UNDELIVERED):
+        record_permanent_failure(
+            session=session, message_id=message_id, patient_id=patient_id, error_code=code, now=now
+        )
+    elif error_code in OPT_OUT_CODES:
         record_opt_out(
             session=session,
-            patient_id=message.patient_id,
+            patient_id=patient_id,
             now=now,
             reason=f"provider error {error_code}: {OPTED_OUT}",
         )
@@ -115,24 +169,19 @@ def record_status_callback(
     status: str,
     error_code: int | None,
     now: datetime,
-) -> Message | None:
+) -> bool | None:
     """Apply one status callback; None (and a log line with the SID) for an unknown SID."""
-    query = sa.select(Message).where(Message.provider_sid == provider_sid)
-    if is_postgresql(session):
-        query = query.with_for_update()  # two callbacks for one text apply one at a time
-    message = session.scalar(query)
-    if message is None:
-        log.info("status callback for unknown sid %s (status %s)", provider_sid, status)
-        return None
-    apply_provider_status(
+    changed = apply_provider_status(
         session=session,
-        message=message,
+        provider_sid=provider_sid,
         status=status,
         error_code=error_code,
         now=now,
         kind="status-callback",
     )
-    return message
+    if changed is None:
+        log.info("status callback for unknown sid %s (status %s)", provider_sid, status)
+    return changed
 
 
 def poll_stale_statuses(
@@ -170,7 +219,7 @@ def poll_stale_statuses(
         else:
             if apply_provider_status(
                 session=session,
-                message=message,
+                message_id=message.id,
                 status=found.status,
                 error_code=found.error_code,
                 now=now,

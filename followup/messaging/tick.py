@@ -1,14 +1,14 @@
-"""One pass of the whole outbox at one instant: plan, reap, dispatch (`followup tick`)."""
+"""One pass of the whole outbox at the clock's instant: plan, reap, dispatch (`followup tick`)."""
 
 from __future__ import annotations
 
 import random
-from datetime import datetime
 
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
-from followup.messaging.dispatch import dispatch_due
+from followup.clock import Clock
+from followup.messaging.dispatch import DEFAULT_CONCURRENCY, Dispatcher
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import TickReport
@@ -20,25 +20,33 @@ def run_tick(
     session: so.Session,
     transport: SmsTransport,
     care: CareContext,
-    now: datetime,
+    clock: Clock,
     owner: str,
     rng: random.Random | None = None,
-    max_batches: int = 1000,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> TickReport:
-    """Plan, dispatch every due text and reap, all at the one instant `now`."""
+    """Plan, reap and dispatch every due text; each hand-over checked at the clock's instant.
+
+    A pinned clock (`followup --now`) stays pinned: every check and time written is then
+    that instant.
+    """
     report = TickReport()
     while True:
-        plan = plan_procedures(session=session, care=care, now=now)
+        plan = plan_procedures(session=session, care=care, now=clock.now())
         session.commit()
         report.plan.add(plan)
         if plan.procedures == 0:
             break
-    report.reap.add(reap_stale(session=session, transport=transport, now=now))
-    for _ in range(max_batches):
-        batch = dispatch_due(
-            session=session, transport=transport, care=care, now=now, owner=owner, rng=rng
-        )
-        report.dispatch.add(batch)
-        if batch.claimed == 0:
-            break
+    report.reap.add(
+        reap_stale(session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap")
+    )
+    with Dispatcher(
+        transport=transport,
+        care=care,
+        clock=clock,
+        owner=owner,
+        concurrency=concurrency,
+        rng=rng,
+    ) as dispatcher:
+        report.dispatch.add(dispatcher.dispatch(session))
     return report

@@ -7,6 +7,7 @@ their own; this one lets a test script outcomes one call at a time.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,15 +24,18 @@ class ScriptedTransport:
     # Texts the "provider" holds, for find_sent (reconciliation); None = cannot be asked.
     provider_has: list[tuple[str, str, str]] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # The dispatcher calls a transport from several threads at once.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, sms: OutgoingSms) -> SendResult:
-        outcome = self.outcomes.pop(0) if self.outcomes else None
-        if outcome is not None:
-            raise outcome
-        self.sent.append(sms)
-        sid = f"SM{next(self._ids):032d}"
-        if self.provider_has is not None:
-            self.provider_has.append((sms.to, sms.body, sid))
+        with self._lock:
+            outcome = self.outcomes.pop(0) if self.outcomes else None
+            if outcome is not None:
+                raise outcome
+            self.sent.append(sms)
+            sid = f"SM{next(self._ids):032d}"
+            if self.provider_has is not None:
+                self.provider_has.append((sms.to, sms.body, sid))
         return SendResult(
             provider_sid=sid, provider_status="queued", segments=gsm.segment_count(sms.body)
         )

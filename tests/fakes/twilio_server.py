@@ -9,9 +9,14 @@ Accounts/{Sid}/IncomingPhoneNumbers.json?PhoneNumber= (the account's numbers, ea
 its incoming-message webhook) and GET /v1/Services/{Sid} (Messaging Services, which the
 client asks of messaging.twilio.com: the routed client sends those here too). It records every request and has switches for the
 failures a real network and a real Twilio produce: an error code per recipient, latency,
-a run of 500s, a 500 after the message was created, and a dropped connection after the
-message was created. Times come from `now` (the test's FakeClock), so reconciliation
-by creation time works with frozen test time.
+a run of 500s, an outage of creates until a given instant, a 500 after the message was
+created, and a dropped connection after the message was created. Times come from `now`
+(the test's FakeClock), so reconciliation by creation time works with frozen test time;
+each request also keeps its real receive time (`received_at`, epoch seconds), against
+which the benchmarks measure how late a text reached "Twilio".
+
+`keep_alive=True` answers HTTP/1.1 and keeps connections open, as api.twilio.com does
+(the benchmarks use it); the default closes each connection after one answer.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import base64
 import json
 import re
 import secrets
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +64,7 @@ class RecordedRequest:
     query: dict[str, str]
     form: dict[str, str]
     headers: dict[str, str]
+    received_at: float = 0.0  # time.time() when the request arrived
 
 
 @dataclass
@@ -70,6 +78,7 @@ class FakeTwilio:
     numbers: dict[str, str | None] = field(default_factory=lambda: {"+12025550199": None})
     # The account's Messaging Services: MG... -> their incoming-message webhook URL.
     messaging_services: dict[str, str | None] = field(default_factory=dict)
+    keep_alive: bool = False  # HTTP/1.1 with persistent connections, as Twilio
 
     # --- switches (set them between requests) -------------------------------------------
     errors: dict[str, FakeError] = field(default_factory=dict)  # by recipient (To)
@@ -78,6 +87,10 @@ class FakeTwilio:
     fail_next: int = 0  # the next N requests get a 500 and change nothing
     fail_after_accept: int = 0  # the next N creates are stored, then answered with a 500
     drop_after_accept: int = 0  # the next N creates are stored, then the socket is closed
+    # Creates are answered 503 (and nothing is stored) until `now()` reaches this instant.
+    creates_down_until: datetime | None = None
+    throttle_next: int = 0  # the next N creates are answered 429 (20429) and change nothing
+    down_retry_after: str | None = None  # Retry-After sent with those 503s
 
     # --- what happened ------------------------------------------------------------------
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -85,6 +98,8 @@ class FakeTwilio:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._created = threading.Condition(self._lock)
+        self._active = 0  # requests being handled now
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -92,7 +107,8 @@ class FakeTwilio:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> FakeTwilio:
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        handler = _KeepAliveHandler if self.keep_alive else _Handler
+        server = _Server(("127.0.0.1", self.port), handler)
         server.daemon_threads = False  # server_close() joins the request threads
         server.block_on_close = True
         server.fake = self  # type: ignore[attr-defined]
@@ -107,6 +123,7 @@ class FakeTwilio:
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()  # idle keep-alive connections end now
             self._server.server_close()
         if self._thread is not None:
             self._thread.join()
@@ -131,6 +148,37 @@ class FakeTwilio:
         with self._lock:
             return [r.form for r in self.requests if r.method == "POST"]
 
+    def wait_for_messages(self, count: int, timeout: float) -> bool:
+        """Wait until `count` messages exist (created by requests), at most `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._created:
+            while len(self.messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._created.wait(left)
+            return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being handled (a dead client's request finishes here)."""
+        deadline = time.monotonic() + timeout
+        with self._created:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._created.wait(left)
+            return True
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every message created by a request: its SID, To, Body and real receive time."""
+        with self._lock:
+            return [
+                {"sid": m["sid"], "to": m["to"], "body": m["body"], "received_at": m["_received"]}
+                for m in self.messages.values()
+                if m["_received"] is not None
+            ]
+
     def add_message(
         self,
         *,
@@ -148,6 +196,7 @@ class FakeTwilio:
                 created=created or self.now(),
                 status=status,
                 direction=direction,
+                received=None,
             )
 
     def set_status(self, sid: str, status: str, *, error_code: int | None = None) -> None:
@@ -163,7 +212,13 @@ class FakeTwilio:
     # --- the resource -------------------------------------------------------------------
 
     def _store(
-        self, form: dict[str, str], *, created: datetime, status: str, direction: str
+        self,
+        form: dict[str, str],
+        *,
+        created: datetime,
+        status: str,
+        direction: str,
+        received: float | None,
     ) -> dict[str, Any]:
         sid = "SM" + secrets.token_hex(16)
         body = form.get("Body", "")
@@ -190,8 +245,10 @@ class FakeTwilio:
             "to": form.get("To"),
             "uri": uri,
             "_created": created,
+            "_received": received,
         }
         self.messages[sid] = message
+        self._created.notify_all()
         return message
 
 
@@ -210,6 +267,32 @@ def _public(message: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # a benchmark's burst of connections must not be refused
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (its timeout) before the answer is part of the game.
         if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
@@ -225,6 +308,16 @@ class _Handler(BaseHTTPRequestHandler):
     def fake(self) -> FakeTwilio:
         return self.server.fake  # type: ignore[attr-defined, no-any-return]
 
+    def handle_one_request(self) -> None:
+        self.counted = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self.counted:  # a request was read and is now answered (or abandoned)
+                with self.fake._lock:
+                    self.fake._active -= 1
+                    self.fake._created.notify_all()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
 
@@ -236,7 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode("utf-8") if length else ""
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        self.received_at = time.time()
         with self.fake._lock:
+            self.fake._active += 1
+            self.counted = True
             self.fake.requests.append(
                 RecordedRequest(
                     method=self.command,
@@ -244,6 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
                     query=query,
                     form=form,
                     headers=dict(self.headers.items()),
+                    received_at=self.received_at,
                 )
             )
         return parts.path, query, form
@@ -332,11 +429,21 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake._lock:
             error = fake.errors.get(to)
+            down = fake.creates_down_until
+            if error is None and down is not None and fake.now() < down:
+                error = FakeError(20503, 503, "Service Unavailable", fake.down_retry_after)
+            if error is None and fake.throttle_next > 0:
+                fake.throttle_next -= 1
+                error = FakeError(20429, 429, "Too Many Requests", fake.down_retry_after)
             if error is not None:
                 drop = fail = False
             else:
                 message = fake._store(
-                    form, created=fake.now(), status="queued", direction="outbound-api"
+                    form,
+                    created=fake.now(),
+                    status="queued",
+                    direction="outbound-api",
+                    received=self.received_at,
                 )
                 drop = fake.drop_after_accept > 0
                 fail = not drop and fake.fail_after_accept > 0
@@ -460,6 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self.path == "/_fake/received.json":  # for a benchmark in another process
+            self._record()
+            self._send_json(200, self.fake.received())
+            return
         if self._read_only():
             return
         routed = self._route()
@@ -508,6 +619,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # persistent connections, as api.twilio.com
+    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
+
+
 def _matches(message: dict[str, Any], query: dict[str, str]) -> bool:
     if "To" in query and message["to"] != query["To"]:
         return False
@@ -535,8 +651,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="A fake Twilio Messages API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before answering")
+    parser.add_argument("--keep-alive", action="store_true", help="HTTP/1.1 persistent connections")
+    parser.add_argument("--quiet", action="store_true", help="do not print each message")
     args = parser.parse_args()
-    fake = FakeTwilio(port=args.port).start()
+    fake = FakeTwilio(port=args.port, latency=args.latency, keep_alive=args.keep_alive).start()
     sys.stdout.write(
         f"fake Twilio at {fake.base_url}\n"
         f"TWILIO_API_BASE_URL={fake.base_url}\n"
@@ -551,7 +670,7 @@ def main() -> None:
             time.sleep(0.5)
             with fake._lock:
                 created = list(fake.messages.values())[seen:]
-            for message in created:
+            for message in [] if args.quiet else created:
                 sys.stdout.write(
                     f"created {message['sid']} to ...{str(message['to'])[-4:]}: "
                     f"{len(message['body'])} characters, {message['num_segments']} segment(s)\n"

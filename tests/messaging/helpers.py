@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
+from followup.clock import FakeClock
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reports import DispatchReport
@@ -22,12 +23,12 @@ def dispatch(
     now: datetime,
     owner: str = "test-worker",
 ) -> DispatchReport:
-    """One dispatcher batch with a seeded jitter."""
+    """One dispatcher pass at the pinned instant `now`, with a seeded jitter."""
     return dispatch_due(
         session=session,
         transport=transport,
         care=care,
-        now=now,
+        clock=FakeClock(now),
         owner=owner,
         rng=random.Random(7),
     )

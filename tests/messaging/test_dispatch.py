@@ -8,9 +8,9 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.inbox.service import attention_queue
 from followup.messaging.dispatch import (
     LEASE,
-    MAX_ATTEMPTS,
     claim_due,
     dispatch_due,
     retry_delay,
@@ -30,7 +30,12 @@ def tick(
     session: so.Session, transport: ScriptedTransport, care: CareContext, now: datetime
 ) -> None:
     run_tick(
-        session=session, transport=transport, care=care, now=now, owner="w1", rng=random.Random(7)
+        session=session,
+        transport=transport,
+        care=care,
+        clock=FakeClock(now),
+        owner="w1",
+        rng=random.Random(7),
     )
 
 
@@ -114,7 +119,12 @@ def test_a_transient_error_retries_with_backoff_until_it_succeeds(
     transport.outcomes = [TransientSendError("20429", "Too Many Requests", retry_after=120)]
     now = clock.now()
     report = dispatch_due(
-        session=session, transport=transport, care=care, now=now, owner="w1", rng=random.Random(1)
+        session=session,
+        transport=transport,
+        care=care,
+        clock=FakeClock(now),
+        owner="w1",
+        rng=random.Random(1),
     )
     assert report.retried == 1 and transport.sent == []
     message = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
@@ -215,9 +225,7 @@ def test_claim_time_checks_stop_texts_for_cancelled_procedures_and_opted_out_pat
         sa.update(Patient).where(Patient.id == second.patient.id).values(opted_out_at=clock.now())
     )
     session.commit()
-    report = dispatch_due(
-        session=session, transport=transport, care=care, now=clock.now(), owner="w1"
-    )
+    report = dispatch_due(session=session, transport=transport, care=care, clock=clock, owner="w1")
     assert report.cancelled == 2 and transport.sent == []
     details = session.scalars(
         sa.select(MessageEvent.detail).where(MessageEvent.kind == "cancelled")
@@ -292,7 +300,7 @@ def test_a_changed_phone_number_is_used_from_the_next_send_on(
     assert [s.to for s in transport.sent] == ["+12025550143", "+12025550188"]
 
 
-def test_a_text_left_sending_after_its_lease_is_held_not_resent(
+def test_a_claimed_text_never_handed_over_is_requeued_without_asking_and_sent_once(
     session: so.Session,
     care: CareContext,
     clock: FakeClock,
@@ -302,7 +310,7 @@ def test_a_text_left_sending_after_its_lease_is_held_not_resent(
     clock.set(at("2026-03-06T15:00"))
     enroll(completed_at="2026-03-06T14:30")
     now = clock.now()
-    # A dispatcher claimed it and died before recording the outcome.
+    # A dispatcher claimed it and died before handing it to the transport.
     claim_due(session=session, now=now, owner="dead-worker", limit=10)
     session.commit()
     assert (
@@ -311,12 +319,34 @@ def test_a_text_left_sending_after_its_lease_is_held_not_resent(
         ).stale
         == 0
     )
+    # The console-like transport cannot be asked, and need not be: it never had the text.
     report = reap_stale(session=session, transport=transport, now=now + LEASE)
-    assert report.held == 1
-    tick(session, transport, care, now + timedelta(hours=1))
-    assert transport.sent == []
+    assert (report.stale, report.requeued, report.held) == (1, 1, 0)
+    tick(session, transport, care, now + LEASE)
+    assert transport.steps_sent() == ["no-driving"]
+    assert events(session, "no-driving") == ["planned", "claimed", "requeued", "claimed", "sent"]
+
+
+def test_a_text_handed_over_with_no_answer_is_held_when_the_transport_cannot_be_asked(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    now = clock.now()
+    transport.outcomes = [RuntimeError("the socket died mid-answer")]
+    report = dispatch_due(session=session, transport=transport, care=care, clock=clock, owner="w1")
+    assert report.unknown == 1
     assert statuses(session)["no-driving"] == "sending"
-    assert events(session, "no-driving") == ["planned", "claimed", "held"]
+    reap = reap_stale(session=session, transport=transport, now=now + LEASE)
+    assert reap.held == 1
+    tick(session, transport, care, now + timedelta(hours=1))
+    assert transport.sent == []  # not resent on a guess
+    assert statuses(session)["no-driving"] == "sending"
+    assert events(session, "no-driving") == ["planned", "claimed", "outcome-unknown", "held"]
     # Held once: later passes do not report it again.
     assert reap_stale(session=session, transport=transport, now=now + timedelta(hours=2)).stale == 0
 
@@ -345,7 +375,9 @@ def test_reaper_records_a_text_the_provider_has_and_requeues_one_it_has_not(
 
     transport.send = send_then_crash  # type: ignore[method-assign]
     now = clock.now()
-    report = dispatch_due(session=session, transport=transport, care=care, now=now, owner="w1")
+    report = dispatch_due(
+        session=session, transport=transport, care=care, clock=FakeClock(now), owner="w1"
+    )
     assert report.unknown == 2
     transport.send = original_send  # type: ignore[method-assign]
     reap = reap_stale(session=session, transport=transport, now=now + LEASE)
@@ -359,36 +391,58 @@ def test_reaper_records_a_text_the_provider_has_and_requeues_one_it_has_not(
     assert all(m.status == "sent" and m.provider_sid for m in sent)
 
 
-def test_too_many_attempts_fail_the_text(
+def test_transient_failures_retry_until_the_window_closes_then_expire_into_attention(
     session: so.Session,
     care: CareContext,
     clock: FakeClock,
     transport: ScriptedTransport,
     enroll: Enroll,
 ) -> None:
+
     clock.set(at("2026-03-06T15:00"))
     enroll(completed_at="2026-03-06T14:30", blood_thinner="Xarelto")
-    transport.outcomes = [TransientSendError("500", "Internal error")] * (MAX_ATTEMPTS + 5)
-    now = at("2026-03-08T15:30")  # restart window is 48 hours long: room for every attempt
-    tick(session, transport, care, at("2026-03-06T15:00"))
+    tick(session, transport, care, clock.now())
     session.execute(
         sa.update(Message).where(Message.step != "blood-thinner-restart").values(status="cancelled")
     )
     session.commit()
-    for _ in range(60):  # 31 minutes apart: past the longest backoff, across one night
-        tick(session, transport, care, now)
-        now += timedelta(minutes=31)
-    message = session.scalars(
+    transport.outcomes = [TransientSendError("500", "Internal error")] * 1000
+    restart = session.scalars(
         sa.select(Message).where(Message.step == "blood-thinner-restart")
     ).one()
-    session.refresh(message)
-    assert (message.status, message.attempts) == ("failed", MAX_ATTEMPTS)
+    now, expires = restart.due_at, restart.expires_at
+    attempts_seen = []
+    while now < expires + timedelta(minutes=1):  # wake exactly when the dispatcher would
+        tick(session, transport, care, now)
+        session.refresh(restart)
+        attempts_seen.append(restart.attempts)
+        if restart.status != "pending":
+            break
+        assert restart.not_before is not None
+        now = max(restart.not_before, now + timedelta(seconds=1))
+    assert transport.steps_sent() == ["no-driving"]  # sent before the outage began
+    assert restart.status == "expired"
+    # Never gave up early: a try at most RETRY_BACKOFF_MAX apart across the 48-hour window,
+    # except nights (quiet hours), with the last one just before the window closed.
+    assert restart.attempts > 48 * 60 // 15 - 3 * 11 * 4
+    last_try = session.scalars(
+        sa.select(MessageEvent.at)
+        .where(MessageEvent.message_id == restart.id, MessageEvent.kind == "retry")
+        .order_by(MessageEvent.id.desc())
+    ).first()
+    assert last_try is not None and expires - last_try < timedelta(minutes=16)
+    [item] = [
+        i
+        for i in attention_queue(session=session, critical_steps=care.critical_steps()).items
+        if i.kind == "text"
+    ]
+    assert item.item_id == restart.id
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 5, 10, 20])
 def test_retry_delay_doubles_with_jitter_and_honours_retry_after(attempts: int) -> None:
     rng = random.Random(3)
-    base = min(30 * 2 ** (attempts - 1), 1800)
+    base = min(30 * 2 ** (attempts - 1), 900)
     for _ in range(50):
         delay = retry_delay(attempts, rng=rng).total_seconds()
         assert base / 2 <= delay <= base
@@ -418,3 +472,51 @@ def test_two_dispatchers_never_claim_the_same_text(
             b.commit()
     assert len(first) == 20 and len(second) == 10
     assert not set(first) & set(second)
+
+
+def test_a_stopping_dispatcher_finishes_its_calls_and_hands_the_rest_back(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    import threading
+
+    from followup.messaging.dispatch import Dispatcher
+    from followup.messaging.transports.base import OutgoingSms, SendResult
+
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(5):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-{i + 100:04d}")
+    calling, release = threading.Event(), threading.Event()
+
+    class Held(ScriptedTransport):
+        def send(self, sms: OutgoingSms) -> SendResult:
+            calling.set()
+            release.wait(10)
+            return super().send(sms)
+
+    transport = Held()
+    reports = []
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1", concurrency=1) as d:
+
+        def run() -> None:
+            with session_factory() as s:
+                reports.append(d.dispatch(s))
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert calling.wait(10)  # the first text is with the provider
+        d.request_stop()  # SIGTERM: finish what is under way, send nothing new
+        release.set()
+        worker.join(30)
+    [report] = reports
+    assert (report.claimed, report.sent, report.returned) == (5, 1, 4)
+    assert len(transport.sent) == 1
+    session.expire_all()
+    returned = session.scalars(
+        sa.select(Message).where(Message.step == "no-driving", Message.status == "pending")
+    ).all()
+    assert len(returned) == 4
+    assert all(m.lease_owner is None and m.not_before is None and m.attempts == 0 for m in returned)

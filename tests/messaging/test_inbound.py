@@ -140,7 +140,7 @@ def test_inbound_start_brings_back_the_texts_still_in_their_window(
     for instant in (restart_at, warning_at, PAIN_CHECK_AT):
         clock.set(instant)
         with session_factory() as other:
-            run_tick(session=other, transport=twilio_transport, care=care, now=instant, owner="w")
+            run_tick(session=other, transport=twilio_transport, care=care, clock=clock, owner="w")
     texts = messages(session)
     for step in ("blood-thinner-restart", "warning-signs", "pain-check"):
         assert texts[step].status == SENT

@@ -76,7 +76,7 @@ def take_over(
     """A second worker's tick once the dead one's lease has run out."""
     clock.advance(LEASE + timedelta(seconds=1))
     with session_factory() as session:
-        run_tick(session=session, transport=transport, care=care, now=clock.now(), owner="w2")
+        run_tick(session=session, transport=transport, care=care, clock=clock, owner="w2")
 
 
 def assert_sent_once(session: so.Session, fake: FakeTwilio, *, creates: int = 1) -> None:
@@ -107,7 +107,8 @@ def test_dispatcher_killed_at_any_point_sends_each_text_exactly_once(
     def die_at_commit(_session: so.Session) -> None:
         nonlocal commits
         commits += 1
-        if (when == "claim-commit" and commits == 1) or (when == "at-commit" and killing.answered):
+        # Commit 1 records the expiry sweep, commit 2 the claim.
+        if (when == "claim-commit" and commits == 2) or (when == "at-commit" and killing.answered):
             raise Killed
 
     sa.event.listen(doomed, "before_commit", die_at_commit)
@@ -135,6 +136,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from datetime import datetime
+    from followup.clock import FakeClock
     from followup.messaging.dispatch import dispatch_due
     from followup.messaging.transports.twilio import TwilioTransport
     from followup.runtime import build_care
@@ -158,7 +160,7 @@ KILL_SCRIPT = textwrap.dedent(
     transport.send = send_then_die
     session = make_session_factory(make_engine(url))()
     dispatch_due(session=session, transport=transport, care=build_care(settings),
-                 now=datetime.fromisoformat(now), owner="doomed")
+                 clock=FakeClock(datetime.fromisoformat(now)), owner="doomed")
     sys.exit(3)  # not reached
     """
 )
@@ -298,7 +300,7 @@ def test_reaper_holds_the_text_while_twilio_cannot_be_asked(
     twilio_fake.fail_next = 1  # the reaper's list request fails too
     clock.advance(LEASE)
     with session_factory() as other:
-        run_tick(session=other, transport=twilio_transport, care=care, now=clock.now(), owner="w2")
+        run_tick(session=other, transport=twilio_transport, care=care, clock=clock, owner="w2")
     assert messages(session)["no-driving"].status == SENDING  # not resent on a guess
     assert len(twilio_fake.creates()) == 1
     take_over(session_factory, twilio_transport, care, clock)

@@ -23,6 +23,7 @@ from followup.ops.runs import report_counts, summary
 from followup.patients.service import EnrollmentResult
 from followup.runtime import Runtime
 from jobs import tasks
+from jobs.dispatcher import DispatchLoop
 from jobs.scheduler import _guarded, build_scheduler
 from tests.fakes.twilio_server import FakeError, FakeTwilio
 from tests.messaging.conftest import post_signed
@@ -72,9 +73,15 @@ def test_a_job_run_logs_one_line_and_apscheduler_says_nothing(
     scheduler = build_scheduler(runtime, blocking=False)
     now = datetime.now(UTC)  # APScheduler's own time, for its misfire check
 
-    # What the scheduler's executor does for each run, called directly: no waiting.
-    run_job(scheduler.get_job("dispatch"), "default", [now], "apscheduler.executors.default")
-    run_job(scheduler.get_job("plan"), "default", [now], "apscheduler.executors.default")
+    # What the scheduler's executor does for each run, called directly: no waiting; then one
+    # pass of the dispatcher's loop (a thread of its own in the worker), as it runs it.
+    for name in ("plan", "reap", "alerts"):
+        run_job(scheduler.get_job(name), "default", [now], "apscheduler.executors.default")
+    loop = DispatchLoop(runtime)
+    try:
+        loop.step()
+    finally:
+        loop.dispatcher.close()
 
     lines = output.getvalue().splitlines()
     assert len(lines) == 1, lines

@@ -159,7 +159,9 @@ def test_a_run_through_twilio_shows_in_metrics_without_patient_data(
     assert value(found, "followup_job_runs_total", job="dispatch", outcome="ok") == 2
     assert value(found, "followup_job_results_total", job="dispatch", result="sent") == 2
     assert value(found, "followup_job_results_total", job="dispatch", result="failed") == 1
-    assert value(found, "followup_job_results_total", job="dispatch", result="retried") == 1
+    # A 500 may have created the message at Twilio: left for the reaper to ask, not resent.
+    assert value(found, "followup_job_results_total", job="dispatch", result="unknown") == 1
+    assert value(found, "followup_job_results_total", job="dispatch", result="retried") == 0
     assert value(found, "followup_job_last_success_timestamp_seconds", job="dispatch") == (
         clock.now().timestamp()
     )

@@ -71,7 +71,7 @@ def send_due(
     before = len(transport.sent)
     plan_procedures(session=session, care=care, now=at)
     session.commit()
-    dispatch_due(session=session, transport=transport, care=care, now=at, owner="test")
+    dispatch_due(session=session, transport=transport, care=care, clock=FakeClock(at), owner="test")
     session.commit()
     return [sms.step for sms in transport.sent[before:]]
 

@@ -15,7 +15,7 @@ class OutgoingSms:
     step: str
     to: str  # E.164
     body: str
-    now: datetime  # the dispatcher's instant
+    now: datetime  # the instant it is handed over (the Clock, read just before the call)
     due_at: datetime | None = None  # when the text was due: lateness is now - due_at
 
 
@@ -47,11 +47,14 @@ class TransientSendError(SendError):
         *,
         retry_after: float | None = None,
         maybe_sent: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(code, message)
         self.retry_after = retry_after
         # The request may have reached the provider: reconcile before any retry.
         self.maybe_sent = maybe_sent
+        # "Too many requests": the provider refused it unseen; slow down, do not back off.
+        self.throttled = throttled
 
 
 class PermanentSendError(SendError):
@@ -64,6 +67,8 @@ class PermanentSendError(SendError):
 
 
 class SmsTransport(Protocol):
+    """Implementations are called from several threads at once (the dispatcher's pool)."""
+
     name: str
 
     def send(self, sms: OutgoingSms) -> SendResult:

@@ -30,6 +30,7 @@ from followup.messaging.transports.base import (
     SendResult,
     TransientSendError,
 )
+from followup.messaging.transports.pacing import Pacer
 from followup.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS_CALLBACK_PATH = "/twilio/status"
 RECONCILE_SCAN = 200  # newest texts to one number looked at when reconciling (a patient gets ~5)
 PAGE_SIZE = 50
+TOO_MANY_REQUESTS = 20429  # Twilio's code for HTTP 429: slow down, the text was not created
 
 
 _RECIPIENT_PARAM = re.compile(r"\b(To|From)=[^&\s\"]*")
@@ -79,6 +81,16 @@ class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
         _redact_urllib3_logs()
         self._base = urlsplit(base_url.rstrip("/")) if base_url else None
         self._local = threading.local()
+        # requests reads the proxy and CA settings from the environment on every request
+        # (a walk over os.environ, twice): read them once here, for the one host we call.
+        if self.session is not None:
+            found: dict[str, Any] = self.session.merge_environment_settings(
+                self.route("https://api.twilio.com/"), {}, None, None, None
+            )
+            given: dict[str, str] = getattr(self, "proxy", None) or {}
+            self.proxy = {**found.get("proxies", {}), **given}
+            self.session.verify = found.get("verify", True)
+            self.session.trust_env = False
 
     def route(self, url: str) -> str:
         """Return `url` moved to the configured base URL (unchanged without one)."""
@@ -130,7 +142,13 @@ class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
 
 
 class TwilioTransport:
-    """Send texts through Twilio's Messages resource and ask it what it already has."""
+    """Send texts through Twilio's Messages resource and ask it what it already has.
+
+    Safe to call from many threads at once: each thread gets its own official client and
+    HTTP session. One client must not be shared: TwilioHttpClient keeps each request's
+    response on the instance (`_test_only_last_response`) and returns it from there, so two
+    threads sharing a client can each be handed the other's answer (and its SID).
+    """
 
     name = "twilio"
 
@@ -144,18 +162,24 @@ class TwilioTransport:
         status_callback: str | None = None,
         api_base_url: str | None = None,
         timeout: float = 10.0,
+        max_per_second: float | None = None,
     ) -> None:
         if not (from_number or messaging_service_sid):
             raise ConfigurationError(
                 "the Twilio transport needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
             )
+        self._account_sid = account_sid
+        self._auth_token = auth_token
         self._from_number = from_number
         self._messaging_service_sid = messaging_service_sid
         self._status_callback = status_callback
-        self.http = RoutedHttpClient(timeout=timeout, base_url=api_base_url)
-        self._client = Client(
-            account_sid, auth_token, account_sid=account_sid, http_client=self.http
-        )
+        self._api_base_url = api_base_url
+        self.timeout = timeout
+        # TWILIO_MAX_PER_SECOND and 429s: the dispatcher asks it before each hand-over.
+        self.pacer = Pacer(max_per_second)
+        self._local = threading.local()
+        self._clients: dict[int, tuple[threading.Thread, RoutedHttpClient]] = {}
+        self._clients_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TwilioTransport:
@@ -177,11 +201,46 @@ class TwilioTransport:
             status_callback=callback,
             api_base_url=settings.twilio_api_base_url,
             timeout=settings.twilio_timeout_seconds,
+            max_per_second=settings.twilio_max_per_second,
         )
 
+    @property
+    def http(self) -> RoutedHttpClient:
+        """This thread's HTTP client (created on first use)."""
+        self._client()
+        http: RoutedHttpClient = self._local.http
+        return http
+
+    def _client(self) -> Any:
+        """This thread's official client, with an HTTP session of its own."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            http = RoutedHttpClient(timeout=self.timeout, base_url=self._api_base_url)
+            client = Client(
+                self._account_sid,
+                self._auth_token,
+                account_sid=self._account_sid,
+                http_client=http,
+            )
+            self._local.client = client
+            self._local.http = http
+            current = threading.current_thread()
+            with self._clients_lock:
+                for ident, (thread, old) in list(self._clients.items()):
+                    if not thread.is_alive():  # a finished pool's thread: free its sockets
+                        old.close()
+                        del self._clients[ident]
+                self._clients[current.ident or 0] = (current, http)
+        return client
+
     def close(self) -> None:
-        """Close the pooled HTTP connections."""
-        self.http.close()
+        """Close every thread's pooled HTTP connections."""
+        with self._clients_lock:
+            clients = [http for _thread, http in self._clients.values()]
+            self._clients.clear()
+        for http in clients:
+            http.close()
+        self._local = threading.local()
 
     # --- SmsTransport -----------------------------------------------------------------
 
@@ -195,7 +254,7 @@ class TwilioTransport:
         if self._status_callback:
             params["status_callback"] = self._status_callback
         try:
-            message = self._client.messages.create(**params)
+            message = self._client().messages.create(**params)
         except TwilioException as exc:
             raise self._api_error(exc, now=sms.now, creating=True) from exc
         except requests.RequestException as exc:
@@ -210,7 +269,7 @@ class TwilioTransport:
         filtering on it could miss exactly the text we are looking for.
         """
         try:
-            for message in self._client.messages.stream(
+            for message in self._client().messages.stream(
                 to=to, limit=RECONCILE_SCAN, page_size=PAGE_SIZE
             ):
                 created = message.date_created
@@ -230,7 +289,7 @@ class TwilioTransport:
     def fetch_status(self, provider_sid: str) -> ProviderStatus:
         """Ask Twilio for one Message's current status and error code."""
         try:
-            message = self._client.messages(provider_sid).fetch()
+            message = self._client().messages(provider_sid).fetch()
         except TwilioException as exc:
             raise self._api_error(exc, now=None, creating=False) from exc
         except requests.RequestException as exc:
@@ -261,6 +320,7 @@ class TwilioTransport:
                 text,
                 retry_after=retry_after_seconds(self.http.last_headers(), now=now),
                 maybe_sent=decision.maybe_sent,
+                throttled=http_status == 429 or code == TOO_MANY_REQUESTS,
             )
         return PermanentSendError(label, text, opted_out=decision.outcome is Outcome.OPTED_OUT)
 

@@ -1,0 +1,116 @@
+"""The dispatcher's loop: wake for the next due text, notice other processes' texts quickly.
+
+One thread per process (started and stopped with the scheduler). After each pass it asks
+the database when it next has work (`next_wake`: four index lookups in one statement)
+and sleeps until then, but never longer than POLL_EVERY (half a second): a text enrolled
+by another process (the web app, an import, a second worker) is noticed within that. The plan and
+reap jobs of this process wake it at once when they make texts due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from followup.logsafe import log_failure
+from followup.messaging.dispatch import Dispatcher, next_wake
+from followup.messaging.reports import DispatchReport
+from followup.ops.runs import record_failure, record_run
+from followup.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# The longest a text enrolled elsewhere waits unnoticed: half a second, so that with the
+# pass that sends it, it still goes out within the second.
+POLL_EVERY = timedelta(seconds=0.5)
+ERROR_PAUSE = timedelta(seconds=5)  # after a failed pass (database down), try again after
+IDLE_FLOOR = 0.05  # seconds: never look again sooner than this after a pass that claimed none
+STOP_TIMEOUT = 60.0  # seconds a stopping loop waits for the calls in flight
+
+
+class DispatchLoop:
+    """Run dispatcher passes on a thread of their own, each as soon as a text is due."""
+
+    def __init__(self, runtime: Runtime, *, poll: timedelta = POLL_EVERY) -> None:
+        self.runtime = runtime
+        self.poll = poll
+        self.dispatcher = Dispatcher(
+            transport=runtime.transport,
+            care=runtime.care,
+            clock=runtime.clock,
+            owner=runtime.owner,
+            concurrency=runtime.settings.dispatch_concurrency,
+        )
+        self.total = DispatchReport()  # everything this loop did (for logs and tests)
+        self.passes = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Look for due texts now (the plan and reap jobs call it)."""
+        self._wake.set()
+
+    def step(self) -> float:
+        """Run a pass if a text is due now; return the seconds until the next look."""
+        clock = self.runtime.clock
+        claimed = True
+        with self.runtime.session_factory() as session:
+            wake_at = next_wake(session=session, now=clock.now())
+            if wake_at is not None and wake_at <= clock.now():
+                started = time.monotonic()
+                try:
+                    report = self.dispatcher.dispatch(session)
+                except Exception:
+                    record_failure(
+                        metrics=self.runtime.metrics,
+                        job="dispatch",
+                        seconds=time.monotonic() - started,
+                    )
+                    raise
+                self.total.add(report)
+                self.passes += 1
+                claimed = report.claimed > 0
+                # One line if the pass did anything ("dispatch: 12 sent, 1 retried"), metrics.
+                record_run(
+                    metrics=self.runtime.metrics,
+                    job="dispatch",
+                    report=report,
+                    seconds=time.monotonic() - started,
+                    now=clock.now(),
+                )
+                wake_at = next_wake(session=session, now=clock.now())
+        wait = self.poll.total_seconds()
+        if wake_at is not None:
+            wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
+        return wait if claimed else max(wait, IDLE_FLOOR)
+
+    def run(self) -> None:
+        """Loop until stop(): a pass whenever a text is due, a look at least every POLL_EVERY."""
+        while not self._stopping.is_set():
+            try:
+                wait = self.step()
+            except Exception as exc:
+                log_failure(log, "dispatch pass failed; trying again shortly", exc=exc)
+                wait = ERROR_PAUSE.total_seconds()
+            if self._wake.wait(wait):
+                self._wake.clear()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the pass under way (handing claimed texts back), then stop."""
+        self._stopping.set()
+        self.dispatcher.request_stop()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+            self._thread = None
+        self.dispatcher.close()
