@@ -68,7 +68,7 @@ from followup.messaging.models import (
     SENT,
     Message,
 )
-from followup.messaging.outbox import reason_not_to_send
+from followup.messaging.outbox import reason_not_to_send, render_message
 from followup.messaging.reports import DispatchReport
 from followup.messaging.status import record_permanent_failure
 from followup.messaging.transports.base import (
@@ -604,16 +604,8 @@ class _Pass:
                 else:
                     deferred.append({"id": message.id, "not_before": quiet_end})
                 continue
-            body = d.care.render_text(
-                kind=procedure.kind,
-                step_key=message.step,
-                language=patient.language,
-                tz=tz,
-                completed_at=procedure.completed_at,
-                blood_thinner=procedure.blood_thinner,
-                scheduled_at=procedure.scheduled_at,
-                stop_blood_thinner_on=procedure.stop_blood_thinner_on,
-                intro=message.step == procedure.intro_step,
+            body = render_message(
+                d.care, procedure=procedure, language=patient.language, tz=tz, step=message.step
             )
             items.append(
                 _Item(

@@ -47,6 +47,24 @@ def procedure_anchors(procedure: Procedure) -> Anchors:
     )
 
 
+def render_message(
+    care: CareContext, *, procedure: Procedure, language: str, tz: ZoneInfo, step: str
+) -> str:
+    """One planned step's text as this procedure's patient receives it (their language, local
+    time, blood thinner, and the first text's wording when it is the procedure's first)."""
+    return care.render_text(
+        kind=procedure.kind,
+        step_key=step,
+        language=language,
+        tz=tz,
+        completed_at=procedure.completed_at,
+        blood_thinner=procedure.blood_thinner,
+        scheduled_at=procedure.scheduled_at,
+        stop_blood_thinner_on=procedure.stop_blood_thinner_on,
+        intro=step == procedure.intro_step,
+    )
+
+
 def _phase_plan(
     *, protocol: Protocol, row: Any, tz: ZoneInfo, care: CareContext, now: datetime
 ) -> list[PlannedText]:

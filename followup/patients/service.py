@@ -50,6 +50,7 @@ from followup.messaging.outbox import (
     plan_procedures,
     procedure_messages,
     record_opt_out,
+    render_message,
     replan_procedure,
 )
 from followup.patients.models import Patient, Procedure
@@ -1457,16 +1458,8 @@ def _text_entry(
     body = message.body
     if body is None and status in (PENDING, SENDING):
         try:
-            body = care.render_text(
-                kind=procedure.kind,
-                step_key=message.step,
-                language=patient.language,
-                tz=tz,
-                completed_at=procedure.completed_at,
-                blood_thinner=procedure.blood_thinner,
-                scheduled_at=procedure.scheduled_at,
-                stop_blood_thinner_on=procedure.stop_blood_thinner_on,
-                intro=message.step == procedure.intro_step,
+            body = render_message(
+                care, procedure=procedure, language=patient.language, tz=tz, step=message.step
             )
         except (KeyError, ValueError):  # the step left the protocol, or lacks its time
             body = None
