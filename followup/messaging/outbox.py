@@ -192,7 +192,7 @@ def plan_procedures(
         session.execute(
             sa.update(Procedure).where(Procedure.id.in_(ids)).values(intro_step=step_key)
         )
-    log.info(
+    log.debug(  # the plan job logs one line per run; enrollment logs its own
         "planned procedures=%d texts=%d expired=%d",
         report.procedures,
         report.planned,
