@@ -8,7 +8,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import Clock
-from followup.messaging.dispatch import DEFAULT_CONCURRENCY, Dispatcher
+from followup.messaging.dispatch import DEFAULT_CONCURRENCY, dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import TickReport
@@ -40,13 +40,15 @@ def run_tick(
     report.reap.add(
         reap_stale(session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap")
     )
-    with Dispatcher(
-        transport=transport,
-        care=care,
-        clock=clock,
-        owner=owner,
-        concurrency=concurrency,
-        rng=rng,
-    ) as dispatcher:
-        report.dispatch.add(dispatcher.dispatch(session))
+    report.dispatch.add(
+        dispatch_due(
+            session=session,
+            transport=transport,
+            care=care,
+            clock=clock,
+            owner=owner,
+            concurrency=concurrency,
+            rng=rng,
+        )
+    )
     return report
