@@ -917,16 +917,20 @@ class _Pass:
         """Texts a worker did not send after all: the clock had moved on past a limit."""
         at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None, **_UNDO_HANDOVER}
-        expired = [
-            {"id": a.item.id, "updated_at": a.at} for a in by_kind.get("withheld-expired", [])
-        ]
         quiet = by_kind.get("withheld-quiet", [])
         late_ids = {
             a.item.id
             for a in quiet
             if a.quiet_end is None or a.quiet_end >= a.item.expires_at - HANDOVER_MARGIN
         }
-        late = [{"id": a.item.id, "updated_at": a.at} for a in quiet if a.item.id in late_ids]
+        expired = [
+            {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
+            for a in by_kind.get("withheld-expired", [])
+        ] + [
+            {"id": a.item.id, "updated_at": a.at, "_why": "quiet hours last past its expiry"}
+            for a in quiet
+            if a.item.id in late_ids
+        ]
         deferred = [
             {"id": a.item.id, "updated_at": a.at, "not_before": a.quiet_end}
             for a in quiet
@@ -943,17 +947,7 @@ class _Pass:
             values={"status": EXPIRED, **released},
             kind="expired",
             status=EXPIRED,
-            detail=lambda r: "window closes before it could be sent",
-            counter="expired",
-            at=at,
-        )
-        self.settle(
-            late,
-            events,
-            values={"status": EXPIRED, **released},
-            kind="expired",
-            status=EXPIRED,
-            detail=lambda r: "quiet hours last past its expiry",
+            detail=lambda r: r["_why"],
             counter="expired",
             at=at,
         )
