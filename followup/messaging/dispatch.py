@@ -70,7 +70,7 @@ from followup.messaging.models import (
 )
 from followup.messaging.outbox import reason_not_to_send, render_message
 from followup.messaging.reports import DispatchReport
-from followup.messaging.status import record_permanent_failure
+from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
     OutgoingSms,
     PermanentSendError,
@@ -684,12 +684,20 @@ class _Pass:
         by_kind: dict[str, list[_Answer]] = {}
         for answer in answers:
             by_kind.setdefault(self.kind_of(answer), []).append(answer)
-        self.record_sent(by_kind.pop("sent", []), events)
+        sent = by_kind.pop("sent", [])
+        self.record_sent(sent, events)
         self.record_permanent(by_kind.pop("failed", []), events)
         self.record_transient(by_kind.pop("transient", []), events)
         self.record_unknown(by_kind.pop("unknown", []), events)
         self.record_withheld(by_kind, events)
         add_events(self.session, events)
+        if sent:
+            # Delivery reports that came before this commit (Twilio may call back first).
+            apply_held_status_reports(
+                session=self.session,
+                now=self.d.clock.now(),
+                sids=[a.result.provider_sid for a in sent if a.result is not None],
+            )
 
     @staticmethod
     def kind_of(answer: _Answer) -> str:

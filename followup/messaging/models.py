@@ -73,6 +73,23 @@ class MessageEvent(Base):
     detail: so.Mapped[str | None] = so.mapped_column(sa.String(500))
 
 
+class HeldStatusReport(Base):
+    """A delivery report that came before its text's provider SID was recorded.
+
+    Twilio may call back (a fast `failed` or `undelivered`) before the dispatcher has
+    committed the answer that carries the SID. Such a report is kept here, with no patient
+    data, and applied as soon as the SID is known; one never matched is dropped after a day.
+    """
+
+    __tablename__ = "held_status_reports"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    provider_sid: so.Mapped[str] = so.mapped_column(sa.String(64), index=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20))
+    error_code: so.Mapped[int | None] = so.mapped_column(sa.Integer())
+    received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
+
+
 # What a reply was taken to mean (inbound_messages.kind).
 REPLY_STOP = "stop"
 REPLY_START = "start"

@@ -36,7 +36,11 @@ from followup.messaging.models import (
     Message,
 )
 from followup.messaging.reports import ReapReport
-from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
+from followup.messaging.status import (
+    TWILIO_STATUSES,
+    apply_held_status_reports,
+    apply_provider_status,
+)
 from followup.messaging.transports.base import SmsTransport
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,8 @@ def reap_stale(
 
     `owner` names this reaper on the leases it takes while asking the provider (it must
     differ from any dispatcher's). Where the transport cannot be asked, a text that may
-    have reached it is held for a person to settle (never resent on a guess).
+    have reached it is held for a person to settle (never resent on a guess). Then
+    applies delivery reports held for SIDs now recorded (`apply_held_status_reports`).
     """
     report = ReapReport()
     while True:
@@ -77,6 +82,12 @@ def reap_stale(
                 lease=lease,
                 report=report,
             )
+    # Delivery reports that came before their text was recorded (the dispatcher applies
+    # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
+    applied, dropped = apply_held_status_reports(session=session, now=now)
+    session.commit()
+    report.early_reports_applied += applied
+    report.early_reports_dropped += dropped
     return report
 
 

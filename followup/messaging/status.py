@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -18,6 +19,7 @@ from followup.messaging.models import (
     SENDING,
     SENT,
     UNDELIVERED,
+    HeldStatusReport,
     Message,
 )
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 STATUS_POLL_GIVE_UP = timedelta(days=3)  # stop asking about a text still `sent` after this
 STATUS_POLL_BATCH = 100
+# A delivery report whose SID no text carries yet is kept this long for the dispatcher (or
+# the reaper) to record the SID; a text is recorded within seconds, or reaped in minutes.
+HOLD_UNMATCHED = timedelta(days=1)
+HELD_BATCH = 500
 
 # Twilio's message statuses, as ours. Everything before a handset answered is `sent` to us.
 TWILIO_STATUSES: dict[str, str] = {
@@ -182,6 +188,62 @@ def record_status_callback(
     if changed is None:
         log.info("status callback for unknown sid %s (status %s)", provider_sid, status)
     return changed
+
+
+def hold_status_report(
+    *, session: so.Session, provider_sid: str, status: str, error_code: int | None, now: datetime
+) -> None:
+    """Keep a delivery report for a SID no text carries yet (Twilio called back before the
+    dispatcher committed its answer); `apply_held_status_reports` applies it later."""
+    session.add(
+        HeldStatusReport(
+            provider_sid=provider_sid[:64],
+            status=status[:20],
+            error_code=error_code,
+            received_at=now,
+        )
+    )
+    log.info(
+        "status callback for sid %s (status %s) held until its text is recorded",
+        provider_sid,
+        status,
+    )
+
+
+def apply_held_status_reports(
+    *, session: so.Session, now: datetime, sids: Collection[str] | None = None
+) -> tuple[int, int]:
+    """Apply held delivery reports whose SID is now on a text, in the order they came (each
+    at the time it came); drop those unmatched for HOLD_UNMATCHED. Only `sids` when given
+    (the dispatcher, right after recording them). Returns (applied, dropped); not committed.
+    """
+    query = sa.select(HeldStatusReport).order_by(HeldStatusReport.received_at, HeldStatusReport.id)
+    if sids is not None:
+        if not sids:
+            return 0, 0
+        query = query.where(HeldStatusReport.provider_sid.in_(list(sids)))
+    held = session.scalars(query.limit(HELD_BATCH)).all()
+    applied = dropped = 0
+    done: list[int] = []
+    for report in held:
+        found = apply_provider_status(
+            session=session,
+            provider_sid=report.provider_sid,
+            status=report.status,
+            error_code=report.error_code,
+            now=report.received_at,
+            kind="status-callback",
+        )
+        if found is not None:
+            applied += 1
+            done.append(report.id)
+        elif report.received_at <= now - HOLD_UNMATCHED:
+            dropped += 1
+            done.append(report.id)
+            log.warning("held status report %s matched no text in a day: dropped", report.id)
+    if done:
+        session.execute(sa.delete(HeldStatusReport).where(HeldStatusReport.id.in_(done)))
+    return applied, dropped
 
 
 def poll_stale_statuses(

@@ -18,7 +18,7 @@ from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[im
 
 from followup.inbox.service import record_alert_status
 from followup.messaging.replies import record_inbound
-from followup.messaging.status import record_status_callback
+from followup.messaging.status import hold_status_report, record_status_callback
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,19 @@ def status_callback() -> ResponseReturnValue:
             error_code=_error_code(request.form.get("ErrorCode")),
             now=runtime.clock.now(),
         )
-        if message is None:  # not a patient's text: perhaps a staff alert's SMS
-            record_alert_status(
+        # Not a patient's text: perhaps a staff alert's SMS, or a text whose SID the
+        # dispatcher has not committed yet (Twilio can call back first): kept until it has.
+        if message is None and not record_alert_status(
+            session=session,
+            provider_sid=sid,
+            status=status.strip().lower(),
+            now=runtime.clock.now(),
+        ):
+            hold_status_report(
                 session=session,
                 provider_sid=sid,
                 status=status.strip().lower(),
+                error_code=_error_code(request.form.get("ErrorCode")),
                 now=runtime.clock.now(),
             )
         session.commit()

@@ -91,6 +91,9 @@ class FakeTwilio:
     creates_down_until: datetime | None = None
     throttle_next: int = 0  # the next N creates are answered 429 (20429) and change nothing
     down_retry_after: str | None = None  # Retry-After sent with those 503s
+    # Called with each created message (its public JSON) before the create is answered, as
+    # when Twilio's status callback overtakes its answer to the create.
+    on_create: Callable[[dict[str, Any]], None] | None = None
 
     # --- what happened ------------------------------------------------------------------
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -461,6 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fail:
             self._error(FakeError(20500, 500, "Internal Server Error"))
             return
+        if fake.on_create is not None:
+            fake.on_create(_public(message))
         self._wait(fake.latency_after_accept)
         self._send_json(201, _public(message))
 

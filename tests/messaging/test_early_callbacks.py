@@ -1,0 +1,163 @@
+"""Delivery reports that overtake the create's answer: Twilio may call back `failed` before
+the dispatcher has committed the SID it answered with. Such a report is held, not lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask.testing import FlaskClient
+
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.inbox.service import UNREACHABLE, attention_queue
+from followup.messaging.models import (
+    DELIVERED,
+    FAILED,
+    SENDING,
+    SENT,
+    HeldStatusReport,
+    Message,
+    MessageEvent,
+)
+from followup.messaging.reconcile import reap_stale
+from followup.messaging.status import HOLD_UNMATCHED
+from followup.messaging.transports.twilio import TwilioTransport
+from followup.patients.service import EnrollmentResult
+from followup.runtime import Runtime
+from tests.fakes.twilio_server import FakeTwilio
+from tests.messaging.conftest import post_signed
+from tests.messaging.helpers import dispatch
+
+
+def _callback(
+    client: FlaskClient, runtime: Runtime, sid: str, status: str, code: str | None = None
+) -> int:
+    form = {"MessageSid": sid, "MessageStatus": status, **({"ErrorCode": code} if code else {})}
+    token = runtime.settings.twilio_auth_token or ""
+    return post_signed(client, "/twilio/status", form, token=token)[0]
+
+
+def _held(session: so.Session) -> list[tuple[str, str]]:
+    session.expire_all()
+    return [
+        (h.provider_sid, h.status)
+        for h in session.scalars(sa.select(HeldStatusReport).order_by(HeldStatusReport.id))
+    ]
+
+
+def test_a_failure_reported_before_the_create_is_answered_is_applied_when_it_is_recorded(
+    twilio_fake: FakeTwilio,
+    twilio_runtime: Runtime,
+    twilio_transport: TwilioTransport,
+    client: FlaskClient,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
+) -> None:
+    patient = enroll().patient  # its no-driving text is due now
+    answered: list[int] = []
+
+    def landline(message: dict[str, Any]) -> None:
+        # Twilio's callback overtakes its answer: the dispatcher has not recorded the SID.
+        answered.append(_callback(client, twilio_runtime, message["sid"], "failed", "30006"))
+
+    twilio_fake.on_create = landline
+    report = dispatch(session, twilio_transport, care, clock.now())
+
+    assert report.sent == 1 and answered == [200]
+    session.expire_all()
+    text = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    assert text.status == FAILED
+    assert text.error_code == "30006"
+    assert _held(session) == []
+    kinds = list(
+        session.scalars(
+            sa.select(MessageEvent.kind)
+            .where(MessageEvent.message_id == text.id)
+            .order_by(MessageEvent.id)
+        )
+    )
+    assert kinds[-2:] == ["sent", "status-callback"]
+    # The nurses see at once that the patient cannot receive texts.
+    queue = attention_queue(session=session, critical_steps=care.critical_steps())
+    assert [(i.kind, i.item_id) for i in queue.items if i.kind == UNREACHABLE] == [
+        (UNREACHABLE, patient.id)
+    ]
+
+
+def test_reports_held_for_a_text_the_reaper_settles_are_applied_in_the_order_they_came(
+    twilio_fake: FakeTwilio,
+    twilio_runtime: Runtime,
+    twilio_transport: TwilioTransport,
+    client: FlaskClient,
+    session: so.Session,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
+) -> None:
+    enroll()
+    text = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    # A dispatcher handed it over, Twilio took it, and the dispatcher died before recording.
+    sid = twilio_fake.add_message(
+        to="+12025550143", body="x", created=clock.now(), status="queued"
+    )["sid"]
+    session.execute(
+        sa.update(Message)
+        .where(Message.id == text.id)
+        .values(
+            status=SENDING,
+            lease_owner="dead",
+            lease_expires_at=clock.now(),
+            handed_at=clock.now(),
+            to_phone="+12025550143",
+            body="x",
+        )
+    )
+    session.commit()
+    assert _callback(client, twilio_runtime, sid, "sent") == 200
+    clock.advance(timedelta(seconds=5))
+    assert _callback(client, twilio_runtime, sid, "delivered") == 200
+    assert _held(session) == [(sid, "sent"), (sid, "delivered")]
+
+    clock.advance(timedelta(minutes=1))
+    report = reap_stale(session=session, transport=twilio_transport, now=clock.now())
+
+    assert (report.reconciled, report.early_reports_applied) == (1, 2)
+    session.expire_all()
+    text = session.get(Message, text.id)  # type: ignore[assignment]
+    assert text is not None and text.provider_sid == sid
+    assert text.status == DELIVERED
+    assert _held(session) == []
+
+
+def test_a_report_no_text_ever_takes_is_dropped_after_a_day(
+    twilio_runtime: Runtime,
+    twilio_transport: TwilioTransport,
+    client: FlaskClient,
+    session: so.Session,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
+) -> None:
+    enroll()
+    assert _callback(client, twilio_runtime, "SM" + "0" * 32, "delivered") == 200
+    clock.advance(HOLD_UNMATCHED - timedelta(minutes=1))
+    report = reap_stale(session=session, transport=twilio_transport, now=clock.now())
+    assert (report.early_reports_applied, report.early_reports_dropped) == (0, 0)
+    assert len(_held(session)) == 1  # still waiting
+    clock.advance(timedelta(minutes=1))
+    report = reap_stale(session=session, transport=twilio_transport, now=clock.now())
+    assert (report.early_reports_applied, report.early_reports_dropped) == (0, 1)
+    assert _held(session) == []
+    # A report for a text already recorded is applied directly, never held.
+    session.execute(
+        sa.update(Message)
+        .where(Message.step == "no-driving")
+        .values(status=SENT, provider_sid="SMx")
+    )
+    session.commit()
+    assert _callback(client, twilio_runtime, "SMx", "delivered") == 200
+    assert _held(session) == []
