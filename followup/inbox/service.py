@@ -59,6 +59,7 @@ from followup.messaging.models import (
     FAILED,
     TRIAGE_URGENT,
     UNDELIVERED,
+    HeldStatusReport,
     InboundMessage,
     Message,
     MessageEvent,
@@ -987,6 +988,8 @@ def run_alerts(
             assert mailer is not None  # noqa: S101 - checked above
             values = _send_mail(mailer, recipient, text, escalation, now, report)
         _record_outcome(session, ids, values, now)
+        if values.get("provider_sid"):
+            _apply_held_reports(session, values["provider_sid"])
         session.commit()
         log.info(
             "alerts %s channel=%s role=%s outcome=%s",
@@ -1108,6 +1111,24 @@ def _send_sms(
         return {"status": ALERT_UNKNOWN, "error": f"transport error ({type(exc).__name__})"}
     report.sent += len(ids)
     return {"status": ALERT_SENT, "sent_at": now, "provider_sid": result.provider_sid}
+
+
+def _apply_held_reports(session: so.Session, provider_sid: str) -> None:
+    """Delivery reports for this alert SMS that came before its SID was recorded (Twilio
+    may call back first; the webhook kept them): apply them in the order they came."""
+    held = session.scalars(
+        sa.select(HeldStatusReport)
+        .where(HeldStatusReport.provider_sid == provider_sid)
+        .order_by(HeldStatusReport.received_at, HeldStatusReport.id)
+    ).all()
+    for report in held:
+        record_alert_status(
+            session=session, provider_sid=provider_sid, status=report.status, now=report.received_at
+        )
+    if held:
+        session.execute(
+            sa.delete(HeldStatusReport).where(HeldStatusReport.id.in_([h.id for h in held]))
+        )
 
 
 def _send_mail(

@@ -25,6 +25,7 @@ from followup.inbox.service import (
     mark_handled,
     run_alerts,
 )
+from followup.messaging.models import HeldStatusReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.service import EnrollmentResult
 from followup.runtime import Runtime
@@ -340,6 +341,28 @@ def test_the_alert_sms_delivery_report_is_recorded_on_the_alert(
     form = {"MessageSid": sid or "", "MessageStatus": "delivered", "To": ONCALL}
     assert post_signed(client, "/twilio/status", form, token=token)[0] == 200
     assert alert_rows(session)[0] == (0, "sms", ONCALL, "delivered")
+
+
+def test_an_alert_sms_failure_reported_before_twilio_answers_is_recorded_on_the_alert(
+    urgent_reply: int,
+    twilio_runtime: Runtime,
+    twilio_fake: FakeTwilio,
+    client: FlaskClient,
+    session: so.Session,
+) -> None:
+    token = twilio_runtime.settings.twilio_auth_token or ""
+    answered: list[int] = []
+
+    def failed_at_once(message: dict[str, object]) -> None:
+        # The callback overtakes Twilio's answer: the alert's SID is not recorded yet.
+        form = {"MessageSid": str(message["sid"]), "MessageStatus": "undelivered", "To": ONCALL}
+        answered.append(post_signed(client, "/twilio/status", form, token=token)[0])
+
+    twilio_fake.on_create = failed_at_once
+    tasks.alerts(twilio_runtime)
+    assert answered == [200]
+    assert alert_rows(session)[0] == (0, "sms", ONCALL, "failed")
+    assert session.scalar(sa.select(sa.func.count()).select_from(HeldStatusReport)) == 0
 
 
 def test_without_recipients_nothing_is_sent(
