@@ -30,6 +30,7 @@ from followup.care.timing import (
 )
 from followup.care.vocabulary import LANGUAGES, PROCEDURE_KINDS
 from followup.errors import NotFound, ValidationError
+from followup.inbox.service import handled_notes
 from followup.messaging.errors import describe_error_code
 from followup.messaging.models import (
     CANCELLED,
@@ -1380,6 +1381,19 @@ def patient_detail(
                 details=details,
                 body=reply.body,
                 attention=reply.needs_attention and reply.handled_at is None,
+            )
+        )
+    # The notes written when handling this patient's queue items (replies, texts, flags).
+    for note in handled_notes(session=session, patient_id=patient_id):
+        timeline.append(
+            TimelineEntry(
+                at=note.at,
+                kind="note",
+                title="Handled by the care team",
+                status="handled",
+                when_local=short_local(note.at, tz),
+                details=[f"by {note.handled_by}", f"about: {note.reason}"],
+                body=note.note,
             )
         )
     timeline.sort(key=lambda entry: entry.at)

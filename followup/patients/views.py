@@ -12,10 +12,9 @@ from flask import Blueprint, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from wtforms import SelectChoice
 
-from followup.care.texts import short_local
-from followup.care.timing import LocalTimeChoice, zone
+from followup.care.timing import LocalTimeChoice
 from followup.errors import ValidationError
-from followup.inbox.service import PATIENT_FLAGS, flag_condition, handled_notes, patient_flags
+from followup.inbox.service import PATIENT_FLAGS, flag_condition, patient_flags
 from followup.patients.forms import (
     COMMON_BLOOD_THINNERS,
     CancelForm,
@@ -33,8 +32,6 @@ from followup.patients.service import (
     AmbiguousTime,
     EnrollmentForm,
     InvalidEnrollment,
-    PatientDetail,
-    TimelineEntry,
     cancel_patient_procedure,
     change_language,
     change_phone,
@@ -225,13 +222,8 @@ def new() -> ResponseReturnValue:
 
 def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnValue:
     clinic_timezone = runtime().settings.default_timezone
-    detail = _with_handled_notes(
-        patient_detail(
-            session=db(),
-            patient_id=patient_id,
-            care=runtime().care,
-            clinic_timezone=clinic_timezone,
-        )
+    detail = patient_detail(
+        session=db(), patient_id=patient_id, care=runtime().care, clinic_timezone=clinic_timezone
     )
     forms.setdefault("phone_form", PhoneForm(prefix="phone", formdata=None))
     forms.setdefault(
@@ -291,25 +283,6 @@ def _detail(patient_id: int, status: int = 200, **forms: Any) -> ResponseReturnV
 @bp.get("/patients/<int:patient_id>")
 def detail(patient_id: int) -> ResponseReturnValue:
     return _detail(patient_id)
-
-
-def _with_handled_notes(detail: PatientDetail) -> PatientDetail:
-    """Put the notes written when handling this patient's queue items on the timeline."""
-    tz = zone(detail.patient.timezone)
-    for note in handled_notes(session=db(), patient_id=detail.patient.id):
-        detail.timeline.append(
-            TimelineEntry(
-                at=note.at,
-                kind="note",
-                title="Handled by the care team",
-                status="handled",
-                when_local=short_local(note.at, tz),
-                details=[f"by {note.handled_by}", f"about: {note.reason}"],
-                body=note.note,
-            )
-        )
-    detail.timeline.sort(key=lambda entry: entry.at)
-    return detail
 
 
 def _procedure_id(raw: str | None) -> int:
