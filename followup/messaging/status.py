@@ -130,6 +130,9 @@ def apply_provider_status(
         if target == DELIVERED:
             values["delivered_at"] = now
         elif target in (FAILED, UNDELIVERED):
+            # Failed after a delivery receipt: not delivered after all (the report stays in
+            # the text's history); the dashboard then counts it failed, not both.
+            values["delivered_at"] = None
             values["error_code"] = code
             values["error_message"] = describe_error_code(error_code) or (
                 f"Twilio error {code}" if code else f"reported {status} by the provider"

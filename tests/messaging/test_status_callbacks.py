@@ -222,6 +222,9 @@ LIFECYCLES = [
     ([("queued", None), ("sending", None), ("sent", None), ("delivered", None)], DELIVERED),
     ([("queued", None), ("sending", None), ("sent", None), ("undelivered", 30005)], UNDELIVERED),
     ([("queued", None), ("sending", None), ("failed", 30006)], FAILED),
+    # A handset's receipt, then the carrier's failure: it was not delivered after all (and
+    # the dashboard must not count it both delivered and failed).
+    ([("sent", None), ("delivered", None), ("undelivered", 30003)], UNDELIVERED),
 ]
 
 
@@ -253,7 +256,7 @@ def test_status_callbacks_in_any_order_end_in_the_right_final_status(
                 assert text.status == final, reports
                 assert (text.delivered_at is not None) == (final == DELIVERED)
                 tried += 1
-    assert tried == 2 * (24 + 24 + 6)
+    assert tried == 2 * (24 + 24 + 6 + 6)
 
 
 # --- the poller ---------------------------------------------------------------------------
