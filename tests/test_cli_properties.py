@@ -1,6 +1,5 @@
-"""Property tests (hypothesis): arbitrary input to the enrollment form, the send log's and
-the audit trail's filters, and the command line never gives a 500, a traceback or a
-partial write; bad input is a 4xx, or one line on stderr and exit 2.
+"""Property tests (hypothesis): arbitrary arguments to the command line never give a
+traceback or a partial write; bad input is one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -8,70 +7,25 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from followup.audit.models import AuditEvent
 from followup.cli import main
-from followup.patients.models import Patient, Procedure
-
-# The fixtures (a database, a signed-in client) are shared by a test's examples on
-# purpose: each example checks counts before and after itself.
-PROPERTY = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-# Real input: forms and argv carry no NUL and no lone surrogates.
-typed = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-    max_size=80,
-)
-long_typed = st.one_of(
-    typed, st.builds(lambda c, n: c * n, st.sampled_from("a9/+- "), st.integers(100, 70_000))
-)
-extreme_dates = st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)).map(str)
-datetimes_text = st.one_of(
-    st.datetimes(min_value=__import__("datetime").datetime(1, 1, 2)).map(
-        lambda d: d.isoformat(timespec="minutes")
-    ),
-    st.sampled_from(
-        ["9999-12-31T23:59", "0001-01-01T00:00", "2026-03-06T13:30", "2026-03-06T13:30-05:00"]
-    ),
-    typed,
-)
-zones = st.one_of(
-    st.sampled_from(
-        ["America/New_York", "America/Los_Angeles", "Pacific/Kiritimati", "Etc/GMT+12", "UTC"]
-    ),
+from tests.properties import (
+    PROPERTY,
+    big_ints,
+    counts,
+    datetimes_text,
+    extreme_dates,
     long_typed,
+    typed,
+    zones,
 )
-big_ints = st.one_of(st.integers(-(10**30), 10**30), st.integers(0, 10)).map(str)
-
-
-def counts(session: so.Session) -> tuple[int, int, int]:
-    session.expire_all()
-    return (
-        session.scalar(sa.select(sa.func.count()).select_from(Patient)) or 0,
-        session.scalar(sa.select(sa.func.count()).select_from(Procedure)) or 0,
-        session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) or 0,
-    )
-
-
-def no_crash(response: Any) -> str:
-    body = response.get_data(as_text=True)
-    assert response.status_code < 500, body[:2000]
-    assert "Traceback" not in body
-    return body
-
 
 # --- the command line ----------------------------------------------------------------------
 
