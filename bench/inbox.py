@@ -60,7 +60,7 @@ def main() -> None:
 
     from followup.accounts.service import create_user
     from followup.app import create_app
-    from followup.inbox.service import queue_counts
+    from followup.inbox.queue import queue_counts
     from followup.runtime import build_runtime
 
     with tempfile.TemporaryDirectory() as tmp:

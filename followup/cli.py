@@ -404,8 +404,8 @@ def tick(state: CliState) -> None:
 
 def _run_alerts(runtime: Runtime, session: Any, now: datetime) -> Any:
     """Alert staff about urgent replies (and escalate), as the scheduler's job does."""
+    from followup.inbox.alerts import AlertSettings, run_alerts
     from followup.inbox.mail import build_mailer
-    from followup.inbox.service import AlertSettings, run_alerts
 
     return run_alerts(
         session=session,
@@ -522,7 +522,8 @@ def attention(state: CliState, /, item: str | None, note: str) -> None:
 
 def _attention(runtime: Runtime, item: str | None, note: str, now: datetime) -> Any:
     """Handle `item` (and return None), or return the queue."""
-    from followup.inbox.service import attention_queue, mark_handled
+    from followup.inbox.queue import attention_queue
+    from followup.inbox.service import mark_handled
 
     with runtime.session_factory() as session:
         if item is not None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
-from followup.inbox.service import AlertReport, AlertSettings, run_alerts
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale

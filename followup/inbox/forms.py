@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from followup.inbox.service import MAX_NOTE
+from followup.inbox.queue import MAX_NOTE
 
 
 class HandleForm(FlaskForm):  # type: ignore[misc]

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from followup.inbox.service import MailError
+from followup.inbox.alerts import MailError
 from followup.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 10.0

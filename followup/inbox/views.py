@@ -12,7 +12,8 @@ from flask_login import current_user
 
 from followup.errors import NotFound, ValidationError
 from followup.inbox.forms import HandleForm
-from followup.inbox.service import attention_queue, mark_handled, queue_counts
+from followup.inbox.queue import attention_queue, queue_counts
+from followup.inbox.service import mark_handled
 from followup.web import db, runtime, staff
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
 
-from followup.inbox.service import record_alert_status
+from followup.inbox.alerts import record_alert_status
 from followup.messaging.replies import record_inbound
 from followup.messaging.status import hold_status_report, record_status_callback
 from followup.runtime import Runtime

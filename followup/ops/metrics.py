@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from followup.care.protocol import CareContext
     from followup.clock import Clock
-    from followup.inbox.service import Queue
+    from followup.inbox.queue import Queue
 
 # Seconds. Provider requests: Twilio answers in about 0.1-0.5 s; the timeout is 10 s.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -233,7 +233,7 @@ def instrument_transport(transport: SmsTransport, metrics: Metrics) -> SmsTransp
 
 def attention_queue(*, session: so.Session, critical_steps: frozenset[str], limit: int) -> Queue:
     """The needs-attention queue and its exact counts (the one place this module reads it)."""
-    from followup.inbox.service import attention_queue as queue
+    from followup.inbox.queue import attention_queue as queue
 
     return queue(session=session, critical_steps=critical_steps, limit=limit)
 

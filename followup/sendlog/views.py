@@ -20,7 +20,7 @@ from wtforms import SelectChoice
 from followup.audit.service import record_audit
 from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
-from followup.inbox.service import attention_queue
+from followup.inbox.queue import attention_queue
 from followup.sendlog.chart import daily_chart
 from followup.sendlog.forms import LogFilterForm
 from followup.sendlog.service import (

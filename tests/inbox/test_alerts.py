@@ -17,14 +17,10 @@ import sqlalchemy.orm as so
 from flask.testing import FlaskClient
 
 from followup.clock import FakeClock
+from followup.inbox.alerts import AlertSettings, alerts_for, run_alerts
 from followup.inbox.models import StaffAlert
-from followup.inbox.service import (
-    AlertSettings,
-    alerts_for,
-    attention_queue,
-    mark_handled,
-    run_alerts,
-)
+from followup.inbox.queue import attention_queue
+from followup.inbox.service import mark_handled
 from followup.messaging.models import HeldStatusReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.service import EnrollmentResult

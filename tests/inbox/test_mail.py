@@ -9,8 +9,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from followup.inbox.alerts import MailError
 from followup.inbox.mail import SmtpMailer, build_mailer
-from followup.inbox.service import MailError
 from followup.settings import Settings
 from tests.inbox.conftest import SmtpSink, _free_port
 

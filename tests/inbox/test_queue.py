@@ -14,13 +14,8 @@ from followup.audit.models import AuditEvent
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.errors import NotFound, ValidationError
-from followup.inbox.service import (
-    attention_queue,
-    handled_notes,
-    mark_handled,
-    queue_counts,
-    waited_words,
-)
+from followup.inbox.queue import attention_queue, queue_counts, waited_words
+from followup.inbox.service import handled_notes, mark_handled
 from followup.messaging.models import InboundMessage, Message, MessageEvent
 from followup.messaging.outbox import record_opt_out
 from followup.patients.service import EnrollmentResult

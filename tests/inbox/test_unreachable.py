@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.errors import ValidationError
+from followup.inbox.queue import attention_queue
 from followup.inbox.service import (
     FLAG_OPEN,
     FLAG_OPTED_OUT,
     FLAG_UNREACHABLE,
-    attention_queue,
     flag_condition,
     handled_notes,
     mark_handled,

@@ -8,7 +8,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.inbox.service import attention_queue
+from followup.inbox.queue import attention_queue
 from followup.messaging.dispatch import (
     LEASE,
     claim_due,

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.inbox.service import UNREACHABLE, attention_queue
+from followup.inbox.queue import UNREACHABLE, attention_queue
 from followup.messaging.models import (
     DELIVERED,
     FAILED,

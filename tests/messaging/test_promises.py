@@ -36,7 +36,7 @@ from followup.care.protocol import CareContext
 from followup.care.timing import zone
 from followup.clock import FakeClock, SystemClock
 from followup.db import make_engine, make_session_factory
-from followup.inbox.service import attention_queue
+from followup.inbox.queue import attention_queue
 from followup.messaging.dispatch import LEASE, Dispatcher, next_wake
 from followup.messaging.models import (
     EXPIRED,

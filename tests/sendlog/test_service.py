@@ -9,7 +9,7 @@ import sqlalchemy.orm as so
 
 from followup.clock import FakeClock
 from followup.errors import ValidationError
-from followup.inbox.service import critical_text_problems
+from followup.inbox.queue import critical_text_problems
 from followup.messaging.models import Message
 from followup.patients.service import EnrollmentResult
 from followup.sendlog.service import (
