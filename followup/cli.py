@@ -138,7 +138,8 @@ def enroll(state: CliState, /, **options: Any) -> None:
     """Enroll a patient, before (--scheduled-at) or after (--completed-at) the procedure,
     and plan their texts."""
     from followup.messaging.transports.base import mask_phone
-    from followup.patients.service import EnrollmentForm, enroll_patient
+    from followup.patients.service import enroll_patient
+    from followup.patients.validation import EnrollmentForm
 
     no_blood_thinner = options.pop("no_blood_thinner")
     if (options["blood_thinner"] is not None) == no_blood_thinner:
@@ -186,7 +187,7 @@ def _booked_procedure(session: Any, patient_id: int, procedure_id: int | None) -
     import sqlalchemy as sa
 
     from followup.patients.models import Procedure
-    from followup.patients.service import get_patient
+    from followup.patients.pages import get_patient
 
     get_patient(session=session, patient_id=patient_id)
     if procedure_id is not None:
@@ -216,7 +217,8 @@ def _booked_procedure(session: Any, patient_id: int, procedure_id: int | None) -
 @click.pass_obj
 def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: int | None) -> None:
     """Record that a booked procedure finished: the texts after it replace those before."""
-    from followup.patients.service import complete_procedure, get_patient
+    from followup.patients.edits import complete_procedure
+    from followup.patients.pages import get_patient
 
     runtime = state.runtime()
     with runtime.session_factory() as session:
@@ -257,7 +259,8 @@ def reschedule(
     procedure_id: int | None,
 ) -> None:
     """Move a booked procedure and re-plan the texts before it."""
-    from followup.patients.service import get_patient, reschedule_procedure
+    from followup.patients.edits import reschedule_procedure
+    from followup.patients.pages import get_patient
 
     runtime = state.runtime()
     with runtime.session_factory() as session:
@@ -285,7 +288,7 @@ def schedule(state: CliState, patient_id: int) -> None:
     """Show a patient's texts in their local time."""
     from followup.care.texts import short_local
     from followup.care.timing import zone
-    from followup.patients.service import patient_schedule
+    from followup.patients.pages import patient_schedule
 
     runtime = state.runtime()
     with runtime.session_factory() as session:

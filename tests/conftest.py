@@ -21,7 +21,8 @@ from followup.clock import FakeClock
 from followup.db import make_engine, make_session_factory
 from followup.migrate import alembic_config
 from followup.models import Base
-from followup.patients.service import EnrollmentForm, EnrollmentResult, enroll_patient
+from followup.patients.service import enroll_patient
+from followup.patients.validation import EnrollmentForm, EnrollmentResult
 from followup.runtime import Runtime, build_care
 from followup.settings import Settings
 from tests.fakes.transport import ScriptedTransport

@@ -17,7 +17,8 @@ from followup.imports.source import (
     decode_utf8,
     patient_label,
 )
-from followup.patients.service import BulkRow, EnrollmentForm
+from followup.patients.bulk import BulkRow
+from followup.patients.validation import EnrollmentForm
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ from followup.imports.source import (
     detect_format,
     patient_label,
 )
-from followup.patients.service import BulkRow, EnrollmentForm
+from followup.patients.bulk import BulkRow
+from followup.patients.validation import EnrollmentForm
 
 BLOOD_THINNER_URL = "https://followup.example/fhir/StructureDefinition/blood-thinner"
 TIMEZONE_URL = "http://hl7.org/fhir/StructureDefinition/timezone"

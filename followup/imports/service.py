@@ -1,6 +1,6 @@
 """Importing patients: read the file, enroll its rows in chunks, report on every row.
 
-Every row goes through `enroll_bulk` (patients/service.py): the enrollment's own
+Every row goes through `enroll_bulk` (patients/bulk.py): the enrollment's own
 validation and duplicate rules, set-based. Each chunk of rows is one transaction, so a
 crash mid-file keeps the chunks before it, and importing the same file again adds nothing.
 """
@@ -36,13 +36,7 @@ from followup.imports.source import (
 )
 from followup.logsafe import log_failure
 from followup.messaging.models import EXPIRED
-from followup.patients.service import (
-    ALREADY_ENROLLED,
-    PLANNED,
-    REFUSED,
-    BulkOutcome,
-    enroll_bulk,
-)
+from followup.patients.bulk import ALREADY_ENROLLED, PLANNED, REFUSED, BulkOutcome, enroll_bulk
 from followup.runtime import Runtime
 
 log = logging.getLogger(__name__)

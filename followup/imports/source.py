@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from followup.errors import FollowupError
-from followup.patients.service import BulkRow
+from followup.patients.bulk import BulkRow
 
 MAX_IMPORT_BYTES = 64 * 1024 * 1024  # all the files of one import together
 MAX_IMPORT_ROWS = 100_000  # CSV rows, or FHIR Procedures, in one import

@@ -35,7 +35,7 @@ from followup.imports.source import (
     Upload,
     read_stream,
 )
-from followup.patients.service import ALREADY_ENROLLED, PLANNED, REFUSED
+from followup.patients.bulk import ALREADY_ENROLLED, PLANNED, REFUSED
 from followup.web import db, runtime, staff
 
 bp = Blueprint("imports", __name__)

@@ -453,7 +453,7 @@ def _alert_view(alert: StaffAlert) -> AlertView:
 
 
 def _answered_texts(session: so.Session, ids: Iterable[int | None]) -> dict[int, str]:
-    from followup.patients.service import step_label
+    from followup.patients.pages import step_label
 
     wanted = sorted({i for i in ids if i is not None})
     if not wanted:

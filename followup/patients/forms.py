@@ -1,6 +1,6 @@
 """Enrollment and patient-page forms: rendering and typed values only.
 
-The rules live in followup/patients/service.py; views put its errors on these fields.
+The rules live in followup/patients/validation.py; views put its errors on these fields.
 CSRF is checked for every POST by CSRFProtect.
 """
 

@@ -15,6 +15,16 @@ from wtforms import SelectChoice
 from followup.care.timing import LocalTimeChoice
 from followup.errors import ValidationError
 from followup.inbox.service import PATIENT_FLAGS, flag_condition, patient_flags
+from followup.patients.edits import (
+    cancel_patient_procedure,
+    change_language,
+    change_phone,
+    correct_completion_time,
+    preview_completion_change,
+    preview_reschedule,
+    record_staff_opt_out,
+    reschedule_procedure,
+)
 from followup.patients.forms import (
     COMMON_BLOOD_THINNERS,
     CancelForm,
@@ -28,25 +38,15 @@ from followup.patients.forms import (
     SearchForm,
     timezone_choices,
 )
-from followup.patients.service import (
-    AmbiguousTime,
-    EnrollmentForm,
-    InvalidEnrollment,
-    cancel_patient_procedure,
-    change_language,
-    change_phone,
+from followup.patients.pages import (
     consent_wording,
-    correct_completion_time,
     describe_input_time,
-    enroll_patient,
     patient_detail,
-    preview_completion_change,
     preview_new_enrollment,
-    preview_reschedule,
-    record_staff_opt_out,
-    reschedule_procedure,
     search_patients,
 )
+from followup.patients.service import enroll_patient
+from followup.patients.validation import AmbiguousTime, EnrollmentForm, InvalidEnrollment
 from followup.web import db, runtime, staff
 
 bp = Blueprint("patients", __name__)

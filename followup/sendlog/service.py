@@ -33,7 +33,7 @@ from followup.messaging.models import (
     MessageEvent,
 )
 from followup.patients.models import Patient
-from followup.patients.service import patient_search_condition
+from followup.patients.pages import patient_search_condition
 
 CSV_COLUMNS = (
     "message_id",

@@ -397,10 +397,10 @@ def test_a_chunk_that_collides_with_a_concurrent_enrollment_is_checked_again(
     """Between the duplicate check and the insert, another nurse enrolled CASE-1: the
     chunk's insert fails on the unique external id, nothing of it stays, and the second
     check reports the row as already enrolled and imports the other."""
-    from followup.patients import service
+    from followup.patients import bulk
 
     enroll(phone="(202) 555-0188", external_id="CASE-1")
-    real = service._stored_for
+    real = bulk.stored_for
     calls = []
 
     def blind_once(s: so.Session, enrollments: Any) -> Any:
@@ -410,7 +410,7 @@ def test_a_chunk_that_collides_with_a_concurrent_enrollment_is_checked_again(
             stored.external_ids.clear()  # the concurrent enrollment is not seen yet
         return stored
 
-    monkeypatch.setattr(service, "_stored_for", blind_once)
+    monkeypatch.setattr(bulk, "stored_for", blind_once)
 
     result = run_import({"p.csv": csv_text(DONE, BOOKED)})
 

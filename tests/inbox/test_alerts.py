@@ -23,7 +23,7 @@ from followup.inbox.queue import attention_queue
 from followup.inbox.service import mark_handled
 from followup.messaging.models import HeldStatusReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from jobs import tasks
 from tests.fakes.transport import ScriptedTransport

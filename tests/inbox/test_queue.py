@@ -18,7 +18,7 @@ from followup.inbox.queue import attention_queue, queue_counts, waited_words
 from followup.inbox.service import handled_notes, mark_handled
 from followup.messaging.models import InboundMessage, Message, MessageEvent
 from followup.messaging.outbox import record_opt_out
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 
 Enroll = Callable[..., EnrollmentResult]
 NOW = datetime(2026, 3, 6, 20, 0, tzinfo=UTC)

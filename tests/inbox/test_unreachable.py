@@ -26,7 +26,9 @@ from followup.inbox.service import (
 from followup.messaging.models import FAILED, PENDING, SENT, UNDELIVERED
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.service import EnrollmentResult, change_phone, search_patients
+from followup.patients.edits import change_phone
+from followup.patients.pages import search_patients
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.fakes.twilio_server import FakeError, FakeTwilio
 from tests.messaging.conftest import post_signed

@@ -20,7 +20,7 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import SENT
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from followup.settings import Settings
 from tests.fakes.twilio_server import FakeTwilio

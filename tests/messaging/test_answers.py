@@ -16,7 +16,7 @@ from followup.care.timing import parse_clinic_hours
 from followup.clock import FakeClock
 from followup.messaging.models import CANCELLED, SENT
 from followup.messaging.replies import record_inbound
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.messaging.conftest import PHONE, post_signed, reply_form
 from tests.messaging.helpers import messages

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 
 from followup.clock import FakeClock
 from followup.messaging.models import Message
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.conftest import FROM_NUMBER, PUBLIC_BASE_URL, post_signed

@@ -19,8 +19,9 @@ from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import PermanentSendError, TransientSendError
+from followup.patients.edits import cancel_procedure
 from followup.patients.models import Patient
-from followup.patients.service import EnrollmentResult, cancel_procedure
+from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
 
 Enroll = Callable[..., EnrollmentResult]

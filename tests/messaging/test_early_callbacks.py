@@ -26,7 +26,7 @@ from followup.messaging.models import (
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.status import HOLD_UNMATCHED
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.conftest import post_signed

@@ -19,7 +19,7 @@ from followup.messaging.replies import classify_reply
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.models import Patient
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.conftest import PAIN_CHECK_AT, PHONE, post_signed, reply_form

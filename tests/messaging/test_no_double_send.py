@@ -27,7 +27,7 @@ from followup.messaging.models import PENDING, SENDING, SENT
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.settings import Settings
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import dispatch, event_details, event_kinds, messages

@@ -23,7 +23,7 @@ from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import OutgoingSms
 from followup.messaging.transports.pacing import MIN_RATE, THROTTLE_PAUSE, Pacer
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.settings import Settings
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import dispatch

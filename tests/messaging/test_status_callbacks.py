@@ -27,7 +27,7 @@ from followup.messaging.models import (
 from followup.messaging.status import record_status_callback
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.models import Patient
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from followup.sendlog.service import LogFilter, iter_log, write_csv
 from jobs import tasks

@@ -30,7 +30,7 @@ from followup.messaging.transports.twilio import (
     retry_after_seconds,
 )
 from followup.patients.models import Patient
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.settings import Settings, settings_from_mapping
 from tests.fakes.twilio_server import FakeError, FakeTwilio
 from tests.messaging.conftest import FROM_NUMBER, PUBLIC_BASE_URL

@@ -20,7 +20,7 @@ from followup.clock import FakeClock
 from followup.messaging.models import Message
 from followup.ops.logs import QUIET_LOGGERS, configure_logging
 from followup.ops.runs import report_counts, summary
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from jobs import tasks
 from jobs.dispatcher import DispatchLoop

@@ -27,7 +27,7 @@ from followup.ops.metrics import (
     instrument_transport,
     token_matches,
 )
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from jobs import tasks
 from jobs.scheduler import _guarded

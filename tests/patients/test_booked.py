@@ -17,19 +17,21 @@ from followup.errors import ValidationError
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import plan_procedures
+from followup.patients.edits import (
+    cancel_patient_procedure,
+    complete_procedure,
+    preview_completion_change,
+    reschedule_procedure,
+)
 from followup.patients.models import Patient, Procedure
-from followup.patients.service import (
+from followup.patients.pages import preview_new_enrollment
+from followup.patients.service import enroll_patient
+from followup.patients.validation import (
     AmbiguousTime,
     EnrollmentResult,
     InvalidEnrollment,
-    cancel_patient_procedure,
-    complete_procedure,
-    enroll_patient,
     means_none,
     parse_local_datetime,
-    preview_completion_change,
-    preview_new_enrollment,
-    reschedule_procedure,
     validate_enrollment,
 )
 from tests.conftest import enrollment_form

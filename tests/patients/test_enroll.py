@@ -10,13 +10,10 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.errors import ValidationError
 from followup.messaging.models import Message, MessageEvent
+from followup.patients.edits import change_completion_time
 from followup.patients.models import Patient, Procedure
-from followup.patients.service import (
-    EnrollmentResult,
-    change_completion_time,
-    enroll_patient,
-    parse_phone,
-)
+from followup.patients.service import enroll_patient
+from followup.patients.validation import EnrollmentResult, parse_phone
 from tests.conftest import enrollment_form
 
 Enroll = Callable[..., EnrollmentResult]

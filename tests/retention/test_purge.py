@@ -21,7 +21,7 @@ from followup.clock import FakeClock
 from followup.inbox.models import AttentionResolution, UnreachableResolution
 from followup.messaging.models import InboundMessage, Message
 from followup.patients.models import Patient, Procedure
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.retention.models import PurgedPatient
 from followup.retention.service import REMOVED, PurgeReport, preview_purge, purge_expired
 from followup.runtime import Runtime

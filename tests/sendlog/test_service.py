@@ -11,7 +11,7 @@ from followup.clock import FakeClock
 from followup.errors import ValidationError
 from followup.inbox.queue import critical_text_problems
 from followup.messaging.models import Message
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.sendlog.service import (
     LogFilter,
     csv_lines,

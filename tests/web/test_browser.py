@@ -19,7 +19,7 @@ import sqlalchemy.orm as so
 from followup.audit.models import AuditEvent
 from followup.messaging.models import Message
 from followup.patients.models import Patient, Procedure
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from tests.web.conftest import ADMIN, ARTIFACTS, NURSE, PASSWORD
 
 WIDTH = 375

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy.orm as so
 
 from followup.clock import FakeClock
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.web.conftest import NURSE
 from tests.web.test_browser import check_page, sign_in  # noqa: F401 - fixture

@@ -15,7 +15,7 @@ from followup.audit.models import AuditEvent
 from followup.clock import FakeClock
 from followup.messaging.models import Message
 from followup.messaging.replies import InboundResult, record_inbound
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.web.conftest import ADMIN, NURSE, Browser
 

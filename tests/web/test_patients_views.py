@@ -21,7 +21,8 @@ from followup.messaging.models import (
     Message,
 )
 from followup.patients.models import Patient, Procedure
-from followup.patients.service import EnrollmentResult, search_patients
+from followup.patients.pages import search_patients
+from followup.patients.validation import EnrollmentResult
 from tests.web.conftest import NURSE, Browser
 
 Enroll = Callable[..., EnrollmentResult]

@@ -11,7 +11,7 @@ import sqlalchemy.orm as so
 
 from followup.clock import FakeClock
 from followup.messaging.models import Message
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from tests.web.conftest import ADMIN, ARTIFACTS
 from tests.web.test_browser import AXE_RUN_JS, UNLABELLED_JS, sign_in
 

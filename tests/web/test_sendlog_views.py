@@ -13,7 +13,7 @@ import sqlalchemy.orm as so
 from followup.audit.models import AuditEvent
 from followup.clock import FakeClock
 from followup.messaging.models import Message
-from followup.patients.service import EnrollmentResult
+from followup.patients.validation import EnrollmentResult
 from tests.web.conftest import ADMIN, NURSE, Browser
 
 Enroll = Callable[..., EnrollmentResult]
