@@ -15,7 +15,8 @@ import time
 from datetime import timedelta
 
 from followup.logsafe import log_failure
-from followup.messaging.dispatch import Dispatcher, next_wake
+from followup.messaging.claims import next_wake
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reports import DispatchReport
 from followup.ops.runs import record_failure, record_run
 from followup.runtime import Runtime

@@ -6,7 +6,7 @@ import sqlalchemy.orm as so
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from followup.messaging.dispatch import LEASE
+from followup.messaging.claims import LEASE
 from followup.messaging.models import Message
 from followup.runtime import Runtime
 from jobs import tasks

@@ -25,6 +25,9 @@ Only the calling thread touches the database (one session: no write contention o
 worker threads only call the transport. Transient failures retry with capped, jittered
 exponential backoff until the text's window closes (Retry-After honoured); a "too many
 requests" answer slows the pacer down instead of spending the text's backoff.
+
+The queue's queries (expire, claim, next wake) are in claims.py; recording the answers,
+and the retry timing, in outcomes.py.
 """
 
 from __future__ import annotations
@@ -38,69 +41,65 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import quiet_period_end, zone
 from followup.clock import Clock
-from followup.db import is_postgresql
+from followup.messaging.claims import (
+    LEASE,
+    claim_due,
+    expire_overdue,
+    handover_read,
+    renew_statement,
+)
 from followup.messaging.events import (
     MESSAGES,
     add_events,
     chunks,
     event_row,
     settle_leased,
-    status_is,
-    write_by_id,
 )
 from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
-    FAILED,
     PENDING,
     SENDING,
-    SENT,
-    Message,
 )
 from followup.messaging.outbox import reason_not_to_send, render_message
+from followup.messaging.outcomes import (
+    HANDOVER_MARGIN,
+    Answer,
+    Item,
+    Outcomes,
+)
 from followup.messaging.reports import DispatchReport
-from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
     OutgoingSms,
-    PermanentSendError,
     SendError,
-    SendResult,
     SmsTransport,
     TransientSendError,
 )
 from followup.messaging.transports.pacing import Pacer
-from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
 
+
 DEFAULT_CONCURRENCY = 16  # DISPATCH_CONCURRENCY's default
-LEASE = timedelta(seconds=60)  # a claimed text is ours this long past the last heartbeat
+
+
 HEARTBEAT = timedelta(seconds=15)  # how often a working dispatcher renews its leases
-# Never hand a text over closer than this to its expiry or to the start of quiet hours:
-# the request must reach the provider before either, not merely leave before it.
-HANDOVER_MARGIN = timedelta(seconds=2)
-RETRY_BACKOFF = timedelta(seconds=30)  # first retry delay; doubles each attempt
-RETRY_BACKOFF_MAX = timedelta(minutes=15)  # the longest wait between two attempts
 # A text's call starts at most this long after its guard (else it goes back to the queue);
 # normally within one database turn: a few milliseconds.
 HANDOVER_MAX_WAIT = 1.0
-MIN_RETRY = timedelta(seconds=5)  # the shortest wait before a last try squeezed before expiry
 CLAIM_BATCH = 500  # texts claimed at most at once
 GROUP_MAX = 200  # texts guarded (or recorded) in one transaction at most
 LONG_PAUSE = 1.0  # seconds: a longer pacer pause hands claimed texts back to the queue
 RECLAIM_EVERY = 0.02  # seconds: how often a pass under way looks for texts newly due
-ERROR_TEXT = 500
 
 
 def call_allowance(transport: SmsTransport) -> timedelta:
@@ -115,194 +114,11 @@ def pacer_of(transport: SmsTransport) -> Pacer:
     return pacer if isinstance(pacer, Pacer) else Pacer(None)
 
 
-def expire_overdue(*, session: so.Session, now: datetime) -> int:
-    """Mark pending texts whose window has closed as expired; return how many.
-
-    One UPDATE over the index range (status, due_at) of texts already due: a pending text
-    always falls due before its window closes, so texts not yet due are never read. The
-    event says why, with the last error when retries were under way.
-    """
-    table = MESSAGES.c
-    rows = session.execute(
-        sa.update(MESSAGES)
-        .where(table.status == PENDING, table.due_at <= now, table.expires_at <= now)
-        .values(status=EXPIRED, updated_at=now)
-        .returning(table.id, table.error_code)
-    ).all()
-    add_events(
-        session,
-        [
-            event_row(
-                message_id,
-                now,
-                "expired",
-                EXPIRED,
-                "not sent before its expiry" + (f"; last error {code}" if code else ""),
-            )
-            for message_id, code in rows
-        ],
-    )
-    return len(rows)
-
-
-def claim_due(
-    *,
-    session: so.Session,
-    now: datetime,
-    owner: str,
-    limit: int,
-    lease: timedelta = LEASE,
-) -> list[int]:
-    """Lease up to `limit` due texts to `owner`; return their ids (the caller commits).
-
-    Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
-    text due at the same second.
-    """
-    due = (
-        sa.select(Message.id)
-        .where(
-            Message.status == PENDING,
-            Message.due_at <= now,
-            Message.expires_at > now,
-            sa.or_(Message.not_before.is_(None), Message.not_before <= now),
-        )
-        .order_by(Message.due_at)
-        .limit(limit)
-    )
-    if is_postgresql(session):
-        due = due.with_for_update(skip_locked=True)
-    candidates = session.scalars(due).all()
-    if not candidates:
-        return []
-    # `status = pending` again: a second process on SQLite cannot take the same text.
-    claimed = session.scalars(
-        sa.update(MESSAGES)
-        .where(MESSAGES.c.id.in_(candidates), status_is(PENDING))
-        .values(
-            status=SENDING,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            claimed_at=now,
-            handed_at=None,
-            updated_at=now,
-        )
-        .returning(MESSAGES.c.id),
-    ).all()
-    add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
-    mine = set(claimed)
-    return [i for i in candidates if i in mine]  # in due order
-
-
-def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
-    """When the dispatcher next has work: `now` if a text is ready (or its window closed),
-    else the earliest due time, retry or end of quiet hours, or expiry among pending texts;
-    None if none is pending.
-
-    One statement over index ranges of (status, due_at): the next text due after `now`, and
-    the backlog already due (a retry's or a deferral's `not_before`, and every expiry: a
-    pending text always falls due before its window closes). The dispatcher's idle poll.
-    """
-    table = MESSAGES.c
-    backlog = sa.and_(table.status == PENDING, table.due_at <= now)
-    ready = sa.exists().where(backlog, sa.or_(table.not_before.is_(None), table.not_before <= now))
-    next_due = (
-        sa.select(table.due_at)
-        .where(table.status == PENDING, table.due_at > now)
-        .order_by(table.due_at)
-        .limit(1)
-        .scalar_subquery()
-    )
-    next_retry = (
-        sa.select(sa.func.min(table.not_before))
-        .where(backlog, table.not_before > now)
-        .scalar_subquery()
-    )
-    next_expiry = sa.select(sa.func.min(table.expires_at)).where(backlog).scalar_subquery()
-    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry)).one()
-    if row[0]:
-        return now
-    instants = [_aware(value) for value in row[1:] if value is not None]
-    return max(min(instants), now) if instants else None
-
-
-def _aware(value: datetime | str) -> datetime:
-    """A subquery's datetime as aware UTC (SQLite hands back naive UTC or text)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def retry_delay(
-    attempts: int, *, rng: random.Random, retry_after: float | None = None
-) -> timedelta:
-    """Exponential backoff with jitter (half to full), never shorter than Retry-After."""
-    doublings = min(max(attempts - 1, 0), 16)
-    base = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * (1 << doublings))
-    delay = base * (0.5 + rng.random() / 2)
-    if retry_after is not None and retry_after > 0:
-        delay = max(delay, timedelta(seconds=retry_after))
-    return delay
-
-
-def next_try(
-    *,
-    attempts: int,
-    expires_at: datetime,
-    now: datetime,
-    rng: random.Random,
-    retry_after: float | None = None,
-) -> datetime | None:
-    """When to try a text again after a transient failure; None if no try fits its window.
-
-    A backoff that would end past the window is cut short to a last try just before it
-    closes (never sooner than Retry-After or MIN_RETRY): retries go on until the window
-    closes, whatever the outage.
-    """
-    retry_at = now + retry_delay(attempts, rng=rng, retry_after=retry_after)
-    last_chance = expires_at - HANDOVER_MARGIN * 2
-    if retry_at <= last_chance:
-        return retry_at
-    earliest = now + max(MIN_RETRY, timedelta(seconds=retry_after or 0))
-    return last_chance if earliest <= last_chance else None
-
-
 def quiet_end_near(instant: datetime, tz: ZoneInfo, care: CareContext) -> datetime | None:
     """The end of quiet hours if `instant`, or HANDOVER_MARGIN after it, falls in them."""
     return quiet_period_end(instant, tz, care.quiet_hours) or quiet_period_end(
         instant + HANDOVER_MARGIN, tz, care.quiet_hours
     )
-
-
-@dataclass(frozen=True)
-class _Item:
-    """A text checked, rendered and guarded: ready for a worker to hand over."""
-
-    id: int
-    patient_id: int
-    step: str
-    to: str
-    body: str
-    due_at: datetime
-    expires_at: datetime
-    attempts: int
-    tz: ZoneInfo
-    deadline: float  # monotonic: after this the lease may not cover the call
-    guarded: float = 0.0  # monotonic: when the guard checked it
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """What happened to one hand-over, as the worker saw it."""
-
-    item: _Item
-    at: datetime  # the clock when handed over (or withheld)
-    answered_at: datetime
-    result: SendResult | None = None
-    error: SendError | None = None
-    unknown: str | None = None  # the exception type when the transport raised something else
-    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
-    seconds: float = 0.0  # how long the transport call took
-    quiet_end: datetime | None = None
 
 
 class Dispatcher:
@@ -383,19 +199,19 @@ class Dispatcher:
 
     # --- the worker threads' part ---------------------------------------------------------
 
-    def hand_over(self, item: _Item) -> _Answer:
+    def hand_over(self, item: Item) -> Answer:
         """Check the clock once more, then call the transport (on a worker thread)."""
         at = self.clock.now()
         started = time.monotonic()
         if started > item.deadline:
-            return _Answer(item, at, at, withheld="lease")
+            return Answer(item, at, at, withheld="lease")
         if started - item.guarded > HANDOVER_MAX_WAIT:
-            return _Answer(item, at, at, withheld="stale")
+            return Answer(item, at, at, withheld="stale")
         if item.expires_at <= at + HANDOVER_MARGIN:
-            return _Answer(item, at, at, withheld="expired")
+            return Answer(item, at, at, withheld="expired")
         quiet_end = quiet_end_near(at, item.tz, self.care)
         if quiet_end is not None:
-            return _Answer(item, at, at, withheld="quiet", quiet_end=quiet_end)
+            return Answer(item, at, at, withheld="quiet", quiet_end=quiet_end)
         sms = OutgoingSms(
             message_id=item.id,
             step=item.step,
@@ -409,14 +225,10 @@ class Dispatcher:
         except SendError as exc:
             if isinstance(exc, TransientSendError) and exc.throttled:
                 self.pacer.throttled(exc.retry_after)
-            return _Answer(
-                item, at, self.clock.now(), error=exc, seconds=time.monotonic() - started
-            )
+            return Answer(item, at, self.clock.now(), error=exc, seconds=time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - an unknown outcome must not stop the batch
-            return _Answer(item, at, self.clock.now(), unknown=type(exc).__name__)
-        return _Answer(
-            item, at, self.clock.now(), result=result, seconds=time.monotonic() - started
-        )
+            return Answer(item, at, self.clock.now(), unknown=type(exc).__name__)
+        return Answer(item, at, self.clock.now(), result=result, seconds=time.monotonic() - started)
 
 
 class _Pass:
@@ -432,11 +244,12 @@ class _Pass:
         self.d = dispatcher
         self.session = session
         self.report = report
+        self.outcomes = Outcomes(dispatcher, session, report)
         self.limit = limit
         self.ready: deque[int] = deque()  # claimed, not yet handed over
         self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
-        self.answers: queue.SimpleQueue[_Answer | _Died] = queue.SimpleQueue()
-        self.early: list[_Answer | _Died] = []  # taken off the queue while waiting
+        self.answers: queue.SimpleQueue[Answer | _Died] = queue.SimpleQueue()
+        self.early: list[Answer | _Died] = []  # taken off the queue while waiting
         self.call_seconds: float | None = None  # how long a transport call takes (average)
         self.turn_seconds: float | None = None  # how long a database turn takes (average)
         self.caught_up_at: float | None = None  # monotonic: a claim found all that was due
@@ -468,7 +281,7 @@ class _Pass:
                     self.give_back_ready()
             if answers or group:
                 turn = time.monotonic()
-                self.record(answers)
+                self.outcomes.record(answers)
                 started = self.hand_over(group)
                 self.session.commit()
                 self.start_calls(started)
@@ -525,7 +338,7 @@ class _Pass:
         elif timeout > 0:
             time.sleep(timeout)  # only the pacer (or a heartbeat) is waited for here
 
-    def collect(self) -> list[_Answer]:
+    def collect(self) -> list[Answer]:
         """The answers that have arrived; their slots are free again."""
         arrived, self.early = self.early, []
         try:
@@ -533,7 +346,7 @@ class _Pass:
                 arrived.append(self.answers.get_nowait())
         except queue.Empty:
             pass
-        answers: list[_Answer] = []
+        answers: list[Answer] = []
         for answer in arrived:
             if isinstance(answer, _Died):
                 # What a worker could not handle (a dying process) stops the pass here:
@@ -570,19 +383,19 @@ class _Pass:
 
     # --- hand over ------------------------------------------------------------------------
 
-    def hand_over(self, ids: list[int]) -> list[_Item]:
+    def hand_over(self, ids: list[int]) -> list[Item]:
         """Re-check, render and guard a group at the clock's instant (the caller commits,
         then starts the calls); return the texts guarded."""
         if not ids:
             return []
         d, session = self.d, self.session
         now = d.clock.now()
-        rows = session.execute(_handover_read(), {"p_ids": ids}).all()
+        rows = session.execute(handover_read(), {"p_ids": ids}).all()
         events: list[dict[str, Any]] = []
         cancelled: dict[str, list[dict[str, Any]]] = {}
         expired: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
-        items: list[_Item] = []
+        items: list[Item] = []
         for message in rows:
             patient, procedure = message.Patient, message.Procedure
             if message.status != SENDING or message.lease_owner != d.owner:
@@ -608,7 +421,7 @@ class _Pass:
                 d.care, procedure=procedure, language=patient.language, tz=tz, step=message.step
             )
             items.append(
-                _Item(
+                Item(
                     id=message.id,
                     patient_id=message.patient_id,
                     step=message.step,
@@ -646,14 +459,14 @@ class _Pass:
             replace(item, deadline=deadline, guarded=guarded) for item in items if item.id in ours
         ]
 
-    def start_calls(self, items: list[_Item]) -> None:
+    def start_calls(self, items: list[Item]) -> None:
         """Give each guarded (and committed) text to a worker thread."""
         workers = self.d.workers()
         for item in items:
             self.in_flight.add(item.id)
             workers.submit(item, self.answers)
 
-    def guard(self, items: list[_Item]) -> tuple[set[int], float]:
+    def guard(self, items: list[Item]) -> tuple[set[int], float]:
         """One guarded UPDATE: still `sending`, our lease unexpired, window open, patient not
         opted out, at the clock's instant now. It extends the lease, counts the attempt,
         marks the hand-over and writes the body and number (before the call: the reaper
@@ -673,312 +486,6 @@ class _Pass:
             handover_latest=now + HANDOVER_MARGIN,
         )
         return ours, guarded
-
-    # --- record ---------------------------------------------------------------------------
-
-    def record(self, answers: list[_Answer]) -> None:
-        """Write a group of answers, each outcome guarded on our lease (the caller commits)."""
-        if not answers:
-            return
-        events: list[dict[str, Any]] = []
-        by_kind: dict[str, list[_Answer]] = {}
-        for answer in answers:
-            by_kind.setdefault(self.kind_of(answer), []).append(answer)
-        sent = by_kind.pop("sent", [])
-        self.record_sent(sent, events)
-        self.record_permanent(by_kind.pop("failed", []), events)
-        self.record_transient(by_kind.pop("transient", []), events)
-        self.record_unknown(by_kind.pop("unknown", []), events)
-        self.record_withheld(by_kind, events)
-        add_events(self.session, events)
-        if sent:
-            # Delivery reports that came before this commit (Twilio may call back first).
-            apply_held_status_reports(
-                session=self.session,
-                now=self.d.clock.now(),
-                sids=[a.result.provider_sid for a in sent if a.result is not None],
-            )
-
-    @staticmethod
-    def kind_of(answer: _Answer) -> str:
-        if answer.result is not None:
-            return "sent"
-        if isinstance(answer.error, PermanentSendError):
-            return "failed"
-        if isinstance(answer.error, TransientSendError):
-            return "transient"
-        if answer.unknown is not None:
-            return "unknown"
-        return f"withheld-{answer.withheld}"
-
-    def record_sent(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
-        if not answers:
-            return
-        rows = []
-        for a in answers:
-            assert a.result is not None  # noqa: S101 - kind_of sorted it here
-            rows.append(
-                {
-                    "id": a.item.id,
-                    "provider_sid": a.result.provider_sid,
-                    "segments": a.result.segments,
-                    "sent_at": a.at,
-                    "updated_at": a.answered_at,
-                }
-            )
-        shared = {
-            "status": SENT,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "error_code": None,
-            "error_message": None,
-        }
-        ours = settle_leased(self.session, owner=self.d.owner, values=shared, rows=rows)
-        for row, a in zip(rows, answers, strict=True):
-            assert a.result is not None  # noqa: S101
-            detail = f"sid {a.result.provider_sid} ({a.result.provider_status})"
-            if a.item.id not in ours:
-                # The provider has the text although our lease moved on: record it anyway
-                # (unless someone already did), so a requeued copy is not sent again.
-                written = write_by_id(self.session, [{**row, **shared}], guard="unsent")
-                detail += "; lease had moved on" if written else "; already recorded"
-                log.warning("message %s: answered after its lease moved on", a.item.id)
-            events.append(event_row(a.item.id, a.at, "sent", SENT, detail))
-            self.report.sent += 1
-
-    def record_permanent(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
-        if not answers:
-            return
-        rows = [
-            {
-                "id": a.item.id,
-                "error_code": a.error.code if a.error else None,
-                "error_message": (a.error.message if a.error else "")[:ERROR_TEXT],
-                "updated_at": a.answered_at,
-            }
-            for a in answers
-        ]
-        ours = settle_leased(
-            self.session,
-            owner=self.d.owner,
-            values={"status": FAILED, "lease_owner": None, "lease_expires_at": None},
-            rows=rows,
-        )
-        for a in answers:
-            assert a.error is not None  # noqa: S101
-            self.report.failed += 1
-            log.warning("message %s failed permanently code=%s", a.item.id, a.error.code)
-            if a.item.id not in ours:
-                events.append(
-                    event_row(
-                        a.item.id,
-                        a.answered_at,
-                        "failed",
-                        None,
-                        f"error {a.error.code}; lease had moved on",
-                    )
-                )
-                continue
-            events.append(
-                event_row(a.item.id, a.answered_at, "failed", FAILED, f"error {a.error.code}")
-            )
-            self.report.cancelled += record_permanent_failure(
-                session=self.session,
-                message_id=a.item.id,
-                patient_id=a.item.patient_id,
-                error_code=a.error.code,
-                now=a.answered_at,
-            )
-
-    def settle(
-        self,
-        rows: list[dict[str, Any]],
-        events: list[dict[str, Any]],
-        *,
-        values: dict[str, Any],
-        kind: str,
-        status: str,
-        detail: Callable[[dict[str, Any]], str],
-        counter: str,
-        at: dict[int, datetime],
-    ) -> None:
-        """Write one kind of outcome for a group (guarded on our lease), with its events."""
-        written = settle_leased(
-            self.session,
-            owner=self.d.owner,
-            values=values,
-            rows=[{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
-        )
-        for row in rows:
-            if row["id"] in written:
-                events.append(event_row(row["id"], at[row["id"]], kind, status, detail(row)))
-                setattr(self.report, counter, getattr(self.report, counter) + 1)
-
-    def record_transient(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
-        retry: list[dict[str, Any]] = []
-        unknown: list[dict[str, Any]] = []
-        throttled: list[dict[str, Any]] = []
-        expired: list[dict[str, Any]] = []
-        for a in answers:
-            exc = a.error
-            assert isinstance(exc, TransientSendError)  # noqa: S101 - kind_of sorted it here
-            row = {
-                "id": a.item.id,
-                "error_code": exc.code,
-                "error_message": exc.message[:ERROR_TEXT],
-                "updated_at": a.answered_at,
-            }
-            log.warning(
-                "message %s transient error code=%s attempt=%s",
-                a.item.id,
-                exc.code,
-                a.item.attempts,
-            )
-            if exc.throttled and not exc.maybe_sent:
-                # Refused unseen: the pacer slows every hand-over down; this text goes back
-                # to the queue after the pause without counting an attempt or a backoff.
-                pause = max(self.d.pacer.wait_time(), exc.retry_after or 0.0, 0.1)
-                resume = a.answered_at + timedelta(seconds=pause)
-                if resume < a.item.expires_at - HANDOVER_MARGIN:
-                    throttled.append({**row, "not_before": resume})
-                    continue
-            retry_at = next_try(
-                attempts=a.item.attempts,
-                expires_at=a.item.expires_at,
-                now=a.answered_at,
-                rng=self.d.rng,
-                retry_after=exc.retry_after,
-            )
-            if exc.maybe_sent:
-                # It may have reached the provider: it stays `sending` (no longer renewed)
-                # until the reaper has asked the provider, after `retry_at`.
-                unknown.append({**row, "lease_expires_at": retry_at or a.item.expires_at})
-            elif retry_at is None:
-                expired.append(row)
-            else:
-                retry.append({**row, "not_before": retry_at})
-        at = {a.item.id: a.answered_at for a in answers}
-        released = {"lease_owner": None, "lease_expires_at": None}
-        self.settle(
-            retry,
-            events,
-            values={"status": PENDING, **released},
-            kind="retry",
-            status=PENDING,
-            detail=lambda r: f"error {r['error_code']}; retry at {r['not_before'].isoformat()}",
-            counter="retried",
-            at=at,
-        )
-        self.settle(
-            throttled,
-            events,
-            values={"status": PENDING, **released, **_UNDO_HANDOVER},
-            kind="throttled",
-            status=PENDING,
-            detail=lambda r: f"error {r['error_code']}; sending slowed down",
-            counter="throttled",
-            at=at,
-        )
-        self.settle(
-            unknown,
-            events,
-            values={},
-            kind="outcome-unknown",
-            status=SENDING,
-            detail=lambda r: (
-                f"error {r['error_code']}; the provider is asked after "
-                f"{r['lease_expires_at'].isoformat()}"
-            ),
-            counter="unknown",
-            at=at,
-        )
-        self.settle(
-            expired,
-            events,
-            values={"status": EXPIRED, **released},
-            kind="expired",
-            status=EXPIRED,
-            detail=lambda r: f"error {r['error_code']}; no retry fits before its expiry",
-            counter="expired",
-            at=at,
-        )
-
-    def record_unknown(self, answers: list[_Answer], events: list[dict[str, Any]]) -> None:
-        for a in answers:
-            # It may or may not have gone out: it stays `sending` under its lease (no longer
-            # renewed) and the reaper asks the provider once the lease has run out.
-            log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
-            events.append(
-                event_row(
-                    a.item.id,
-                    a.answered_at,
-                    "outcome-unknown",
-                    SENDING,
-                    f"transport raised {a.unknown}",
-                )
-            )
-            self.report.unknown += 1
-
-    def record_withheld(
-        self, by_kind: dict[str, list[_Answer]], events: list[dict[str, Any]]
-    ) -> None:
-        """Texts a worker did not send after all: the clock had moved on past a limit."""
-        at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
-        released = {"lease_owner": None, "lease_expires_at": None, **_UNDO_HANDOVER}
-        quiet = by_kind.get("withheld-quiet", [])
-        late_ids = {
-            a.item.id
-            for a in quiet
-            if a.quiet_end is None or a.quiet_end >= a.item.expires_at - HANDOVER_MARGIN
-        }
-        expired = [
-            {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
-            for a in by_kind.get("withheld-expired", [])
-        ] + [
-            {"id": a.item.id, "updated_at": a.at, "_why": "quiet hours last past its expiry"}
-            for a in quiet
-            if a.item.id in late_ids
-        ]
-        deferred = [
-            {"id": a.item.id, "updated_at": a.at, "not_before": a.quiet_end}
-            for a in quiet
-            if a.item.id not in late_ids
-        ]
-        lease = [
-            {"id": a.item.id, "updated_at": a.at}
-            for kind in ("withheld-lease", "withheld-stale")
-            for a in by_kind.get(kind, [])
-        ]
-        self.settle(
-            expired,
-            events,
-            values={"status": EXPIRED, **released},
-            kind="expired",
-            status=EXPIRED,
-            detail=lambda r: r["_why"],
-            counter="expired",
-            at=at,
-        )
-        self.settle(
-            deferred,
-            events,
-            values={"status": PENDING, **released},
-            kind="deferred",
-            status=PENDING,
-            detail=lambda r: "quiet hours",
-            counter="deferred",
-            at=at,
-        )
-        self.settle(
-            lease,
-            events,
-            values={"status": PENDING, "not_before": None, **released},
-            kind="requeued",
-            status=PENDING,
-            detail=lambda r: "not handed over in time after its checks; not sent",
-            counter="returned",
-            at=at,
-        )
 
     # --- releases before hand-over --------------------------------------------------------
 
@@ -1056,56 +563,13 @@ class _Pass:
         kept: set[int] = set()
         params = {"p_owner": self.d.owner, "v_lease": now + self.d.lease}
         for ids in chunks(held):
-            kept.update(self.session.scalars(_renew_statement(), {**params, "p_ids": ids}))
+            kept.update(self.session.scalars(renew_statement(), {**params, "p_ids": ids}))
         self.session.commit()
         lost = [i for i in self.ready if i not in kept]
         if lost:
             log.warning("%d claimed texts lost their lease before hand-over", len(lost))
             self.ready = deque(i for i in self.ready if i in kept)
             self.report.lost += len(lost)
-
-
-@lru_cache(maxsize=1)
-def _renew_statement() -> sa.Update:
-    """The heartbeat: extend the leases of texts still ours."""
-    table = MESSAGES.c
-    return (
-        sa.update(MESSAGES)
-        .where(
-            table.id.in_(sa.bindparam("p_ids", expanding=True)),
-            status_is(SENDING),
-            table.lease_owner == sa.bindparam("p_owner"),
-        )
-        .values(lease_expires_at=sa.bindparam("v_lease"))
-        .returning(table.id)
-    )
-
-
-@lru_cache(maxsize=1)
-def _handover_read() -> sa.Select[Any]:
-    """A group's texts (the columns the hand-over needs) with their patient and procedure,
-    as they are now."""
-    table = MESSAGES.c
-    return (
-        sa.select(
-            table.id,
-            table.patient_id,
-            table.step,
-            table.status,
-            table.lease_owner,
-            table.due_at,
-            table.expires_at,
-            table.attempts,
-            Patient,
-            Procedure,
-        )
-        .select_from(MESSAGES)
-        .join(Patient, Patient.id == table.patient_id)
-        .join(Procedure, Procedure.id == table.procedure_id)
-        .where(table.id.in_(sa.bindparam("p_ids", expanding=True)))
-        # The patient and procedure as they are now, not as this session last saw them.
-        .execution_options(populate_existing=True)
-    )
 
 
 @dataclass(frozen=True)
@@ -1122,9 +586,9 @@ class _Workers:
     per text, which the database thread would pay at 1,000 texts a second.
     """
 
-    def __init__(self, size: int, call: Callable[[_Item], _Answer]) -> None:
+    def __init__(self, size: int, call: Callable[[Item], Answer]) -> None:
         self._call = call
-        self._inbox: queue.SimpleQueue[tuple[_Item, queue.SimpleQueue[_Answer | _Died]] | None]
+        self._inbox: queue.SimpleQueue[tuple[Item, queue.SimpleQueue[Answer | _Died]] | None]
         self._inbox = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"dispatch-{i}", daemon=True)
@@ -1133,7 +597,7 @@ class _Workers:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, item: _Item, answers: queue.SimpleQueue[_Answer | _Died]) -> None:
+    def submit(self, item: Item, answers: queue.SimpleQueue[Answer | _Died]) -> None:
         self._inbox.put((item, answers))
 
     def _work(self) -> None:
@@ -1157,11 +621,6 @@ def _ewma(average: float | None, sample: float, weight: float = 0.2) -> float:
 
 
 _ONE_MORE_ATTEMPT = MESSAGES.c.attempts + 1
-# A text not sent after all: its hand-over mark and attempt are taken back.
-_UNDO_HANDOVER: dict[str, Any] = {
-    "handed_at": None,
-    "attempts": MESSAGES.c.attempts - 1,
-}
 
 
 def dispatch_due(

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.db import is_postgresql
-from followup.messaging.dispatch import HANDOVER_MARGIN, LEASE, RETRY_BACKOFF_MAX
+from followup.messaging.claims import LEASE
 from followup.messaging.events import MESSAGES, add_events, event_row, settle_leased, status_is
 from followup.messaging.models import (
     DELIVERED,
@@ -35,6 +35,7 @@ from followup.messaging.models import (
     SENT,
     Message,
 )
+from followup.messaging.outcomes import HANDOVER_MARGIN, RETRY_BACKOFF_MAX
 from followup.messaging.reports import ReapReport
 from followup.messaging.status import (
     TWILIO_STATUSES,

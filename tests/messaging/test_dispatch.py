@@ -9,13 +9,10 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.inbox.queue import attention_queue
-from followup.messaging.dispatch import (
-    LEASE,
-    claim_due,
-    dispatch_due,
-    retry_delay,
-)
+from followup.messaging.claims import LEASE, claim_due
+from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
+from followup.messaging.outcomes import retry_delay
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import PermanentSendError, TransientSendError

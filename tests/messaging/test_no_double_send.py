@@ -22,7 +22,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging.dispatch import LEASE
+from followup.messaging.claims import LEASE
 from followup.messaging.models import PENDING, SENDING, SENT
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult

@@ -37,7 +37,8 @@ from followup.care.timing import zone
 from followup.clock import FakeClock, SystemClock
 from followup.db import make_engine, make_session_factory
 from followup.inbox.queue import attention_queue
-from followup.messaging.dispatch import LEASE, Dispatcher, next_wake
+from followup.messaging.claims import LEASE, next_wake
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import (
     EXPIRED,
     PENDING,

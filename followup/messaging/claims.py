@@ -1,0 +1,189 @@
+"""The dispatcher's queries on the queue: expire what is overdue, claim what is due under a
+lease, when to look next, and the statements a pass reuses (lease renewal, hand-over read).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.db import is_postgresql
+from followup.messaging.events import (
+    MESSAGES,
+    add_events,
+    event_row,
+    status_is,
+)
+from followup.messaging.models import (
+    EXPIRED,
+    PENDING,
+    SENDING,
+    Message,
+)
+from followup.patients.models import Patient, Procedure
+
+LEASE = timedelta(seconds=60)  # a claimed text is ours this long past the last heartbeat
+
+
+def expire_overdue(*, session: so.Session, now: datetime) -> int:
+    """Mark pending texts whose window has closed as expired; return how many.
+
+    One UPDATE over the index range (status, due_at) of texts already due: a pending text
+    always falls due before its window closes, so texts not yet due are never read. The
+    event says why, with the last error when retries were under way.
+    """
+    table = MESSAGES.c
+    rows = session.execute(
+        sa.update(MESSAGES)
+        .where(table.status == PENDING, table.due_at <= now, table.expires_at <= now)
+        .values(status=EXPIRED, updated_at=now)
+        .returning(table.id, table.error_code)
+    ).all()
+    add_events(
+        session,
+        [
+            event_row(
+                message_id,
+                now,
+                "expired",
+                EXPIRED,
+                "not sent before its expiry" + (f"; last error {code}" if code else ""),
+            )
+            for message_id, code in rows
+        ],
+    )
+    return len(rows)
+
+
+def claim_due(
+    *,
+    session: so.Session,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta = LEASE,
+) -> list[int]:
+    """Lease up to `limit` due texts to `owner`; return their ids (the caller commits).
+
+    Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
+    text due at the same second.
+    """
+    due = (
+        sa.select(Message.id)
+        .where(
+            Message.status == PENDING,
+            Message.due_at <= now,
+            Message.expires_at > now,
+            sa.or_(Message.not_before.is_(None), Message.not_before <= now),
+        )
+        .order_by(Message.due_at)
+        .limit(limit)
+    )
+    if is_postgresql(session):
+        due = due.with_for_update(skip_locked=True)
+    candidates = session.scalars(due).all()
+    if not candidates:
+        return []
+    # `status = pending` again: a second process on SQLite cannot take the same text.
+    claimed = session.scalars(
+        sa.update(MESSAGES)
+        .where(MESSAGES.c.id.in_(candidates), status_is(PENDING))
+        .values(
+            status=SENDING,
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            claimed_at=now,
+            handed_at=None,
+            updated_at=now,
+        )
+        .returning(MESSAGES.c.id),
+    ).all()
+    add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
+    mine = set(claimed)
+    return [i for i in candidates if i in mine]  # in due order
+
+
+def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
+    """When the dispatcher next has work: `now` if a text is ready (or its window closed),
+    else the earliest due time, retry or end of quiet hours, or expiry among pending texts;
+    None if none is pending.
+
+    One statement over index ranges of (status, due_at): the next text due after `now`, and
+    the backlog already due (a retry's or a deferral's `not_before`, and every expiry: a
+    pending text always falls due before its window closes). The dispatcher's idle poll.
+    """
+    table = MESSAGES.c
+    backlog = sa.and_(table.status == PENDING, table.due_at <= now)
+    ready = sa.exists().where(backlog, sa.or_(table.not_before.is_(None), table.not_before <= now))
+    next_due = (
+        sa.select(table.due_at)
+        .where(table.status == PENDING, table.due_at > now)
+        .order_by(table.due_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    next_retry = (
+        sa.select(sa.func.min(table.not_before))
+        .where(backlog, table.not_before > now)
+        .scalar_subquery()
+    )
+    next_expiry = sa.select(sa.func.min(table.expires_at)).where(backlog).scalar_subquery()
+    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry)).one()
+    if row[0]:
+        return now
+    instants = [_aware(value) for value in row[1:] if value is not None]
+    return max(min(instants), now) if instants else None
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A subquery's datetime as aware UTC (SQLite hands back naive UTC or text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@lru_cache(maxsize=1)
+def renew_statement() -> sa.Update:
+    """The heartbeat: extend the leases of texts still ours."""
+    table = MESSAGES.c
+    return (
+        sa.update(MESSAGES)
+        .where(
+            table.id.in_(sa.bindparam("p_ids", expanding=True)),
+            status_is(SENDING),
+            table.lease_owner == sa.bindparam("p_owner"),
+        )
+        .values(lease_expires_at=sa.bindparam("v_lease"))
+        .returning(table.id)
+    )
+
+
+@lru_cache(maxsize=1)
+def handover_read() -> sa.Select[Any]:
+    """A group's texts (the columns the hand-over needs) with their patient and procedure,
+    as they are now."""
+    table = MESSAGES.c
+    return (
+        sa.select(
+            table.id,
+            table.patient_id,
+            table.step,
+            table.status,
+            table.lease_owner,
+            table.due_at,
+            table.expires_at,
+            table.attempts,
+            Patient,
+            Procedure,
+        )
+        .select_from(MESSAGES)
+        .join(Patient, Patient.id == table.patient_id)
+        .join(Procedure, Procedure.id == table.procedure_id)
+        .where(table.id.in_(sa.bindparam("p_ids", expanding=True)))
+        # The patient and procedure as they are now, not as this session last saw them.
+        .execution_options(populate_existing=True)
+    )

@@ -1,0 +1,440 @@
+"""Recording what the provider answered for each text handed over, guarded on the lease.
+
+A dispatcher pass (dispatch.py) hands texts to worker threads; their answers come back
+here in groups, each outcome written by one guarded UPDATE per kind (sent, failed,
+retried, throttled, unknown, expired, deferred, returned) with its event. Also the
+hand-over's dataclasses and the retry timing (backoff with jitter, until the window closes).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy.orm as so
+
+from followup.messaging.events import (
+    MESSAGES,
+    add_events,
+    event_row,
+    settle_leased,
+    write_by_id,
+)
+from followup.messaging.models import (
+    EXPIRED,
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+)
+from followup.messaging.reports import DispatchReport
+from followup.messaging.status import apply_held_status_reports, record_permanent_failure
+from followup.messaging.transports.base import (
+    PermanentSendError,
+    SendError,
+    SendResult,
+    TransientSendError,
+)
+
+if TYPE_CHECKING:
+    from followup.messaging.dispatch import Dispatcher
+
+log = logging.getLogger("followup.messaging.dispatch")  # one logger for the whole pass
+
+# Never hand a text over closer than this to its expiry or to the start of quiet hours:
+# the request must reach the provider before either, not merely leave before it.
+HANDOVER_MARGIN = timedelta(seconds=2)
+RETRY_BACKOFF = timedelta(seconds=30)  # first retry delay; doubles each attempt
+RETRY_BACKOFF_MAX = timedelta(minutes=15)  # the longest wait between two attempts
+MIN_RETRY = timedelta(seconds=5)  # the shortest wait before a last try squeezed before expiry
+ERROR_TEXT = 500
+
+# A text not sent after all: its hand-over mark and attempt are taken back.
+UNDO_HANDOVER: dict[str, Any] = {
+    "handed_at": None,
+    "attempts": MESSAGES.c.attempts - 1,
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """A text checked, rendered and guarded: ready for a worker to hand over."""
+
+    id: int
+    patient_id: int
+    step: str
+    to: str
+    body: str
+    due_at: datetime
+    expires_at: datetime
+    attempts: int
+    tz: ZoneInfo
+    deadline: float  # monotonic: after this the lease may not cover the call
+    guarded: float = 0.0  # monotonic: when the guard checked it
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What happened to one hand-over, as the worker saw it."""
+
+    item: Item
+    at: datetime  # the clock when handed over (or withheld)
+    answered_at: datetime
+    result: SendResult | None = None
+    error: SendError | None = None
+    unknown: str | None = None  # the exception type when the transport raised something else
+    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
+    seconds: float = 0.0  # how long the transport call took
+    quiet_end: datetime | None = None
+
+
+def retry_delay(
+    attempts: int, *, rng: random.Random, retry_after: float | None = None
+) -> timedelta:
+    """Exponential backoff with jitter (half to full), never shorter than Retry-After."""
+    doublings = min(max(attempts - 1, 0), 16)
+    base = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * (1 << doublings))
+    delay = base * (0.5 + rng.random() / 2)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def next_try(
+    *,
+    attempts: int,
+    expires_at: datetime,
+    now: datetime,
+    rng: random.Random,
+    retry_after: float | None = None,
+) -> datetime | None:
+    """When to try a text again after a transient failure; None if no try fits its window.
+
+    A backoff that would end past the window is cut short to a last try just before it
+    closes (never sooner than Retry-After or MIN_RETRY): retries go on until the window
+    closes, whatever the outage.
+    """
+    retry_at = now + retry_delay(attempts, rng=rng, retry_after=retry_after)
+    last_chance = expires_at - HANDOVER_MARGIN * 2
+    if retry_at <= last_chance:
+        return retry_at
+    earliest = now + max(MIN_RETRY, timedelta(seconds=retry_after or 0))
+    return last_chance if earliest <= last_chance else None
+
+
+class Outcomes:
+    """Writes a pass's answers for `dispatcher`, in `session`, counting them in `report`."""
+
+    def __init__(self, dispatcher: Dispatcher, session: so.Session, report: DispatchReport) -> None:
+        self.d = dispatcher
+        self.session = session
+        self.report = report
+
+    def record(self, answers: list[Answer]) -> None:
+        """Write a group of answers, each outcome guarded on our lease (the caller commits)."""
+        if not answers:
+            return
+        events: list[dict[str, Any]] = []
+        by_kind: dict[str, list[Answer]] = {}
+        for answer in answers:
+            by_kind.setdefault(self.kind_of(answer), []).append(answer)
+        sent = by_kind.pop("sent", [])
+        self.record_sent(sent, events)
+        self.record_permanent(by_kind.pop("failed", []), events)
+        self.record_transient(by_kind.pop("transient", []), events)
+        self.record_unknown(by_kind.pop("unknown", []), events)
+        self.record_withheld(by_kind, events)
+        add_events(self.session, events)
+        if sent:
+            # Delivery reports that came before this commit (Twilio may call back first).
+            apply_held_status_reports(
+                session=self.session,
+                now=self.d.clock.now(),
+                sids=[a.result.provider_sid for a in sent if a.result is not None],
+            )
+
+    @staticmethod
+    def kind_of(answer: Answer) -> str:
+        if answer.result is not None:
+            return "sent"
+        if isinstance(answer.error, PermanentSendError):
+            return "failed"
+        if isinstance(answer.error, TransientSendError):
+            return "transient"
+        if answer.unknown is not None:
+            return "unknown"
+        return f"withheld-{answer.withheld}"
+
+    def record_sent(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        if not answers:
+            return
+        rows = []
+        for a in answers:
+            assert a.result is not None  # noqa: S101 - kind_of sorted it here
+            rows.append(
+                {
+                    "id": a.item.id,
+                    "provider_sid": a.result.provider_sid,
+                    "segments": a.result.segments,
+                    "sent_at": a.at,
+                    "updated_at": a.answered_at,
+                }
+            )
+        shared = {
+            "status": SENT,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error_code": None,
+            "error_message": None,
+        }
+        ours = settle_leased(self.session, owner=self.d.owner, values=shared, rows=rows)
+        for row, a in zip(rows, answers, strict=True):
+            assert a.result is not None  # noqa: S101
+            detail = f"sid {a.result.provider_sid} ({a.result.provider_status})"
+            if a.item.id not in ours:
+                # The provider has the text although our lease moved on: record it anyway
+                # (unless someone already did), so a requeued copy is not sent again.
+                written = write_by_id(self.session, [{**row, **shared}], guard="unsent")
+                detail += "; lease had moved on" if written else "; already recorded"
+                log.warning("message %s: answered after its lease moved on", a.item.id)
+            events.append(event_row(a.item.id, a.at, "sent", SENT, detail))
+            self.report.sent += 1
+
+    def record_permanent(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        if not answers:
+            return
+        rows = [
+            {
+                "id": a.item.id,
+                "error_code": a.error.code if a.error else None,
+                "error_message": (a.error.message if a.error else "")[:ERROR_TEXT],
+                "updated_at": a.answered_at,
+            }
+            for a in answers
+        ]
+        ours = settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values={"status": FAILED, "lease_owner": None, "lease_expires_at": None},
+            rows=rows,
+        )
+        for a in answers:
+            assert a.error is not None  # noqa: S101
+            self.report.failed += 1
+            log.warning("message %s failed permanently code=%s", a.item.id, a.error.code)
+            if a.item.id not in ours:
+                events.append(
+                    event_row(
+                        a.item.id,
+                        a.answered_at,
+                        "failed",
+                        None,
+                        f"error {a.error.code}; lease had moved on",
+                    )
+                )
+                continue
+            events.append(
+                event_row(a.item.id, a.answered_at, "failed", FAILED, f"error {a.error.code}")
+            )
+            self.report.cancelled += record_permanent_failure(
+                session=self.session,
+                message_id=a.item.id,
+                patient_id=a.item.patient_id,
+                error_code=a.error.code,
+                now=a.answered_at,
+            )
+
+    def settle(
+        self,
+        rows: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        *,
+        values: dict[str, Any],
+        kind: str,
+        status: str,
+        detail: Callable[[dict[str, Any]], str],
+        counter: str,
+        at: dict[int, datetime],
+    ) -> None:
+        """Write one kind of outcome for a group (guarded on our lease), with its events."""
+        written = settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values=values,
+            rows=[{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
+        )
+        for row in rows:
+            if row["id"] in written:
+                events.append(event_row(row["id"], at[row["id"]], kind, status, detail(row)))
+                setattr(self.report, counter, getattr(self.report, counter) + 1)
+
+    def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        retry: list[dict[str, Any]] = []
+        unknown: list[dict[str, Any]] = []
+        throttled: list[dict[str, Any]] = []
+        expired: list[dict[str, Any]] = []
+        for a in answers:
+            exc = a.error
+            assert isinstance(exc, TransientSendError)  # noqa: S101 - kind_of sorted it here
+            row = {
+                "id": a.item.id,
+                "error_code": exc.code,
+                "error_message": exc.message[:ERROR_TEXT],
+                "updated_at": a.answered_at,
+            }
+            log.warning(
+                "message %s transient error code=%s attempt=%s",
+                a.item.id,
+                exc.code,
+                a.item.attempts,
+            )
+            if exc.throttled and not exc.maybe_sent:
+                # Refused unseen: the pacer slows every hand-over down; this text goes back
+                # to the queue after the pause without counting an attempt or a backoff.
+                pause = max(self.d.pacer.wait_time(), exc.retry_after or 0.0, 0.1)
+                resume = a.answered_at + timedelta(seconds=pause)
+                if resume < a.item.expires_at - HANDOVER_MARGIN:
+                    throttled.append({**row, "not_before": resume})
+                    continue
+            retry_at = next_try(
+                attempts=a.item.attempts,
+                expires_at=a.item.expires_at,
+                now=a.answered_at,
+                rng=self.d.rng,
+                retry_after=exc.retry_after,
+            )
+            if exc.maybe_sent:
+                # It may have reached the provider: it stays `sending` (no longer renewed)
+                # until the reaper has asked the provider, after `retry_at`.
+                unknown.append({**row, "lease_expires_at": retry_at or a.item.expires_at})
+            elif retry_at is None:
+                expired.append(row)
+            else:
+                retry.append({**row, "not_before": retry_at})
+        at = {a.item.id: a.answered_at for a in answers}
+        released = {"lease_owner": None, "lease_expires_at": None}
+        self.settle(
+            retry,
+            events,
+            values={"status": PENDING, **released},
+            kind="retry",
+            status=PENDING,
+            detail=lambda r: f"error {r['error_code']}; retry at {r['not_before'].isoformat()}",
+            counter="retried",
+            at=at,
+        )
+        self.settle(
+            throttled,
+            events,
+            values={"status": PENDING, **released, **UNDO_HANDOVER},
+            kind="throttled",
+            status=PENDING,
+            detail=lambda r: f"error {r['error_code']}; sending slowed down",
+            counter="throttled",
+            at=at,
+        )
+        self.settle(
+            unknown,
+            events,
+            values={},
+            kind="outcome-unknown",
+            status=SENDING,
+            detail=lambda r: (
+                f"error {r['error_code']}; the provider is asked after "
+                f"{r['lease_expires_at'].isoformat()}"
+            ),
+            counter="unknown",
+            at=at,
+        )
+        self.settle(
+            expired,
+            events,
+            values={"status": EXPIRED, **released},
+            kind="expired",
+            status=EXPIRED,
+            detail=lambda r: f"error {r['error_code']}; no retry fits before its expiry",
+            counter="expired",
+            at=at,
+        )
+
+    def record_unknown(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        for a in answers:
+            # It may or may not have gone out: it stays `sending` under its lease (no longer
+            # renewed) and the reaper asks the provider once the lease has run out.
+            log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
+            events.append(
+                event_row(
+                    a.item.id,
+                    a.answered_at,
+                    "outcome-unknown",
+                    SENDING,
+                    f"transport raised {a.unknown}",
+                )
+            )
+            self.report.unknown += 1
+
+    def record_withheld(
+        self, by_kind: dict[str, list[Answer]], events: list[dict[str, Any]]
+    ) -> None:
+        """Texts a worker did not send after all: the clock had moved on past a limit."""
+        at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
+        released = {"lease_owner": None, "lease_expires_at": None, **UNDO_HANDOVER}
+        quiet = by_kind.get("withheld-quiet", [])
+        late_ids = {
+            a.item.id
+            for a in quiet
+            if a.quiet_end is None or a.quiet_end >= a.item.expires_at - HANDOVER_MARGIN
+        }
+        expired = [
+            {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
+            for a in by_kind.get("withheld-expired", [])
+        ] + [
+            {"id": a.item.id, "updated_at": a.at, "_why": "quiet hours last past its expiry"}
+            for a in quiet
+            if a.item.id in late_ids
+        ]
+        deferred = [
+            {"id": a.item.id, "updated_at": a.at, "not_before": a.quiet_end}
+            for a in quiet
+            if a.item.id not in late_ids
+        ]
+        lease = [
+            {"id": a.item.id, "updated_at": a.at}
+            for kind in ("withheld-lease", "withheld-stale")
+            for a in by_kind.get(kind, [])
+        ]
+        self.settle(
+            expired,
+            events,
+            values={"status": EXPIRED, **released},
+            kind="expired",
+            status=EXPIRED,
+            detail=lambda r: r["_why"],
+            counter="expired",
+            at=at,
+        )
+        self.settle(
+            deferred,
+            events,
+            values={"status": PENDING, **released},
+            kind="deferred",
+            status=PENDING,
+            detail=lambda r: "quiet hours",
+            counter="deferred",
+            at=at,
+        )
+        self.settle(
+            lease,
+            events,
+            values={"status": PENDING, "not_before": None, **released},
+            kind="requeued",
+            status=PENDING,
+            detail=lambda r: "not handed over in time after its checks; not sent",
+            counter="returned",
+            at=at,
+        )
