@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 
 NAMING_CONVENTION = {
@@ -20,6 +22,53 @@ NAMING_CONVENTION = {
 
 class Base(so.DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def as_utc(value: Any) -> datetime:
+    """The instant in UTC; a naive datetime (always a bug here) or a non-datetime refused."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime refused: every datetime must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+class InstantArray(sa.types.TypeDecorator[list[datetime | None]]):
+    """A PostgreSQL array parameter of instants (the values of a set-based write), sent
+    as ISO 8601 text and cast back to `timestamptz[]` in SQL.
+
+    psycopg adapts a list of datetimes in Python, about 10 µs a value (measured: 42 ms for
+    4,333); the same list as text costs a tenth of that. Each distinct instant is
+    formatted once, and refused if naive, as UTCDateTime does.
+    """
+
+    impl = postgresql.ARRAY(sa.Text())
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> list[str | None] | None:
+        if value is None:
+            return None
+        seen: dict[datetime, str] = {}
+        texts: list[str | None] = []
+        for instant in value:
+            if instant is None:
+                texts.append(None)
+                continue
+            text = seen.get(instant)
+            if text is None:
+                text = seen[instant] = as_utc(instant).isoformat()
+            texts.append(text)
+        return texts
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sa.cast(bindvalue, postgresql.ARRAY(sa.DateTime(timezone=True)))
+
+
+def array_type(column_type: Any) -> Any:
+    """The PostgreSQL array parameter type for values of a column's type."""
+    if isinstance(column_type, UTCDateTime):
+        return InstantArray()
+    return postgresql.ARRAY(column_type)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -36,11 +85,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime refused: every datetime must be timezone-aware")
-        utc: datetime = value.astimezone(UTC)
+        utc = as_utc(value)
         if dialect.name == "sqlite":
             return utc.replace(tzinfo=None)
         return utc
@@ -99,3 +144,34 @@ def make_session_factory(engine: Engine) -> so.sessionmaker[so.Session]:
 def is_postgresql(session: so.Session) -> bool:
     """Tell whether the session talks to PostgreSQL (row locks with SKIP LOCKED)."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+def in_ids(session: so.Session, column: sa.ColumnElement[int], ids: list[int]) -> Any:
+    """`column IN ids` with the ids as one parameter (an array on PostgreSQL, a JSON array
+    on SQLite): one short statement for any number of ids, where an IN list is a parameter
+    per id to bind and a new statement to parse for each length."""
+    if is_postgresql(session):
+        return column == sa.any_(sa.bindparam(None, ids, type_=postgresql.ARRAY(sa.Integer)))
+    rows = sa.func.json_each(sa.bindparam(None, json.dumps(ids), type_=sa.Text))
+    return column.in_(sa.select(sa.literal_column("value")).select_from(rows))
+
+
+def analyze_if_never_analyzed(session: so.Session, tables: tuple[str, ...]) -> list[str]:
+    """ANALYZE those of `tables` PostgreSQL has no statistics for yet (a fresh bulk load,
+    before autovacuum's first pass); return their names. Without statistics its planner
+    guesses that few patients match `opted_out_at IS NULL` and joins every procedure to
+    every patient. No-op on SQLite, whose planner needs none. Cheap: one catalog lookup.
+    PostgreSQL 14 and later mark a never-analyzed table (reltuples -1); on older versions
+    this finds none and autovacuum's first pass is waited for, as before."""
+    if not is_postgresql(session):
+        return []
+    never = session.scalars(
+        sa.text(
+            "SELECT relname FROM pg_class WHERE relname = ANY(CAST(:tables AS text[]))"
+            " AND relkind = 'r' AND reltuples < 0 AND pg_table_is_visible(oid)"
+        ),
+        {"tables": list(tables)},
+    ).all()
+    if never:
+        session.execute(sa.text("ANALYZE " + ", ".join(t for t in tables if t in never)))
+    return list(never)

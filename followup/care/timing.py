@@ -113,11 +113,12 @@ class Anchors:
 
     def instant(self, anchor: str) -> datetime:
         """The anchor's UTC instant; raise ValueError when this procedure lacks it."""
-        value = {
-            COMPLETED: self.completed_at,
-            SCHEDULED: self.scheduled_at,
-            ENROLLED: self.enrolled_at,
-        }.get(anchor)
+        if anchor == COMPLETED:
+            value = self.completed_at
+        elif anchor == SCHEDULED:
+            value = self.scheduled_at
+        else:
+            value = self.enrolled_at if anchor == ENROLLED else None
         if value is None:
             raise ValueError(f"no {anchor} time for this procedure")
         return value.astimezone(UTC)
@@ -205,6 +206,7 @@ def parse_timing(text: str) -> TimingSpec:
     )
 
 
+@lru_cache(maxsize=16384)  # pure; a clinic's patients of a day share their calendar times
 def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     """Return the UTC instant of a protocol's local wall-clock time, DST-safe.
 
@@ -218,6 +220,7 @@ def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     return wall.astimezone(UTC)
 
 
+@lru_cache(maxsize=16384)  # pure; calendar-timed steps repeat the same instants
 def quiet_period_end(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime | None:
     """If `instant` falls in quiet hours (patient local time), return when they end."""
     local = instant.astimezone(tz)

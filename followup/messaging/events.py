@@ -7,6 +7,7 @@ knows exactly which texts were still its own), then the per-text values for thos
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -16,8 +17,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
-from followup.db import is_postgresql
+from followup.db import UTCDateTime, array_type, is_postgresql
 from followup.messaging.models import (
+    EXPIRED,
     PENDING,
     SENDING,
     Message,
@@ -94,10 +96,7 @@ def _settle_statement(
         rows = (
             sa.func.unnest(
                 sa.bindparam("r_id", type_=postgresql.ARRAY(sa.Integer())),
-                *(
-                    sa.bindparam(f"r_{k}", type_=postgresql.ARRAY(MESSAGES.c[k].type))
-                    for k in per_row
-                ),
+                *(sa.bindparam(f"r_{k}", type_=array_type(MESSAGES.c[k].type)) for k in per_row),
             )
             .table_valued("id", *per_row)
             .render_derived()
@@ -191,20 +190,123 @@ def add_events(session: so.Session, rows: list[dict[str, Any]]) -> None:
         session.execute(_events_insert(), rows)
 
 
-def insert_texts(session: so.Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    """Insert planned texts (rows of the same columns), skipping a (procedure, step) already
-    planned; return the id and status of each text inserted."""
-    if not rows:
-        return []
-    if is_postgresql(session):
-        columns = tuple(rows[0])
-        statement = _unnest_insert(MESSAGES, columns, conflict=("procedure_id", "step"))
-        found = session.execute(statement, _arrays(rows, columns))
+# procedure id, patient id, step, due at, expires at, status
+PlannedRow = tuple[int, int, str, datetime, datetime, str]
+PLANNED_DETAIL = {EXPIRED: "window had passed when planned"}
+
+
+def insert_planned(
+    session: so.Session, texts: Sequence[PlannedRow], now: datetime
+) -> tuple[int, int]:
+    """Insert planned texts, each with its "planned" (or "expired") event, skipping a
+    (procedure, step) already planned; return how many went in pending and how many expired.
+
+    The rows travel as one parameter and the database unpacks them (arrays on PostgreSQL,
+    a JSON array on SQLite), so no value is processed one by one on the way: two statements
+    for any number of texts. The instants go as text, formatted once per distinct instant
+    by the column type's own processor (a datetime array costs psycopg ten times more).
+    """
+    if not texts:
+        return 0, 0
+    postgres = is_postgresql(session)
+    instant = _instant_formatter(session)
+    if postgres:
+        columns = list(zip(*texts, strict=True))
+        params: dict[str, Any] = {
+            "procedure_ids": list(columns[0]), "patient_ids": list(columns[1]),
+            "steps": list(columns[2]), "statuses": list(columns[5]),
+            "due": [instant(v) for v in columns[3]], "expires": [instant(v) for v in columns[4]],
+        }  # fmt: skip
     else:
-        found = session.execute(
-            insert_ignoring_duplicates(session).returning(Message.id, Message.status), rows
+        params = {
+            "rows": json.dumps(
+                [(p, pt, s, instant(due), instant(exp), st) for p, pt, s, due, exp, st in texts]
+            )
+        }
+    inserted = session.execute(_planned_insert(postgres), {**params, "now": now}).all()
+    if not inserted:
+        return 0, 0
+    if postgres:
+        rows: dict[str, Any] = {
+            "ids": [row[0] for row in inserted],
+            "statuses": [row[1] for row in inserted],
+        }
+    else:
+        rows = {"rows": json.dumps([tuple(row) for row in inserted])}
+    session.execute(_planned_events(postgres), {**rows, "now": now, **_PLANNED_EVENT_PARAMS})
+    expired = sum(1 for row in inserted if row[1] == EXPIRED)
+    return len(inserted) - expired, expired
+
+
+_PLANNED_EVENT_PARAMS = {
+    "expired": EXPIRED, "pending": PENDING, "expired_kind": "expired", "pending_kind": "planned",
+    "expired_detail": PLANNED_DETAIL[EXPIRED],
+}  # fmt: skip
+
+
+def _instant_formatter(session: so.Session) -> Any:
+    """Format instants as the column type stores them on this database (SQLite: its text
+    format; PostgreSQL: ISO 8601 with the offset), once per distinct instant."""
+    dialect = session.get_bind().dialect
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+    postgres = dialect.name == "postgresql"
+    seen: dict[datetime, str] = {}
+
+    def instant(value: datetime) -> str:
+        text = seen.get(value)
+        if text is None:
+            processed = process(value)  # refuses a naive instant, as every write does
+            text = seen[value] = processed.isoformat() if postgres else processed
+        return text
+
+    return instant
+
+
+@lru_cache(maxsize=2)
+def _planned_insert(postgres: bool) -> sa.TextClause:
+    columns = (
+        "procedure_id, patient_id, step, due_at, expires_at, status, attempts, created_at,"
+        " updated_at"
+    )
+    if postgres:
+        source = (
+            "SELECT r.procedure_id, r.patient_id, r.step, r.due_at::timestamptz,"
+            " r.expires_at::timestamptz, r.status, 0, :now, :now"
+            " FROM unnest(CAST(:procedure_ids AS integer[]), CAST(:patient_ids AS integer[]),"
+            " CAST(:steps AS text[]), CAST(:due AS text[]), CAST(:expires AS text[]),"
+            " CAST(:statuses AS text[]))"
+            " AS r(procedure_id, patient_id, step, due_at, expires_at, status)"
         )
-    return [(row[0], row[1]) for row in found]
+    else:  # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
+        source = (
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+            " json_extract(value, '$[4]'), json_extract(value, '$[5]'), 0, :now, :now"
+            " FROM json_each(:rows) WHERE true"
+        )
+    return sa.text(
+        f"INSERT INTO messages ({columns}) {source}"
+        " ON CONFLICT (procedure_id, step) DO NOTHING RETURNING id, status"
+    ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+
+@lru_cache(maxsize=2)
+def _planned_events(postgres: bool) -> sa.TextClause:
+    if postgres:
+        source = "unnest(CAST(:ids AS integer[]), CAST(:statuses AS text[])) AS r(id, status)"
+    else:
+        source = (
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status"
+            " FROM json_each(:rows)) AS r"
+        )
+    # Two constant sources, no input in the SQL.
+    return sa.text(
+        "INSERT INTO message_events (message_id, at, kind, status, detail)"  # noqa: S608
+        " SELECT r.id, :now,"
+        " CASE WHEN r.status = :expired THEN :expired_kind ELSE :pending_kind END,"
+        " r.status, CASE WHEN r.status = :expired THEN :expired_detail END"
+        f" FROM {source}"
+    ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
 
 
 _EVENT_COLUMNS = ("message_id", "at", "kind", "status", "detail")
@@ -223,7 +325,7 @@ def _unnest_insert(
     texts), skipping conflicts on `conflict` when given."""
     rows = (
         sa.func.unnest(
-            *(sa.bindparam(f"r_{c}", type_=postgresql.ARRAY(table.c[c].type)) for c in columns)
+            *(sa.bindparam(f"r_{c}", type_=array_type(table.c[c].type)) for c in columns)
         )
         .table_valued(*columns)
         .render_derived()

@@ -19,8 +19,8 @@ import sqlalchemy.orm as so
 from followup.care.planner import PlannedText, choose_intro, plan_procedure, plan_step
 from followup.care.protocol import BEFORE, CareContext, Protocol
 from followup.care.timing import STOP, Anchors, zone
-from followup.db import is_postgresql
-from followup.messaging.events import add_events, event_row, insert_texts
+from followup.db import analyze_if_never_analyzed, in_ids, is_postgresql
+from followup.messaging.events import add_events, event_row, insert_planned
 from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 OPTED_OUT = "opted out"  # every opt-out cancellation reason contains this (START undoes them)
 PLAN_BATCH = 1000
+PLANNER_TABLES = ("patients", "procedures")  # what the plan query joins
 REPLANNABLE = (PENDING, EXPIRED)
 
 
@@ -135,6 +136,9 @@ def plan_procedures(
     )
     if procedure_ids is not None:
         query = query.where(Procedure.id.in_(procedure_ids))
+    # The join needs statistics on PostgreSQL; a bulk load autovacuum has not seen yet
+    # gets them here, once, so that its first plan does not join every pair of rows.
+    analyze_if_never_analyzed(session, PLANNER_TABLES)
     if is_postgresql(session):
         query = query.with_for_update(skip_locked=True, of=Procedure)
     procedures = session.execute(query).all()
@@ -142,7 +146,7 @@ def plan_procedures(
     if not procedures:
         return report
     handed_over = _procedures_with_texts_handed_over(session, [proc.id for proc in procedures])
-    rows: list[dict[str, Any]] = []
+    texts: list[tuple[int, int, str, datetime, datetime, str]] = []
     intro_steps: dict[str, list[int]] = {}
     for proc in procedures:
         protocol = care.protocol(proc.kind)
@@ -156,41 +160,19 @@ def plan_procedures(
                 planned = [welcome, *planned]
             if intro_key is not None:
                 intro_steps.setdefault(intro_key, []).append(proc.id)
-        for text in planned:
-            rows.append(
-                {
-                    "procedure_id": proc.id,
-                    "patient_id": proc.patient_id,
-                    "step": text.step,
-                    "due_at": text.due_at,
-                    "expires_at": text.expires_at,
-                    "status": text.status,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-    if rows:
-        inserted = insert_texts(session, rows)
-        events = []
-        for message_id, status in inserted:
-            if status == EXPIRED:
-                report.expired += 1
-                events.append(
-                    event_row(message_id, now, "expired", EXPIRED, "window had passed when planned")
-                )
-            else:
-                report.planned += 1
-                events.append(event_row(message_id, now, "planned", PENDING))
-        add_events(session, events)
+        texts.extend(
+            (proc.id, proc.patient_id, t.step, t.due_at, t.expires_at, t.status) for t in planned
+        )
+    report.planned, report.expired = insert_planned(session, texts, now)
+    ids = [proc.id for proc in procedures]
     session.execute(
-        sa.update(Procedure)
-        .where(Procedure.id.in_([proc.id for proc in procedures]))
-        .values(planned_at=now),
+        sa.update(Procedure).where(in_ids(session, Procedure.id, ids)).values(planned_at=now)
     )
-    for step_key, ids in intro_steps.items():
+    for step_key, with_intro in intro_steps.items():
         session.execute(
-            sa.update(Procedure).where(Procedure.id.in_(ids)).values(intro_step=step_key)
+            sa.update(Procedure)
+            .where(in_ids(session, Procedure.id, with_intro))
+            .values(intro_step=step_key)
         )
     log.debug(  # the plan job logs one line per run; enrollment logs its own
         "planned procedures=%d texts=%d expired=%d",
@@ -206,7 +188,7 @@ def _procedures_with_texts_handed_over(session: so.Session, ids: list[int]) -> s
     return set(
         session.scalars(
             sa.select(Message.procedure_id)
-            .where(Message.procedure_id.in_(ids), Message.attempts > 0)
+            .where(in_ids(session, Message.procedure_id, ids), Message.attempts > 0)
             .distinct()
         )
     )
