@@ -359,10 +359,7 @@ def test_a_batch_straddling_expiry_and_quiet_hours_sends_nothing_late(
     # 20:59:56 in New York: quiet hours start in 4 s there. The Chicago patients' no-driving
     # texts (sent first: due a minute earlier) expire in 3 s.
     boundary = datetime(2026, 3, 6, 21, 0, tzinfo=new_york).astimezone(UTC)
-    clock = ShiftedClock(boundary - timedelta(seconds=4))
-    twilio_fake.now = clock.now
-    twilio_fake.latency = 0.12  # 2 at a time: 30 texts take 1.8 s, 60 take 3.6 s
-    now = clock.now()
+    now = boundary - timedelta(seconds=4)
     quiet = seed(
         session,
         30,
@@ -380,6 +377,11 @@ def test_a_batch_straddling_expiry_and_quiet_hours_sends_nothing_late(
         tz="America/Chicago",
         first_phone=100,
     )
+    # The clock starts once the texts are in (seeding takes a while on a loaded machine,
+    # and the Chicago texts have only a second to go out before their margin).
+    clock = ShiftedClock(now)
+    twilio_fake.now = clock.now
+    twilio_fake.latency = 0.12  # 2 at a time: 30 texts take 1.8 s, 60 take 3.6 s
     transport = TwilioTransport.from_settings(twilio_settings)
     try:
         with (
