@@ -30,9 +30,9 @@ class Message(Base):
         sa.CheckConstraint(f"status IN ({_status_list})", name="status"),
         # The dispatcher's claim, its wake-up and expiry: pending texts in due order (a
         # pending text is due before its window closes, so expiry reads only this range).
+        # Its leading status also finds the few texts in `sending` for the reaper: no index
+        # on the lease, which every claim, hand-over and outcome would have to write.
         sa.Index("ix_messages_status_due_at", "status", "due_at"),
-        # The reaper: texts in `sending` whose lease ran out.
-        sa.Index("ix_messages_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)

@@ -359,7 +359,7 @@ class DatabaseCollector:
                 )
                 or 0,
             )
-            # ix_messages_status_lease_expires_at.
+            # ix_messages_status_due_at's status: the few texts in flight.
             stuck.add_metric(
                 [],
                 session.scalar(
