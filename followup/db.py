@@ -146,7 +146,9 @@ def is_postgresql(session: so.Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def in_ids(session: so.Session, column: sa.ColumnElement[int], ids: list[int]) -> Any:
+def in_ids(
+    session: so.Session, column: so.QueryableAttribute[int] | sa.ColumnElement[int], ids: list[int]
+) -> Any:
     """`column IN ids` with the ids as one parameter (an array on PostgreSQL, a JSON array
     on SQLite): one short statement for any number of ids, where an IN list is a parameter
     per id to bind and a new statement to parse for each length."""

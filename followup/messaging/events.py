@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
-from followup.db import UTCDateTime, array_type, is_postgresql
+from followup.db import UTCDateTime, array_type, as_utc, is_postgresql
 from followup.messaging.models import (
     EXPIRED,
     PENDING,
@@ -248,15 +248,17 @@ def _instant_formatter(session: so.Session) -> Any:
     """Format instants as the column type stores them on this database (SQLite: its text
     format; PostgreSQL: ISO 8601 with the offset), once per distinct instant."""
     dialect = session.get_bind().dialect
-    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     postgres = dialect.name == "postgresql"
     seen: dict[datetime, str] = {}
 
     def instant(value: datetime) -> str:
         text = seen.get(value)
         if text is None:
-            processed = process(value)  # refuses a naive instant, as every write does
-            text = seen[value] = processed.isoformat() if postgres else processed
+            # The type's processor refuses a naive instant, as every write does.
+            processed = process(value) if process is not None else as_utc(value)
+            text = processed.isoformat() if postgres else str(processed)
+            seen[value] = text
         return text
 
     return instant
