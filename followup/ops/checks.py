@@ -121,6 +121,22 @@ def check_settings(values: Mapping[str, str]) -> tuple[Settings | None, list[Che
 # --- database -----------------------------------------------------------------------------
 
 
+SQLITE_MINIMUM = (3, 35)  # RETURNING; planning also needs json_each (built in since 3.38)
+
+
+def sqlite_lacks(connection: Any) -> str | None:
+    """What this SQLite library lacks for followup, or None: RETURNING (3.35) and the JSON
+    functions planning passes its rows through (`json_each`)."""
+    version = str(connection.exec_driver_sql("SELECT sqlite_version()").scalar())
+    if tuple(int(part) for part in version.split(".")[:2]) < SQLITE_MINIMUM:
+        return f"SQLite {version} is too old: followup needs 3.35 or later (RETURNING)"
+    try:
+        connection.exec_driver_sql("SELECT count(*) FROM json_each('[1]')").scalar()
+    except sa.exc.OperationalError:
+        return f"SQLite {version} has no JSON functions (json_each): build it with JSON1"
+    return None
+
+
 def check_database(settings: Settings) -> Check:
     """Reachable, and migrated to the head this version ships."""
     from alembic.runtime.migration import MigrationContext
@@ -150,6 +166,7 @@ def check_database(settings: Settings) -> Check:
     try:
         with engine.connect() as connection, _quiet("alembic"):
             connection.execute(sa.text("SELECT 1"))
+            lacking = sqlite_lacks(connection) if backend == "sqlite" else None
             current = set(MigrationContext.configure(connection).get_current_heads())
     except sa.exc.SQLAlchemyError as exc:
         orig = getattr(exc, "orig", None)
@@ -160,6 +177,8 @@ def check_database(settings: Settings) -> Check:
     finally:
         engine.dispose()
     where = url.render_as_string(hide_password=True)
+    if lacking:
+        return Check("database", False, lacking)
     if not current:
         return Check("database", False, f"{where} has no schema: run 'followup db upgrade'")
     if current == heads:

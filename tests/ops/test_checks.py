@@ -28,6 +28,7 @@ from followup.ops.checks import (
     check_settings,
     check_transport,
     checks_passed,
+    sqlite_lacks,
 )
 from followup.settings import Settings, settings_from_mapping
 from tests.conftest import START
@@ -201,6 +202,35 @@ def test_database_check_behind_or_ahead_of_this_version(settings: Settings, tmp_
     engine.dispose()
     ahead = check_database(replace(settings, database_url=url))
     assert not ahead.ok and "at 0999, which this version does not know" in ahead.detail
+
+
+class _OldSqlite:
+    """A connection to an SQLite library older than followup needs (none can run here)."""
+
+    def __init__(self, version: str, *, json: bool) -> None:
+        self.version, self.json = version, json
+
+    def exec_driver_sql(self, statement: str) -> _OldSqlite:
+        if "json_each" in statement and not self.json:
+            raise sa.exc.OperationalError(statement, {}, Exception("no such table: json_each"))
+        return self
+
+    def scalar(self) -> str:
+        return self.version
+
+
+def test_database_check_names_what_an_old_sqlite_lacks(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'now.db'}")
+    with engine.connect() as connection:
+        assert sqlite_lacks(connection) is None  # the library this machine runs
+    engine.dispose()
+    assert sqlite_lacks(_OldSqlite("3.31.1", json=True)) == (
+        "SQLite 3.31.1 is too old: followup needs 3.35 or later (RETURNING)"
+    )
+    assert sqlite_lacks(_OldSqlite("3.37.2", json=False)) == (
+        "SQLite 3.37.2 has no JSON functions (json_each): build it with JSON1"
+    )
+    assert sqlite_lacks(_OldSqlite("3.45.0", json=True)) is None
 
 
 def test_database_check_when_the_server_is_down(settings: Settings) -> None:
