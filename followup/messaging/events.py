@@ -192,7 +192,6 @@ def add_events(session: so.Session, rows: list[dict[str, Any]]) -> None:
 
 # procedure id, patient id, step, due at, expires at, status
 PlannedRow = tuple[int, int, str, datetime, datetime, str]
-PLANNED_DETAIL = {EXPIRED: "window had passed when planned"}
 
 
 def insert_planned(
@@ -240,7 +239,7 @@ def insert_planned(
 
 _PLANNED_EVENT_PARAMS = {
     "expired": EXPIRED, "pending": PENDING, "expired_kind": "expired", "pending_kind": "planned",
-    "expired_detail": PLANNED_DETAIL[EXPIRED],
+    "expired_detail": "window had passed when planned",
 }  # fmt: skip
 
 

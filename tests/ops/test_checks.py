@@ -23,13 +23,12 @@ from followup.errors import ConfigurationError
 from followup.migrate import alembic_config
 from followup.ops.checks import (
     Check,
-    check_database,
     check_protocols,
     check_settings,
     check_transport,
     checks_passed,
-    sqlite_lacks,
 )
+from followup.ops.database_check import check_database, sqlite_lacks
 from followup.settings import Settings, settings_from_mapping
 from tests.conftest import START
 from tests.fakes.twilio_server import FakeTwilio
