@@ -518,7 +518,8 @@ def pain_in_words(text: str) -> int | None:
 
 
 def _number(word: str) -> int | None:
-    if word.isdigit() and len(word) <= 2:
+    # isdecimal, not isdigit: "፩" or "²" are digits int() cannot read (a reply crashed on one).
+    if word.isdecimal() and len(word) <= 2:
         return int(word)
     return NUMBER_WORDS.get(word)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from followup.care.timing import parse_clinic_hours, zone
@@ -306,6 +306,8 @@ def test_triage_spanish_words_are_answered_in_spanish_for_an_unknown_sender() ->
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=300), st.booleans(), st.integers(min_value=0, max_value=10))
+@example("pain \N{ETHIOPIC DIGIT ONE}", True, 0)  # a digit int() cannot read: it crashed
+@example("dolor \N{SUPERSCRIPT TWO}", True, 0)
 def test_classifier_never_crashes(body: str, pain_check_sent: bool, media: int) -> None:
     result = classify_reply(
         body, opt_out_type=None, pain_check_sent=pain_check_sent, media_count=media
