@@ -2,13 +2,13 @@
 
 Every write that settles a leased text goes through `settle_leased`: one set-based UPDATE
 guarded on status `sending` and the lease owner (RETURNING the ids it wrote, so a caller
-knows exactly which texts were still its own), then the per-text values for those ids.
+knows exactly which texts were still its own), with the per-text values in the same statement.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
@@ -73,26 +73,41 @@ def _settle_statement(
     *,
     lease_check: bool,
     handover: bool,
-    unnest: bool,
+    source: str | None,
 ) -> sa.Update:
     """The guarded UPDATE for this shape of outcome, built once.
 
     Plain shared values become bind parameters (v_*); SQL expressions (attempts - 1) are
     kept as they are and must be module-level constants (their identity is in the cache
-    key). With `unnest` (PostgreSQL), the texts and their own values (per_row) come as
-    arrays (r_*) joined by id: one statement, whatever the group's size. Otherwise the
-    texts come as an IN list (p_ids) and their own values are written after, by id.
+    key). When the texts have values of their own (per_row), the texts and those values
+    come as one source joined by id: arrays (r_*) on PostgreSQL ("unnest"), one JSON array
+    of rows (r_rows) on SQLite ("json"); one statement, whatever the group's size.
+    Otherwise the texts come as an IN list (p_ids).
     """
     plain = tuple(sorted(k for k, v in values.items() if not isinstance(v, sa.ClauseElement)))
     exprs = tuple(sorted((k, id(v)) for k, v in values.items() if isinstance(v, sa.ClauseElement)))
-    key = (plain, exprs, per_row if unnest else (), lease_check, handover, unnest)
+    key = (plain, exprs, per_row if source else (), lease_check, handover, source)
     statement = _SETTLE_CACHE.get(key)
     if statement is not None:
         return statement
     table = MESSAGES.c
     assignments: dict[str, Any] = {k: sa.bindparam(f"v_{k}") for k in plain}
     assignments.update({k: values[k] for k, _ in exprs})
-    if unnest:
+    if source == "json":
+        value: sa.ColumnClause[Any] = sa.literal_column("value")
+        json_rows = (
+            sa.select(
+                *(
+                    sa.func.json_extract(value, sa.literal(f"$[{n}]")).label(name)
+                    for n, name in enumerate(("id", *per_row))
+                )
+            )
+            .select_from(sa.func.json_each(sa.bindparam("r_rows", type_=sa.Text)))
+            .subquery("r")
+        )
+        which: sa.ColumnElement[bool] = table.id == json_rows.c.id
+        assignments.update({k: json_rows.c[k] for k in per_row})
+    elif source == "unnest":
         rows = (
             sa.func.unnest(
                 sa.bindparam("r_id", type_=postgresql.ARRAY(sa.Integer())),
@@ -101,7 +116,7 @@ def _settle_statement(
             .table_valued("id", *per_row)
             .render_derived()
         )
-        which: sa.ColumnElement[bool] = table.id == rows.c.id
+        which = table.id == rows.c.id
         assignments.update({k: rows.c[k] for k in per_row})
     else:
         which = table.id.in_(sa.bindparam("p_ids", expanding=True))
@@ -143,27 +158,37 @@ def settle_leased(
         return set()
     values = values or {"lease_owner": owner}  # nothing shared: the guard alone
     per_row = tuple(sorted(k for k in rows[0] if k != "id"))
-    unnest = bool(per_row) and is_postgresql(session)
+    source = ("unnest" if is_postgresql(session) else "json") if per_row else None
     statement = _settle_statement(
         values,
         per_row,
         lease_check=lease_unexpired_at is not None,
         handover=handover_latest is not None,
-        unnest=unnest,
+        source=source,
     )
     params: dict[str, Any] = {
         f"v_{k}": v for k, v in values.items() if not isinstance(v, sa.ClauseElement)
     }
     params.update(p_owner=owner, p_now=lease_unexpired_at, p_latest=handover_latest)
-    if unnest:
+    if source == "unnest":
         params["r_id"] = [row["id"] for row in rows]
         params.update({f"r_{k}": [row[k] for row in rows] for k in per_row})
+        return set(session.scalars(statement, params))
+    if source == "json":
+        instant = _instant_formatter(session)
+        params["r_rows"] = json.dumps(
+            [[row["id"], *(_json_value(row[k], instant) for k in per_row)] for row in rows]
+        )
         return set(session.scalars(statement, params))
     ours: set[int] = set()
     for ids in chunks([row["id"] for row in rows]):
         ours.update(session.scalars(statement, {**params, "p_ids": ids}))
-    write_by_id(session, [row for row in rows if row["id"] in ours and per_row])
     return ours
+
+
+def _json_value(value: Any, instant: Callable[[datetime], str]) -> Any:
+    """A text's own value as JSON: an instant as the column stores it, the rest as is."""
+    return instant(value) if isinstance(value, datetime) else value
 
 
 def write_by_id(

@@ -103,7 +103,7 @@ def plan_procedures(
     A booked procedure gets the welcome and the steps before it; a completed one the steps
     after it, the first of which introduces the program (or the welcome, when that first
     text cannot). Set-based: one query for the batch, one bulk insert of its texts, one of
-    their events, one UPDATE per intro step. Planning twice plans nothing new (unique
+    their events, one UPDATE of the procedures. Planning twice plans nothing new (unique
     procedure and step). Procedures that were booked and are now done are re-planned one
     by one (`replan_procedure`) when they are completed, not here.
     """
@@ -165,15 +165,16 @@ def plan_procedures(
         )
     report.planned, report.expired = insert_planned(session, texts, now)
     ids = [proc.id for proc in procedures]
-    session.execute(
-        sa.update(Procedure).where(in_ids(session, Procedure.id, ids)).values(planned_at=now)
-    )
-    for step_key, with_intro in intro_steps.items():
-        session.execute(
-            sa.update(Procedure)
-            .where(in_ids(session, Procedure.id, with_intro))
-            .values(intro_step=step_key)
+    values: dict[str, Any] = {"planned_at": now}
+    if intro_steps:  # one new version of each procedure row, not one per column set
+        values["intro_step"] = sa.case(
+            *(
+                (in_ids(session, Procedure.id, with_intro), step_key)
+                for step_key, with_intro in intro_steps.items()
+            ),
+            else_=Procedure.intro_step,
         )
+    session.execute(sa.update(Procedure).where(in_ids(session, Procedure.id, ids)).values(values))
     log.debug(  # the plan job logs one line per run; enrollment logs its own
         "planned procedures=%d texts=%d expired=%d",
         report.procedures,

@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.planner import EXPIRED, PENDING, plan_procedure
+from followup.care.planner import EXPIRED, PENDING, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import analyze_if_never_analyzed, is_postgresql
-from followup.messaging.events import add_events, event_row, insert_planned
+from followup.messaging.events import add_events, event_row, insert_planned, settle_leased
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import plan_procedures
 from followup.patients.models import Patient, Procedure
@@ -205,3 +205,109 @@ def test_tables_postgresql_never_analyzed_are_analyzed_once(session: so.Session)
         assert analyze_if_never_analyzed(session, ("fresh_bulk_load", "patients")) == []
     finally:
         session.rollback()
+
+
+def test_one_batch_sets_each_procedures_own_intro_step(
+    session: so.Session, care: CareContext
+) -> None:
+    # Procedures done half an hour, a day and a half and five days ago, planned in one call:
+    # their first pending texts differ, so do the steps that introduce the program.
+    ages = [timedelta(minutes=30), timedelta(hours=36), timedelta(days=5)] * 3
+    ids = []
+    for n, age in enumerate(ages):
+        patient = Patient(
+            first_name="Test", last_name=f"Batch{n}", phone=f"+1202555{n:04d}",
+            timezone="America/New_York", language="en", sms_consent_at=NOW, created_at=NOW,
+        )  # fmt: skip
+        session.add(patient)
+        session.flush()
+        procedure = Procedure(
+            patient_id=patient.id, kind="kyphoplasty", status="completed",
+            completed_at=NOW - age, created_at=NOW,
+        )  # fmt: skip
+        session.add(procedure)
+        session.flush()
+        ids.append(procedure.id)
+    session.commit()
+    protocol = care.protocol("kyphoplasty")
+    expected = {}
+    for procedure_id, age in zip(ids, ages, strict=True):
+        planned = plan_procedure(
+            protocol=protocol, completed_at=NOW - age, tz=ZoneInfo("America/New_York"),
+            has_blood_thinner=False, quiet_hours=care.quiet_hours, now=NOW,
+        )  # fmt: skip
+        expected[procedure_id] = choose_intro(
+            protocol=protocol, planned=planned, tz=ZoneInfo("America/New_York"),
+            quiet_hours=care.quiet_hours, now=NOW,
+        )[0]  # fmt: skip
+    assert len(set(expected.values()) - {None}) >= 2, expected  # the batch really is mixed
+
+    report = plan_procedures(session=session, care=care, now=NOW)
+    session.commit()
+
+    assert report.procedures == len(ids)
+    rows = session.execute(
+        sa.select(Procedure.id, Procedure.intro_step, Procedure.planned_at).where(
+            Procedure.id.in_(ids)
+        )
+    ).all()
+    assert {i: step for i, step, _ in rows} == expected
+    assert {at for _, _, at in rows} == {NOW}
+
+
+def test_an_outcome_writes_each_texts_own_values_exactly_and_only_to_texts_still_ours(
+    session: so.Session, clock: FakeClock, enroll: Callable[..., EnrollmentResult]
+) -> None:
+    clock.set(NOW)
+    result = enroll(completed_at=DONE, blood_thinner="Eliquis")
+    texts = list(
+        session.scalars(
+            sa.select(Message)
+            .where(Message.patient_id == result.patient.id, Message.status == PENDING)
+            .order_by(Message.id)
+        )
+    )
+    assert len(texts) >= 3
+    lease = NOW + timedelta(minutes=1)
+    mine, theirs = texts[:-1], texts[-1]
+    for text, owner in [(t, "me") for t in mine] + [(theirs, "someone else")]:
+        text.status, text.lease_owner, text.lease_expires_at = "sending", owner, lease
+    session.commit()
+    tokyo = datetime(2026, 3, 9, 9, 30, 15, 654321, tzinfo=ZoneInfo("Asia/Tokyo"))
+    rows = [
+        {
+            "id": t.id,
+            "not_before": None if n == 0 else tokyo + timedelta(microseconds=n),
+            "error_code": f"3000{n}" if n else None,
+            "segments": n + 1,
+            "error_message": f"busy «{n}» 'quoted'",
+        }
+        for n, t in enumerate(texts)
+    ]
+
+    written = settle_leased(
+        session,
+        owner="me",
+        values={"status": PENDING, "lease_owner": None, "updated_at": NOW},
+        rows=rows,
+        lease_unexpired_at=NOW,
+    )
+    session.commit()
+    session.expire_all()
+
+    assert written == {t.id for t in mine}
+    for n, text in enumerate(mine):
+        stored = session.get(Message, text.id)
+        assert stored is not None
+        assert (stored.status, stored.lease_owner, stored.updated_at) == (PENDING, None, NOW)
+        assert stored.not_before == (None if n == 0 else tokyo + timedelta(microseconds=n))
+        assert (stored.error_code, stored.segments) == (f"3000{n}" if n else None, n + 1)
+        assert stored.error_message == f"busy «{n}» 'quoted'"
+    other = session.get(Message, theirs.id)
+    assert other is not None
+    assert (other.status, other.lease_owner, other.not_before, other.error_message) == (
+        "sending",
+        "someone else",
+        None,
+        None,
+    )
