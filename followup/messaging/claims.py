@@ -22,7 +22,6 @@ from followup.messaging.models import (
     EXPIRED,
     PENDING,
     SENDING,
-    Message,
 )
 from followup.patients.models import Patient, Procedure
 
@@ -72,15 +71,16 @@ def claim_due(
     Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
     text due at the same second.
     """
+    table = MESSAGES.c
     due = (
-        sa.select(Message.id)
+        sa.select(table.id)
         .where(
-            Message.status == PENDING,
-            Message.due_at <= now,
-            Message.expires_at > now,
-            sa.or_(Message.not_before.is_(None), Message.not_before <= now),
+            table.status == PENDING,
+            table.due_at <= now,
+            table.expires_at > now,
+            sa.or_(table.not_before.is_(None), table.not_before <= now),
         )
-        .order_by(Message.due_at)
+        .order_by(table.due_at)
         .limit(limit)
     )
     if is_postgresql(session):
@@ -88,10 +88,17 @@ def claim_due(
     candidates = session.scalars(due).all()
     if not candidates:
         return []
-    # `status = pending` again: a second process on SQLite cannot take the same text.
+    # Every condition again, in the UPDATE: on SQLite the SELECT holds no lock, and another
+    # process may have claimed, re-planned (a later due time) or deferred a text since.
     claimed = session.scalars(
         sa.update(MESSAGES)
-        .where(MESSAGES.c.id.in_(candidates), status_is(PENDING))
+        .where(
+            table.id.in_(candidates),
+            status_is(PENDING),
+            table.due_at <= now,
+            table.expires_at > now,
+            sa.or_(table.not_before.is_(None), table.not_before <= now),
+        )
         .values(
             status=SENDING,
             lease_owner=owner,

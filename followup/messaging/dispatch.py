@@ -444,13 +444,27 @@ class _Pass:
         done |= self.defer(deferred, now, events)
         ours, guarded = self.guard(items)
         done |= ours
+        # Refused by the guard but still ours: changed since the read (the patient opted
+        # out, the procedure was cancelled, the window closed). Back to the queue, where
+        # the next read settles it, rather than held until the lease runs out.
+        refused = [{"id": item.id} for item in items if item.id not in ours]
+        for i in self.release(refused, now, status=PENDING):
+            events.append(event_row(i, now, "requeued", PENDING, "changed before its hand-over"))
+            self.report.returned += 1
+            done.add(i)
         for i in ids:
             if i not in done:
                 events.append(
-                    event_row(i, now, "lost", None, "lease lost before hand-over; not sent")
+                    event_row(
+                        i,
+                        now,
+                        "lost",
+                        None,
+                        "no longer ours at hand-over (lease lost or re-planned); not sent",
+                    )
                 )
                 self.report.lost += 1
-                log.warning("message %s: lease lost before hand-over; not sent", i)
+                log.warning("message %s: no longer ours at hand-over; not sent", i)
         add_events(session, events)
         # A call may start only while its lease covers it whole (connect + read timeouts),
         # counted from before the guard's statement: a stalled commit eats into it.

@@ -25,7 +25,7 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
-from followup.patients.models import Patient
+from followup.patients.models import Patient, Procedure
 
 CHUNK = 500  # ids per IN list
 # The outbox as a Core table: bulk UPDATEs through it skip the ORM's session sync (which
@@ -126,11 +126,20 @@ def _settle_statement(
     if lease_check or handover:
         statement = statement.where(table.lease_expires_at > sa.bindparam("p_now"))
     if handover:
+        # What another process may have changed since the hand-over read the text: the
+        # patient opted out, the procedure was cancelled (its texts in `sending` are ours,
+        # so cancelling them is left to this guard).
         patients = cast(sa.Table, Patient.__table__).c
+        procedures = cast(sa.Table, Procedure.__table__).c
         opted_out = sa.exists().where(
             patients.id == table.patient_id, patients.opted_out_at.is_not(None)
         )
-        statement = statement.where(table.expires_at > sa.bindparam("p_latest"), ~opted_out)
+        cancelled = sa.exists().where(
+            procedures.id == table.procedure_id, procedures.status == "cancelled"
+        )
+        statement = statement.where(
+            table.expires_at > sa.bindparam("p_latest"), ~opted_out, ~cancelled
+        )
     statement = statement.values(assignments).returning(table.id)
     _SETTLE_CACHE[key] = statement
     return statement

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
     PENDING,
+    SENDING,
     Message,
     MessageEvent,
 )
@@ -251,7 +252,7 @@ def decide_replan(
             p
             for p in planned
             if p.step not in existing
-            or (existing[p.step].status in REPLANNABLE and existing[p.step].attempts == 0)
+            or (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
         ]
         intro_key, welcome = choose_intro(
             protocol=protocol, planned=open_plan, tz=tz, quiet_hours=care.quiet_hours, now=now
@@ -266,7 +267,7 @@ def decide_replan(
         message = existing.get(step.key)
         planned_text = wanted.get(step.key)
         if planned_text is None:
-            if message is not None and message.status == PENDING:
+            if message is not None and (message.status == PENDING or _claimed_only(message)):
                 reason = (
                     "procedure finished"
                     if finished and step.phase == BEFORE
@@ -279,7 +280,7 @@ def decide_replan(
         if message is not None and (
             message.attempts > 0
             or (
-                message.status not in REPLANNABLE
+                not _replannable(message)
                 and not (message.status == CANCELLED and step.key in revive)
             )
         ):
@@ -287,6 +288,16 @@ def decide_replan(
             continue
         decisions.append(ReplanDecision(step.key, "plan", planned=planned_text))
     return decisions, intro_key, not intro_given
+
+
+def _claimed_only(message: Message) -> bool:
+    """Claimed by a dispatcher but not handed over: still unsent, so still ours to change
+    (the dispatcher's guard then finds it no longer `sending` and does not send it)."""
+    return message.status == SENDING and message.handed_at is None
+
+
+def _replannable(message: Message) -> bool:
+    return message.status in REPLANNABLE or _claimed_only(message)
 
 
 def replan_procedure(
@@ -299,7 +310,7 @@ def replan_procedure(
     Texts already handed to the provider, and texts cancelled on purpose, are left alone.
     Returns the procedure's texts after the change, in due order.
     """
-    existing = procedure_messages(session=session, procedure_id=procedure.id)
+    existing = procedure_messages(session=session, procedure_id=procedure.id, lock=True)
     if procedure.status not in ("completed", "scheduled") or not patient.can_receive_texts():
         return sorted(existing.values(), key=lambda m: m.due_at)
     if procedure.status == "completed" and procedure.completed_at is None:
@@ -319,6 +330,7 @@ def replan_procedure(
         message = existing.get(decision.step)
         if decision.action == "cancel" and message is not None:
             message.status = CANCELLED
+            message.lease_owner = message.lease_expires_at = None
             message.updated_at = now
             session.flush()
             events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
@@ -339,6 +351,7 @@ def replan_procedure(
         message.expires_at = planned_text.expires_at
         message.status = planned_text.status
         message.not_before = None
+        message.lease_owner = message.lease_expires_at = None
         message.updated_at = now
         session.flush()
         detail = "re-planned" + (": window has passed" if planned_text.status == EXPIRED else "")
@@ -349,16 +362,33 @@ def replan_procedure(
     return sorted(existing.values(), key=lambda m: m.due_at)
 
 
-def procedure_messages(*, session: so.Session, procedure_id: int) -> dict[str, Message]:
-    """A procedure's texts by step, freshly read."""
-    return {
-        m.step: m
-        for m in session.scalars(
-            sa.select(Message)
-            .where(Message.procedure_id == procedure_id)
-            .execution_options(populate_existing=True)
-        )
-    }
+def procedure_messages(
+    *, session: so.Session, procedure_id: int, lock: bool = False
+) -> dict[str, Message]:
+    """A procedure's texts by step, freshly read.
+
+    With `lock` (before writing them), no dispatcher can claim or hand over one of them
+    until this transaction ends: on PostgreSQL the rows are locked (a dispatcher's claim
+    skips them, its guard waits); on SQLite the transaction takes the database's write
+    lock first (a no-op write to the procedure), so what is read is what is overwritten.
+    """
+    query = (
+        sa.select(Message)
+        .where(Message.procedure_id == procedure_id)
+        .order_by(Message.id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        if is_postgresql(session):
+            query = query.with_for_update(of=Message)
+        else:
+            table = cast(sa.Table, Procedure.__table__)
+            session.execute(
+                sa.update(table)
+                .where(table.c.id == procedure_id)
+                .values(planned_at=table.c.planned_at)
+            )
+    return {m.step: m for m in session.scalars(query)}
 
 
 def cancel_pending(

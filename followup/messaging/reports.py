@@ -40,7 +40,7 @@ class DispatchReport(Report):
     cancelled: int = 0
     expired: int = 0
     deferred: int = 0  # quiet hours: back to pending until they end
-    returned: int = 0  # handed back to the queue unsent (the dispatcher stopped)
+    returned: int = 0  # back to the queue unsent: the dispatcher stopped, or it changed
     lost: int = 0  # our lease ran out before the hand-over: not sent by us
 
 

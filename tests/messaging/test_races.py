@@ -1,0 +1,246 @@
+"""A nurse's change racing the dispatcher: whatever commits first, nothing goes out that the
+change forbids, and nothing goes out earlier than the change says.
+
+Each race is made deterministic by committing the change from a second session at the
+exact point where the dispatcher is between two of its statements.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+import followup.messaging.dispatch as dispatch_module
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.db import is_postgresql
+from followup.messaging.claims import claim_due
+from followup.messaging.dispatch import Dispatcher, _Pass, dispatch_due
+from followup.messaging.models import Message, MessageEvent
+from followup.messaging.outbox import procedure_messages
+from followup.messaging.reports import DispatchReport
+from followup.patients.edits import cancel_procedure, change_completion_time
+from followup.patients.validation import EnrollmentResult
+from tests.fakes.transport import ScriptedTransport
+
+Enroll = Callable[..., EnrollmentResult]
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def at(local: str) -> datetime:
+    return datetime.fromisoformat(local).replace(tzinfo=NEW_YORK).astimezone(UTC)
+
+
+def dispatch(
+    session: so.Session, transport: ScriptedTransport, care: CareContext, now: datetime
+) -> Any:
+    return dispatch_due(
+        session=session,
+        transport=transport,
+        care=care,
+        clock=FakeClock(now),
+        owner="w1",
+        rng=random.Random(3),
+    )
+
+
+def text(session: so.Session, step: str) -> Message:
+    session.expire_all()
+    return session.scalars(sa.select(Message).where(Message.step == step)).one()
+
+
+def history(session: so.Session, step: str) -> list[str]:
+    return list(
+        session.scalars(
+            sa.select(MessageEvent.kind)
+            .join(Message)
+            .where(Message.step == step)
+            .order_by(MessageEvent.id)
+        )
+    )
+
+
+@pytest.fixture
+def other_session(session_factory: so.sessionmaker[so.Session]) -> Iterator[so.Session]:
+    """A second process's session (a nurse's request)."""
+    with session_factory() as other:
+        yield other
+
+
+def test_a_procedure_cancelled_between_the_hand_over_read_and_its_guard_is_not_texted(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
+    render = dispatch_module.render_message
+    cancelled: list[int] = []
+
+    def render_while_a_nurse_cancels(*args: Any, **kwargs: Any) -> str:
+        if not cancelled:  # the dispatcher has read the text; its guard is still to come
+            cancelled.append(
+                cancel_procedure(
+                    session=other_session,
+                    procedure_id=result.procedure.id,
+                    now=clock.now(),
+                    actor="nurse@example.org",
+                )
+            )
+            other_session.commit()
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch_module, "render_message", render_while_a_nurse_cancels)
+    # Claimed and committed in one turn, handed over in a later one (as when texts wait
+    # for the rate limit): on SQLite only then is the read outside a write transaction.
+    ids = claim_due(session=session, now=clock.now(), owner="w1", limit=10)
+    session.commit()
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = _Pass(dispatcher, session, DispatchReport(), None)
+        guarded = turn.hand_over(ids)
+        session.commit()
+
+    # The nurse's cancel took the procedure's pending texts; the claimed one was the
+    # dispatcher's, and only its guard could stop it.
+    assert len(cancelled) == 1 and cancelled[0] > 0
+    assert guarded == [] and transport.sent == []
+    assert turn.report.returned == 1
+    # Handed back at once, not held for a lease: the next pass cancels it.
+    assert text(session, "no-driving").status == "pending"
+    monkeypatch.setattr(dispatch_module, "render_message", render)
+    report = dispatch(session, transport, care, clock.now())
+    assert transport.sent == [] and report.cancelled == 1
+    assert text(session, "no-driving").status == "cancelled"
+    assert history(session, "no-driving") == [
+        "planned",
+        "claimed",
+        "requeued",
+        "claimed",
+        "cancelled",
+    ]
+
+
+def test_a_text_moved_later_between_the_claims_read_and_its_update_is_not_claimed(
+    session: so.Session,
+    other_session: so.Session,
+    engine: sa.Engine,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    if is_postgresql(session):
+        pytest.skip("on PostgreSQL the claim's read locks the rows it returns (SKIP LOCKED)")
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    tomorrow = clock.now() + timedelta(hours=20)
+
+    moved: list[bool] = []
+
+    def move_it_later_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # SQLite's read held no lock: another process re-plans the text just before the
+        # claim's UPDATE.
+        claim = statement.startswith("UPDATE messages SET status") and "claimed_at" in statement
+        if claim and not moved:
+            moved.append(True)
+            other_session.execute(
+                sa.update(Message).where(Message.step == "no-driving").values(due_at=tomorrow)
+            )
+            other_session.commit()
+
+    sa.event.listen(engine, "before_cursor_execute", move_it_later_first)
+    try:
+        claimed = claim_due(session=session, now=clock.now(), owner="w1", limit=10)
+        session.commit()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", move_it_later_first)
+
+    assert moved and claimed == []
+    message = text(session, "no-driving")
+    assert (message.status, message.due_at) == ("pending", tomorrow)
+    dispatch(session, transport, care, clock.now())
+    assert transport.sent == []
+
+
+def test_a_completion_time_corrected_while_a_text_is_claimed_replans_it_and_it_waits(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # The blood-thinner restart falls due 48 h after 14:30; a dispatcher has claimed it
+    # when a nurse corrects the procedure's end to 16:30: it must wait until 16:30.
+    clock.set(at("2026-03-06T14:35"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    old_due = at("2026-03-06T14:30") + timedelta(hours=48)
+    new_due = at("2026-03-06T16:30") + timedelta(hours=48)
+    dispatch(session, transport, care, at("2026-03-06T14:35"))  # the no-driving text
+    dispatch(session, transport, care, at("2026-03-07T10:00"))  # soreness
+    sent_before = len(transport.sent)
+    clock.set(old_due)
+    claimed = claim_due(session=session, now=old_due, owner="w1", limit=10)
+    session.commit()
+    restart = text(session, "blood-thinner-restart")
+    assert claimed == [restart.id] and restart.status == "sending"
+
+    change_completion_time(
+        session=other_session,
+        procedure_id=result.procedure.id,
+        completed_at="2026-03-06T16:30",
+        care=care,
+        now=old_due,
+        actor="nurse@example.org",
+    )
+    other_session.commit()
+
+    restart = text(session, "blood-thinner-restart")
+    assert (restart.status, restart.due_at, restart.lease_owner) == ("pending", new_due, None)
+    # The dispatcher that claimed it hands nothing over: the text is no longer its own.
+    report = dispatch(session, transport, care, old_due)
+    assert transport.sent[sent_before:] == [] and report.sent == 0
+    dispatch(session, transport, care, new_due - timedelta(seconds=1))
+    assert transport.sent[sent_before:] == []
+    dispatch(session, transport, care, new_due)
+    assert [sms.step for sms in transport.sent[sent_before:]] == ["blood-thinner-restart"]
+    assert transport.sent[-1].now == new_due
+    assert "from 5:30 PM on Sunday" in transport.sent[-1].body  # 48 h across the DST change
+
+
+def test_a_replans_read_keeps_dispatchers_off_the_procedures_texts_until_it_commits(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    procedure_messages(session=other_session, procedure_id=result.procedure.id, lock=True)
+    try:
+        if is_postgresql(session):
+            # The rows are locked: a dispatcher's claim skips them.
+            assert claim_due(session=session, now=clock.now(), owner="w1", limit=10) == []
+            session.rollback()
+        else:
+            # The database's write lock is taken: no dispatcher can write meanwhile.
+            session.connection().exec_driver_sql("PRAGMA busy_timeout = 100")
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                claim_due(session=session, now=clock.now(), owner="w1", limit=10)
+            session.rollback()
+    finally:
+        other_session.rollback()
+    assert claim_due(session=session, now=clock.now(), owner="w1", limit=10) != []
+    session.commit()
