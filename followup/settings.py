@@ -197,8 +197,11 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigurationError(f"DEFAULT_TIMEZONE {default_tz!r} is not an IANA zone") from exc
 
+    # At most 24 s: the dispatcher's lease covers two whole requests (2 x timeout + 1 s
+    # each), and a dead dispatcher's texts are settled within 2 minutes: 100 s of lease at
+    # most, then the reaper's next round (every 20 s).
     timeout = _bounded_number(
-        get("TWILIO_TIMEOUT_SECONDS") or "10", "TWILIO_TIMEOUT_SECONDS", low=0.1, high=120
+        get("TWILIO_TIMEOUT_SECONDS") or "10", "TWILIO_TIMEOUT_SECONDS", low=0.1, high=24
     )
     poll_after = _bounded_number(
         get("STATUS_POLL_AFTER_MINUTES") or "30",

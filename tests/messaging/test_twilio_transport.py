@@ -177,6 +177,7 @@ def test_build_transport_builds_twilio_from_the_environment(twilio_fake: FakeTwi
     [
         ("TWILIO_TIMEOUT_SECONDS", "0"),
         ("TWILIO_TIMEOUT_SECONDS", "soon"),
+        ("TWILIO_TIMEOUT_SECONDS", "30"),  # a lease that long breaks the 2-minute promise
         ("STATUS_POLL_AFTER_MINUTES", "0"),
         ("TWILIO_API_BASE_URL", "127.0.0.1:8080"),
     ],
