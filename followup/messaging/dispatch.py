@@ -376,8 +376,12 @@ class _Pass:
             limit=size,
             lease=self.d.lease,
         )
-        self.report.claimed += len(claimed)
-        self.ready.extend(claimed)
+        # A text re-planned while it waited here and claimed again is queued once: the
+        # guard hands a claim over at most once, a second copy would only be refused.
+        queued = set(self.ready) | self.in_flight
+        fresh = [i for i in claimed if i not in queued]
+        self.report.claimed += len(fresh)
+        self.ready.extend(fresh)
         self.caught_up_at = time.monotonic() if len(claimed) < size else None
         return bool(claimed)
 
@@ -506,6 +510,7 @@ class _Pass:
     def release(
         self, rows: list[dict[str, Any]], now: datetime, *, status: str, **values: Any
     ) -> set[int]:
+        """Settle claimed texts before their hand-over: never one already handed over."""
         return settle_leased(
             self.session,
             owner=self.d.owner,
@@ -517,6 +522,7 @@ class _Pass:
                 **values,
             },
             rows=rows,
+            unhanded=True,
         )
 
     def expire(

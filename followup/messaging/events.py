@@ -73,6 +73,7 @@ def _settle_statement(
     *,
     lease_check: bool,
     handover: bool,
+    unhanded: bool,
     source: str | None,
 ) -> sa.Update:
     """The guarded UPDATE for this shape of outcome, built once.
@@ -86,7 +87,7 @@ def _settle_statement(
     """
     plain = tuple(sorted(k for k, v in values.items() if not isinstance(v, sa.ClauseElement)))
     exprs = tuple(sorted((k, id(v)) for k, v in values.items() if isinstance(v, sa.ClauseElement)))
-    key = (plain, exprs, per_row if source else (), lease_check, handover, source)
+    key = (plain, exprs, per_row if source else (), lease_check, handover, unhanded, source)
     statement = _SETTLE_CACHE.get(key)
     if statement is not None:
         return statement
@@ -125,6 +126,8 @@ def _settle_statement(
     )
     if lease_check or handover:
         statement = statement.where(table.lease_expires_at > sa.bindparam("p_now"))
+    if unhanded:
+        statement = statement.where(table.handed_at.is_(None))
     if handover:
         # What another process may have changed since the hand-over read the text: the
         # patient opted out, the procedure was cancelled (its texts in `sending` are ours,
@@ -153,15 +156,18 @@ def settle_leased(
     rows: Sequence[dict[str, Any]],
     lease_unexpired_at: datetime | None = None,
     handover_latest: datetime | None = None,
+    unhanded: bool = False,
 ) -> set[int]:
     """Write an outcome to leased texts, only those still `sending` under `owner`'s lease.
 
     `values` are shared by every text; each of `rows` has the text's "id" and, optionally,
-    values of its own (same keys in every row). One guarded UPDATE ... RETURNING id (on
-    PostgreSQL with the texts' own values in it; on SQLite those follow by id). With
-    `lease_unexpired_at`, a lease that ran out by then no longer counts as ours; with
-    `handover_latest` too (the hand-over guard), a text whose window closes by then, or
-    whose patient opted out, is not ours to send either. Returns the ids written.
+    values of its own (same keys in every row). One guarded UPDATE ... RETURNING id, with
+    the texts' own values in it. With `lease_unexpired_at`, a lease that ran out by then no
+    longer counts as ours; with `handover_latest` too (the hand-over guard), a text whose
+    window closes by then, whose patient opted out or whose procedure was cancelled is not
+    ours to send either. With `unhanded` (and always for the hand-over guard), only a text
+    not yet handed over under this claim is written: a claim is handed over at most once.
+    Returns the ids written.
     """
     if not rows:
         return set()
@@ -173,6 +179,7 @@ def settle_leased(
         per_row,
         lease_check=lease_unexpired_at is not None,
         handover=handover_latest is not None,
+        unhanded=unhanded or handover_latest is not None,
         source=source,
     )
     params: dict[str, Any] = {

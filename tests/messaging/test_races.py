@@ -244,3 +244,49 @@ def test_a_replans_read_keeps_dispatchers_off_the_procedures_texts_until_it_comm
         other_session.rollback()
     assert claim_due(session=session, now=clock.now(), owner="w1", limit=10) != []
     session.commit()
+
+
+def test_a_text_replanned_and_claimed_again_while_it_waited_is_handed_over_once(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = _Pass(dispatcher, session, DispatchReport(), None)
+        assert turn.claim()
+        session.commit()
+        first_claim = list(turn.ready)
+        # While it waits for a slot, a nurse corrects the end by five minutes: the text is
+        # re-planned (still due now) and this dispatcher claims it again.
+        change_completion_time(
+            session=other_session,
+            procedure_id=result.procedure.id,
+            completed_at="2026-03-06T14:25",
+            care=care,
+            now=clock.now(),
+            actor="nurse@example.org",
+        )
+        other_session.commit()
+        assert turn.claim()
+        session.commit()
+        assert list(turn.ready) == first_claim  # queued once
+        # Even a stale copy of the id cannot be handed over a second time, nor released
+        # while its call is under way.
+        handed = turn.hand_over(first_claim)
+        session.commit()
+        again = turn.hand_over(first_claim)
+        session.commit()
+        turn.start_calls(handed)
+        answer = turn.answers.get(timeout=5)
+
+    assert [item.id for item in handed] == first_claim and again == []
+    assert answer.item.id == first_claim[0]
+    assert transport.steps_sent() == ["no-driving"]
+    message = text(session, "no-driving")
+    assert message.status == "sending" and message.handed_at is not None  # answer unrecorded
+    assert turn.report.claimed == 1
