@@ -7,7 +7,6 @@ exact point where the dispatcher is between two of its statements.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,13 +21,14 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
-from followup.messaging.dispatch import Dispatcher, _Pass, dispatch_due
+from followup.messaging.dispatch import Dispatcher, _Pass
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import procedure_messages
 from followup.messaging.reports import DispatchReport
 from followup.patients.edits import cancel_procedure, change_completion_time
 from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
+from tests.messaging.helpers import dispatch
 
 Enroll = Callable[..., EnrollmentResult]
 NEW_YORK = ZoneInfo("America/New_York")
@@ -36,19 +36,6 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 def at(local: str) -> datetime:
     return datetime.fromisoformat(local).replace(tzinfo=NEW_YORK).astimezone(UTC)
-
-
-def dispatch(
-    session: so.Session, transport: ScriptedTransport, care: CareContext, now: datetime
-) -> Any:
-    return dispatch_due(
-        session=session,
-        transport=transport,
-        care=care,
-        clock=FakeClock(now),
-        owner="w1",
-        rng=random.Random(3),
-    )
 
 
 def text(session: so.Session, step: str) -> Message:
