@@ -278,7 +278,7 @@ def decide_replan(
                 decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
         if message is not None and (
-            message.attempts > 0
+            (message.attempts > 0 and not _unsent_retry(message))
             or (
                 not _replannable(message)
                 and not (message.status == CANCELLED and step.key in revive)
@@ -300,6 +300,13 @@ def _replannable(message: Message) -> bool:
     return message.status in REPLANNABLE or _claimed_only(message)
 
 
+def _unsent_retry(message: Message) -> bool:
+    """Handed over before but refused for now (a transient error): waiting for its retry,
+    or claimed for it. It never reached the patient, so it follows the new times too (an
+    expired one stays expired: its failure is already a person's to follow up)."""
+    return message.status == PENDING or _claimed_only(message)
+
+
 def replan_procedure(
     *, session: so.Session, procedure: Procedure, patient: Patient, care: CareContext, now: datetime
 ) -> list[Message]:
@@ -307,7 +314,8 @@ def replan_procedure(
 
     A booked procedure keeps the welcome and the steps before it; a completed one the steps
     after it: what is left of the steps before it is cancelled ("procedure finished").
-    Texts already handed to the provider, and texts cancelled on purpose, are left alone.
+    Texts the provider accepted (or may have), and texts cancelled on purpose, are left alone;
+    one refused for now (a transient error, waiting for its retry) follows the new times.
     Returns the procedure's texts after the change, in due order.
     """
     existing = procedure_messages(session=session, procedure_id=procedure.id, lock=True)

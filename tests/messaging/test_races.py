@@ -25,6 +25,7 @@ from followup.messaging.dispatch import Dispatcher, _Pass
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import procedure_messages
 from followup.messaging.reports import DispatchReport
+from followup.messaging.transports.base import TransientSendError
 from followup.patients.edits import cancel_procedure, change_completion_time
 from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
@@ -277,3 +278,47 @@ def test_a_text_replanned_and_claimed_again_while_it_waited_is_handed_over_once(
     message = text(session, "no-driving")
     assert message.status == "sending" and message.handed_at is not None  # answer unrecorded
     assert turn.report.claimed == 1
+
+
+def test_a_retry_waiting_when_the_completion_time_is_corrected_follows_the_new_time(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # The blood-thinner restart is refused for now at 48 h (Twilio busy); before its retry
+    # a nurse corrects the end of the procedure two hours later: the retry waits for the
+    # new 48 h mark instead of going out at the old one.
+    clock.set(at("2026-03-06T14:35"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    old_due = at("2026-03-06T14:30") + timedelta(hours=48)
+    new_due = at("2026-03-06T16:30") + timedelta(hours=48)
+    dispatch(session, transport, care, at("2026-03-06T14:35"))
+    dispatch(session, transport, care, at("2026-03-07T10:00"))
+    sent_before = len(transport.sent)
+    transport.outcomes = [TransientSendError("20429", "Too Many Requests", retry_after=60)]
+    assert dispatch(session, transport, care, old_due).retried == 1
+    restart = text(session, "blood-thinner-restart")
+    assert (restart.status, restart.attempts) == ("pending", 1)
+    assert restart.not_before is not None and restart.not_before < new_due
+
+    change_completion_time(
+        session=session,
+        procedure_id=result.procedure.id,
+        completed_at="2026-03-06T16:30",
+        care=care,
+        now=old_due + timedelta(seconds=10),
+        actor="nurse@example.org",
+    )
+    session.commit()
+
+    restart = text(session, "blood-thinner-restart")
+    assert (restart.status, restart.due_at, restart.not_before) == ("pending", new_due, None)
+    assert restart.attempts == 1  # the count of tries is kept
+    for now in (old_due + timedelta(minutes=2), new_due - timedelta(seconds=1)):
+        dispatch(session, transport, care, now)
+    assert transport.sent[sent_before:] == []
+    dispatch(session, transport, care, new_due)
+    assert [sms.step for sms in transport.sent[sent_before:]] == ["blood-thinner-restart"]
+    assert transport.sent[-1].now == new_due
