@@ -355,10 +355,14 @@ def replan_procedure(
                 created_at=now,
             )
             session.add(message)
+        # A retry keeps its backoff (and the provider's Retry-After) if that ends later.
+        backoff = message.not_before if message.attempts else None
         message.due_at = planned_text.due_at
         message.expires_at = planned_text.expires_at
         message.status = planned_text.status
-        message.not_before = None
+        message.not_before = (
+            backoff if backoff is not None and backoff > planned_text.due_at else None
+        )
         message.lease_owner = message.lease_expires_at = None
         message.updated_at = now
         session.flush()

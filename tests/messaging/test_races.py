@@ -322,3 +322,41 @@ def test_a_retry_waiting_when_the_completion_time_is_corrected_follows_the_new_t
     dispatch(session, transport, care, new_due)
     assert [sms.step for sms in transport.sent[sent_before:]] == ["blood-thinner-restart"]
     assert transport.sent[-1].now == new_due
+
+
+def test_a_retry_replanned_to_now_still_waits_for_its_backoff(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # Twilio asked for ten minutes; a nurse's five-minute correction leaves the text due
+    # now: it still waits the ten minutes.
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T15:00")
+    transport.outcomes = [TransientSendError("20429", "Too Many Requests", retry_after=600)]
+    assert dispatch(session, transport, care, at("2026-03-06T15:00")).retried == 1
+    backoff = text(session, "no-driving").not_before
+    assert backoff is not None and backoff >= at("2026-03-06T15:10")
+
+    change_completion_time(
+        session=session,
+        procedure_id=result.procedure.id,
+        completed_at="2026-03-06T14:55",
+        care=care,
+        now=at("2026-03-06T15:00:10"),
+        actor="nurse@example.org",
+    )
+    session.commit()
+
+    message = text(session, "no-driving")
+    assert (message.status, message.due_at, message.not_before) == (
+        "pending",
+        at("2026-03-06T15:00:10"),
+        backoff,
+    )
+    dispatch(session, transport, care, backoff - timedelta(seconds=1))
+    assert transport.sent == []
+    dispatch(session, transport, care, backoff)
+    assert transport.steps_sent() == ["no-driving"]
