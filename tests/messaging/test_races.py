@@ -55,6 +55,42 @@ def history(session: so.Session, step: str) -> list[str]:
     )
 
 
+def correct_end(
+    session: so.Session, care: CareContext, procedure_id: int, local: str, now: datetime
+) -> None:
+    """A nurse corrects when the procedure finished (committed)."""
+    change_completion_time(
+        session=session,
+        procedure_id=procedure_id,
+        completed_at=local,
+        care=care,
+        now=now,
+        actor="nurse@example.org",
+    )
+    session.commit()
+
+
+def restart_due_now(
+    session: so.Session,
+    transport: ScriptedTransport,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> tuple[int, datetime, datetime]:
+    """A procedure finished at 14:30 with a blood thinner, its texts before the restart
+    sent: (procedure id, the restart's 48 h mark, the mark once the end moves to 16:30)."""
+    clock.set(at("2026-03-06T14:35"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    dispatch(session, transport, care, at("2026-03-06T14:35"))  # the no-driving text
+    dispatch(session, transport, care, at("2026-03-07T10:00"))  # soreness
+    transport.sent.clear()
+    return (
+        result.procedure.id,
+        at("2026-03-06T14:30") + timedelta(hours=48),
+        at("2026-03-06T16:30") + timedelta(hours=48),  # 5:30 PM EDT: across the DST change
+    )
+
+
 @pytest.fixture
 def other_session(session_factory: so.sessionmaker[so.Session]) -> Iterator[so.Session]:
     """A second process's session (a nurse's request)."""
@@ -171,40 +207,26 @@ def test_a_completion_time_corrected_while_a_text_is_claimed_replans_it_and_it_w
 ) -> None:
     # The blood-thinner restart falls due 48 h after 14:30; a dispatcher has claimed it
     # when a nurse corrects the procedure's end to 16:30: it must wait until 16:30.
-    clock.set(at("2026-03-06T14:35"))
-    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
-    old_due = at("2026-03-06T14:30") + timedelta(hours=48)
-    new_due = at("2026-03-06T16:30") + timedelta(hours=48)
-    dispatch(session, transport, care, at("2026-03-06T14:35"))  # the no-driving text
-    dispatch(session, transport, care, at("2026-03-07T10:00"))  # soreness
-    sent_before = len(transport.sent)
+    procedure_id, old_due, new_due = restart_due_now(session, transport, care, clock, enroll)
     clock.set(old_due)
     claimed = claim_due(session=session, now=old_due, owner="w1", limit=10)
     session.commit()
     restart = text(session, "blood-thinner-restart")
     assert claimed == [restart.id] and restart.status == "sending"
 
-    change_completion_time(
-        session=other_session,
-        procedure_id=result.procedure.id,
-        completed_at="2026-03-06T16:30",
-        care=care,
-        now=old_due,
-        actor="nurse@example.org",
-    )
-    other_session.commit()
+    correct_end(other_session, care, procedure_id, "2026-03-06T16:30", old_due)
 
     restart = text(session, "blood-thinner-restart")
     assert (restart.status, restart.due_at, restart.lease_owner) == ("pending", new_due, None)
     # The dispatcher that claimed it hands nothing over: the text is no longer its own.
     report = dispatch(session, transport, care, old_due)
-    assert transport.sent[sent_before:] == [] and report.sent == 0
+    assert transport.sent == [] and report.sent == 0
     dispatch(session, transport, care, new_due - timedelta(seconds=1))
-    assert transport.sent[sent_before:] == []
+    assert transport.sent == []
     dispatch(session, transport, care, new_due)
-    assert [sms.step for sms in transport.sent[sent_before:]] == ["blood-thinner-restart"]
+    assert [sms.step for sms in transport.sent] == ["blood-thinner-restart"]
     assert transport.sent[-1].now == new_due
-    assert "from 5:30 PM on Sunday" in transport.sent[-1].body  # 48 h across the DST change
+    assert "from 5:30 PM on Sunday" in transport.sent[-1].body
 
 
 def test_a_replans_read_keeps_dispatchers_off_the_procedures_texts_until_it_commits(
@@ -251,15 +273,7 @@ def test_a_text_replanned_and_claimed_again_while_it_waited_is_handed_over_once(
         first_claim = list(turn.ready)
         # While it waits for a slot, a nurse corrects the end by five minutes: the text is
         # re-planned (still due now) and this dispatcher claims it again.
-        change_completion_time(
-            session=other_session,
-            procedure_id=result.procedure.id,
-            completed_at="2026-03-06T14:25",
-            care=care,
-            now=clock.now(),
-            actor="nurse@example.org",
-        )
-        other_session.commit()
+        correct_end(other_session, care, result.procedure.id, "2026-03-06T14:25", clock.now())
         assert turn.claim()
         session.commit()
         assert list(turn.ready) == first_claim  # queued once
@@ -290,37 +304,23 @@ def test_a_retry_waiting_when_the_completion_time_is_corrected_follows_the_new_t
     # The blood-thinner restart is refused for now at 48 h (Twilio busy); before its retry
     # a nurse corrects the end of the procedure two hours later: the retry waits for the
     # new 48 h mark instead of going out at the old one.
-    clock.set(at("2026-03-06T14:35"))
-    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
-    old_due = at("2026-03-06T14:30") + timedelta(hours=48)
-    new_due = at("2026-03-06T16:30") + timedelta(hours=48)
-    dispatch(session, transport, care, at("2026-03-06T14:35"))
-    dispatch(session, transport, care, at("2026-03-07T10:00"))
-    sent_before = len(transport.sent)
+    procedure_id, old_due, new_due = restart_due_now(session, transport, care, clock, enroll)
     transport.outcomes = [TransientSendError("20429", "Too Many Requests", retry_after=60)]
     assert dispatch(session, transport, care, old_due).retried == 1
     restart = text(session, "blood-thinner-restart")
     assert (restart.status, restart.attempts) == ("pending", 1)
     assert restart.not_before is not None and restart.not_before < new_due
 
-    change_completion_time(
-        session=session,
-        procedure_id=result.procedure.id,
-        completed_at="2026-03-06T16:30",
-        care=care,
-        now=old_due + timedelta(seconds=10),
-        actor="nurse@example.org",
-    )
-    session.commit()
+    correct_end(session, care, procedure_id, "2026-03-06T16:30", old_due + timedelta(seconds=10))
 
     restart = text(session, "blood-thinner-restart")
     assert (restart.status, restart.due_at, restart.not_before) == ("pending", new_due, None)
     assert restart.attempts == 1  # the count of tries is kept
     for now in (old_due + timedelta(minutes=2), new_due - timedelta(seconds=1)):
         dispatch(session, transport, care, now)
-    assert transport.sent[sent_before:] == []
+    assert transport.sent == []
     dispatch(session, transport, care, new_due)
-    assert [sms.step for sms in transport.sent[sent_before:]] == ["blood-thinner-restart"]
+    assert [sms.step for sms in transport.sent] == ["blood-thinner-restart"]
     assert transport.sent[-1].now == new_due
 
 
@@ -340,15 +340,7 @@ def test_a_retry_replanned_to_now_still_waits_for_its_backoff(
     backoff = text(session, "no-driving").not_before
     assert backoff is not None and backoff >= at("2026-03-06T15:10")
 
-    change_completion_time(
-        session=session,
-        procedure_id=result.procedure.id,
-        completed_at="2026-03-06T14:55",
-        care=care,
-        now=at("2026-03-06T15:00:10"),
-        actor="nurse@example.org",
-    )
-    session.commit()
+    correct_end(session, care, result.procedure.id, "2026-03-06T14:55", at("2026-03-06T15:00:10"))
 
     message = text(session, "no-driving")
     assert (message.status, message.due_at, message.not_before) == (
