@@ -26,56 +26,31 @@ worker threads only call the transport. Transient failures retry with capped, ji
 exponential backoff until the text's window closes (Retry-After honoured); a "too many
 requests" answer slows the pacer down instead of spending the text's backoff.
 
-The queue's queries (expire, claim, next wake) are in claims.py; recording the answers,
-and the retry timing, in outcomes.py.
+The pass's loop on the database thread (claim, hand over, heartbeat) and its worker
+threads are in turns.py; the queue's queries (expire, claim, next wake) in claims.py;
+recording the answers, and the retry timing, in outcomes.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import queue
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
-from followup.care.timing import quiet_period_end, zone
 from followup.clock import Clock
 from followup.messaging.claims import (
     LEASE,
-    claim_due,
     expire_overdue,
-    handover_read,
-    renew_statement,
 )
-from followup.messaging.events import (
-    MESSAGES,
-    add_events,
-    chunks,
-    event_row,
-    settle_leased,
-)
-from followup.messaging.models import (
-    CANCELLED,
-    EXPIRED,
-    PENDING,
-    SENDING,
-)
-from followup.messaging.outbox import reason_not_to_send, render_message
 from followup.messaging.outcomes import (
     HANDOVER_MARGIN,
     Answer,
     Item,
-    Outcomes,
 )
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import (
@@ -85,6 +60,7 @@ from followup.messaging.transports.base import (
     TransientSendError,
 )
 from followup.messaging.transports.pacing import Pacer
+from followup.messaging.turns import DispatchPass, Workers, quiet_end_near
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +72,6 @@ HEARTBEAT = timedelta(seconds=15)  # how often a working dispatcher renews its l
 # A text's call starts at most this long after its guard (else it goes back to the queue);
 # normally within one database turn: a few milliseconds.
 HANDOVER_MAX_WAIT = 1.0
-CLAIM_BATCH = 500  # texts claimed at most at once
-GROUP_MAX = 200  # texts guarded (or recorded) in one transaction at most
-LONG_PAUSE = 1.0  # seconds: a longer pacer pause hands claimed texts back to the queue
-RECLAIM_EVERY = 0.02  # seconds: how often a pass under way looks for texts newly due
 
 
 def call_allowance(transport: SmsTransport) -> timedelta:
@@ -112,13 +84,6 @@ def pacer_of(transport: SmsTransport) -> Pacer:
     """The transport's pacer (rate cap, 429s), or one without limits."""
     pacer = getattr(transport, "pacer", None)
     return pacer if isinstance(pacer, Pacer) else Pacer(None)
-
-
-def quiet_end_near(instant: datetime, tz: ZoneInfo, care: CareContext) -> datetime | None:
-    """The end of quiet hours if `instant`, or HANDOVER_MARGIN after it, falls in them."""
-    return quiet_period_end(instant, tz, care.quiet_hours) or quiet_period_end(
-        instant + HANDOVER_MARGIN, tz, care.quiet_hours
-    )
 
 
 class Dispatcher:
@@ -155,8 +120,8 @@ class Dispatcher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.pacer = pacer or pacer_of(transport)
         # A call may start only while this much of its lease is left (connect + read).
-        self._call_allowance = call_allowance(transport).total_seconds()
-        self._workers: _Workers | None = None
+        self.allowance_seconds = call_allowance(transport).total_seconds()
+        self._workers: Workers | None = None
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -180,9 +145,9 @@ class Dispatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def workers(self) -> _Workers:
+    def workers(self) -> Workers:
         if self._workers is None:
-            self._workers = _Workers(self.concurrency, self.hand_over)
+            self._workers = Workers(self.concurrency, self.hand_over)
         return self._workers
 
     def dispatch(self, session: so.Session, *, limit: int | None = None) -> DispatchReport:
@@ -192,7 +157,7 @@ class Dispatcher:
             return report
         report.expired += expire_overdue(session=session, now=self.clock.now())
         session.commit()
-        _Pass(self, session, report, limit).run()
+        DispatchPass(self, session, report, limit).run()
         # Outcomes were written with Core UPDATEs: objects the caller holds must reload.
         session.expire_all()
         return report
@@ -229,418 +194,6 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - an unknown outcome must not stop the batch
             return Answer(item, at, self.clock.now(), unknown=type(exc).__name__)
         return Answer(item, at, self.clock.now(), result=result, seconds=time.monotonic() - started)
-
-
-class _Pass:
-    """One dispatcher pass: the database thread's loop and what it holds."""
-
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        session: so.Session,
-        report: DispatchReport,
-        limit: int | None,
-    ) -> None:
-        self.d = dispatcher
-        self.session = session
-        self.report = report
-        self.outcomes = Outcomes(dispatcher, session, report)
-        self.limit = limit
-        self.ready: deque[int] = deque()  # claimed, not yet handed over
-        self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
-        self.answers: queue.SimpleQueue[Answer | _Died] = queue.SimpleQueue()
-        self.early: list[Answer | _Died] = []  # taken off the queue while waiting
-        self.call_seconds: float | None = None  # how long a transport call takes (average)
-        self.turn_seconds: float | None = None  # how long a database turn takes (average)
-        self.caught_up_at: float | None = None  # monotonic: a claim found all that was due
-        self.no_more_claims = False  # the provider asked for a long pause
-        self.last_beat = time.monotonic()
-        self.claim_size = min(CLAIM_BATCH, max(2 * dispatcher.concurrency, 50))
-
-    # --- the loop -------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Until nothing is left: take answers, claim, hand over, record; one commit per turn.
-
-        A turn's answers are recorded in the same transaction as the next group's guard:
-        one commit both settles what came back and lets the next calls start.
-        """
-        d = self.d
-        while True:
-            answers = self.collect()
-            self.beat_if_due()
-            if d.stopping and self.ready:
-                self.give_back_ready(stopping=True)
-            claimed = self.should_claim() and self.claim()
-            group: list[int] = []
-            free = d.concurrency + self.lookahead() - len(self.in_flight)
-            if free > 0 and self.ready:
-                granted = d.pacer.take(min(free, len(self.ready), GROUP_MAX))
-                group = [self.ready.popleft() for _ in range(granted)]
-                if not granted and d.pacer.wait_time() > LONG_PAUSE:
-                    self.give_back_ready()
-            if answers or group:
-                turn = time.monotonic()
-                self.outcomes.record(answers)
-                started = self.hand_over(group)
-                self.session.commit()
-                self.start_calls(started)
-                self.turn_seconds = _ewma(self.turn_seconds, time.monotonic() - turn)
-                continue
-            if claimed:
-                self.session.commit()
-            if not self.ready and not self.in_flight and self.done_claiming():
-                return
-            self.wait()
-
-    def lookahead(self) -> int:
-        """Texts guarded ahead of a free slot: as many calls as end during one database turn
-        (none while calls are slow), so fast calls never wait for the database. Each waits
-        at most HANDOVER_MAX_WAIT in the pool's queue, normally one turn."""
-        if self.call_seconds is None or self.turn_seconds is None:
-            return 0
-        expected = self.d.concurrency * self.turn_seconds / max(self.call_seconds, 1e-4)
-        return min(GROUP_MAX, int(expected))
-
-    def done_claiming(self) -> bool:
-        return (
-            self.caught_up_at is not None
-            or self.no_more_claims
-            or self.d.stopping
-            or self.limit_reached()
-        )
-
-    def should_claim(self) -> bool:
-        """Claim while texts are short; once caught up, look again every RECLAIM_EVERY while
-        calls are under way (texts keep falling due: 1,000 within one second)."""
-        if self.no_more_claims or self.d.stopping or self.limit_reached():
-            return False
-        if len(self.ready) >= self.d.concurrency + self.lookahead():
-            return False
-        caught_up = self.caught_up_at
-        return caught_up is None or time.monotonic() - caught_up >= RECLAIM_EVERY
-
-    def limit_reached(self) -> bool:
-        return self.limit is not None and self.report.claimed >= self.limit
-
-    def wait(self) -> None:
-        """Block until an answer arrives, the pacer allows a hand-over, or a heartbeat is due."""
-        timeout = max(self.d.heartbeat.total_seconds() - (time.monotonic() - self.last_beat), 0)
-        if self.ready:
-            timeout = min(timeout, max(self.d.pacer.wait_time(), 0.001))
-        elif self.caught_up_at is not None and not self.no_more_claims:
-            timeout = min(timeout, RECLAIM_EVERY)
-        if self.in_flight:
-            try:
-                self.early.append(self.answers.get(timeout=timeout))
-            except queue.Empty:
-                pass
-        elif timeout > 0:
-            time.sleep(timeout)  # only the pacer (or a heartbeat) is waited for here
-
-    def collect(self) -> list[Answer]:
-        """The answers that have arrived; their slots are free again."""
-        arrived, self.early = self.early, []
-        try:
-            while len(arrived) < GROUP_MAX:
-                arrived.append(self.answers.get_nowait())
-        except queue.Empty:
-            pass
-        answers: list[Answer] = []
-        for answer in arrived:
-            if isinstance(answer, _Died):
-                # What a worker could not handle (a dying process) stops the pass here:
-                # nothing of this group is recorded, and the reaper settles it.
-                raise answer.exc
-            answers.append(answer)
-        for answer in answers:
-            self.in_flight.discard(answer.item.id)
-            if answer.seconds:
-                self.call_seconds = _ewma(self.call_seconds, answer.seconds)
-        return answers
-
-    # --- claim ----------------------------------------------------------------------------
-
-    def claim(self) -> bool:
-        """Lease more due texts (committed with the turn's other writes); True if any."""
-        size = min(CLAIM_BATCH, max(self.claim_size, 2 * (self.d.concurrency + self.lookahead())))
-        rate = self.d.pacer.rate
-        if rate is not None:  # do not lease more than can go out in a few seconds
-            size = min(size, max(1, math.ceil(rate * 5)))
-        if self.limit is not None:
-            size = min(size, self.limit - self.report.claimed)
-        claimed = claim_due(
-            session=self.session,
-            now=self.d.clock.now(),
-            owner=self.d.owner,
-            limit=size,
-            lease=self.d.lease,
-        )
-        # A text re-planned while it waited here and claimed again is queued once: the
-        # guard hands a claim over at most once, a second copy would only be refused.
-        queued = set(self.ready) | self.in_flight
-        fresh = [i for i in claimed if i not in queued]
-        self.report.claimed += len(fresh)
-        self.ready.extend(fresh)
-        self.caught_up_at = time.monotonic() if len(claimed) < size else None
-        return bool(claimed)
-
-    # --- hand over ------------------------------------------------------------------------
-
-    def hand_over(self, ids: list[int]) -> list[Item]:
-        """Re-check, render and guard a group at the clock's instant (the caller commits,
-        then starts the calls); return the texts guarded."""
-        if not ids:
-            return []
-        d, session = self.d, self.session
-        now = d.clock.now()
-        rows = session.execute(handover_read(), {"p_ids": ids}).all()
-        events: list[dict[str, Any]] = []
-        cancelled: dict[str, list[dict[str, Any]]] = {}
-        expired: list[dict[str, Any]] = []
-        deferred: list[dict[str, Any]] = []
-        items: list[Item] = []
-        for message in rows:
-            patient, procedure = message.Patient, message.Procedure
-            if message.status != SENDING or message.lease_owner != d.owner:
-                continue  # no longer ours: the guard below would refuse it anyway
-            reason = reason_not_to_send(
-                patient=patient, procedure=procedure, care=d.care, step=message.step
-            )
-            if reason is not None:
-                cancelled.setdefault(reason, []).append({"id": message.id})
-                continue
-            if message.expires_at <= now + HANDOVER_MARGIN:
-                expired.append({"id": message.id})
-                continue
-            tz = zone(patient.timezone)
-            quiet_end = quiet_end_near(now, tz, d.care)
-            if quiet_end is not None:
-                if quiet_end >= message.expires_at - HANDOVER_MARGIN:
-                    expired.append({"id": message.id, "detail": "quiet hours last past its expiry"})
-                else:
-                    deferred.append({"id": message.id, "not_before": quiet_end})
-                continue
-            body = render_message(
-                d.care, procedure=procedure, language=patient.language, tz=tz, step=message.step
-            )
-            items.append(
-                Item(
-                    id=message.id,
-                    patient_id=message.patient_id,
-                    step=message.step,
-                    to=patient.phone,  # a changed number is used from the next send on
-                    body=body,
-                    due_at=message.due_at,
-                    expires_at=message.expires_at,
-                    attempts=message.attempts + 1,
-                    tz=tz,
-                    deadline=0.0,
-                )
-            )
-        done: set[int] = set()
-        for reason, group in cancelled.items():
-            for i in self.release(group, now, status=CANCELLED):
-                events.append(event_row(i, now, "cancelled", CANCELLED, reason))
-                self.report.cancelled += 1
-                done.add(i)
-        done |= self.expire(expired, now, events, default="window closes before it could be sent")
-        done |= self.defer(deferred, now, events)
-        ours, guarded = self.guard(items)
-        done |= ours
-        # Refused by the guard but still ours: changed since the read (the patient opted
-        # out, the procedure was cancelled, the window closed). Back to the queue, where
-        # the next read settles it, rather than held until the lease runs out.
-        refused = [{"id": item.id} for item in items if item.id not in ours]
-        for i in self.release(refused, now, status=PENDING):
-            events.append(event_row(i, now, "requeued", PENDING, "changed before its hand-over"))
-            self.report.returned += 1
-            done.add(i)
-        for i in ids:
-            if i not in done:
-                events.append(
-                    event_row(
-                        i,
-                        now,
-                        "lost",
-                        None,
-                        "no longer ours at hand-over (lease lost or re-planned); not sent",
-                    )
-                )
-                self.report.lost += 1
-                log.warning("message %s: no longer ours at hand-over; not sent", i)
-        add_events(session, events)
-        # A call may start only while its lease covers it whole (connect + read timeouts),
-        # counted from before the guard's statement: a stalled commit eats into it.
-        deadline = guarded + d.lease.total_seconds() - d._call_allowance
-        return [
-            replace(item, deadline=deadline, guarded=guarded) for item in items if item.id in ours
-        ]
-
-    def start_calls(self, items: list[Item]) -> None:
-        """Give each guarded (and committed) text to a worker thread."""
-        workers = self.d.workers()
-        for item in items:
-            self.in_flight.add(item.id)
-            workers.submit(item, self.answers)
-
-    def guard(self, items: list[Item]) -> tuple[set[int], float]:
-        """One guarded UPDATE: still `sending`, our lease unexpired, window open, patient not
-        opted out, at the clock's instant now. It extends the lease, counts the attempt,
-        marks the hand-over and writes the body and number (before the call: the reaper
-        matches on them). Returns the ids guarded and the monotonic time of the guard."""
-        now, guarded = self.d.clock.now(), time.monotonic()
-        ours = settle_leased(
-            self.session,
-            owner=self.d.owner,
-            values={
-                "lease_expires_at": now + self.d.lease,
-                "handed_at": now,
-                "attempts": _ONE_MORE_ATTEMPT,
-                "updated_at": now,
-            },
-            rows=[{"id": item.id, "body": item.body, "to_phone": item.to} for item in items],
-            lease_unexpired_at=now,
-            handover_latest=now + HANDOVER_MARGIN,
-        )
-        return ours, guarded
-
-    # --- releases before hand-over --------------------------------------------------------
-
-    def release(
-        self, rows: list[dict[str, Any]], now: datetime, *, status: str, **values: Any
-    ) -> set[int]:
-        """Settle claimed texts before their hand-over: never one already handed over."""
-        return settle_leased(
-            self.session,
-            owner=self.d.owner,
-            values={
-                "status": status,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "updated_at": now,
-                **values,
-            },
-            rows=rows,
-            unhanded=True,
-        )
-
-    def expire(
-        self,
-        rows: list[dict[str, Any]],
-        now: datetime,
-        events: list[dict[str, Any]],
-        *,
-        default: str,
-    ) -> set[int]:
-        details = {row["id"]: row.get("detail", default) for row in rows}
-        written = self.release([{"id": row["id"]} for row in rows], now, status=EXPIRED)
-        for i in written:
-            events.append(event_row(i, now, "expired", EXPIRED, details[i]))
-            self.report.expired += 1
-        return written
-
-    def defer(
-        self, rows: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
-    ) -> set[int]:
-        written = self.release(rows, now, status=PENDING)
-        for i in written:
-            events.append(event_row(i, now, "deferred", PENDING, "quiet hours"))
-            self.report.deferred += 1
-        return written
-
-    def give_back_ready(self, *, stopping: bool = False) -> None:
-        """Hand claimed texts back to the queue: the dispatcher is stopping, or the provider
-        asked for a long pause (until it is over). The next pass picks them up."""
-        now = self.d.clock.now()
-        resume = None if stopping else now + timedelta(seconds=self.d.pacer.wait_time())
-        ids = list(self.ready)
-        self.ready.clear()
-        back = self.release([{"id": i, "not_before": resume} for i in ids], now, status=PENDING)
-        kind, detail = (
-            ("requeued", "the dispatcher stopped before its hand-over")
-            if stopping
-            else ("throttled", "sending paused by the provider")
-        )
-        add_events(self.session, [event_row(i, now, kind, PENDING, detail) for i in back])
-        self.session.commit()
-        if stopping:
-            self.report.returned += len(back)
-        else:
-            self.report.throttled += len(back)
-        self.no_more_claims = True
-
-    # --- heartbeat ------------------------------------------------------------------------
-
-    def beat_if_due(self) -> None:
-        if time.monotonic() - self.last_beat < self.d.heartbeat.total_seconds():
-            return
-        self.last_beat = time.monotonic()
-        held = list(self.ready) + list(self.in_flight)
-        if not held:
-            return
-        now = self.d.clock.now()
-        kept: set[int] = set()
-        params = {"p_owner": self.d.owner, "v_lease": now + self.d.lease}
-        for ids in chunks(held):
-            kept.update(self.session.scalars(renew_statement(), {**params, "p_ids": ids}))
-        self.session.commit()
-        lost = [i for i in self.ready if i not in kept]
-        if lost:
-            log.warning("%d claimed texts lost their lease before hand-over", len(lost))
-            self.ready = deque(i for i in self.ready if i in kept)
-            self.report.lost += len(lost)
-
-
-@dataclass(frozen=True)
-class _Died:
-    """A worker's call raised what no handler may catch (a dying process)."""
-
-    exc: BaseException
-
-
-class _Workers:
-    """`size` threads handing texts over: at most `size` calls at a time, the rest queued.
-
-    Plain queues rather than an executor's futures: a future costs a lock and a condition
-    per text, which the database thread would pay at 1,000 texts a second.
-    """
-
-    def __init__(self, size: int, call: Callable[[Item], Answer]) -> None:
-        self._call = call
-        self._inbox: queue.SimpleQueue[tuple[Item, queue.SimpleQueue[Answer | _Died]] | None]
-        self._inbox = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"dispatch-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, item: Item, answers: queue.SimpleQueue[Answer | _Died]) -> None:
-        self._inbox.put((item, answers))
-
-    def _work(self) -> None:
-        while (job := self._inbox.get()) is not None:
-            item, answers = job
-            try:
-                answers.put(self._call(item))
-            except BaseException as exc:  # noqa: BLE001 - handed to the database thread
-                answers.put(_Died(exc))
-
-    def shutdown(self) -> None:
-        """Let the calls under way finish, then stop every thread."""
-        for _ in self._threads:
-            self._inbox.put(None)
-        for thread in self._threads:
-            thread.join()
-
-
-def _ewma(average: float | None, sample: float, weight: float = 0.2) -> float:
-    return sample if average is None else average + weight * (sample - average)
-
-
-_ONE_MORE_ATTEMPT = MESSAGES.c.attempts + 1
 
 
 def dispatch_due(

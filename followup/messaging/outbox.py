@@ -1,5 +1,5 @@
-"""Planning the outbox: a procedure's texts before and after it, re-planning, cancelling,
-opt-out and in.
+"""Planning the outbox: a procedure's texts before and after it, cancelling, opt-out and
+in. Re-planning after a change is in replan.py.
 
 Every function takes the session and `now`; the caller owns the clock and commits.
 """
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -23,9 +22,7 @@ from followup.db import analyze_if_never_analyzed, in_ids, is_postgresql
 from followup.messaging.events import add_events, event_row, insert_planned
 from followup.messaging.models import (
     CANCELLED,
-    EXPIRED,
     PENDING,
-    SENDING,
     Message,
     MessageEvent,
 )
@@ -37,7 +34,6 @@ log = logging.getLogger(__name__)
 OPTED_OUT = "opted out"  # every opt-out cancellation reason contains this (START undoes them)
 PLAN_BATCH = 1000
 PLANNER_TABLES = ("patients", "procedures")  # what the plan query joins
-REPLANNABLE = (PENDING, EXPIRED)
 
 
 def procedure_anchors(procedure: Procedure) -> Anchors:
@@ -67,7 +63,7 @@ def render_message(
     )
 
 
-def _phase_plan(
+def phase_plan(
     *, protocol: Protocol, row: Any, tz: ZoneInfo, care: CareContext, now: datetime
 ) -> list[PlannedText]:
     """Plan a procedure's current phase from a row with its times (a Procedure or a Row)."""
@@ -152,7 +148,7 @@ def plan_procedures(
     for proc in procedures:
         protocol = care.protocol(proc.kind)
         tz = zone(proc.timezone)
-        planned = _phase_plan(protocol=protocol, row=proc, tz=tz, care=care, now=now)
+        planned = phase_plan(protocol=protocol, row=proc, tz=tz, care=care, now=now)
         if proc.id not in handed_over:
             intro_key, welcome = choose_intro(
                 protocol=protocol, planned=planned, tz=tz, quiet_hours=care.quiet_hours, now=now
@@ -194,213 +190,6 @@ def _procedures_with_texts_handed_over(session: so.Session, ids: list[int]) -> s
             .distinct()
         )
     )
-
-
-@dataclass(frozen=True)
-class ProcedureTimes:
-    """What re-planning reads of a procedure: a Procedure, or the change a nurse previews."""
-
-    status: str
-    completed_at: datetime | None
-    scheduled_at: datetime | None
-    stop_blood_thinner_on: date | None
-    blood_thinner: str | None
-
-    @classmethod
-    def of(cls, procedure: Procedure) -> ProcedureTimes:
-        return cls(
-            status=procedure.status,
-            completed_at=procedure.completed_at,
-            scheduled_at=procedure.scheduled_at,
-            stop_blood_thinner_on=procedure.stop_blood_thinner_on,
-            blood_thinner=procedure.blood_thinner,
-        )
-
-
-@dataclass(frozen=True)
-class ReplanDecision:
-    """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it."""
-
-    step: str
-    action: str
-    planned: PlannedText | None = None
-    reason: str | None = None
-
-
-def decide_replan(
-    *,
-    times: ProcedureTimes,
-    existing: dict[str, Message],
-    care: CareContext,
-    kind: str,
-    tz: ZoneInfo,
-    now: datetime,
-) -> tuple[list[ReplanDecision], str | None, bool]:
-    """Decide, writing nothing, how a procedure's texts follow its status and times.
-
-    Returns the decisions in protocol order, the step that should introduce the program,
-    and whether that choice is to be written (False once a text was handed over).
-    """
-    protocol = care.protocol(kind)
-    planned = _phase_plan(protocol=protocol, row=times, tz=tz, care=care, now=now)
-    intro_given = any(m.attempts > 0 for m in existing.values())
-    intro_key: str | None = None
-    revive: set[str] = set()
-    if not intro_given:
-        # Only texts that can still be (re)planned count as the patient's first text.
-        open_plan = [
-            p
-            for p in planned
-            if p.step not in existing
-            or (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
-        ]
-        intro_key, welcome = choose_intro(
-            protocol=protocol, planned=open_plan, tz=tz, quiet_hours=care.quiet_hours, now=now
-        )
-        if welcome is not None:
-            planned = [welcome, *planned]
-            revive.add(welcome.step)  # a welcome cancelled at completion comes back
-    wanted = {p.step: p for p in planned}
-    finished = times.status == "completed"
-    decisions = []
-    for step in protocol.steps:
-        message = existing.get(step.key)
-        planned_text = wanted.get(step.key)
-        if planned_text is None:
-            if message is not None and (message.status == PENDING or _claimed_only(message)):
-                reason = (
-                    "procedure finished"
-                    if finished and step.phase == BEFORE
-                    else "step no longer applies"
-                )
-                decisions.append(ReplanDecision(step.key, "cancel", reason=reason))
-            elif message is not None:
-                decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
-            continue
-        if message is not None and (
-            (message.attempts > 0 and not _unsent_retry(message))
-            or (
-                not _replannable(message)
-                and not (message.status == CANCELLED and step.key in revive)
-            )
-        ):
-            decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
-            continue
-        decisions.append(ReplanDecision(step.key, "plan", planned=planned_text))
-    return decisions, intro_key, not intro_given
-
-
-def _claimed_only(message: Message) -> bool:
-    """Claimed by a dispatcher but not handed over: still unsent, so still ours to change
-    (the dispatcher's guard then finds it no longer `sending` and does not send it)."""
-    return message.status == SENDING and message.handed_at is None
-
-
-def _replannable(message: Message) -> bool:
-    return message.status in REPLANNABLE or _claimed_only(message)
-
-
-def _unsent_retry(message: Message) -> bool:
-    """Handed over before but refused for now (a transient error): waiting for its retry,
-    or claimed for it. It never reached the patient, so it follows the new times too (an
-    expired one stays expired: its failure is already a person's to follow up)."""
-    return message.status == PENDING or _claimed_only(message)
-
-
-def replan_procedure(
-    *, session: so.Session, procedure: Procedure, patient: Patient, care: CareContext, now: datetime
-) -> list[Message]:
-    """Bring a procedure's unsent texts in line with its current status, times and details.
-
-    A booked procedure keeps the welcome and the steps before it; a completed one the steps
-    after it: what is left of the steps before it is cancelled ("procedure finished").
-    Texts the provider accepted (or may have), and texts cancelled on purpose, are left alone;
-    one refused for now (a transient error, waiting for its retry) follows the new times.
-    Returns the procedure's texts after the change, in due order.
-    """
-    existing = procedure_messages(session=session, procedure_id=procedure.id, lock=True)
-    if procedure.status not in ("completed", "scheduled") or not patient.can_receive_texts():
-        return sorted(existing.values(), key=lambda m: m.due_at)
-    if procedure.status == "completed" and procedure.completed_at is None:
-        return sorted(existing.values(), key=lambda m: m.due_at)
-    decisions, intro_key, write_intro = decide_replan(
-        times=ProcedureTimes.of(procedure),
-        existing=existing,
-        care=care,
-        kind=procedure.kind,
-        tz=zone(patient.timezone),
-        now=now,
-    )
-    if write_intro:
-        procedure.intro_step = intro_key
-    events: list[dict[str, Any]] = []
-    for decision in decisions:
-        message = existing.get(decision.step)
-        if decision.action == "cancel" and message is not None:
-            message.status = CANCELLED
-            message.lease_owner = message.lease_expires_at = None
-            message.updated_at = now
-            session.flush()
-            events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
-            continue
-        if decision.action != "plan" or decision.planned is None:
-            continue
-        planned_text = decision.planned
-        if message is None:
-            message = Message(
-                procedure_id=procedure.id,
-                patient_id=patient.id,
-                step=decision.step,
-                attempts=0,
-                created_at=now,
-            )
-            session.add(message)
-        # A retry keeps its backoff (and the provider's Retry-After) if that ends later.
-        backoff = message.not_before if message.attempts else None
-        message.due_at = planned_text.due_at
-        message.expires_at = planned_text.expires_at
-        message.status = planned_text.status
-        message.not_before = (
-            backoff if backoff is not None and backoff > planned_text.due_at else None
-        )
-        message.lease_owner = message.lease_expires_at = None
-        message.updated_at = now
-        session.flush()
-        detail = "re-planned" + (": window has passed" if planned_text.status == EXPIRED else "")
-        events.append(event_row(message.id, now, "replanned", planned_text.status, detail))
-        existing[decision.step] = message
-    procedure.planned_at = now
-    add_events(session, events)
-    return sorted(existing.values(), key=lambda m: m.due_at)
-
-
-def procedure_messages(
-    *, session: so.Session, procedure_id: int, lock: bool = False
-) -> dict[str, Message]:
-    """A procedure's texts by step, freshly read.
-
-    With `lock` (before writing them), no dispatcher can claim or hand over one of them
-    until this transaction ends: on PostgreSQL the rows are locked (a dispatcher's claim
-    skips them, its guard waits); on SQLite the transaction takes the database's write
-    lock first (a no-op write to the procedure), so what is read is what is overwritten.
-    """
-    query = (
-        sa.select(Message)
-        .where(Message.procedure_id == procedure_id)
-        .order_by(Message.id)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        if is_postgresql(session):
-            query = query.with_for_update(of=Message)
-        else:
-            table = cast(sa.Table, Procedure.__table__)
-            session.execute(
-                sa.update(table)
-                .where(table.c.id == procedure_id)
-                .values(planned_at=table.c.planned_at)
-            )
-    return {m.step: m for m in session.scalars(query)}
 
 
 def cancel_pending(

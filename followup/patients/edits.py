@@ -22,12 +22,11 @@ from followup.messaging.models import (
     PENDING,
     Message,
 )
-from followup.messaging.outbox import (
+from followup.messaging.outbox import cancel_pending, record_opt_out
+from followup.messaging.replan import (
     ProcedureTimes,
-    cancel_pending,
     decide_replan,
     procedure_messages,
-    record_opt_out,
     replan_procedure,
 )
 from followup.patients.models import Patient, Procedure

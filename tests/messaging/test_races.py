@@ -16,16 +16,17 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-import followup.messaging.dispatch as dispatch_module
+import followup.messaging.turns as turns_module
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
-from followup.messaging.dispatch import Dispatcher, _Pass
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message, MessageEvent
-from followup.messaging.outbox import procedure_messages
+from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import TransientSendError
+from followup.messaging.turns import DispatchPass
 from followup.patients.edits import cancel_procedure, change_completion_time
 from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
@@ -109,7 +110,7 @@ def test_a_procedure_cancelled_between_the_hand_over_read_and_its_guard_is_not_t
 ) -> None:
     clock.set(at("2026-03-06T15:00"))
     result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
-    render = dispatch_module.render_message
+    render = turns_module.render_message
     cancelled: list[int] = []
 
     def render_while_a_nurse_cancels(*args: Any, **kwargs: Any) -> str:
@@ -125,13 +126,13 @@ def test_a_procedure_cancelled_between_the_hand_over_read_and_its_guard_is_not_t
             other_session.commit()
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(dispatch_module, "render_message", render_while_a_nurse_cancels)
+    monkeypatch.setattr(turns_module, "render_message", render_while_a_nurse_cancels)
     # Claimed and committed in one turn, handed over in a later one (as when texts wait
     # for the rate limit): on SQLite only then is the read outside a write transaction.
     ids = claim_due(session=session, now=clock.now(), owner="w1", limit=10)
     session.commit()
     with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
-        turn = _Pass(dispatcher, session, DispatchReport(), None)
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
         guarded = turn.hand_over(ids)
         session.commit()
 
@@ -142,7 +143,7 @@ def test_a_procedure_cancelled_between_the_hand_over_read_and_its_guard_is_not_t
     assert turn.report.returned == 1
     # Handed back at once, not held for a lease: the next pass cancels it.
     assert text(session, "no-driving").status == "pending"
-    monkeypatch.setattr(dispatch_module, "render_message", render)
+    monkeypatch.setattr(turns_module, "render_message", render)
     report = dispatch(session, transport, care, clock.now())
     assert transport.sent == [] and report.cancelled == 1
     assert text(session, "no-driving").status == "cancelled"
@@ -267,7 +268,7 @@ def test_a_text_replanned_and_claimed_again_while_it_waited_is_handed_over_once(
     clock.set(at("2026-03-06T15:00"))
     result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
     with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
-        turn = _Pass(dispatcher, session, DispatchReport(), None)
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
         assert turn.claim()
         session.commit()
         first_claim = list(turn.ready)
