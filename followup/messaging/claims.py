@@ -72,14 +72,14 @@ def claim_due(
     text due at the same second.
     """
     table = MESSAGES.c
+    ready = (
+        table.due_at <= now,
+        table.expires_at > now,
+        sa.or_(table.not_before.is_(None), table.not_before <= now),
+    )
     due = (
         sa.select(table.id)
-        .where(
-            table.status == PENDING,
-            table.due_at <= now,
-            table.expires_at > now,
-            sa.or_(table.not_before.is_(None), table.not_before <= now),
-        )
+        .where(table.status == PENDING, *ready)
         .order_by(table.due_at)
         .limit(limit)
     )
@@ -92,13 +92,7 @@ def claim_due(
     # process may have claimed, re-planned (a later due time) or deferred a text since.
     claimed = session.scalars(
         sa.update(MESSAGES)
-        .where(
-            table.id.in_(candidates),
-            status_is(PENDING),
-            table.due_at <= now,
-            table.expires_at > now,
-            sa.or_(table.not_before.is_(None), table.not_before <= now),
-        )
+        .where(table.id.in_(candidates), status_is(PENDING), *ready)
         .values(
             status=SENDING,
             lease_owner=owner,
@@ -107,7 +101,7 @@ def claim_due(
             handed_at=None,
             updated_at=now,
         )
-        .returning(MESSAGES.c.id),
+        .returning(table.id),
     ).all()
     add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
     mine = set(claimed)

@@ -284,7 +284,7 @@ _PLANNED_EVENT_PARAMS = {
 }  # fmt: skip
 
 
-def _instant_formatter(session: so.Session) -> Any:
+def _instant_formatter(session: so.Session) -> Callable[[datetime], str]:
     """Format instants as the column type stores them on this database (SQLite: its text
     format; PostgreSQL: ISO 8601 with the offset), once per distinct instant."""
     dialect = session.get_bind().dialect
