@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# PostgreSQL's answers that mean "this transaction was rolled back whole; run it again":
+# chosen as a deadlock's victim (40P01) or a serialization failure (40001).
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+WRITE_ATTEMPTS = 3
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -139,6 +149,47 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def make_session_factory(engine: Engine) -> so.sessionmaker[so.Session]:
     """Build the session factory; objects stay readable after commit."""
     return so.sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Tell whether the database rolled the transaction back whole for a conflict with
+    another one (deadlock victim, serialization failure): running it again is safe."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+    )
+
+
+def commit_with_retry(
+    session: so.Session, work: Callable[[], T], *, attempts: int = WRITE_ATTEMPTS
+) -> T:
+    """Run `work` (a request's writes in `session`) and commit; run it again, up to
+    `attempts` times in all, when the database rolled it back for a conflict.
+
+    On PostgreSQL a nurse's edit locks a procedure's texts while a dispatcher's turn may
+    hold one of them and wait for another: one of the two is rolled back after
+    `deadlock_timeout`. The dispatcher's turn is settled by the reaper; a request's writes
+    are run again here instead of answering the nurse (or Twilio) with an error. `work`
+    must only write through `session` (nothing sent, nothing outside the transaction),
+    so a second run is as if the first never happened. Any other error propagates, after
+    the rollback.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            result = work()
+            session.commit()
+            return result
+        except Exception as exc:
+            session.rollback()
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.warning(
+                "transaction rolled back (%s, attempt %d of %d); running it again",
+                getattr(getattr(exc, "orig", None), "sqlstate", "?"),
+                attempt,
+                attempts,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def is_postgresql(session: so.Session) -> bool:

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
+import sqlalchemy.orm as so
 from flask import Blueprint, Response, abort, current_app, request
 from flask.typing import ResponseReturnValue
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
 
+from followup.db import commit_with_retry
 from followup.inbox.alerts import record_alert_status
 from followup.messaging.replies import record_inbound
 from followup.messaging.status import hold_status_report, record_status_callback
@@ -104,30 +106,25 @@ def status_callback() -> ResponseReturnValue:
     if not sid or not status:
         abort(400)
     runtime = _runtime()
-    with runtime.session_factory() as session:
+    reported = status.strip().lower()
+    error_code = _error_code(request.form.get("ErrorCode"))
+
+    def record(session: so.Session) -> None:
+        now = runtime.clock.now()
         message = record_status_callback(
-            session=session,
-            provider_sid=sid,
-            status=status.strip().lower(),
-            error_code=_error_code(request.form.get("ErrorCode")),
-            now=runtime.clock.now(),
+            session=session, provider_sid=sid, status=reported, error_code=error_code, now=now
         )
         # Not a patient's text: perhaps a staff alert's SMS, or a text whose SID the
         # dispatcher has not committed yet (Twilio can call back first): kept until it has.
         if message is None and not record_alert_status(
-            session=session,
-            provider_sid=sid,
-            status=status.strip().lower(),
-            now=runtime.clock.now(),
+            session=session, provider_sid=sid, status=reported, now=now
         ):
             hold_status_report(
-                session=session,
-                provider_sid=sid,
-                status=status.strip().lower(),
-                error_code=_error_code(request.form.get("ErrorCode")),
-                now=runtime.clock.now(),
+                session=session, provider_sid=sid, status=reported, error_code=error_code, now=now
             )
-        session.commit()
+
+    with runtime.session_factory() as session:
+        commit_with_retry(session, lambda: record(session))
     return "", 200
 
 
@@ -141,19 +138,23 @@ def inbound() -> ResponseReturnValue:
         abort(400)
     runtime = _runtime()
     with runtime.session_factory() as session:
-        result = record_inbound(
-            session=session,
-            provider_sid=sid,
-            from_phone=sender.strip(),
-            body=request.form.get("Body", ""),
-            opt_out_type=request.form.get("OptOutType"),
-            care=runtime.care,
-            clinic_hours=runtime.settings.clinic_hours,
-            clinic_zone=runtime.settings.default_timezone,
-            now=runtime.clock.now(),
-            media_count=_count(request.form.get("NumMedia")),
+        # A STOP cancels the patient's pending texts, which a dispatcher may hold: run
+        # again rather than lose the reply if PostgreSQL picks it as a deadlock's victim.
+        result = commit_with_retry(
+            session,
+            lambda: record_inbound(
+                session=session,
+                provider_sid=sid,
+                from_phone=sender.strip(),
+                body=request.form.get("Body", ""),
+                opt_out_type=request.form.get("OptOutType"),
+                care=runtime.care,
+                clinic_hours=runtime.settings.clinic_hours,
+                clinic_zone=runtime.settings.default_timezone,
+                now=runtime.clock.now(),
+                media_count=_count(request.form.get("NumMedia")),
+            ),
         )
-        session.commit()
     twiml = MessagingResponse()
     if result.reply:
         twiml.message(result.reply)

@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from wtforms import SelectChoice
 
 from followup.care.timing import LocalTimeChoice
+from followup.db import commit_with_retry
 from followup.errors import ValidationError
 from followup.inbox.service import PATIENT_FLAGS, flag_condition, patient_flags
 from followup.patients.edits import (
@@ -317,16 +318,18 @@ def completion(patient_id: int) -> ResponseReturnValue:
     rt = runtime()
     try:
         if request.form.get("action") == "confirm":
-            correct_completion_time(
-                session=db(),
-                patient_id=patient_id,
-                procedure_id=procedure_id,
-                completed_at=raw,
-                care=rt.care,
-                now=rt.clock.now(),
-                actor=staff().email,
+            commit_with_retry(
+                db(),
+                lambda: correct_completion_time(
+                    session=db(),
+                    patient_id=patient_id,
+                    procedure_id=procedure_id,
+                    completed_at=raw,
+                    care=rt.care,
+                    now=rt.clock.now(),
+                    actor=staff().email,
+                ),
             )
-            db().commit()
             flash("Completion recorded; the unsent texts are re-planned.")
             return redirect(f"/patients/{patient_id}")
         preview = preview_completion_change(
@@ -368,17 +371,19 @@ def reschedule(patient_id: int) -> ResponseReturnValue:
     rt = runtime()
     try:
         if request.form.get("action") == "confirm":
-            reschedule_procedure(
-                session=db(),
-                patient_id=patient_id,
-                procedure_id=procedure_id,
-                scheduled_at=raw,
-                stop_blood_thinner_on=stop,
-                care=rt.care,
-                now=rt.clock.now(),
-                actor=staff().email,
+            commit_with_retry(
+                db(),
+                lambda: reschedule_procedure(
+                    session=db(),
+                    patient_id=patient_id,
+                    procedure_id=procedure_id,
+                    scheduled_at=raw,
+                    stop_blood_thinner_on=stop,
+                    care=rt.care,
+                    now=rt.clock.now(),
+                    actor=staff().email,
+                ),
             )
-            db().commit()
             flash("Procedure rescheduled; the texts before it are re-planned.")
             return redirect(f"/patients/{patient_id}")
         preview = preview_reschedule(
@@ -419,18 +424,20 @@ def cancel(patient_id: int) -> ResponseReturnValue:
     try:
         if not form.confirm.data:
             raise ValidationError("confirm", "tick the box to confirm")
-        count = cancel_patient_procedure(
-            session=db(),
-            patient_id=patient_id,
-            procedure_id=procedure_id,
-            now=runtime().clock.now(),
-            actor=staff().email,
+        count = commit_with_retry(
+            db(),
+            lambda: cancel_patient_procedure(
+                session=db(),
+                patient_id=patient_id,
+                procedure_id=procedure_id,
+                now=runtime().clock.now(),
+                actor=staff().email,
+            ),
         )
     except ValidationError as exc:
         db().rollback()
         _put_errors(form, exc)
         return _detail(patient_id, UNPROCESSABLE, cancel_forms={procedure_id: form})
-    db().commit()
     flash(f"Procedure cancelled; {count} pending texts cancelled.")
     return redirect(f"/patients/{patient_id}")
 
@@ -440,19 +447,21 @@ def phone(patient_id: int) -> ResponseReturnValue:
     form = PhoneForm(prefix="phone")
     rt = runtime()
     try:
-        change_phone(
-            session=db(),
-            patient_id=patient_id,
-            phone=form.phone.data or "",
-            region=rt.settings.default_region,
-            now=rt.clock.now(),
-            actor=staff().email,
+        commit_with_retry(
+            db(),
+            lambda: change_phone(
+                session=db(),
+                patient_id=patient_id,
+                phone=form.phone.data or "",
+                region=rt.settings.default_region,
+                now=rt.clock.now(),
+                actor=staff().email,
+            ),
         )
     except ValidationError as exc:
         db().rollback()
         _put_errors(form, exc)
         return _detail(patient_id, UNPROCESSABLE, phone_form=form)
-    db().commit()
     flash("Phone number changed; the next text goes to the new number.")
     return redirect(f"/patients/{patient_id}")
 
@@ -461,18 +470,20 @@ def phone(patient_id: int) -> ResponseReturnValue:
 def language(patient_id: int) -> ResponseReturnValue:
     form = LanguageForm(prefix="language")
     try:
-        change_language(
-            session=db(),
-            patient_id=patient_id,
-            language=form.language.data or "",
-            now=runtime().clock.now(),
-            actor=staff().email,
+        commit_with_retry(
+            db(),
+            lambda: change_language(
+                session=db(),
+                patient_id=patient_id,
+                language=form.language.data or "",
+                now=runtime().clock.now(),
+                actor=staff().email,
+            ),
         )
     except ValidationError as exc:
         db().rollback()
         _put_errors(form, exc)
         return _detail(patient_id, UNPROCESSABLE, language_form=form)
-    db().commit()
     flash("Language changed; the next text is written in it.")
     return redirect(f"/patients/{patient_id}")
 
@@ -483,13 +494,15 @@ def opt_out(patient_id: int) -> ResponseReturnValue:
     try:
         if not form.confirm.data:
             raise ValidationError("confirm", "tick the box to confirm")
-        count = record_staff_opt_out(
-            session=db(), patient_id=patient_id, now=runtime().clock.now(), actor=staff().email
+        count = commit_with_retry(
+            db(),
+            lambda: record_staff_opt_out(
+                session=db(), patient_id=patient_id, now=runtime().clock.now(), actor=staff().email
+            ),
         )
     except ValidationError as exc:
         db().rollback()
         _put_errors(form, exc)
         return _detail(patient_id, UNPROCESSABLE, opt_out_form=form)
-    db().commit()
     flash(f"Opt-out recorded; {count} pending texts cancelled.")
     return redirect(f"/patients/{patient_id}")
