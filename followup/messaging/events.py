@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from followup.db import UTCDateTime, array_type, as_utc, is_postgresql
 from followup.messaging.models import (
+    CANCELLED,
     EXPIRED,
     PENDING,
     SENDING,
@@ -43,8 +44,17 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
     """A cached UPDATE of one text by id (executemany): built once per column set."""
     table = MESSAGES
     statement = sa.update(table).where(table.c.id == sa.bindparam("p_id"))
-    if guard == "unsent":  # a text recorded as sent even though its lease moved on
-        statement = statement.where(table.c.status.in_((PENDING, SENDING)))
+    if guard == "unsent":
+        # A text the provider has, recorded as sent even though its lease moved on: the
+        # reaper may have requeued it (Twilio did not list it yet), and re-planning or a
+        # cancellation may have expired or cancelled that copy since. Never over a send
+        # someone else recorded (a SID) or an outcome the provider gave (failed, delivered).
+        statement = statement.where(
+            sa.or_(
+                table.c.status.in_((PENDING, SENDING)),
+                sa.and_(table.c.status.in_((EXPIRED, CANCELLED)), table.c.provider_sid.is_(None)),
+            )
+        )
     return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
 
 

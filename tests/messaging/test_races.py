@@ -23,6 +23,7 @@ from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message, MessageEvent
+from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import TransientSendError
@@ -353,3 +354,42 @@ def test_a_retry_replanned_to_now_still_waits_for_its_backoff(
     assert transport.sent == []
     dispatch(session, transport, care, backoff)
     assert transport.steps_sent() == ["no-driving"]
+
+
+def test_a_late_sent_answer_is_recorded_even_after_a_replan_expired_the_requeued_text(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
+        assert turn.claim()
+        session.commit()
+        handed = turn.hand_over(list(turn.ready))
+        session.commit()
+        turn.start_calls(handed)
+        answer = turn.answers.get(timeout=5)  # Twilio took it; this dispatcher then stalls
+    assert answer.result is not None
+    # Past its lease, the reaper asks Twilio, which does not list the text yet: requeued.
+    transport.provider_has = []
+    later = clock.now() + timedelta(minutes=10)
+    assert reap_stale(session=other_session, transport=transport, now=later).requeued == 1
+    # A nurse then moves the end of the procedure to the day before: its window has passed.
+    correct_end(other_session, care, result.procedure.id, "2026-03-05T14:25", later)
+    assert text(session, "no-driving").status == "expired"
+
+    # The stalled dispatcher records Twilio's answer at last: the patient has the text, so
+    # the log says so (with its SID, for the delivery reports), and nothing sends it again.
+    turn.outcomes.record([answer])
+    session.commit()
+    message = text(session, "no-driving")
+    assert (message.status, message.provider_sid) == ("sent", answer.result.provider_sid)
+    assert history(session, "no-driving")[-1] == "sent"
+    dispatch(session, transport, care, later + timedelta(minutes=1))
+    # Only the next step (day 1 of the new end, due now) goes out; no-driving never again.
+    assert transport.steps_sent() == ["no-driving", "soreness"]
