@@ -363,6 +363,15 @@ class Outcomes:
         )
 
     def record_unknown(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        # Marked handed over at the request's instant, so that the reaper asks the provider
+        # instead of sending again: a text the reaper requeued while this request was under
+        # way, and this dispatcher then claimed again, has a new claim not handed over.
+        settle_leased(
+            self.session,
+            owner=self.d.owner,
+            values={"lease_owner": self.d.owner},
+            rows=[{"id": a.item.id, "handed_at": a.at} for a in answers],
+        )
         for a in answers:
             # It may or may not have gone out: it stays `sending` under its lease (no longer
             # renewed) and the reaper asks the provider once the lease has run out.

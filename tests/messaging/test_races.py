@@ -26,7 +26,7 @@ from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
-from followup.messaging.transports.base import TransientSendError
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from followup.patients.edits import cancel_procedure, change_completion_time
 from followup.patients.validation import EnrollmentResult
@@ -393,3 +393,52 @@ def test_a_late_sent_answer_is_recorded_even_after_a_replan_expired_the_requeued
     dispatch(session, transport, care, later + timedelta(minutes=1))
     # Only the next step (day 1 of the new end, due now) goes out; no-driving never again.
     assert transport.steps_sent() == ["no-driving", "soreness"]
+
+
+class AcceptedThenLost(ScriptedTransport):
+    """Twilio takes the text, then the answer is lost (a read timeout): outcome unknown."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        super().send(sms)
+        raise TimeoutError("read timed out")
+
+
+def test_an_unknown_outcome_of_a_text_claimed_again_meanwhile_is_reconciled_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = AcceptedThenLost()
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
+        assert turn.claim()
+        session.commit()
+        turn.start_calls(turn.hand_over(list(turn.ready)))
+        session.commit()
+        answer = turn.answers.get(timeout=5)  # lost in the wire; this dispatcher stalls
+        assert answer.unknown == "TimeoutError"
+        # Past its lease, the reaper asks Twilio, which does not list the text yet: requeued.
+        transport.provider_has = []
+        clock.set(clock.now() + timedelta(minutes=10))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        # The stalled dispatcher wakes, claims the text again (it is due) and only then
+        # takes the unknown answer of its first request.
+        assert turn.claim()
+        session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    # Twilio lists it now. Once the lease has run out, the reaper must ask, not resend.
+    message = text(session, "no-driving")
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    clock.set(clock.now() + timedelta(minutes=10))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.reconciled, report.requeued) == (1, 0)
+    message = text(session, "no-driving")
+    assert (message.status, message.provider_sid) == ("sent", "SM-first")
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
