@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -294,6 +295,16 @@ def test_dispatcher_killed_mid_batch_everything_settled_within_two_minutes_nothi
     start = clock.now()  # 15:00 in New York: no quiet hours, a window to 21:00
     seed(session, 60, due=start, expires=start + timedelta(hours=6), tz="America/New_York")
     twilio_fake.latency = 0.05  # 60 texts four at a time: about 0.75 s
+    # From the 20th text on, Twilio creates each text and holds its answer until the kill:
+    # however slowly this machine runs the test, the process dies mid-batch with texts at
+    # Twilio that it never heard about.
+    killed = threading.Event()
+
+    def hold_answers_from_the_20th(_message: dict[str, Any]) -> None:
+        if len(twilio_fake.messages) >= 20:
+            killed.wait(30)
+
+    twilio_fake.on_create = hold_answers_from_the_20th
     args = [database_url, twilio_fake.base_url, twilio_fake.account_sid, twilio_fake.auth_token]
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_DISPATCHER, *args, start.isoformat()],
@@ -307,6 +318,7 @@ def test_dispatcher_killed_mid_batch_everything_settled_within_two_minutes_nothi
         started = twilio_fake.wait_for_messages(20, timeout=60)
     finally:
         os.kill(process.pid, signal.SIGKILL)  # kill -9, mid-batch
+        killed.set()
         _out, err = process.communicate(timeout=30)
     assert started, err
     assert process.returncode == -signal.SIGKILL
