@@ -8,6 +8,7 @@ exact point where the dispatcher is between two of its statements.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -98,6 +99,25 @@ def other_session(session_factory: so.sessionmaker[so.Session]) -> Iterator[so.S
     """A second process's session (a nurse's request)."""
     with session_factory() as other:
         yield other
+
+
+@contextmanager
+def no_driving_claimed(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> Iterator[tuple[DispatchPass, EnrollmentResult]]:
+    """15:00, a procedure finished at 14:30: its no-driving text (due now) claimed by a
+    pass of dispatcher w1, not yet handed over."""
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
+        assert turn.claim()
+        session.commit()
+        yield turn, result
 
 
 def test_a_procedure_cancelled_between_the_hand_over_read_and_its_guard_is_not_texted(
@@ -266,12 +286,7 @@ def test_a_text_replanned_and_claimed_again_while_it_waited_is_handed_over_once(
     transport: ScriptedTransport,
     enroll: Enroll,
 ) -> None:
-    clock.set(at("2026-03-06T15:00"))
-    result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
-    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
-        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
-        assert turn.claim()
-        session.commit()
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, result):
         first_claim = list(turn.ready)
         # While it waits for a slot, a nurse corrects the end by five minutes: the text is
         # re-planned (still due now) and this dispatcher claims it again.
@@ -364,12 +379,7 @@ def test_a_late_sent_answer_is_recorded_even_after_a_replan_expired_the_requeued
     transport: ScriptedTransport,
     enroll: Enroll,
 ) -> None:
-    clock.set(at("2026-03-06T15:00"))
-    result = enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
-    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
-        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
-        assert turn.claim()
-        session.commit()
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, result):
         handed = turn.hand_over(list(turn.ready))
         session.commit()
         turn.start_calls(handed)
@@ -411,12 +421,7 @@ def test_an_unknown_outcome_of_a_text_claimed_again_meanwhile_is_reconciled_not_
     enroll: Enroll,
 ) -> None:
     transport = AcceptedThenLost()
-    clock.set(at("2026-03-06T15:00"))
-    enroll(completed_at="2026-03-06T14:30")  # the no-driving text is due now
-    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
-        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
-        assert turn.claim()
-        session.commit()
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
         turn.start_calls(turn.hand_over(list(turn.ready)))
         session.commit()
         answer = turn.answers.get(timeout=5)  # lost in the wire; this dispatcher stalls
