@@ -21,6 +21,7 @@ from followup.db import UTCDateTime, array_type, as_utc, is_postgresql
 from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
+    FAILED,
     PENDING,
     SENDING,
     Message,
@@ -46,14 +47,29 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
     statement = sa.update(table).where(table.c.id == sa.bindparam("p_id"))
     if guard == "unsent":
         # A text the provider has, recorded as sent even though its lease moved on: the
-        # reaper may have requeued it (Twilio did not list it yet), and re-planning or a
-        # cancellation may have expired or cancelled that copy since. Never over a send
-        # someone else recorded (a SID) or an outcome the provider gave (failed, delivered).
+        # reaper may have requeued it (Twilio did not list it yet), and since then that
+        # copy may have been expired or cancelled (re-planning, a cancellation) or refused
+        # by the provider (a later attempt). Never over a text with a SID: a send someone
+        # else recorded, or an outcome the provider reported for it.
         statement = statement.where(
             sa.or_(
                 table.c.status.in_((PENDING, SENDING)),
-                sa.and_(table.c.status.in_((EXPIRED, CANCELLED)), table.c.provider_sid.is_(None)),
+                sa.and_(
+                    table.c.status.in_((EXPIRED, CANCELLED, FAILED)),
+                    table.c.provider_sid.is_(None),
+                ),
             )
+        )
+    elif guard == "requeued":
+        # A maybe-sent text the reaper requeued while its request was under way: taken back
+        # unless it was handed over again (or recorded) since. A claim not handed over yet
+        # is taken too: its dispatcher's hand-over guard then refuses it.
+        statement = statement.where(
+            table.c.provider_sid.is_(None),
+            sa.or_(
+                table.c.status == PENDING,
+                sa.and_(table.c.status == SENDING, table.c.handed_at.is_(None)),
+            ),
         )
     return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
 

@@ -260,8 +260,9 @@ class Outcomes:
         detail: Callable[[dict[str, Any]], str],
         counter: str,
         at: dict[int, datetime],
-    ) -> None:
-        """Write one kind of outcome for a group (guarded on our lease), with its events."""
+    ) -> set[int]:
+        """Write one kind of outcome for a group (guarded on our lease), with its events;
+        return the ids written."""
         written = settle_leased(
             self.session,
             owner=self.d.owner,
@@ -272,6 +273,40 @@ class Outcomes:
             if row["id"] in written:
                 events.append(event_row(row["id"], at[row["id"]], kind, status, detail(row)))
                 setattr(self.report, counter, getattr(self.report, counter) + 1)
+        return written
+
+    def take_back(
+        self,
+        rows: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        at: dict[int, datetime],
+        detail: Callable[[dict[str, Any]], str],
+    ) -> None:
+        """Maybe-sent answers whose lease had moved on: the reaper asked the provider while
+        the request was still under way, found nothing and requeued the text. Unless it was
+        handed over again (or recorded) since, the text goes back to `sending` under this
+        process's lease (not renewed), marked handed over at the request's instant, so that
+        the reaper asks the provider again once that lease has run out instead of sending
+        it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at"."""
+        for row in rows:
+            values = {k: v for k, v in row.items() if not k.startswith("_")}
+            taken = write_by_id(
+                self.session,
+                [{**values, "status": SENDING, "lease_owner": self.d.owner}],
+                guard="requeued",
+            )
+            note = "taken back from the queue" if taken else "handed over again or recorded since"
+            events.append(
+                event_row(
+                    row["id"],
+                    at[row["id"]],
+                    "outcome-unknown",
+                    SENDING if taken else None,
+                    f"{detail(row)}; its lease had moved on: {note}",
+                )
+            )
+            log.warning("message %s: outcome unknown after its lease moved on: %s", row["id"], note)
+            self.report.unknown += 1
 
     def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
         retry: list[dict[str, Any]] = []
@@ -311,7 +346,11 @@ class Outcomes:
             if exc.maybe_sent:
                 # It may have reached the provider: it stays `sending` (no longer renewed)
                 # until the reaper has asked the provider, after `retry_at`.
-                unknown.append({**row, "lease_expires_at": retry_at or a.item.expires_at})
+                # Marked handed over at the request's instant: the reaper must ask, even
+                # when this claim is a newer one (requeued mid-request, claimed again).
+                unknown.append(
+                    {**row, "lease_expires_at": retry_at or a.item.expires_at, "handed_at": a.at}
+                )
             elif retry_at is None:
                 expired.append(row)
             else:
@@ -338,19 +377,24 @@ class Outcomes:
             counter="throttled",
             at=at,
         )
-        self.settle(
+
+        def asked_after(r: dict[str, Any]) -> str:
+            return (
+                f"error {r['error_code']}; the provider is asked after "
+                f"{r['lease_expires_at'].isoformat()}"
+            )
+
+        ours = self.settle(
             unknown,
             events,
             values={},
             kind="outcome-unknown",
             status=SENDING,
-            detail=lambda r: (
-                f"error {r['error_code']}; the provider is asked after "
-                f"{r['lease_expires_at'].isoformat()}"
-            ),
+            detail=asked_after,
             counter="unknown",
             at=at,
         )
+        self.take_back([r for r in unknown if r["id"] not in ours], events, at, asked_after)
         self.settle(
             expired,
             events,
@@ -366,7 +410,7 @@ class Outcomes:
         # Marked handed over at the request's instant, so that the reaper asks the provider
         # instead of sending again: a text the reaper requeued while this request was under
         # way, and this dispatcher then claimed again, has a new claim not handed over.
-        settle_leased(
+        ours = settle_leased(
             self.session,
             owner=self.d.owner,
             values={"lease_owner": self.d.owner},
@@ -376,6 +420,8 @@ class Outcomes:
             # It may or may not have gone out: it stays `sending` under its lease (no longer
             # renewed) and the reaper asks the provider once the lease has run out.
             log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
+            if a.item.id not in ours:
+                continue
             events.append(
                 event_row(
                     a.item.id,
@@ -386,6 +432,22 @@ class Outcomes:
                 )
             )
             self.report.unknown += 1
+        self.take_back(
+            [
+                {
+                    "id": a.item.id,
+                    "handed_at": a.at,
+                    "lease_expires_at": a.answered_at + self.d.lease,
+                    "updated_at": a.answered_at,
+                    "_raised": a.unknown,
+                }
+                for a in answers
+                if a.item.id not in ours
+            ],
+            events,
+            {a.item.id: a.answered_at for a in answers},
+            lambda r: f"transport raised {r['_raised']}",
+        )
 
     def record_withheld(
         self, by_kind: dict[str, list[Answer]], events: list[dict[str, Any]]

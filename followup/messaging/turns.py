@@ -67,6 +67,7 @@ class DispatchPass:
         self.limit = limit
         self.ready: deque[int] = deque()  # claimed, not yet handed over
         self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
+        self.answered: set[int] = set()  # answers taken this turn, recorded in it
         self.answers: queue.SimpleQueue[Answer | Died] = queue.SimpleQueue()
         self.early: list[Answer | Died] = []  # taken off the queue while waiting
         self.call_seconds: float | None = None  # how long a transport call takes (average)
@@ -172,6 +173,7 @@ class DispatchPass:
                 # nothing of this group is recorded, and the reaper settles it.
                 raise answer.exc
             answers.append(answer)
+        self.answered = {answer.item.id for answer in answers}
         for answer in answers:
             self.in_flight.discard(answer.item.id)
             if answer.seconds:
@@ -196,8 +198,10 @@ class DispatchPass:
             lease=self.d.lease,
         )
         # A text re-planned while it waited here and claimed again is queued once: the
-        # guard hands a claim over at most once, a second copy would only be refused.
-        queued = set(self.ready) | self.in_flight
+        # guard hands a claim over at most once, a second copy would only be refused. One
+        # the reaper requeued while its request was under way, claimed again, is settled
+        # by that request's answer (recorded in this turn or a later one), never queued.
+        queued = set(self.ready) | self.in_flight | self.answered
         fresh = [i for i in claimed if i not in queued]
         self.report.claimed += len(fresh)
         self.ready.extend(fresh)

@@ -24,6 +24,7 @@ from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message, MessageEvent
+from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
@@ -32,7 +33,7 @@ from followup.messaging.turns import DispatchPass
 from followup.patients.edits import cancel_procedure, change_completion_time
 from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import dispatch
+from tests.messaging.helpers import dispatch, event_details
 
 Enroll = Callable[..., EnrollmentResult]
 NEW_YORK = ZoneInfo("America/New_York")
@@ -446,4 +447,142 @@ def test_an_unknown_outcome_of_a_text_claimed_again_meanwhile_is_reconciled_not_
     message = text(session, "no-driving")
     assert (message.status, message.provider_sid) == ("sent", "SM-first")
     dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+
+
+class TimedOutAtTwilio(ScriptedTransport):
+    """Twilio takes the first text but the client times out reading the answer: the
+    request may have reached Twilio (what the Twilio transport reports for a timeout)."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        result = super().send(sms)
+        if len(self.sent) == 1:
+            raise TransientSendError("timeout", "no answer", maybe_sent=True)
+        return result
+
+
+@contextmanager
+def requeued_mid_request(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+    *,
+    attempts: int = 0,
+) -> Iterator[tuple[DispatchPass, Answer]]:
+    """The no-driving text's request timed out at Twilio (which has it); its dispatcher
+    stalled before taking the answer and, past its lease, the reaper asked Twilio, which
+    did not list the text yet, and requeued it. `attempts`: tries before this one."""
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        session.execute(sa.update(Message).values(attempts=attempts))
+        session.commit()
+        group = list(turn.ready)
+        turn.ready.clear()  # taken for hand-over, as the pass's loop does
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        answer = turn.answers.get(timeout=5)
+        transport.provider_has = []
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        yield turn, answer
+
+
+def test_a_timeout_answer_for_a_text_claimed_again_meanwhile_is_reconciled_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = TimedOutAtTwilio()
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        assert turn.claim()  # the stalled dispatcher claims it again, then takes the answer
+        session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    message = text(session, "no-driving")
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    clock.set(clock.now() + timedelta(hours=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.reconciled, report.requeued) == (1, 0)
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    assert text(session, "no-driving").provider_sid == "SM-first"
+
+
+def test_a_timeout_answer_taken_in_the_turn_that_claims_the_text_again_is_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # After six tries the backoff is long: the answer's lease outlives the turn, in which
+    # the same pass takes the answer, claims the requeued text again and hands texts over.
+    transport = TimedOutAtTwilio()
+    with requeued_mid_request(
+        session, other_session, care, clock, transport, enroll, attempts=6
+    ) as (turn, answer):
+        turn.answers.put(answer)
+        turn.caught_up_at = None  # it looks for due texts before recording the answer
+        turn.run()
+    assert transport.steps_sent() == ["no-driving"]
+    assert turn.report.lost == 0
+    assert history(session, "no-driving")[-1] == "outcome-unknown"
+    # Once the answer's lease has run out, the reaper asks Twilio, which lists it now.
+    message = text(session, "no-driving")
+    assert message.lease_expires_at is not None
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.reconciled, report.requeued) == (1, 0)
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+
+
+def test_a_timeout_answer_after_the_reaper_requeued_takes_the_text_back_from_another_claim(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = TimedOutAtTwilio()
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        # Another dispatcher claims the requeued text; before it hands it over, the stalled
+        # one records its timeout: the text may be at Twilio, so it is taken back.
+        claimed = claim_due(session=other_session, now=clock.now(), owner="w2", limit=10)
+        other_session.commit()
+        assert claimed == [answer.item.id]
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    message = text(session, "no-driving")
+    assert (message.status, message.lease_owner, message.handed_at) == ("sending", "w1", answer.at)
+    assert (
+        "taken back from the queue" in (event_details(session, message.id, "outcome-unknown")[-1])
+    )
+    # The other dispatcher's hand-over is refused; nothing more goes out meanwhile.
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as other:
+        w2 = DispatchPass(other, other_session, DispatchReport(), None)
+        assert w2.hand_over(claimed) == []
+        other_session.commit()
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    # Once the lease has run out, the reaper asks Twilio, which lists it now.
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    assert message.lease_expires_at is not None
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.reconciled, report.requeued) == (1, 0)
+    assert text(session, "no-driving").status == "sent"
     assert transport.steps_sent() == ["no-driving"]
