@@ -61,14 +61,21 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
             )
         )
     elif guard == "requeued":
-        # A maybe-sent text the reaper requeued while its request was under way: taken back
-        # unless it was handed over again (or recorded) since. A claim not handed over yet
-        # is taken too: its dispatcher's hand-over guard then refuses it.
+        # A maybe-sent text whose lease moved on while its request was under way: taken
+        # back unless it was handed over again (or recorded, or closed) since. Taken too: a
+        # claim not handed over yet (its dispatcher's hand-over guard then refuses it), and
+        # the reaper's hold while it asks the provider (its requeue is then refused); both
+        # are told apart from a newer hand-over by `handed_at`, never later than this one's.
         statement = statement.where(
             table.c.provider_sid.is_(None),
             sa.or_(
                 table.c.status == PENDING,
                 sa.and_(table.c.status == SENDING, table.c.handed_at.is_(None)),
+                sa.and_(
+                    table.c.status == SENDING,
+                    table.c.lease_owner.is_not(None),
+                    table.c.handed_at <= sa.bindparam("v_handed_at"),
+                ),
             ),
         )
     return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.messaging.events import (
@@ -287,15 +288,27 @@ class Outcomes:
         handed over again (or recorded) since, the text goes back to `sending` under this
         process's lease (not renewed), marked handed over at the request's instant, so that
         the reaper asks the provider again once that lease has run out instead of sending
-        it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at"."""
+        it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at";
+        the lease is pushed to a whole lease from now, so that the provider has time to list
+        what it accepted before it is asked again."""
+        fresh_lease = self.d.clock.now() + self.d.lease
         for row in rows:
             values = {k: v for k, v in row.items() if not k.startswith("_")}
+            values["lease_expires_at"] = max(values["lease_expires_at"], fresh_lease)
             taken = write_by_id(
                 self.session,
                 [{**values, "status": SENDING, "lease_owner": self.d.owner}],
                 guard="requeued",
             )
-            note = "taken back from the queue" if taken else "handed over again or recorded since"
+            if taken:
+                note = "taken back, the provider is asked after " + (
+                    values["lease_expires_at"].isoformat()
+                )
+            else:
+                status = self.session.scalar(
+                    sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"])
+                )
+                note = f"left {status}: handed over again, recorded or closed since"
             events.append(
                 event_row(
                     row["id"],
@@ -394,7 +407,12 @@ class Outcomes:
             counter="unknown",
             at=at,
         )
-        self.take_back([r for r in unknown if r["id"] not in ours], events, at, asked_after)
+        self.take_back(
+            [r for r in unknown if r["id"] not in ours],
+            events,
+            at,
+            lambda r: f"error {r['error_code']}",
+        )
         self.settle(
             expired,
             events,

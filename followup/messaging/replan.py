@@ -51,7 +51,8 @@ class ProcedureTimes:
 
 @dataclass(frozen=True)
 class ReplanDecision:
-    """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it."""
+    """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it,
+    or "retime" it (handed over, outcome unknown: new times, same status)."""
 
     step: str
     action: str
@@ -109,6 +110,9 @@ def decide_replan(
             elif message is not None:
                 decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
+        if message is not None and _outcome_open(message):
+            decisions.append(ReplanDecision(step.key, "retime", planned=planned_text))
+            continue
         if message is not None and (
             (message.attempts > 0 and not _unsent_retry(message))
             or (
@@ -126,6 +130,13 @@ def _claimed_only(message: Message) -> bool:
     """Claimed by a dispatcher but not handed over: still unsent, so still ours to change
     (the dispatcher's guard then finds it no longer `sending` and does not send it)."""
     return message.status == SENDING and message.handed_at is None
+
+
+def _outcome_open(message: Message) -> bool:
+    """Handed over, its outcome not known yet: a request under way, or one the provider
+    may or may not have taken (the reaper asks it). It keeps its status, but takes the new
+    times: if it did not reach the patient, it is sent again at them, not at the old ones."""
+    return message.status == SENDING and message.handed_at is not None
 
 
 def _replannable(message: Message) -> bool:
@@ -174,6 +185,22 @@ def replan_procedure(
             message.updated_at = now
             session.flush()
             events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
+            continue
+        if decision.action == "retime" and message is not None and decision.planned is not None:
+            message.due_at = decision.planned.due_at
+            message.expires_at = decision.planned.expires_at
+            message.updated_at = now
+            session.flush()
+            events.append(
+                event_row(
+                    message.id,
+                    now,
+                    "replanned",
+                    SENDING,
+                    "re-timed while its hand-over's outcome is unknown: if it did not reach"
+                    " the patient, it goes at the new time",
+                )
+            )
             continue
         if decision.action != "plan" or decision.planned is None:
             continue

@@ -265,6 +265,12 @@ def _change_rows(
             rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
         elif decision.action == "keep":
             rows.append(CompletionRow(label, now_at, now_at, f"unchanged: {decision.reason}"))
+        elif decision.action == "retime" and decision.planned is not None:
+            planned = decision.planned
+            note = "being sent now; if it does not reach the patient, " + (
+                "it goes at the new time" if planned.status == PENDING else "it is not sent again"
+            )
+            rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
         elif decision.planned is not None:
             planned = decision.planned
             note = "will be sent" if planned.status == PENDING else "expired: its window has passed"

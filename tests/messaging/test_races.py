@@ -569,7 +569,8 @@ def test_a_timeout_answer_after_the_reaper_requeued_takes_the_text_back_from_ano
     message = text(session, "no-driving")
     assert (message.status, message.lease_owner, message.handed_at) == ("sending", "w1", answer.at)
     assert (
-        "taken back from the queue" in (event_details(session, message.id, "outcome-unknown")[-1])
+        "taken back, the provider is asked after"
+        in (event_details(session, message.id, "outcome-unknown")[-1])
     )
     # The other dispatcher's hand-over is refused; nothing more goes out meanwhile.
     with Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as other:
@@ -586,3 +587,103 @@ def test_a_timeout_answer_after_the_reaper_requeued_takes_the_text_back_from_ano
     assert (report.reconciled, report.requeued) == (1, 0)
     assert text(session, "no-driving").status == "sent"
     assert transport.steps_sent() == ["no-driving"]
+
+
+class SlowToList(TimedOutAtTwilio):
+    """Twilio does not list the text yet; while the reaper asks, `during_find` happens."""
+
+    during_find: Callable[[], None] | None = None
+
+    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
+        found = super().find_sent(to=to, body=body, since=since)
+        hook, self.during_find = self.during_find, None
+        if hook is not None:
+            hook()
+        return found
+
+
+def test_a_timeout_answer_recorded_while_the_reaper_asks_twilio_is_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = SlowToList()
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        group = list(turn.ready)
+        turn.ready.clear()
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        answer = turn.answers.get(timeout=5)  # the timeout; the dispatcher stalls
+        transport.provider_has = []  # Twilio has the text but does not list it yet
+        clock.set(clock.now() + timedelta(minutes=2))
+
+        def stalled_dispatcher_records_its_answer() -> None:
+            turn.answers.put(answer)
+            turn.outcomes.record(turn.collect())
+            session.commit()
+
+        transport.during_find = stalled_dispatcher_records_its_answer
+        report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert report.requeued == 0  # its requeue is refused: the text was taken back
+    message = text(session, "no-driving")
+    assert (message.status, message.lease_owner) == ("sending", "w1")
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+
+
+def test_a_taken_back_text_gives_twilio_a_whole_lease_to_list_it(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = TimedOutAtTwilio()
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+        lease = turn.d.lease
+    message = text(session, "no-driving")
+    assert message.status == "sending"
+    assert message.lease_expires_at == clock.now() + lease
+    # Twilio still does not list it a second later: the reaper does not ask yet.
+    clock.set(clock.now() + timedelta(seconds=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.stale, report.requeued) == (0, 0)
+
+
+def test_a_restart_text_whose_outcome_is_unknown_follows_a_corrected_end_if_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # At the 48 h mark the restart's request times out before Twilio took it; while the
+    # reaper waits to ask, a nurse corrects the end two hours later. Twilio does not have
+    # it, so it is sent again: at the new 48 h mark, never two hours early.
+    procedure_id, old_due, new_due = restart_due_now(session, transport, care, clock, enroll)
+    transport.outcomes = [TransientSendError("timeout", "no answer", maybe_sent=True)]
+    assert dispatch(session, transport, care, old_due).unknown == 1
+    assert text(session, "blood-thinner-restart").status == "sending"
+
+    correct_end(session, care, procedure_id, "2026-03-06T16:30", old_due + timedelta(seconds=10))
+    restart = text(session, "blood-thinner-restart")
+    assert (restart.status, restart.due_at) == ("sending", new_due)
+
+    transport.provider_has = []
+    later = old_due + timedelta(minutes=10)
+    assert reap_stale(session=other_session, transport=transport, now=later).requeued == 1
+    for now in (later, new_due - timedelta(seconds=1)):
+        dispatch(session, transport, care, now)
+    assert transport.sent == []
+    dispatch(session, transport, care, new_due)
+    assert transport.steps_sent() == ["blood-thinner-restart"]
+    assert transport.sent[-1].now == new_due
