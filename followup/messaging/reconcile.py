@@ -42,7 +42,7 @@ from followup.messaging.status import (
     apply_held_status_reports,
     apply_provider_status,
 )
-from followup.messaging.transports.base import SmsTransport
+from followup.messaging.transports.base import SendResult, SmsTransport
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _reconcile(
     since = row.handed_at - RECONCILE_SLACK
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     try:
-        found = transport.find_sent(to=row.to_phone or "", body=row.body or "", since=since)
+        found = _find_unrecorded(session, transport, row, since)
     except NotImplementedError:
         if settle_leased(
             session,
@@ -214,15 +214,7 @@ def _reconcile(
             report.held += 1
         log.warning("message %s held: lease expired and the transport cannot be asked", row.id)
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
-        waited = now - row.handed_at
-        again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
-        settle_leased(
-            session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}]
-        )
-        report.errors += 1
-        log.warning(
-            "message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__
-        )
+        _ask_again_later(session, row, now=now, owner=owner, lease=lease, report=report, exc=exc)
     else:
         if found is not None:
             values = {
@@ -232,7 +224,15 @@ def _reconcile(
                 "segments": found.segments,
                 "sent_at": row.handed_at,
             }
-            if settle_leased(session, owner=owner, values=values, rows=[{"id": row.id}]):
+            try:
+                with session.begin_nested():  # a SID another reaper recorded meanwhile
+                    ours = settle_leased(session, owner=owner, values=values, rows=[{"id": row.id}])
+            except sa.exc.IntegrityError as exc:
+                _ask_again_later(
+                    session, row, now=now, owner=owner, lease=lease, report=report, exc=exc
+                )
+                ours = set()
+            if ours:
                 add_events(
                     session,
                     [
@@ -276,3 +276,48 @@ def _reconcile(
             )
             report.requeued += 1
     session.commit()
+
+
+FIND_TRIES = 20  # texts with the same words to one number, looked past at most
+
+
+def _find_unrecorded(
+    session: so.Session, transport: SmsTransport, row: Any, since: datetime
+) -> SendResult | None:
+    """The provider's text for `row`: to its number, with its words, created since, and
+    whose SID no other text of ours carries. Two texts can have the same words to one
+    number (two procedures of one patient, a phone two patients share): the one recorded
+    for the other is looked past, never taken for this one."""
+    exclude: set[str] = set()
+    for _ in range(FIND_TRIES):
+        found = transport.find_sent(
+            to=row.to_phone or "", body=row.body or "", since=since, exclude=frozenset(exclude)
+        )
+        if found is None:
+            return None
+        holder = session.scalar(
+            sa.select(Message.id).where(Message.provider_sid == found.provider_sid)
+        )
+        if holder is None or holder == row.id:
+            return found
+        exclude.add(found.provider_sid)
+    raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
+
+
+def _ask_again_later(
+    session: so.Session,
+    row: Any,
+    *,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    report: ReapReport,
+    exc: Exception,
+) -> None:
+    """The provider could not be asked (or its answer not recorded): keep the text under
+    this reaper's lease and ask again later, less and less often."""
+    waited = now - row.handed_at
+    again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
+    settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
+    report.errors += 1
+    log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -137,12 +137,7 @@ def apply_provider_status(
             values["error_message"] = describe_error_code(error_code) or (
                 f"Twilio error {code}" if code else f"reported {status} by the provider"
             )
-        row = session.execute(
-            sa.update(MESSAGES)
-            .where(which, table.status.in_(_BELOW[target]))
-            .values(values)
-            .returning(table.id, table.patient_id, table.status)
-        ).first()
+        row = _move_forward(session, which, target, values)
     changed = row is not None
     if row is None:
         row = session.execute(
@@ -150,6 +145,12 @@ def apply_provider_status(
         ).first()
         if row is None:
             return None
+        if target is not None and row.status in _BELOW[target]:
+            # Committed after the UPDATE had looked (PostgreSQL, READ COMMITTED): the
+            # dispatcher recording this SID at that very moment. Once more, by id.
+            moved = _move_forward(session, table.id == row.id, target, values)
+            if moved is not None:
+                row, changed = moved, True
     message_id, patient_id, current = row
     detail = f"provider status {status or '-'}"
     if error_code is not None:
@@ -169,6 +170,19 @@ def apply_provider_status(
             reason=f"provider error {error_code}: {OPTED_OUT}",
         )
     return changed
+
+
+def _move_forward(
+    session: so.Session, which: sa.ColumnElement[bool], target: str, values: dict[str, object]
+) -> Any:
+    """One guarded UPDATE: the text's status moves to `target` only from below it."""
+    table = MESSAGES.c
+    return session.execute(
+        sa.update(MESSAGES)
+        .where(which, table.status.in_(_BELOW[target]))
+        .values(values)
+        .returning(table.id, table.patient_id, table.status)
+    ).first()
 
 
 def record_status_callback(

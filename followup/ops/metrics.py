@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -195,9 +195,11 @@ class InstrumentedTransport:
             self._metrics.handover_lateness.labels(sms.step).observe(late)
         return result
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
         with self._metrics.provider_request(self.name, "find"):
-            return self.inner.find_sent(to=to, body=body, since=since)
+            return self.inner.find_sent(to=to, body=body, since=since, exclude=exclude)
 
     def close(self) -> None:
         close: Callable[[], None] | None = getattr(self.inner, "close", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,11 +41,13 @@ class ScriptedTransport:
             provider_sid=sid, provider_status="queued", segments=gsm.segment_count(sms.body)
         )
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
         if self.provider_has is None:
             raise NotImplementedError
         for have_to, have_body, sid in self.provider_has:
-            if have_to == to and have_body == body:
+            if have_to == to and have_body == body and sid not in exclude:
                 return SendResult(provider_sid=sid, provider_status="sent")
         return None
 

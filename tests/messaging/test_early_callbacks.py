@@ -7,12 +7,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask.testing import FlaskClient
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.db import make_engine, make_session_factory
 from followup.inbox.queue import UNREACHABLE, attention_queue
 from followup.messaging.models import (
     DELIVERED,
@@ -24,7 +26,7 @@ from followup.messaging.models import (
     MessageEvent,
 )
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.status import HOLD_UNMATCHED
+from followup.messaging.status import HOLD_UNMATCHED, record_status_callback
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
@@ -161,3 +163,57 @@ def test_a_report_no_text_ever_takes_is_dropped_after_a_day(
     session.commit()
     assert _callback(client, twilio_runtime, "SMx", "delivered") == 200
     assert _held(session) == []
+
+
+def test_a_report_arriving_while_the_sid_is_being_committed_is_applied_not_dropped(
+    engine: sa.Engine,
+    session_factory: so.sessionmaker[so.Session],
+    session: so.Session,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
+) -> None:
+    # PostgreSQL, READ COMMITTED: the callback's UPDATE by SID runs while the dispatcher's
+    # transaction recording that SID is still open (it matches nothing and does not wait);
+    # the dispatcher commits before the callback reads the text again. The report must be
+    # applied, not counted as "kept sent" and lost.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's callback waits for the dispatcher's write lock: no such window")
+    enroll()
+    text_id = session.scalars(sa.select(Message.id).where(Message.step == "no-driving")).one()
+    session.execute(sa.update(Message).where(Message.id == text_id).values(status=SENDING))
+    session.commit()
+    dispatcher = session_factory()
+    dispatcher.execute(
+        sa.update(Message)
+        .where(Message.id == text_id)
+        .values(status=SENT, provider_sid="SM-racing", sent_at=clock.now())
+    )
+    callback_engine = make_engine(engine.url.render_as_string(hide_password=False))
+    seen: list[str] = []
+
+    def commit_the_sid_after_the_callbacks_update(
+        _conn: Any, _cursor: Any, statement: str, *_args: Any
+    ) -> None:
+        if statement.lstrip().upper().startswith("UPDATE MESSAGES") and not seen:
+            seen.append(statement)
+            dispatcher.commit()
+
+    sa.event.listen(
+        callback_engine, "after_cursor_execute", commit_the_sid_after_the_callbacks_update
+    )
+    try:
+        with make_session_factory(callback_engine)() as callback:
+            changed = record_status_callback(
+                session=callback,
+                provider_sid="SM-racing",
+                status="delivered",
+                error_code=None,
+                now=clock.now(),
+            )
+            callback.commit()
+    finally:
+        dispatcher.close()
+        callback_engine.dispose()
+    assert seen and changed is True
+    session.expire_all()
+    assert session.get(Message, text_id).status == DELIVERED  # type: ignore[union-attr]

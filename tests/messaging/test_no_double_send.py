@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,8 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.claims import LEASE
-from followup.messaging.models import PENDING, SENDING, SENT
+from followup.messaging.dispatch import Dispatcher
+from followup.messaging.models import PENDING, SENDING, SENT, Message
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult
 from followup.messaging.transports.twilio import TwilioTransport
@@ -58,8 +59,10 @@ class KillingTransport:
             raise Killed
         return result
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
-        return self.inner.find_sent(to=to, body=body, since=since)
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        return self.inner.find_sent(to=to, body=body, since=since, exclude=exclude)
 
 
 @pytest.fixture
@@ -284,6 +287,41 @@ def test_5xx_before_twilio_accepted_is_sent_again_exactly_once(
     kinds = event_kinds(session, text.id)
     assert kinds.index("requeued") < kinds.index("sent")
     assert text.attempts == 2
+
+
+def test_a_5xx_for_one_of_two_identical_texts_to_one_number_is_not_taken_for_the_other(
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session_factory: so.sessionmaker[so.Session],
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Callable[..., EnrollmentResult],
+) -> None:
+    # One patient, two procedures the same afternoon: two no-driving texts, word for word
+    # the same, to one number. The first is created; the second's create is answered 500
+    # before Twilio kept it. Asked about the second, Twilio lists the first: it is looked
+    # past (its SID is recorded for the other text) and the second is sent again.
+    enroll(procedure="kyphoplasty", completed_at="2026-03-06T14:00")
+    enroll(procedure="vertebroplasty", completed_at="2026-03-06T14:30")
+    first, second = session.scalars(
+        sa.select(Message).where(Message.step == "no-driving").order_by(Message.id)
+    ).all()
+    with Dispatcher(
+        transport=twilio_transport, care=care, clock=clock, owner="w1", concurrency=1
+    ) as dispatcher:
+        dispatcher.dispatch(session, limit=1)
+        twilio_fake.fail_next = 1
+        dispatcher.dispatch(session, limit=1)
+    session.expire_all()
+    assert (first.status, second.status) == (SENT, SENDING)
+    assert first.body == second.body and first.to_phone == second.to_phone
+    take_over(session_factory, twilio_transport, care, clock)
+    session.expire_all()
+    assert (first.status, second.status) == (SENT, SENT)
+    assert len(twilio_fake.messages) == 2
+    assert {first.provider_sid, second.provider_sid} == set(twilio_fake.messages)
+    assert "requeued" in event_kinds(session, second.id)
 
 
 def test_reaper_holds_the_text_while_twilio_cannot_be_asked(

@@ -7,7 +7,7 @@ exact point where the dispatcher is between two of its statements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -594,8 +594,10 @@ class SlowToList(TimedOutAtTwilio):
 
     during_find: Callable[[], None] | None = None
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
-        found = super().find_sent(to=to, body=body, since=since)
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        found = super().find_sent(to=to, body=body, since=since, exclude=exclude)
         hook, self.during_find = self.during_find, None
         if hook is not None:
             hook()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -75,8 +76,11 @@ class SmsTransport(Protocol):
         """Hand one text to the provider; raise TransientSendError or PermanentSendError."""
         ...
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
-        """Find a text the provider already has (to, body, created since); None if none.
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        """Find a text the provider already has (to, body, created since), other than the
+        SIDs in `exclude`; None if none.
 
         Raise NotImplementedError when the provider cannot be asked.
         """

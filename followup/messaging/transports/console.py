@@ -6,6 +6,7 @@ import json
 import sys
 import threading
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -47,5 +48,7 @@ class ConsoleTransport:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         return SendResult(provider_sid=sid, provider_status="sent", segments=segments)
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
         raise NotImplementedError("the console keeps no record to ask")

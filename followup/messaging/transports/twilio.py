@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -261,8 +261,11 @@ class TwilioTransport:
             raise network_error(exc) from exc
         return _send_result(message)
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> SendResult | None:
-        """Find an outgoing text to `to` with this exact body created at or after `since`.
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        """Find an outgoing text to `to` with this exact body created at or after `since`,
+        other than the SIDs in `exclude`.
 
         Lists by recipient only and compares the creation time here: Twilio's DateSent
         filter is by day and a text still queued at Twilio has no date_sent yet, so
@@ -276,7 +279,11 @@ class TwilioTransport:
                 if not isinstance(created, datetime) or created < since:
                     continue
                 direction = str(message.direction or "")
-                if direction.startswith("outbound") and (message.body or "") == body:
+                if (
+                    direction.startswith("outbound")
+                    and (message.body or "") == body
+                    and message.sid not in exclude
+                ):
                     return _send_result(message)
         except TwilioException as exc:
             raise self._api_error(exc, now=since, creating=False) from exc
