@@ -406,6 +406,27 @@ def test_a_late_sent_answer_is_recorded_even_after_a_replan_expired_the_requeued
     assert transport.steps_sent() == ["no-driving", "soreness"]
 
 
+def twilio_lists_it_and_the_reaper_asks(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    """Twilio lists the no-driving text now; once its lease has run out, the reaper asks
+    and records it sent with Twilio's SID, and nothing sends it again."""
+    message = text(session, "no-driving")
+    assert message.status == "sending" and message.lease_expires_at is not None
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert (report.reconciled, report.requeued) == (1, 0)
+    message = text(session, "no-driving")
+    assert (message.status, message.provider_sid) == ("sent", "SM-first")
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+
+
 class AcceptedThenLost(ScriptedTransport):
     """Twilio takes the text, then the answer is lost (a read timeout): outcome unknown."""
 
@@ -439,15 +460,7 @@ def test_an_unknown_outcome_of_a_text_claimed_again_meanwhile_is_reconciled_not_
         turn.outcomes.record(turn.collect())
         session.commit()
     # Twilio lists it now. Once the lease has run out, the reaper must ask, not resend.
-    message = text(session, "no-driving")
-    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
-    clock.set(clock.now() + timedelta(minutes=10))
-    report = reap_stale(session=other_session, transport=transport, now=clock.now())
-    assert (report.reconciled, report.requeued) == (1, 0)
-    message = text(session, "no-driving")
-    assert (message.status, message.provider_sid) == ("sent", "SM-first")
-    dispatch(session, transport, care, clock.now())
-    assert transport.steps_sent() == ["no-driving"]
+    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
 
 
 class TimedOutAtTwilio(ScriptedTransport):
@@ -506,14 +519,7 @@ def test_a_timeout_answer_for_a_text_claimed_again_meanwhile_is_reconciled_not_r
         turn.answers.put(answer)
         turn.outcomes.record(turn.collect())
         session.commit()
-    message = text(session, "no-driving")
-    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
-    clock.set(clock.now() + timedelta(hours=1))
-    report = reap_stale(session=other_session, transport=transport, now=clock.now())
-    assert (report.reconciled, report.requeued) == (1, 0)
-    dispatch(session, transport, care, clock.now())
-    assert transport.steps_sent() == ["no-driving"]
-    assert text(session, "no-driving").provider_sid == "SM-first"
+    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
 
 
 def test_a_timeout_answer_taken_in_the_turn_that_claims_the_text_again_is_not_resent(
@@ -536,14 +542,7 @@ def test_a_timeout_answer_taken_in_the_turn_that_claims_the_text_again_is_not_re
     assert turn.report.lost == 0
     assert history(session, "no-driving")[-1] == "outcome-unknown"
     # Once the answer's lease has run out, the reaper asks Twilio, which lists it now.
-    message = text(session, "no-driving")
-    assert message.lease_expires_at is not None
-    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
-    clock.set(message.lease_expires_at + timedelta(seconds=1))
-    report = reap_stale(session=other_session, transport=transport, now=clock.now())
-    assert (report.reconciled, report.requeued) == (1, 0)
-    dispatch(session, transport, care, clock.now())
-    assert transport.steps_sent() == ["no-driving"]
+    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
 
 
 def test_a_timeout_answer_after_the_reaper_requeued_takes_the_text_back_from_another_claim(
@@ -580,13 +579,7 @@ def test_a_timeout_answer_after_the_reaper_requeued_takes_the_text_back_from_ano
     dispatch(session, transport, care, clock.now())
     assert transport.steps_sent() == ["no-driving"]
     # Once the lease has run out, the reaper asks Twilio, which lists it now.
-    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
-    assert message.lease_expires_at is not None
-    clock.set(message.lease_expires_at + timedelta(seconds=1))
-    report = reap_stale(session=other_session, transport=transport, now=clock.now())
-    assert (report.reconciled, report.requeued) == (1, 0)
-    assert text(session, "no-driving").status == "sent"
-    assert transport.steps_sent() == ["no-driving"]
+    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
 
 
 class SlowToList(TimedOutAtTwilio):
