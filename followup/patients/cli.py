@@ -124,22 +124,25 @@ def _booked_procedure(session: Any, patient_id: int, procedure_id: int | None) -
 @click.pass_obj
 def complete(state: CliState, patient_id: int, completed_at: str, procedure_id: int | None) -> None:
     """Record that a booked procedure finished: the texts after it replace those before."""
+    from followup.db import commit_with_retry
     from followup.patients.edits import complete_procedure
     from followup.patients.pages import get_patient
 
     runtime = state.runtime()
     with runtime.session_factory() as session:
         procedure = _booked_procedure(session, patient_id, procedure_id)
-        messages = complete_procedure(
-            session=session,
-            patient_id=patient_id,
-            procedure_id=procedure,
-            completed_at=completed_at,
-            care=runtime.care,
-            now=runtime.clock.now(),
-            actor="cli",
+        messages = commit_with_retry(
+            session,
+            lambda: complete_procedure(
+                session=session,
+                patient_id=patient_id,
+                procedure_id=procedure,
+                completed_at=completed_at,
+                care=runtime.care,
+                now=runtime.clock.now(),
+                actor="cli",
+            ),
         )
-        session.commit()
         timezone = get_patient(session=session, patient_id=patient_id).timezone
     click.echo(f"procedure {procedure} finished")
     _echo_texts(timezone, messages)
@@ -166,23 +169,26 @@ def reschedule(
     procedure_id: int | None,
 ) -> None:
     """Move a booked procedure and re-plan the texts before it."""
+    from followup.db import commit_with_retry
     from followup.patients.edits import reschedule_procedure
     from followup.patients.pages import get_patient
 
     runtime = state.runtime()
     with runtime.session_factory() as session:
         procedure = _booked_procedure(session, patient_id, procedure_id)
-        messages = reschedule_procedure(
-            session=session,
-            patient_id=patient_id,
-            procedure_id=procedure,
-            scheduled_at=scheduled_at,
-            stop_blood_thinner_on=stop_blood_thinner_on,
-            care=runtime.care,
-            now=runtime.clock.now(),
-            actor="cli",
+        messages = commit_with_retry(
+            session,
+            lambda: reschedule_procedure(
+                session=session,
+                patient_id=patient_id,
+                procedure_id=procedure,
+                scheduled_at=scheduled_at,
+                stop_blood_thinner_on=stop_blood_thinner_on,
+                care=runtime.care,
+                now=runtime.clock.now(),
+                actor="cli",
+            ),
         )
-        session.commit()
         timezone = get_patient(session=session, patient_id=patient_id).timezone
     click.echo(f"procedure {procedure} rescheduled")
     _echo_texts(timezone, messages)
