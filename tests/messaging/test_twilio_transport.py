@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,7 @@ from followup.clock import FakeClock
 from followup.errors import ConfigurationError
 from followup.messaging.errors import ERROR_POLICY
 from followup.messaging.models import CANCELLED, FAILED, PENDING, SENDING, SENT
+from followup.messaging.outcomes import HANDOVER_MARGIN
 from followup.messaging.transports import build_transport
 from followup.messaging.transports.base import (
     OutgoingSms,
@@ -25,6 +27,7 @@ from followup.messaging.transports.base import (
     TransientSendError,
 )
 from followup.messaging.transports.twilio import (
+    CONNECT_TIMEOUT,
     RoutedHttpClient,
     TwilioTransport,
     retry_after_seconds,
@@ -168,8 +171,47 @@ def test_build_transport_builds_twilio_from_the_environment(twilio_fake: FakeTwi
     )
     transport = build_transport(settings)
     assert isinstance(transport, TwilioTransport)
-    assert transport.http.timeout == 3.5
+    assert transport.http.timeout == (1.5, 3.5)  # (connect, read)
     transport.close()
+
+
+def test_a_create_that_cannot_connect_is_given_up_within_the_hand_over_margin(
+    clock: FakeClock,
+) -> None:
+    # A server whose accept queue is full: the connection attempt hangs (Linux drops the
+    # SYN). The request must fail unsent within the connect timeout, which is under the
+    # 2 s margin the dispatcher keeps before an expiry or quiet hours: a create never
+    # reaches Twilio late because it took long to connect. Not by the 20 s read timeout.
+    assert CONNECT_TIMEOUT < HANDOVER_MARGIN.total_seconds()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue; further attempts hang
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        transport = TwilioTransport(
+            account_sid="AC" + "0" * 32,
+            auth_token="token",
+            from_number=FROM_NUMBER,
+            api_base_url=f"http://127.0.0.1:{port}",
+            timeout=20.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(TransientSendError) as caught:
+            transport.send(sms(clock, body="never connected"))
+        elapsed = time.monotonic() - started
+        transport.close()
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+    assert not caught.value.maybe_sent  # it never left: retried, not reconciled
+    assert elapsed < 10  # the connect timeout (1.5 s), far from the read timeout (20 s)
 
 
 @pytest.mark.parametrize(

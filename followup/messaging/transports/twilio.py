@@ -66,6 +66,10 @@ def _redact_urllib3_logs() -> None:
             logger.addFilter(_RedactRecipients())
 
 
+# Seconds to connect (TCP and TLS): under the dispatcher's 2 s hand-over margin.
+CONNECT_TIMEOUT = 1.5
+
+
 class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
     """The client's HTTP layer, sent to `base_url` instead of *.twilio.com when one is given.
 
@@ -78,6 +82,10 @@ class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
 
     def __init__(self, *, timeout: float, base_url: str | None = None) -> None:
         super().__init__(timeout=timeout, logger=log)
+        # (connect, read) for requests: a request either reaches Twilio within the connect
+        # timeout of its last clock check, or fails unsent; either way before the expiry
+        # or the quiet hours the dispatcher kept HANDOVER_MARGIN (2 s) away from.
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         _redact_urllib3_logs()
         self._base = urlsplit(base_url.rstrip("/")) if base_url else None
         self._local = threading.local()
@@ -119,7 +127,7 @@ class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
             data=data,
             headers=headers,
             auth=auth,
-            timeout=timeout if timeout is not None else self.timeout,
+            timeout=timeout,  # None: the client's own (connect, read) pair
             allow_redirects=allow_redirects,
         )
         self._local.headers = response.headers or {}
