@@ -30,7 +30,11 @@ from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
-from followup.patients.edits import cancel_procedure, change_completion_time
+from followup.patients.edits import (
+    cancel_procedure,
+    change_completion_time,
+    preview_completion_change,
+)
 from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import dispatch, event_details
@@ -669,6 +673,14 @@ def test_a_restart_text_whose_outcome_is_unknown_follows_a_corrected_end_if_rese
     assert dispatch(session, transport, care, old_due).unknown == 1
     assert text(session, "blood-thinner-restart").status == "sending"
 
+    # The nurse's preview says what will happen to it.
+    patient_id = text(session, "blood-thinner-restart").patient_id
+    preview = preview_completion_change(
+        session=session, patient_id=patient_id, procedure_id=procedure_id,
+        completed_at="2026-03-06T16:30", care=care, now=old_due + timedelta(seconds=10),
+    )  # fmt: skip
+    [row] = [row for row in preview.rows if row.label == "Restart the blood thinner"]
+    assert row.note == "being sent now; if it does not reach the patient, it goes at the new time"
     correct_end(session, care, procedure_id, "2026-03-06T16:30", old_due + timedelta(seconds=10))
     restart = text(session, "blood-thinner-restart")
     assert (restart.status, restart.due_at) == ("sending", new_due)
