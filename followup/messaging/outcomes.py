@@ -284,8 +284,9 @@ class Outcomes:
         detail: Callable[[dict[str, Any]], str],
     ) -> None:
         """Maybe-sent answers whose lease had moved on: the reaper asked the provider while
-        the request was still under way, found nothing and requeued the text. Unless it was
-        handed over again (or recorded) since, the text goes back to `sending` under this
+        the request was still under way, found nothing and requeued the text (which a STOP,
+        a cancellation or re-planning may have closed since). Unless it was handed over
+        again (or recorded) since, the text goes back to `sending` under this
         process's lease (not renewed), marked handed over at the request's instant, so that
         the reaper asks the provider again once that lease has run out instead of sending
         it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at";
@@ -308,7 +309,7 @@ class Outcomes:
                 status = self.session.scalar(
                     sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"])
                 )
-                note = f"left {status}: handed over again, recorded or closed since"
+                note = f"left {status}: handed over again or recorded since"
             events.append(
                 event_row(
                     row["id"],

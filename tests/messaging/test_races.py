@@ -24,6 +24,7 @@ from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message, MessageEvent
+from followup.messaging.outbox import record_opt_in, record_opt_out
 from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import procedure_messages
@@ -694,3 +695,65 @@ def test_a_restart_text_whose_outcome_is_unknown_follows_a_corrected_end_if_rese
     dispatch(session, transport, care, new_due)
     assert transport.steps_sent() == ["blood-thinner-restart"]
     assert transport.sent[-1].now == new_due
+
+
+def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_asked_about_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = TimedOutAtTwilio()
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        patient_id = text(session, "no-driving").patient_id
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        assert text(session, "no-driving").status == "cancelled"
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    # Twilio has it: the reaper asks and records it; START brings nothing back to resend.
+    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
+    assert record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    other_session.commit()  # (other texts of the plan come back; not this one)
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent().count("no-driving") == 1
+
+
+def test_a_timeout_answer_after_a_cancellation_not_at_twilio_stays_cancelled(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    transport = TimedOutAtTwilio(sent=[], outcomes=[TransientSendError("t", "x", maybe_sent=True)])
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        procedure_id = text(session, "no-driving").procedure_id
+        cancel_procedure(
+            session=other_session, procedure_id=procedure_id, now=clock.now(), actor="n"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    # Twilio never had it (the request failed before it): once asked, the text is
+    # requeued, and the hand-over closes it again for the cancelled procedure.
+    message = text(session, "no-driving")
+    assert message.status == "sending" and message.lease_expires_at is not None
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued == 1
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == []
+    message = text(session, "no-driving")
+    assert message.status == "cancelled"
+    assert event_details(session, message.id, "cancelled")[-1] == "procedure cancelled"
