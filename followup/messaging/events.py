@@ -62,17 +62,16 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
         )
     elif guard == "requeued":
         # A maybe-sent text whose lease moved on while its request was under way: taken
-        # back unless it was handed over again or recorded since. Taken too: a claim not
-        # handed over yet (its dispatcher's hand-over guard then refuses it), the reaper's
-        # hold while it asks the provider (its requeue is then refused), both told apart
-        # from a newer hand-over by `handed_at` (never later than this one's), and a copy
-        # closed since (a STOP, a cancellation, a window re-planned shut): the provider may
-        # have it, so the reaper asks; not there, the hand-over re-checks and closes it
-        # again (or it expires), so nothing goes out that the closing forbade.
+        # back unless it was handed over again, recorded or closed since. Taken too: a
+        # claim not handed over yet (its dispatcher's hand-over guard then refuses it) and
+        # the reaper's hold while it asks the provider (its requeue is then refused), both
+        # told apart from a newer hand-over by `handed_at` (never later than this one's).
+        # A copy closed since (a STOP, a cancellation, a window re-planned shut) stays
+        # closed: whatever the provider has, nothing may go out again.
         statement = statement.where(
             table.c.provider_sid.is_(None),
             sa.or_(
-                table.c.status.in_((PENDING, CANCELLED, EXPIRED)),
+                table.c.status == PENDING,
                 sa.and_(table.c.status == SENDING, table.c.handed_at.is_(None)),
                 sa.and_(
                     table.c.status == SENDING,

@@ -266,7 +266,10 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
 
     Only texts cancelled because of the opt-out, whose window is still open, return to
     pending (re-planned at `now`: quiet hours apply); nothing whose window has passed is
-    sent. Procedures never planned while opted out are planned now.
+    sent, nor a text whose last request may have reached the patient (its answer came
+    only after the opt-out had closed it). Procedures never planned while opted out are
+    planned now. The texts are locked first (PostgreSQL; on SQLite the flush of the
+    patient took the write lock), so a late answer cannot land between read and write.
     """
     patient = session.get(Patient, patient_id)
     if patient is None or patient.opted_out_at is None:
@@ -278,7 +281,7 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
         MessageEvent.kind == "cancelled",
         MessageEvent.detail.contains(OPTED_OUT),
     )
-    rows = session.execute(
+    query = (
         sa.select(Message, Procedure)
         .join(Procedure, Procedure.id == Message.procedure_id)
         .where(
@@ -287,9 +290,16 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
             cancelled_by_opt_out,
         )
         .order_by(Message.due_at)
-    ).all()
+    )
+    if is_postgresql(session):
+        query = query.with_for_update(of=Message)
+    rows = session.execute(query).all()
+    maybe_sent = _answered_unknown_after_closing(session, [m.id for m, _ in rows])
     events: list[dict[str, Any]] = []
     for message, procedure in rows:
+        if message.id in maybe_sent:
+            log.info("message %s stays cancelled: its last request may have reached", message.id)
+            continue
         if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
             continue
         planned = plan_step(
@@ -317,3 +327,21 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
         plan_procedures(session=session, care=care, now=now, procedure_ids=list(unplanned))
     log.info("patient %s opted back in; %d texts back", patient_id, len(events))
     return len(events)
+
+
+def _answered_unknown_after_closing(session: so.Session, ids: list[int]) -> set[int]:
+    """Those of `ids` whose last word is a request's unknown outcome after their closing:
+    the provider may have them (the answer came once the text was cancelled)."""
+    if not ids:
+        return set()
+    last: dict[int, str] = {}
+    for message_id, kind in session.execute(
+        sa.select(MessageEvent.message_id, MessageEvent.kind)
+        .where(
+            in_ids(session, MessageEvent.message_id, ids),
+            MessageEvent.kind.in_(("cancelled", "outcome-unknown")),
+        )
+        .order_by(MessageEvent.id)
+    ):
+        last[message_id] = kind
+    return {message_id for message_id, kind in last.items() if kind == "outcome-unknown"}

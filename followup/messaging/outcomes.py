@@ -27,6 +27,7 @@ from followup.messaging.events import (
     write_by_id,
 )
 from followup.messaging.models import (
+    CANCELLED,
     EXPIRED,
     FAILED,
     PENDING,
@@ -284,9 +285,8 @@ class Outcomes:
         detail: Callable[[dict[str, Any]], str],
     ) -> None:
         """Maybe-sent answers whose lease had moved on: the reaper asked the provider while
-        the request was still under way, found nothing and requeued the text (which a STOP,
-        a cancellation or re-planning may have closed since). Unless it was handed over
-        again (or recorded) since, the text goes back to `sending` under this
+        the request was still under way, found nothing and requeued the text. Unless it was
+        handed over again, recorded or closed since, the text goes back to `sending` under this
         process's lease (not renewed), marked handed over at the request's instant, so that
         the reaper asks the provider again once that lease has run out instead of sending
         it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at";
@@ -309,7 +309,11 @@ class Outcomes:
                 status = self.session.scalar(
                     sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"])
                 )
-                note = f"left {status}: handed over again or recorded since"
+                note = (
+                    f"left {status}; it may have reached the patient: never sent again"
+                    if status in (CANCELLED, EXPIRED)
+                    else f"left {status}: handed over again or recorded since"
+                )
             events.append(
                 event_row(
                     row["id"],

@@ -697,13 +697,16 @@ def test_a_restart_text_whose_outcome_is_unknown_follows_a_corrected_end_if_rese
     assert transport.sent[-1].now == new_due
 
 
-def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_asked_about_not_resent(
+def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_never_sent_again(
     session: so.Session,
     other_session: so.Session,
     care: CareContext,
     clock: FakeClock,
     enroll: Enroll,
 ) -> None:
+    # The requeued copy is cancelled by a STOP before the stalled dispatcher's timeout
+    # answer comes. It stays cancelled (the STOP forbids any send) and, as the request may
+    # have reached the patient, a START does not bring it back to be sent a second time.
     transport = TimedOutAtTwilio()
     with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
         turn,
@@ -714,46 +717,54 @@ def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_asked_about_n
             session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
         )
         other_session.commit()
-        assert text(session, "no-driving").status == "cancelled"
         turn.answers.put(answer)
         turn.outcomes.record(turn.collect())
         session.commit()
-    # Twilio has it: the reaper asks and records it; START brings nothing back to resend.
-    twilio_lists_it_and_the_reaper_asks(session, other_session, care, clock, transport)
-    assert record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
-    other_session.commit()  # (other texts of the plan come back; not this one)
+    message = text(session, "no-driving")
+    assert message.status == "cancelled"
+    assert (
+        "it may have reached the patient"
+        in event_details(session, message.id, "outcome-unknown")[-1]
+    )
+    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    other_session.commit()
+    assert text(session, "no-driving").status == "cancelled"
     dispatch(session, transport, care, clock.now())
-    assert transport.steps_sent().count("no-driving") == 1
+    assert transport.steps_sent() == ["no-driving"]
 
 
-def test_a_timeout_answer_after_a_cancellation_not_at_twilio_stays_cancelled(
+def test_a_stop_after_a_taken_back_text_was_not_found_at_twilio_comes_back_with_start(
     session: so.Session,
     other_session: so.Session,
     care: CareContext,
     clock: FakeClock,
     enroll: Enroll,
 ) -> None:
+    # Taken back first, then asked: Twilio never had it (the request failed before it), so
+    # it is requeued; the STOP closes it at the hand-over, and a START brings it back.
     transport = TimedOutAtTwilio(sent=[], outcomes=[TransientSendError("t", "x", maybe_sent=True)])
     with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
         turn,
         answer,
     ):
-        procedure_id = text(session, "no-driving").procedure_id
-        cancel_procedure(
-            session=other_session, procedure_id=procedure_id, now=clock.now(), actor="n"
-        )
-        other_session.commit()
         turn.answers.put(answer)
         turn.outcomes.record(turn.collect())
         session.commit()
-    # Twilio never had it (the request failed before it): once asked, the text is
-    # requeued, and the hand-over closes it again for the cancelled procedure.
     message = text(session, "no-driving")
     assert message.status == "sending" and message.lease_expires_at is not None
+    record_opt_out(
+        session=other_session,
+        patient_id=message.patient_id,
+        now=clock.now(),
+        reason="STOP: opted out",
+    )
+    other_session.commit()
     clock.set(message.lease_expires_at + timedelta(seconds=1))
     assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued == 1
     dispatch(session, transport, care, clock.now())
     assert transport.steps_sent() == []
-    message = text(session, "no-driving")
-    assert message.status == "cancelled"
-    assert event_details(session, message.id, "cancelled")[-1] == "procedure cancelled"
+    assert text(session, "no-driving").status == "cancelled"
+    record_opt_in(session=other_session, patient_id=message.patient_id, care=care, now=clock.now())
+    other_session.commit()
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
