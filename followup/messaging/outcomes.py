@@ -2,8 +2,9 @@
 
 A dispatcher pass (dispatch.py) hands texts to worker threads; their answers come back
 here in groups, each outcome written by one guarded UPDATE per kind (sent, failed,
-retried, throttled, unknown, expired, deferred, returned) with its event. Also the
-hand-over's dataclasses and the retry timing (backoff with jitter, until the window closes).
+retried, throttled, unknown, expired, deferred, returned) with its event; answers that
+leave the outcome unknown are unknown.py's. Also the hand-over's dataclasses and the retry
+timing (backoff with jitter, until the window closes).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.messaging.events import (
@@ -27,7 +27,6 @@ from followup.messaging.events import (
     write_by_id,
 )
 from followup.messaging.models import (
-    CANCELLED,
     EXPIRED,
     FAILED,
     PENDING,
@@ -42,6 +41,7 @@ from followup.messaging.transports.base import (
     SendResult,
     TransientSendError,
 )
+from followup.messaging.unknown import record_raised, take_back
 
 if TYPE_CHECKING:
     from followup.messaging.dispatch import Dispatcher
@@ -277,55 +277,6 @@ class Outcomes:
                 setattr(self.report, counter, getattr(self.report, counter) + 1)
         return written
 
-    def take_back(
-        self,
-        rows: list[dict[str, Any]],
-        events: list[dict[str, Any]],
-        at: dict[int, datetime],
-        detail: Callable[[dict[str, Any]], str],
-    ) -> None:
-        """Maybe-sent answers whose lease had moved on: the reaper asked the provider while
-        the request was still under way, found nothing and requeued the text. Unless it was
-        handed over again, recorded or closed since, the text goes back to `sending` under this
-        process's lease (not renewed), marked handed over at the request's instant, so that
-        the reaper asks the provider again once that lease has run out instead of sending
-        it a second time. Each row has the text's "id", "handed_at" and "lease_expires_at";
-        the lease is pushed to a whole lease from now, so that the provider has time to list
-        what it accepted before it is asked again."""
-        fresh_lease = self.d.clock.now() + self.d.lease
-        for row in rows:
-            values = {k: v for k, v in row.items() if not k.startswith("_")}
-            values["lease_expires_at"] = max(values["lease_expires_at"], fresh_lease)
-            taken = write_by_id(
-                self.session,
-                [{**values, "status": SENDING, "lease_owner": self.d.owner}],
-                guard="requeued",
-            )
-            if taken:
-                note = "taken back, the provider is asked after " + (
-                    values["lease_expires_at"].isoformat()
-                )
-            else:
-                status = self.session.scalar(
-                    sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"])
-                )
-                note = (
-                    f"left {status}; it may have reached the patient: never sent again"
-                    if status in (CANCELLED, EXPIRED)
-                    else f"left {status}: handed over again or recorded since"
-                )
-            events.append(
-                event_row(
-                    row["id"],
-                    at[row["id"]],
-                    "outcome-unknown",
-                    SENDING if taken else None,
-                    f"{detail(row)}; its lease had moved on: {note}",
-                )
-            )
-            log.warning("message %s: outcome unknown after its lease moved on: %s", row["id"], note)
-            self.report.unknown += 1
-
     def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
         retry: list[dict[str, Any]] = []
         unknown: list[dict[str, Any]] = []
@@ -412,11 +363,15 @@ class Outcomes:
             counter="unknown",
             at=at,
         )
-        self.take_back(
-            [r for r in unknown if r["id"] not in ours],
-            events,
-            at,
-            lambda r: f"error {r['error_code']}",
+        take_back(
+            self.session,
+            owner=self.d.owner,
+            lease_until=self.d.clock.now() + self.d.lease,
+            rows=[r for r in unknown if r["id"] not in ours],
+            events=events,
+            at=at,
+            detail=lambda r: f"error {r['error_code']}",
+            report=self.report,
         )
         self.settle(
             expired,
@@ -430,46 +385,14 @@ class Outcomes:
         )
 
     def record_unknown(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
-        # Marked handed over at the request's instant, so that the reaper asks the provider
-        # instead of sending again: a text the reaper requeued while this request was under
-        # way, and this dispatcher then claimed again, has a new claim not handed over.
-        ours = settle_leased(
+        record_raised(
             self.session,
             owner=self.d.owner,
-            values={"lease_owner": self.d.owner},
-            rows=[{"id": a.item.id, "handed_at": a.at} for a in answers],
-        )
-        for a in answers:
-            # It may or may not have gone out: it stays `sending` under its lease (no longer
-            # renewed) and the reaper asks the provider once the lease has run out.
-            log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
-            if a.item.id not in ours:
-                continue
-            events.append(
-                event_row(
-                    a.item.id,
-                    a.answered_at,
-                    "outcome-unknown",
-                    SENDING,
-                    f"transport raised {a.unknown}",
-                )
-            )
-            self.report.unknown += 1
-        self.take_back(
-            [
-                {
-                    "id": a.item.id,
-                    "handed_at": a.at,
-                    "lease_expires_at": a.answered_at + self.d.lease,
-                    "updated_at": a.answered_at,
-                    "_raised": a.unknown,
-                }
-                for a in answers
-                if a.item.id not in ours
-            ],
-            events,
-            {a.item.id: a.answered_at for a in answers},
-            lambda r: f"transport raised {r['_raised']}",
+            lease=self.d.lease,
+            now=self.d.clock.now(),
+            answers=answers,
+            events=events,
+            report=self.report,
         )
 
     def record_withheld(

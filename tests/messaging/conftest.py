@@ -165,3 +165,10 @@ def pain_checked(
     dispatch(session, twilio_transport, care, clock.now())
     assert messages(session)["pain-check"].status == SENT
     return enrolled
+
+
+@pytest.fixture
+def other_session(session_factory: so.sessionmaker[so.Session]) -> Iterator[so.Session]:
+    """A second process's session (a nurse's request)."""
+    with session_factory() as other:
+        yield other
