@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from followup.app import create_app
 from followup.care.protocol import CareContext
-from followup.clock import FakeClock
+from followup.clock import FakeClock, SystemClock
 from followup.messaging.models import SENT
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.validation import EnrollmentResult
@@ -172,3 +172,10 @@ def other_session(session_factory: so.sessionmaker[so.Session]) -> Iterator[so.S
     """A second process's session (a nurse's request)."""
     with session_factory() as other:
         yield other
+
+
+@pytest.fixture
+def real_fake(twilio_fake: FakeTwilio) -> FakeTwilio:
+    """The fake Twilio on the real clock (its creation times are real)."""
+    twilio_fake.now = SystemClock().now
+    return twilio_fake

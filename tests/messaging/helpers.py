@@ -4,8 +4,10 @@ history, and the scenes the race tests start from."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,13 +17,22 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher, dispatch_due
-from followup.messaging.models import Message, MessageEvent
+from followup.messaging.models import (
+    PENDING,
+    SENT,
+    Message,
+    MessageEvent,
+)
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import SmsTransport
+from followup.messaging.transports.twilio import TwilioTransport
 from followup.messaging.turns import DispatchPass
 from followup.patients.edits import change_completion_time
+from followup.patients.models import Patient, Procedure
 from followup.patients.validation import EnrollmentResult
+from followup.settings import Settings
 from tests.fakes.transport import ScriptedTransport
+from tests.fakes.twilio_server import FakeTwilio
 
 
 def dispatch(
@@ -149,3 +160,86 @@ def no_driving_claimed(
         assert turn.claim()
         session.commit()
         yield turn, result
+
+
+def seed(
+    session: so.Session,
+    count: int,
+    *,
+    due: datetime,
+    expires: datetime,
+    tz: str,
+    step: str = "no-driving",
+    blood_thinner: str | None = None,
+    first_phone: int = 0,
+) -> list[int]:
+    """`count` consented patients, each with a completed procedure and one pending text."""
+    now = due
+    ids = []
+    for i in range(count):
+        patient = Patient(
+            first_name="Test",
+            last_name=f"Patient{first_phone + i}",
+            phone=f"+1202555{first_phone + i:04d}",
+            timezone=tz,
+            language="en",
+            sms_consent_at=now - timedelta(days=1),
+            created_at=now - timedelta(days=1),
+        )
+        session.add(patient)
+        session.flush()
+        procedure = Procedure(
+            patient_id=patient.id,
+            kind="kyphoplasty",
+            status="completed",
+            completed_at=due - timedelta(hours=1),
+            blood_thinner=blood_thinner,
+            planned_at=now,
+            created_at=now,
+        )
+        session.add(procedure)
+        session.flush()
+        message = Message(
+            procedure_id=procedure.id,
+            patient_id=patient.id,
+            step=step,
+            due_at=due,
+            expires_at=expires,
+            status=PENDING,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(message)
+        session.flush()
+        ids.append(message.id)
+    session.commit()
+    return ids
+
+
+def midday_zone() -> str:
+    """A fixed-offset zone where it is early afternoon now (no quiet hours nearby)."""
+    offset = (13 - datetime.now(UTC).hour) % 24
+    offset = offset - 24 if offset > 12 else offset
+    return f"Etc/GMT{-offset:+d}"
+
+
+def statuses(session: so.Session) -> Counter[str]:
+    session.expire_all()
+    return Counter(session.scalars(sa.select(Message.status)))
+
+
+def assert_each_at_twilio_once(session: so.Session, fake: FakeTwilio) -> None:
+    """Every `sent` text is at the fake exactly once, with the SID the database recorded."""
+    at_twilio = Counter(m["to"] for m in fake.messages.values())
+    assert at_twilio and max(at_twilio.values()) == 1, at_twilio.most_common(3)
+    session.expire_all()
+    sent = session.scalars(sa.select(Message).where(Message.status == SENT)).all()
+    assert {m.provider_sid for m in sent} == set(fake.messages)
+    for m in sent:
+        assert fake.messages[m.provider_sid or ""]["to"] == m.to_phone
+
+
+def quick_transport(settings: Settings) -> TwilioTransport:
+    """Gives up after 0.25 s: leases can then be short (two calls' worth, 3 s)."""
+    return TwilioTransport.from_settings(replace(settings, twilio_timeout_seconds=0.25))

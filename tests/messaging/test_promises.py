@@ -1,12 +1,11 @@
-"""The dispatcher's promises, tried the way a bad day tries them, on SQLite and PostgreSQL.
+"""The dispatcher's sending promises, tried the way a bad day tries them, on SQLite and
+PostgreSQL (forward-only status, retries and wake-up: test_promises_status_and_retries.py).
 
 - never twice: a Twilio slow enough that a batch outlives its lease, with two dispatchers
   (one of them stalling) and a reaper racing them; a dispatcher process killed (SIGKILL)
   in the middle of a batch;
 - never late past expiry, never at night: a batch straddling an expiry and the start of
-  quiet hours, measured at the fake Twilio's receive time;
-- forward-only status: `undelivered` and `delivered` callbacks applied at the same time;
-- retries until the window closes: a four-hour create outage inside a 48-hour window.
+  quiet hours, measured at the fake Twilio's receive time.
 
 These use the real clock where real concurrency matters, with small latencies and bounded
 waits; none sleeps to wait for a scheduler.
@@ -15,7 +14,6 @@ waits; none sleeps to wait for a scheduler.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +21,6 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,119 +34,32 @@ from followup.care.protocol import CareContext
 from followup.care.timing import zone
 from followup.clock import FakeClock, SystemClock
 from followup.db import make_engine, make_session_factory
-from followup.inbox.queue import attention_queue
-from followup.messaging.claims import LEASE, next_wake
+from followup.messaging.claims import LEASE
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import (
     EXPIRED,
     PENDING,
     SENT,
-    UNDELIVERED,
     Message,
     MessageEvent,
 )
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.status import record_status_callback
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.pacing import Pacer
 from followup.messaging.transports.twilio import TwilioTransport
-from followup.patients.models import Patient, Procedure
-from followup.runtime import Runtime
+from followup.patients.models import Patient
 from followup.settings import Settings
 from jobs.scheduler import REAP_EVERY
 from tests.fakes.twilio_server import FakeTwilio
+from tests.messaging.helpers import (
+    assert_each_at_twilio_once,
+    midday_zone,
+    quick_transport,
+    seed,
+    statuses,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def seed(
-    session: so.Session,
-    count: int,
-    *,
-    due: datetime,
-    expires: datetime,
-    tz: str,
-    step: str = "no-driving",
-    blood_thinner: str | None = None,
-    first_phone: int = 0,
-) -> list[int]:
-    """`count` consented patients, each with a completed procedure and one pending text."""
-    now = due
-    ids = []
-    for i in range(count):
-        patient = Patient(
-            first_name="Test",
-            last_name=f"Patient{first_phone + i}",
-            phone=f"+1202555{first_phone + i:04d}",
-            timezone=tz,
-            language="en",
-            sms_consent_at=now - timedelta(days=1),
-            created_at=now - timedelta(days=1),
-        )
-        session.add(patient)
-        session.flush()
-        procedure = Procedure(
-            patient_id=patient.id,
-            kind="kyphoplasty",
-            status="completed",
-            completed_at=due - timedelta(hours=1),
-            blood_thinner=blood_thinner,
-            planned_at=now,
-            created_at=now,
-        )
-        session.add(procedure)
-        session.flush()
-        message = Message(
-            procedure_id=procedure.id,
-            patient_id=patient.id,
-            step=step,
-            due_at=due,
-            expires_at=expires,
-            status=PENDING,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(message)
-        session.flush()
-        ids.append(message.id)
-    session.commit()
-    return ids
-
-
-def midday_zone() -> str:
-    """A fixed-offset zone where it is early afternoon now (no quiet hours nearby)."""
-    offset = (13 - datetime.now(UTC).hour) % 24
-    offset = offset - 24 if offset > 12 else offset
-    return f"Etc/GMT{-offset:+d}"
-
-
-def statuses(session: so.Session) -> Counter[str]:
-    session.expire_all()
-    return Counter(session.scalars(sa.select(Message.status)))
-
-
-def assert_each_at_twilio_once(session: so.Session, fake: FakeTwilio) -> None:
-    """Every `sent` text is at the fake exactly once, with the SID the database recorded."""
-    at_twilio = Counter(m["to"] for m in fake.messages.values())
-    assert at_twilio and max(at_twilio.values()) == 1, at_twilio.most_common(3)
-    session.expire_all()
-    sent = session.scalars(sa.select(Message).where(Message.status == SENT)).all()
-    assert {m.provider_sid for m in sent} == set(fake.messages)
-    for m in sent:
-        assert fake.messages[m.provider_sid or ""]["to"] == m.to_phone
-
-
-@pytest.fixture
-def real_fake(twilio_fake: FakeTwilio) -> FakeTwilio:
-    """The fake Twilio on the real clock (its creation times are real)."""
-    twilio_fake.now = SystemClock().now
-    return twilio_fake
-
-
-def quick_transport(settings: Settings) -> TwilioTransport:
-    """Gives up after 0.25 s: leases can then be short (two calls' worth, 3 s)."""
-    return TwilioTransport.from_settings(replace(settings, twilio_timeout_seconds=0.25))
 
 
 # --- never twice ---------------------------------------------------------------------------
@@ -435,175 +345,3 @@ def test_a_batch_straddling_expiry_and_quiet_hours_sends_nothing_late(
     assert report.sent == len(got)
     assert report.expired + report.deferred == len(unsent)
     assert report.claimed == 60
-
-
-# --- forward-only status -------------------------------------------------------------------
-
-
-def test_simultaneous_undelivered_and_delivered_callbacks_never_move_a_status_backwards(
-    session: so.Session,
-    session_factory: so.sessionmaker[so.Session],
-    care: CareContext,
-    clock: FakeClock,
-) -> None:
-    now = clock.now()
-    ids = seed(
-        session,
-        100,
-        due=now,
-        expires=now + timedelta(days=2),
-        tz="America/New_York",
-        step="blood-thinner-restart",
-        blood_thinner="Eliquis",
-    )
-    session.execute(
-        sa.update(Message)
-        .where(Message.id.in_(ids))
-        .values(status=SENT, provider_sid=sa.literal("SM") + sa.cast(Message.id, sa.String))
-    )
-    session.commit()
-    callbacks = [(f"SM{i}", status) for i in ids for status in ("delivered", "undelivered")]
-    random.Random(3).shuffle(callbacks)
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def apply(share: list[tuple[str, str]]) -> None:
-        barrier.wait()
-        for sid, status in share:
-            for attempt in range(50):
-                try:
-                    with session_factory() as s:
-                        record_status_callback(
-                            session=s,
-                            provider_sid=sid,
-                            status=status,
-                            error_code=30003 if status == "undelivered" else None,
-                            now=now,
-                        )
-                        s.commit()
-                    break
-                except sa.exc.OperationalError as exc:  # SQLite busy past its timeout
-                    if attempt == 49:
-                        errors.append(exc)
-
-    threads = [threading.Thread(target=apply, args=(callbacks[k::8],)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors
-    assert statuses(session) == {UNDELIVERED: 100}
-    # Each text kept both reports in its history, and every one reaches the nurses' queue.
-    events = Counter(
-        session.scalars(sa.select(MessageEvent.kind).where(MessageEvent.kind == "status-callback"))
-    )
-    assert events["status-callback"] == 200
-    queue = attention_queue(session=session, critical_steps=care.critical_steps())
-    assert {item.item_id for item in queue.items if item.kind == "text"} == set(ids)
-
-
-# --- retries until the window closes -------------------------------------------------------
-
-
-def test_a_four_hour_create_outage_inside_a_48_hour_window_sends_once_after_recovery(
-    twilio_fake: FakeTwilio,
-    twilio_transport: TwilioTransport,
-    session: so.Session,
-    session_factory: so.sessionmaker[so.Session],
-    care: CareContext,
-    clock: FakeClock,
-) -> None:
-    # The blood-thinner restart falls due at 10:00 in New York; its window is 48 hours.
-    due = datetime(2026, 3, 9, 10, 0, tzinfo=ZoneInfo("America/New_York")).astimezone(UTC)
-    [text_id] = seed(
-        session,
-        1,
-        due=due,
-        expires=due + timedelta(hours=48),
-        tz="America/New_York",
-        step="blood-thinner-restart",
-        blood_thinner="Eliquis",
-    )
-    recovery = due + timedelta(hours=4)
-    twilio_fake.creates_down_until = recovery  # every create is answered 503 until then
-    clock.set(due)
-    ticks = 0
-    while ticks < 500:
-        with session_factory() as other:
-            run_tick(session=other, transport=twilio_transport, care=care, clock=clock, owner="w")
-        ticks += 1
-        message = session.get(Message, text_id)
-        session.refresh(message)  # type: ignore[arg-type]
-        assert message is not None
-        if message.status != PENDING and message.status != "sending":
-            break
-        # The worker's next look: its next due text, or the reaper's next round.
-        with session_factory() as other:
-            wake = next_wake(session=other, now=clock.now())
-        lease_end = message.lease_expires_at if message.status == "sending" else None
-        candidates = [t for t in (wake, lease_end) if t is not None and t > clock.now()]
-        clock.set(min(candidates) + REAP_EVERY if lease_end else min(candidates))
-    assert message.status == SENT
-    assert len(twilio_fake.messages) == 1  # sent once
-    assert recovery <= message.sent_at <= recovery + timedelta(minutes=16)  # type: ignore[operator]
-    refused = len(twilio_fake.creates()) - 1
-    assert refused >= 4 * 60 // 15  # it kept trying through the outage, never gave up
-    assert message.attempts == refused + 1
-
-
-# --- wake-up ----------------------------------------------------------------------------
-
-
-def test_the_running_loop_sends_a_text_written_by_another_connection_without_being_woken(
-    real_fake: FakeTwilio,
-    twilio_settings: Settings,
-    database_url: str,
-    session: so.Session,
-) -> None:
-    from followup.runtime import build_runtime
-    from jobs.dispatcher import DispatchLoop
-
-    runtime = build_runtime(replace(twilio_settings, database_url=database_url), SystemClock())
-    loop = DispatchLoop(runtime)
-    loop.start()
-    try:
-        time.sleep(0.2)  # the loop is idle: nothing is pending
-        now = datetime.now(UTC)
-        seed(session, 1, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
-        # Nobody calls loop.wake(): the loop's own look at the database finds it.
-        assert real_fake.wait_for_messages(1, timeout=10)
-    finally:
-        loop.stop()
-        runtime.transport.close()  # type: ignore[attr-defined]
-        runtime.engine.dispose()
-    assert loop.total.sent == 1
-
-
-def test_the_loop_sleeps_until_the_next_due_text_and_no_longer(
-    runtime: Runtime, session: so.Session, clock: FakeClock
-) -> None:
-    from jobs.dispatcher import POLL_EVERY, DispatchLoop
-
-    loop = DispatchLoop(runtime)
-    assert loop.step() == POLL_EVERY.total_seconds()  # nothing pending: poll
-    now = clock.now()
-    seed(
-        session,
-        1,
-        due=now + timedelta(seconds=0.4),
-        expires=now + timedelta(hours=1),
-        tz="America/New_York",
-    )
-    assert loop.step() == pytest.approx(0.4)
-    seed(
-        session,
-        1,
-        due=now + timedelta(hours=2),
-        expires=now + timedelta(hours=3),
-        tz="America/New_York",
-        first_phone=50,
-    )
-    clock.advance(timedelta(seconds=0.4))
-    assert loop.step() == POLL_EVERY.total_seconds()  # sent; the next is hours away
-    assert loop.total.sent == 1
-    loop.dispatcher.close()
