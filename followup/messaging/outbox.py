@@ -298,7 +298,7 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     events: list[dict[str, Any]] = []
     for message, procedure in rows:
         if message.id in maybe_sent:
-            log.info("message %s stays cancelled: its last request may have reached", message.id)
+            log.info("message %s stays cancelled: it may have reached the patient", message.id)
             continue
         if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
             continue
