@@ -52,7 +52,9 @@ class ProcedureTimes:
 @dataclass(frozen=True)
 class ReplanDecision:
     """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it,
-    or "retime" it (handed over, outcome unknown: new times, same status)."""
+    "retime" it (handed over, outcome unknown: new times, same status), or "close" it (a
+    text before the procedure, handed over, outcome unknown, when the procedure is finished:
+    its window closes now, so it is never sent again)."""
 
     step: str
     action: str
@@ -76,7 +78,18 @@ def decide_replan(
     """
     protocol = care.protocol(kind)
     planned = phase_plan(protocol=protocol, row=times, tz=tz, care=care, now=now)
-    intro_given = any(m.attempts > 0 for m in existing.values())
+    finished = times.status == "completed"
+    # A text before the procedure whose request's outcome is unknown once it is finished:
+    # if it did not reach the patient it must not go out after the procedure, so it does
+    # not count as having introduced the program (the intro may come twice, never not at
+    # all: it carries HELP, STOP and the rates).
+    phases = {step.key: step.phase for step in protocol.steps}
+    closing = {
+        key
+        for key, message in existing.items()
+        if finished and phases.get(key) == BEFORE and _outcome_open(message)
+    }
+    intro_given = any(m.attempts > 0 for key, m in existing.items() if key not in closing)
     intro_key: str | None = None
     revive: set[str] = set()
     if not intro_given:
@@ -94,7 +107,6 @@ def decide_replan(
             planned = [welcome, *planned]
             revive.add(welcome.step)  # a welcome cancelled at completion comes back
     wanted = {p.step: p for p in planned}
-    finished = times.status == "completed"
     decisions = []
     for step in protocol.steps:
         message = existing.get(step.key)
@@ -107,6 +119,8 @@ def decide_replan(
                     else "step no longer applies"
                 )
                 decisions.append(ReplanDecision(step.key, "cancel", reason=reason))
+            elif message is not None and step.key in closing:
+                decisions.append(ReplanDecision(step.key, "close", reason="procedure finished"))
             elif message is not None:
                 decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
@@ -185,6 +199,21 @@ def replan_procedure(
             message.updated_at = now
             session.flush()
             events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
+            continue
+        if decision.action == "close" and message is not None:
+            message.expires_at = min(message.expires_at, now)
+            message.updated_at = now
+            session.flush()
+            events.append(
+                event_row(
+                    message.id,
+                    now,
+                    "replanned",
+                    SENDING,
+                    "procedure finished while its hand-over's outcome is unknown: if it did"
+                    " not reach the patient, it is not sent",
+                )
+            )
             continue
         if decision.action == "retime" and message is not None and decision.planned is not None:
             message.due_at = decision.planned.due_at

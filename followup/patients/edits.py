@@ -265,6 +265,9 @@ def _change_rows(
             rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
         elif decision.action == "keep":
             rows.append(CompletionRow(label, now_at, now_at, f"unchanged: {decision.reason}"))
+        elif decision.action == "close":
+            note = "being sent now; if it does not reach the patient, it is not sent again"
+            rows.append(CompletionRow(label, now_at, "-", f"{note}: {decision.reason}"))
         elif decision.action == "retime" and decision.planned is not None:
             planned = decision.planned
             note = "being sent now; if it does not reach the patient, " + (

@@ -17,6 +17,8 @@ from followup.errors import ValidationError
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import plan_procedures
+from followup.messaging.reconcile import reap_stale
+from followup.messaging.transports.base import TransientSendError
 from followup.patients.edits import (
     cancel_patient_procedure,
     complete_procedure,
@@ -423,3 +425,57 @@ def test_completion_preview_lists_cancelled_and_planned_texts_and_writes_nothing
     assert preview.title == "Confirm the procedure is finished"
     assert preview.completed_input == "2026-03-05T11:00-05:00"
     assert plan(session, result.procedure.id) == before
+
+
+def test_a_welcome_whose_outcome_is_unknown_never_goes_out_after_the_procedure(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:
+    # The welcome's request times out (Twilio may or may not have taken it), and the
+    # procedure is done before the reaper asks Twilio. Twilio does not have it: the welcome
+    # must not arrive after the procedure, and the first text after it carries the intro.
+    clock.set(ENROLLED)
+    result = enroll(**BOOKED)
+    transport.outcomes = [TransientSendError("timeout", "no answer", maybe_sent=True)]
+    assert send_due(session, transport, care, ENROLLED) == []
+    welcome = session.scalars(sa.select(Message).where(Message.step == "welcome")).one()
+    assert (welcome.status, welcome.handed_at is not None) == ("sending", True)
+
+    done = ENROLLED + timedelta(minutes=2)
+    preview = preview_completion_change(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(done - timedelta(minutes=1)), care=care, now=done,
+    )  # fmt: skip
+    notes = {row.label: row.note for row in preview.rows}
+    assert notes["Welcome"] == (
+        "being sent now; if it does not reach the patient, it is not sent again: procedure finished"
+    )
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(done - timedelta(minutes=1)), care=care, now=done,
+        actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    assert (welcome.status, welcome.expires_at) == ("sending", done)
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None and procedure.intro_step == "no-driving"
+
+    transport.provider_has = []
+    later = done + timedelta(minutes=10)
+    report = reap_stale(session=session, transport=transport, now=later)
+    assert (report.expired, report.requeued) == (1, 0)
+    session.expire_all()
+    assert welcome.status == "expired"
+    for at in (later, later + timedelta(hours=1), ny("2026-03-04T10:00")):
+        send_due(session, transport, care, at)
+    assert "welcome" not in transport.steps_sent()
+    [no_driving] = [sms for sms in transport.sent if sms.step == "no-driving"]
+    assert "Reply HELP for help or STOP to end them." in no_driving.body
+
+
+def local_input(instant: datetime) -> str:
+    return instant.astimezone(NY).strftime("%Y-%m-%dT%H:%M")
