@@ -70,6 +70,7 @@ def decide_replan(
     kind: str,
     tz: ZoneInfo,
     now: datetime,
+    intro_step: str | None = None,
 ) -> tuple[list[ReplanDecision], str | None, bool]:
     """Decide, writing nothing, how a procedure's texts follow its status and times.
 
@@ -89,7 +90,20 @@ def decide_replan(
         for key, message in existing.items()
         if finished and phases.get(key) == BEFORE and _outcome_open(message)
     }
-    intro_given = any(m.attempts > 0 for key, m in existing.items() if key not in closing)
+    # Texts before the procedure that will not go out after it (cancelled or closed here)
+    # never carried the introduction to the patient (or may not have).
+    dropped = closing | {
+        key
+        for key, message in existing.items()
+        if finished
+        and phases.get(key) == BEFORE
+        and (message.status == PENDING or _claimed_only(message))
+    }
+    if intro_step is not None and intro_step in existing:
+        carrier = existing[intro_step]
+        intro_given = carrier.attempts > 0 and intro_step not in dropped
+    else:
+        intro_given = any(m.attempts > 0 for key, m in existing.items() if key not in dropped)
     intro_key: str | None = None
     revive: set[str] = set()
     if not intro_given:
@@ -187,6 +201,7 @@ def replan_procedure(
         kind=procedure.kind,
         tz=zone(patient.timezone),
         now=now,
+        intro_step=procedure.intro_step,
     )
     if write_intro:
         procedure.intro_step = intro_key

@@ -1,0 +1,149 @@
+"""The introduction (HELP, STOP, rates) reaches the patient once a booked procedure is
+finished, whatever became of the welcome: timed out (Twilio may or may not have it), refused
+for now, or re-timed as the intro and then corrected. The welcome never goes out after the
+procedure, and some text carries the intro."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.messaging.models import Message
+from followup.messaging.reconcile import reap_stale
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
+from followup.patients.edits import change_completion_time, complete_procedure
+from followup.patients.models import Procedure
+from tests.fakes.transport import ScriptedTransport
+from tests.patients.test_booked import Enroll, local_input, ny, send_due
+
+HELP = "Reply HELP for help or STOP to end them."
+
+
+@dataclass
+class StepTransport(ScriptedTransport):
+    """Times out (maybe sent, not at the provider) once for each step in `time_out`."""
+
+    time_out: set[str] = field(default_factory=set)
+    refuse: set[str] = field(default_factory=set)  # refused for now, never at the provider
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        if sms.step in self.time_out:
+            self.time_out.discard(sms.step)
+            raise TransientSendError("timeout", "no answer", maybe_sent=True)
+        if sms.step in self.refuse:
+            self.refuse.discard(sms.step)
+            raise TransientSendError("503", "unavailable", maybe_sent=False)
+        return super().send(sms)
+
+
+def welcome(session: so.Session) -> Message:
+    return session.scalars(sa.select(Message).where(Message.step == "welcome")).one()
+
+
+def test_a_closed_welcome_leaves_the_intro_to_no_driving_though_day_before_was_sent(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Enrolled the afternoon before the procedure: the welcome and the day-before text go
+    # out in the same pass. The welcome times out (not at Twilio); the day-before is sent.
+    transport = StepTransport(time_out={"welcome"}, provider_has=[])
+    enrolled = ny("2026-03-11T16:30")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert sorted(send_due(session, transport, care, enrolled)) == ["day-before"]
+    assert (welcome(session).status, welcome(session).handed_at is not None) == ("sending", True)
+
+    # Finished within minutes, before the reaper asked Twilio.
+    done = enrolled + timedelta(minutes=2)
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(done - timedelta(minutes=1)), care=care, now=done,
+        actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None
+    intro_step = procedure.intro_step
+
+    later = done + timedelta(minutes=10)
+    reap_stale(session=session, transport=transport, now=later)
+    session.expire_all()
+    assert welcome(session).status == "expired"  # never reached the patient
+    for at in (later, later + timedelta(hours=1), ny("2026-03-13T10:00")):
+        send_due(session, transport, care, at)
+    bodies = {sms.step: sms.body for sms in transport.sent}
+    assert "welcome" not in bodies
+    # The welcome never came: no-driving carries HELP, STOP and the rates.
+    assert any(HELP in body for body in bodies.values()), (intro_step, sorted(bodies))
+
+
+def test_a_welcome_re_timed_as_the_intro_stays_the_intro_through_a_correction(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The welcome times out; the nurse records the procedure as finished the day before
+    # (no-driving's window has passed, and soreness cannot carry the intro), so the planner
+    # picks the welcome again as the intro and re-times it. Soreness goes; then the nurse
+    # corrects the completion time by half an hour: the welcome is still the intro.
+    transport = StepTransport(time_out={"welcome"}, provider_has=[])
+    enrolled = ny("2026-03-12T10:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-13T09:00")
+    assert send_due(session, transport, care, enrolled) == []
+    done = enrolled + timedelta(minutes=2)
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(ny("2026-03-11T09:00")), care=care, now=done, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None and procedure.intro_step == "welcome"
+    assert welcome(session).status == "sending"  # re-timed: outcome still unknown
+    assert send_due(session, transport, care, done) == ["soreness"]  # without the intro
+    assert HELP not in transport.sent[-1].body
+    fix = done + timedelta(minutes=1)
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id,
+        completed_at=local_input(ny("2026-03-11T09:30")), care=care, now=fix, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    assert (procedure.intro_step, welcome(session).status) == ("welcome", "sending")
+    later = fix + timedelta(minutes=20)
+    assert reap_stale(session=session, transport=transport, now=later).requeued == 1
+    for at in (later, later + timedelta(hours=1), ny("2026-03-16T10:00")):
+        send_due(session, transport, care, at)
+    bodies = {sms.step: sms.body for sms in transport.sent}
+    assert HELP in bodies["welcome"]
+    assert [step for step, body in bodies.items() if HELP in body] == ["welcome"]
+
+
+def test_a_welcome_waiting_for_its_retry_at_completion_leaves_the_intro_to_no_driving(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The welcome was refused for now (it never reached Twilio) and waits for its retry
+    # when the procedure is finished: it is cancelled, and the intro goes with no-driving.
+    transport = StepTransport(refuse={"welcome"})
+    enrolled = ny("2026-03-11T20:59:40")  # its retry falls in quiet hours
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == ["day-before"]
+    assert (welcome(session).status, welcome(session).attempts) == ("pending", 1)
+    done = ny("2026-03-12T07:50")
+    for at in (enrolled + timedelta(minutes=1), ny("2026-03-12T07:00")):
+        send_due(session, transport, care, at)  # quiet hours: nothing goes
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(ny("2026-03-12T07:45")), care=care, now=done, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    for at in (ny("2026-03-12T08:00"), ny("2026-03-13T10:00")):
+        send_due(session, transport, care, at)
+    bodies = {sms.step: sms.body for sms in transport.sent}
+    assert "welcome" not in bodies
+    assert any(HELP in body for body in bodies.values()), sorted(bodies)
