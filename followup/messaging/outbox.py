@@ -102,7 +102,9 @@ def plan_procedures(
     text cannot). Set-based: one query for the batch, one bulk insert of its texts, one of
     their events, one UPDATE of the procedures. Planning twice plans nothing new (unique
     procedure and step). Procedures that were booked and are now done are re-planned one
-    by one (`replan_procedure`) when they are completed, not here.
+    by one (`replan_procedure`) when they are completed, not here; one completed or
+    rescheduled while its patient could not receive texts is left unplanned by that, and
+    planned here when they can again.
     """
     query = (
         sa.select(

@@ -190,10 +190,11 @@ def replan_procedure(
     Returns the procedure's texts after the change, in due order.
     """
     existing = procedure_messages(session=session, procedure_id=procedure.id, lock=True)
-    if procedure.status not in ("completed", "scheduled") or not patient.can_receive_texts():
+    if procedure.status not in ("completed", "scheduled"):
         return sorted(existing.values(), key=lambda m: m.due_at)
     if procedure.status == "completed" and procedure.completed_at is None:
         return sorted(existing.values(), key=lambda m: m.due_at)
+    receiving = patient.can_receive_texts()
     decisions, intro_key, write_intro = decide_replan(
         times=ProcedureTimes.of(procedure),
         existing=existing,
@@ -246,7 +247,7 @@ def replan_procedure(
                 )
             )
             continue
-        if decision.action != "plan" or decision.planned is None:
+        if decision.action != "plan" or decision.planned is None or not receiving:
             continue
         planned_text = decision.planned
         if message is None:
@@ -272,7 +273,9 @@ def replan_procedure(
         detail = "re-planned" + (": window has passed" if planned_text.status == EXPIRED else "")
         events.append(event_row(message.id, now, "replanned", planned_text.status, detail))
         existing[decision.step] = message
-    procedure.planned_at = now
+    # A patient who cannot receive texts (opted out, no consent) gets nothing new planned:
+    # what is left is planned when they can (START plans a procedure not planned yet).
+    procedure.planned_at = now if receiving else None
     add_events(session, events)
     return sorted(existing.values(), key=lambda m: m.due_at)
 

@@ -147,3 +147,78 @@ def test_a_welcome_waiting_for_its_retry_at_completion_leaves_the_intro_to_no_dr
     bodies = {sms.step: sms.body for sms in transport.sent}
     assert "welcome" not in bodies
     assert any(HELP in body for body in bodies.values()), sorted(bodies)
+
+
+def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # A booked patient replies STOP; the procedure is finished while they are opted out;
+    # they reply START: the texts after the procedure are planned then (and none before it).
+    from followup.messaging.outbox import record_opt_in, record_opt_out
+
+    transport = StepTransport()
+    enrolled = ny("2026-03-03T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == ["welcome"]
+    record_opt_out(
+        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=1),
+        reason="patient replied STOP (opted out)",
+    )  # fmt: skip
+    session.commit()
+    done = ny("2026-03-12T10:30")
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at="2026-03-12T10:15", care=care, now=done, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    back = done + timedelta(minutes=5)
+    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
+    session.commit()
+    for at in (back, ny("2026-03-13T10:00")):
+        send_due(session, transport, care, at)
+    assert transport.steps_sent() == ["welcome", "no-driving", "soreness"]
+
+
+def test_stop_then_finished_then_start_never_sends_the_welcome_after_the_procedure(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The welcome times out; the patient replies STOP; the nurse marks the procedure finished
+    # while they are opted out; the reaper does not find the welcome at Twilio; the patient
+    # replies START. The welcome stays unsent, and the texts after the procedure go, the
+    # first with the intro.
+    from followup.messaging.outbox import record_opt_in, record_opt_out
+
+    transport = StepTransport(time_out={"welcome"}, provider_has=[])
+    enrolled = ny("2026-03-03T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == []
+    record_opt_out(
+        session=session,
+        patient_id=result.patient.id,
+        now=enrolled + timedelta(minutes=1),
+        reason="patient replied STOP (opted out)",
+    )
+    session.commit()
+    done = enrolled + timedelta(minutes=2)
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local_input(done - timedelta(minutes=1)), care=care, now=done,
+        actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    later = done + timedelta(minutes=10)
+    reap_stale(session=session, transport=transport, now=later)
+    send_due(session, transport, care, later)
+    back = later + timedelta(minutes=5)
+    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
+    session.commit()
+    send_due(session, transport, care, back)
+    session.expire_all()
+    for at in (back + timedelta(hours=1), ny("2026-03-04T10:00"), ny("2026-03-06T10:00")):
+        send_due(session, transport, care, at)
+    steps = {m.step: m.status for m in session.scalars(sa.select(Message))}
+    assert "welcome" not in transport.steps_sent(), (transport.steps_sent(), steps)
+    assert transport.steps_sent()[:1] == ["no-driving"]
+    assert HELP in transport.sent[0].body
