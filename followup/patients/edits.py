@@ -256,7 +256,12 @@ def _change_rows(
             for step in existing
         ]
     decisions, _, _ = decide_replan(
-        times=times, existing=existing, care=care, kind=procedure.kind, tz=tz, now=now,
+        times=times,
+        existing=existing,
+        care=care,
+        kind=procedure.kind,
+        tz=tz,
+        now=now,
         intro_step=procedure.intro_step,
     )
     rows = []
