@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.planner import PlannedText, choose_intro, plan_procedure, plan_step
+from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import BEFORE, CareContext, Protocol
 from followup.care.timing import STOP, Anchors, zone
 from followup.db import analyze_if_never_analyzed, in_ids, is_postgresql
@@ -24,7 +24,6 @@ from followup.messaging.models import (
     CANCELLED,
     PENDING,
     Message,
-    MessageEvent,
 )
 from followup.messaging.reports import PlanReport
 from followup.patients.models import Patient, Procedure
@@ -261,89 +260,3 @@ def reason_not_to_send(
     if protocol_step.send.anchor == STOP and procedure.stop_blood_thinner_on is None:
         return "no stop date for the blood thinner"
     return None
-
-
-def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, now: datetime) -> int:
-    """Clear a patient's opt-out and bring back the texts it cancelled; return how many.
-
-    Only texts cancelled because of the opt-out, whose window is still open, return to
-    pending (re-planned at `now`: quiet hours apply); nothing whose window has passed is
-    sent, nor a text whose last request may have reached the patient (its answer came
-    only after the opt-out had closed it). Procedures never planned while opted out are
-    planned now. The texts are locked first (PostgreSQL; on SQLite the flush of the
-    patient took the write lock), so a late answer cannot land between read and write.
-    """
-    patient = session.get(Patient, patient_id)
-    if patient is None or patient.opted_out_at is None:
-        return 0
-    patient.opted_out_at = None
-    session.flush()
-    cancelled_by_opt_out = sa.exists().where(
-        MessageEvent.message_id == Message.id,
-        MessageEvent.kind == "cancelled",
-        MessageEvent.detail.contains(OPTED_OUT),
-    )
-    query = (
-        sa.select(Message, Procedure)
-        .join(Procedure, Procedure.id == Message.procedure_id)
-        .where(
-            Message.patient_id == patient_id,
-            Message.status == CANCELLED,
-            cancelled_by_opt_out,
-        )
-        .order_by(Message.due_at)
-    )
-    if is_postgresql(session):
-        query = query.with_for_update(of=Message)
-    rows = session.execute(query).all()
-    maybe_sent = _answered_unknown_after_closing(session, [m.id for m, _ in rows])
-    events: list[dict[str, Any]] = []
-    for message, procedure in rows:
-        if message.id in maybe_sent:
-            log.info("message %s stays cancelled: it may have reached the patient", message.id)
-            continue
-        if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
-            continue
-        planned = plan_step(
-            step=care.protocol(procedure.kind).step(message.step),
-            anchors=procedure_anchors(procedure),
-            tz=zone(patient.timezone),
-            quiet_hours=care.quiet_hours,
-            now=now,
-        )
-        if planned.status != PENDING:
-            continue  # its window has passed: it stays cancelled
-        message.status = PENDING
-        message.due_at = planned.due_at
-        message.expires_at = planned.expires_at
-        message.not_before = None
-        message.updated_at = now
-        events.append(event_row(message.id, now, "replanned", PENDING, "patient opted back in"))
-    add_events(session, events)
-    unplanned = session.scalars(
-        sa.select(Procedure.id).where(
-            Procedure.patient_id == patient_id, Procedure.planned_at.is_(None)
-        )
-    ).all()
-    if unplanned:
-        plan_procedures(session=session, care=care, now=now, procedure_ids=list(unplanned))
-    log.info("patient %s opted back in; %d texts back", patient_id, len(events))
-    return len(events)
-
-
-def _answered_unknown_after_closing(session: so.Session, ids: list[int]) -> set[int]:
-    """Those of `ids` whose last word is a request's unknown outcome after their closing:
-    the provider may have them (the answer came once the text was cancelled)."""
-    if not ids:
-        return set()
-    last: dict[int, str] = {}
-    for message_id, kind in session.execute(
-        sa.select(MessageEvent.message_id, MessageEvent.kind)
-        .where(
-            in_ids(session, MessageEvent.message_id, ids),
-            MessageEvent.kind.in_(("cancelled", "outcome-unknown")),
-        )
-        .order_by(MessageEvent.id)
-    ):
-        last[message_id] = kind
-    return {message_id for message_id, kind in last.items() if kind == "outcome-unknown"}

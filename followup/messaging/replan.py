@@ -8,6 +8,8 @@ a dispatcher can neither claim nor hand one over while they are decided and writ
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
@@ -16,14 +18,22 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.planner import PlannedText, choose_intro
+from followup.care.planner import PlannedText, choose_intro, plan_step
 from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import zone
-from followup.db import is_postgresql
+from followup.db import in_ids, is_postgresql
 from followup.messaging.events import add_events, event_row
-from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING, Message
-from followup.messaging.outbox import phase_plan
+from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING, Message, MessageEvent
+from followup.messaging.outbox import (
+    OPTED_OUT,
+    phase_plan,
+    plan_procedures,
+    procedure_anchors,
+    reason_not_to_send,
+)
 from followup.patients.models import Patient, Procedure
+
+log = logging.getLogger(__name__)
 
 REPLANNABLE = (PENDING, EXPIRED)
 
@@ -71,11 +81,15 @@ def decide_replan(
     tz: ZoneInfo,
     now: datetime,
     intro_step: str | None = None,
+    maybe_reached: Collection[str] = (),
 ) -> tuple[list[ReplanDecision], str | None, bool]:
     """Decide, writing nothing, how a procedure's texts follow its status and times.
 
-    Returns the decisions in protocol order, the step that should introduce the program,
-    and whether that choice is to be written (False once a text was handed over).
+    `intro_step` is the text chosen to introduce the program (HELP, STOP, the rates);
+    `maybe_reached` the steps closed (cancelled, expired) whose last request's outcome came
+    back unknown after their closing: the patient may have them. Returns the decisions in
+    protocol order, the step that should introduce the program, and whether that choice is
+    to be written (False while the text chosen before carries it).
     """
     protocol = care.protocol(kind)
     planned = phase_plan(protocol=protocol, row=times, tz=tz, care=care, now=now)
@@ -99,10 +113,21 @@ def decide_replan(
         and phases.get(key) == BEFORE
         and (message.status == PENDING or _claimed_only(message))
     }
-    if intro_step is not None and intro_step in existing:
-        carrier = existing[intro_step]
-        intro_given = carrier.attempts > 0 and intro_step not in dropped
-    else:
+
+    def carries_intro(key: str, message: Message) -> bool:
+        """The intro reached the patient with this text, may have, or goes with its retry."""
+        if key in dropped:
+            return False
+        if message.provider_sid is not None or key in maybe_reached or _outcome_open(message):
+            return True
+        # Handed over and back in the queue: refused for now, or requeued by the reaper
+        # while its request's answer may still come (Twilio did not list it yet).
+        return message.attempts > 0 and _unsent_retry(message)
+
+    if intro_step is not None:
+        carrier = existing.get(intro_step)
+        intro_given = carrier is not None and carries_intro(intro_step, carrier)
+    else:  # texts planned before the intro was recorded: any text handed over counts
         intro_given = any(m.attempts > 0 for key, m in existing.items() if key not in dropped)
     intro_key: str | None = None
     revive: set[str] = set()
@@ -141,12 +166,20 @@ def decide_replan(
         if message is not None and _outcome_open(message):
             decisions.append(ReplanDecision(step.key, "retime", planned=planned_text))
             continue
-        if message is not None and (
-            (message.attempts > 0 and not _unsent_retry(message))
-            or (
-                not _replannable(message)
-                and not (message.status == CANCELLED and step.key in revive)
-            )
+        # The welcome chosen as the intro comes back if closed without reaching the
+        # patient (cancelled at completion or by an opt-out, expired after Twilio did not
+        # have it); never one Twilio took or may have.
+        revived = (
+            step.key in revive
+            and message is not None
+            and message.status in (CANCELLED, EXPIRED)
+            and message.provider_sid is None
+            and step.key not in maybe_reached
+        )
+        if (
+            message is not None
+            and not revived
+            and ((message.attempts > 0 and not _unsent_retry(message)) or not _replannable(message))
         ):
             decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
@@ -203,6 +236,7 @@ def replan_procedure(
         tz=zone(patient.timezone),
         now=now,
         intro_step=procedure.intro_step,
+        maybe_reached=maybe_reached_steps(session, existing),
     )
     if write_intro:
         procedure.intro_step = intro_key
@@ -307,3 +341,113 @@ def procedure_messages(
                 .values(planned_at=table.c.planned_at)
             )
     return {m.step: m for m in session.scalars(query)}
+
+
+def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, now: datetime) -> int:
+    """Clear a patient's opt-out and bring back the texts it cancelled; return how many.
+
+    Only texts cancelled because of the opt-out, whose window is still open, return to
+    pending (re-planned at `now`: quiet hours apply); nothing whose window has passed is
+    sent, nor a text whose last request may have reached the patient (its answer came
+    only after the opt-out had closed it). Procedures never planned while opted out are
+    planned now. The texts are locked first (PostgreSQL; on SQLite the flush of the
+    patient took the write lock), so a late answer cannot land between read and write.
+    """
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.opted_out_at is None:
+        return 0
+    patient.opted_out_at = None
+    session.flush()
+    cancelled_by_opt_out = sa.exists().where(
+        MessageEvent.message_id == Message.id,
+        MessageEvent.kind == "cancelled",
+        MessageEvent.detail.contains(OPTED_OUT),
+    )
+    query = (
+        sa.select(Message, Procedure)
+        .join(Procedure, Procedure.id == Message.procedure_id)
+        .where(
+            Message.patient_id == patient_id,
+            Message.status == CANCELLED,
+            cancelled_by_opt_out,
+        )
+        .order_by(Message.due_at)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update(of=Message)
+    rows = session.execute(query).all()
+    maybe_sent = answered_unknown_after_closing(session, [m.id for m, _ in rows])
+    events: list[dict[str, Any]] = []
+    for message, procedure in rows:
+        if message.id in maybe_sent:
+            log.info("message %s stays cancelled: it may have reached the patient", message.id)
+            continue
+        if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
+            continue
+        planned = plan_step(
+            step=care.protocol(procedure.kind).step(message.step),
+            anchors=procedure_anchors(procedure),
+            tz=zone(patient.timezone),
+            quiet_hours=care.quiet_hours,
+            now=now,
+        )
+        if planned.status != PENDING:
+            continue  # its window has passed: it stays cancelled
+        message.status = PENDING
+        message.due_at = planned.due_at
+        message.expires_at = planned.expires_at
+        message.not_before = None
+        message.updated_at = now
+        events.append(event_row(message.id, now, "replanned", PENDING, "patient opted back in"))
+    add_events(session, events)
+    # Procedures not planned while opted out: never planned (no texts yet) are planned;
+    # finished or rescheduled meanwhile (texts from before) are re-planned, so what is
+    # left of the steps before them is settled and the intro chosen with what exists.
+    unplanned = session.scalars(
+        sa.select(Procedure).where(
+            Procedure.patient_id == patient_id, Procedure.planned_at.is_(None)
+        )
+    ).all()
+    with_texts = set(
+        session.scalars(
+            sa.select(Message.procedure_id)
+            .where(Message.procedure_id.in_([p.id for p in unplanned]))
+            .distinct()
+        )
+    )
+    for procedure in unplanned:
+        if procedure.id in with_texts:
+            replan_procedure(
+                session=session, procedure=procedure, patient=patient, care=care, now=now
+            )
+    fresh = [p.id for p in unplanned if p.id not in with_texts]
+    if fresh:
+        plan_procedures(session=session, care=care, now=now, procedure_ids=fresh)
+    log.info("patient %s opted back in; %d texts back", patient_id, len(events))
+    return len(events)
+
+
+def maybe_reached_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
+    """The steps of `existing` closed (cancelled, expired) that may have reached the patient
+    all the same: their last request's outcome came back unknown after the closing."""
+    closed = {m.id: step for step, m in existing.items() if m.status in (CANCELLED, EXPIRED)}
+    return {closed[i] for i in answered_unknown_after_closing(session, list(closed))}
+
+
+def answered_unknown_after_closing(session: so.Session, ids: list[int]) -> set[int]:
+    """Those of `ids` whose last word is a request's unknown outcome after their closing:
+    the provider may have them (the answer came once the text was cancelled or expired;
+    one the reaper expired after asking the provider is not among them)."""
+    if not ids:
+        return set()
+    last: dict[int, str] = {}
+    for message_id, kind in session.execute(
+        sa.select(MessageEvent.message_id, MessageEvent.kind)
+        .where(
+            in_ids(session, MessageEvent.message_id, ids),
+            MessageEvent.kind.in_(("cancelled", "expired", "outcome-unknown")),
+        )
+        .order_by(MessageEvent.id)
+    ):
+        last[message_id] = kind
+    return {message_id for message_id, kind in last.items() if kind == "outcome-unknown"}

@@ -26,6 +26,7 @@ from followup.messaging.outbox import cancel_pending, record_opt_out
 from followup.messaging.replan import (
     ProcedureTimes,
     decide_replan,
+    maybe_reached_steps,
     procedure_messages,
     replan_procedure,
 )
@@ -250,11 +251,7 @@ def _change_rows(
         message = existing.get(step)
         return short_local(message.due_at, tz) if message is not None else "not planned"
 
-    if not patient.can_receive_texts():
-        return [
-            CompletionRow(step_label(step), current(step), current(step), "unchanged: no texts")
-            for step in existing
-        ]
+    receiving = patient.can_receive_texts()
     decisions, _, _ = decide_replan(
         times=times,
         existing=existing,
@@ -263,6 +260,7 @@ def _change_rows(
         tz=tz,
         now=now,
         intro_step=procedure.intro_step,
+        maybe_reached=maybe_reached_steps(session, existing),
     )
     rows = []
     for decision in decisions:
@@ -280,6 +278,13 @@ def _change_rows(
                 "it goes at the new time" if planned.status == PENDING else "it is not sent again"
             )
             rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
+        elif decision.planned is not None and not receiving:
+            note = (
+                "planned if the patient texts START"
+                if patient.opted_out_at is not None
+                else "not planned: no SMS consent on record"
+            )
+            rows.append(CompletionRow(label, now_at, now_at, note))
         elif decision.planned is not None:
             planned = decision.planned
             note = "will be sent" if planned.status == PENDING else "expired: its window has passed"

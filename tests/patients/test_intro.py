@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -16,7 +17,11 @@ from followup.clock import FakeClock
 from followup.messaging.models import Message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
-from followup.patients.edits import change_completion_time, complete_procedure
+from followup.patients.edits import (
+    change_completion_time,
+    complete_procedure,
+    preview_completion_change,
+)
 from followup.patients.models import Procedure
 from tests.fakes.transport import ScriptedTransport
 from tests.patients.test_booked import Enroll, local_input, ny, send_due
@@ -154,7 +159,8 @@ def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
 ) -> None:
     # A booked patient replies STOP; the procedure is finished while they are opted out;
     # they reply START: the texts after the procedure are planned then (and none before it).
-    from followup.messaging.outbox import record_opt_in, record_opt_out
+    from followup.messaging.outbox import record_opt_out
+    from followup.messaging.replan import record_opt_in
 
     transport = StepTransport()
     enrolled = ny("2026-03-03T15:00")
@@ -180,14 +186,27 @@ def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
     assert transport.steps_sent() == ["welcome", "no-driving", "soreness"]
 
 
-def test_stop_then_finished_then_start_never_sends_the_welcome_after_the_procedure(
-    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+@pytest.mark.parametrize(
+    ("start_at", "first"),
+    [
+        ("2026-03-03T15:17", "no-driving"),  # the same afternoon: no-driving carries it
+        ("2026-03-04T09:00", "welcome"),  # next morning: soreness cannot, the welcome goes
+    ],
+)
+def test_stop_then_finished_then_start_sends_the_intro_once_after_the_procedure(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    start_at: str,
+    first: str,
 ) -> None:
     # The welcome times out; the patient replies STOP; the nurse marks the procedure finished
     # while they are opted out; the reaper does not find the welcome at Twilio; the patient
-    # replies START. The welcome stays unsent, and the texts after the procedure go, the
-    # first with the intro.
-    from followup.messaging.outbox import record_opt_in, record_opt_out
+    # replies START. The texts after the procedure go, the first with the intro: no-driving
+    # if its window is still open, else the welcome (never the welcome beside an intro).
+    from followup.messaging.outbox import record_opt_out
+    from followup.messaging.replan import record_opt_in
 
     transport = StepTransport(time_out={"welcome"}, provider_has=[])
     enrolled = ny("2026-03-03T15:00")
@@ -211,7 +230,7 @@ def test_stop_then_finished_then_start_never_sends_the_welcome_after_the_procedu
     later = done + timedelta(minutes=10)
     reap_stale(session=session, transport=transport, now=later)
     send_due(session, transport, care, later)
-    back = later + timedelta(minutes=5)
+    back = ny(start_at)
     record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
     session.commit()
     send_due(session, transport, care, back)
@@ -219,6 +238,67 @@ def test_stop_then_finished_then_start_never_sends_the_welcome_after_the_procedu
     for at in (back + timedelta(hours=1), ny("2026-03-04T10:00"), ny("2026-03-06T10:00")):
         send_due(session, transport, care, at)
     steps = {m.step: m.status for m in session.scalars(sa.select(Message))}
-    assert "welcome" not in transport.steps_sent(), (transport.steps_sent(), steps)
-    assert transport.steps_sent()[:1] == ["no-driving"]
+    assert transport.steps_sent()[:1] == [first], (transport.steps_sent(), steps)
     assert HELP in transport.sent[0].body
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == [first]
+
+
+def test_start_the_day_after_a_procedure_finished_while_opted_out_sends_the_intro(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Opted out by staff while the welcome waited for the morning (quiet hours), so it was
+    # never sent; the procedure is finished meanwhile; START the next morning, once
+    # no-driving's window has passed: the welcome goes as the intro, then soreness.
+    from followup.messaging.outbox import record_opt_out
+    from followup.messaging.replan import record_opt_in
+
+    transport = StepTransport()
+    enrolled = ny("2026-03-03T22:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == []
+    record_opt_out(
+        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=5),
+        reason="opted out by phone call, recorded by staff",
+    )  # fmt: skip
+    session.commit()
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at="2026-03-12T10:15", care=care, now=ny("2026-03-12T10:30"), actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    back = ny("2026-03-13T09:00")
+    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
+    session.commit()
+    for at in (back, ny("2026-03-13T10:00"), ny("2026-03-15T10:00"), ny("2026-03-19T10:00")):
+        send_due(session, transport, care, at)
+    assert transport.steps_sent()[:2] == ["welcome", "soreness"]
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+def test_the_preview_for_an_opted_out_patient_says_what_finishing_does(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The welcome times out, the patient replies STOP, a nurse previews "Procedure
+    # finished": the welcome's window closes now, the texts after it wait for START.
+    from followup.messaging.outbox import record_opt_out
+
+    transport = StepTransport(time_out={"welcome"}, provider_has=[])
+    enrolled = ny("2026-03-03T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == []
+    record_opt_out(
+        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=1),
+        reason="patient replied STOP (opted out)",
+    )  # fmt: skip
+    session.commit()
+    preview = preview_completion_change(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at="2026-03-03T15:01", care=care, now=enrolled + timedelta(minutes=2),
+    )  # fmt: skip
+    notes = {row.label: row.note for row in preview.rows}
+    assert notes["Welcome"] == (
+        "being sent now; if it does not reach the patient, it is not sent again: procedure finished"
+    )
+    assert notes["No driving today"] == "planned if the patient texts START"
