@@ -250,36 +250,25 @@ def replan_procedure(
             session.flush()
             events.append(event_row(message.id, now, "cancelled", CANCELLED, decision.reason))
             continue
-        if decision.action == "close" and message is not None:
-            message.expires_at = min(message.expires_at, now)
+        if decision.action in ("close", "retime") and message is not None:
+            # Handed over, outcome unknown: same status, new times, or its window closed.
+            if decision.planned is not None:
+                message.due_at = decision.planned.due_at
+                message.expires_at = decision.planned.expires_at
+                detail = "re-timed: if it did not reach the patient, it goes at the new time"
+            elif message.expires_at > now:
+                message.expires_at = now
+                detail = "procedure finished: if it did not reach the patient, it is not sent"
+            else:
+                continue  # closed by an earlier change
             message.updated_at = now
             session.flush()
             events.append(
                 event_row(
-                    message.id,
-                    now,
-                    "replanned",
-                    SENDING,
-                    "procedure finished while its hand-over's outcome is unknown: if it did"
-                    " not reach the patient, it is not sent",
+                    message.id, now, "replanned", SENDING,
+                    f"{detail} (its hand-over's outcome is unknown)",
                 )
-            )
-            continue
-        if decision.action == "retime" and message is not None and decision.planned is not None:
-            message.due_at = decision.planned.due_at
-            message.expires_at = decision.planned.expires_at
-            message.updated_at = now
-            session.flush()
-            events.append(
-                event_row(
-                    message.id,
-                    now,
-                    "replanned",
-                    SENDING,
-                    "re-timed while its hand-over's outcome is unknown: if it did not reach"
-                    " the patient, it goes at the new time",
-                )
-            )
+            )  # fmt: skip
             continue
         if decision.action != "plan" or decision.planned is None or not receiving:
             continue

@@ -6,7 +6,7 @@ procedure, and some text carries the intro."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,9 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import Message
+from followup.messaging.outbox import record_opt_out
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.replan import record_opt_in
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
     change_completion_time,
@@ -23,6 +25,7 @@ from followup.patients.edits import (
     preview_completion_change,
 )
 from followup.patients.models import Procedure
+from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
 from tests.patients.test_booked import Enroll, local_input, ny, send_due
 
@@ -48,6 +51,49 @@ class StepTransport(ScriptedTransport):
 
 def welcome(session: so.Session) -> Message:
     return session.scalars(sa.select(Message).where(Message.step == "welcome")).one()
+
+
+def booked_then_stop(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: StepTransport,
+    *,
+    at: str,
+    sent: list[str],
+    reason: str = "patient replied STOP (opted out)",
+) -> EnrollmentResult:
+    """Enrolled at `at` for a procedure booked on the 12th, 09:00; the texts due then are
+    dispatched (`sent` go out); the patient opts out 5 minutes later."""
+    enrolled = ny(at)
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == sent
+    patient_id = result.patient.id
+    record_opt_out(session=session, patient_id=patient_id, now=enrolled + timedelta(minutes=5),
+                   reason=reason)  # fmt: skip
+    session.commit()
+    return result
+
+
+def finish(
+    session: so.Session, care: CareContext, result: EnrollmentResult, local: str, now: datetime
+) -> None:
+    """A nurse marks the procedure finished at `local` (committed)."""
+    complete_procedure(
+        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
+        completed_at=local, care=care, now=now, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+
+
+def start_again(
+    session: so.Session, care: CareContext, result: EnrollmentResult, now: datetime
+) -> None:
+    """The patient replies START (committed)."""
+    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=now)
+    session.commit()
 
 
 def test_a_closed_welcome_leaves_the_intro_to_no_driving_though_day_before_was_sent(
@@ -159,28 +205,14 @@ def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
 ) -> None:
     # A booked patient replies STOP; the procedure is finished while they are opted out;
     # they reply START: the texts after the procedure are planned then (and none before it).
-    from followup.messaging.outbox import record_opt_out
-    from followup.messaging.replan import record_opt_in
-
     transport = StepTransport()
-    enrolled = ny("2026-03-03T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
-    assert send_due(session, transport, care, enrolled) == ["welcome"]
-    record_opt_out(
-        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=1),
-        reason="patient replied STOP (opted out)",
-    )  # fmt: skip
-    session.commit()
+    result = booked_then_stop(
+        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=["welcome"]
+    )
     done = ny("2026-03-12T10:30")
-    complete_procedure(
-        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at="2026-03-12T10:15", care=care, now=done, actor="nurse",
-    )  # fmt: skip
-    session.commit()
+    finish(session, care, result, "2026-03-12T10:15", done)
     back = done + timedelta(minutes=5)
-    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
-    session.commit()
+    start_again(session, care, result, back)
     for at in (back, ny("2026-03-13T10:00")):
         send_due(session, transport, care, at)
     assert transport.steps_sent() == ["welcome", "no-driving", "soreness"]
@@ -189,7 +221,7 @@ def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
 @pytest.mark.parametrize(
     ("start_at", "first"),
     [
-        ("2026-03-03T15:17", "no-driving"),  # the same afternoon: no-driving carries it
+        ("2026-03-03T15:20", "no-driving"),  # the same afternoon: no-driving carries it
         ("2026-03-04T09:00", "welcome"),  # next morning: soreness cannot, the welcome goes
     ],
 )
@@ -205,41 +237,21 @@ def test_stop_then_finished_then_start_sends_the_intro_once_after_the_procedure(
     # while they are opted out; the reaper does not find the welcome at Twilio; the patient
     # replies START. The texts after the procedure go, the first with the intro: no-driving
     # if its window is still open, else the welcome (never the welcome beside an intro).
-    from followup.messaging.outbox import record_opt_out
-    from followup.messaging.replan import record_opt_in
-
     transport = StepTransport(time_out={"welcome"}, provider_has=[])
-    enrolled = ny("2026-03-03T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
-    assert send_due(session, transport, care, enrolled) == []
-    record_opt_out(
-        session=session,
-        patient_id=result.patient.id,
-        now=enrolled + timedelta(minutes=1),
-        reason="patient replied STOP (opted out)",
+    result = booked_then_stop(
+        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=[]
     )
-    session.commit()
-    done = enrolled + timedelta(minutes=2)
-    complete_procedure(
-        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at=local_input(done - timedelta(minutes=1)), care=care, now=done,
-        actor="nurse",
-    )  # fmt: skip
-    session.commit()
+    done = ny("2026-03-03T15:06")
+    finish(session, care, result, "2026-03-03T15:05", done)
     later = done + timedelta(minutes=10)
     reap_stale(session=session, transport=transport, now=later)
     send_due(session, transport, care, later)
     back = ny(start_at)
-    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
-    session.commit()
-    send_due(session, transport, care, back)
-    session.expire_all()
-    for at in (back + timedelta(hours=1), ny("2026-03-04T10:00"), ny("2026-03-06T10:00")):
+    start_again(session, care, result, back)
+    for at in (back, back + timedelta(hours=1), ny("2026-03-04T10:00"), ny("2026-03-06T10:00")):
         send_due(session, transport, care, at)
     steps = {m.step: m.status for m in session.scalars(sa.select(Message))}
     assert transport.steps_sent()[:1] == [first], (transport.steps_sent(), steps)
-    assert HELP in transport.sent[0].body
     assert [sms.step for sms in transport.sent if HELP in sms.body] == [first]
 
 
@@ -249,27 +261,14 @@ def test_start_the_day_after_a_procedure_finished_while_opted_out_sends_the_intr
     # Opted out by staff while the welcome waited for the morning (quiet hours), so it was
     # never sent; the procedure is finished meanwhile; START the next morning, once
     # no-driving's window has passed: the welcome goes as the intro, then soreness.
-    from followup.messaging.outbox import record_opt_out
-    from followup.messaging.replan import record_opt_in
-
     transport = StepTransport()
-    enrolled = ny("2026-03-03T22:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
-    assert send_due(session, transport, care, enrolled) == []
-    record_opt_out(
-        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=5),
+    result = booked_then_stop(
+        session, care, clock, enroll, transport, at="2026-03-03T22:00", sent=[],
         reason="opted out by phone call, recorded by staff",
     )  # fmt: skip
-    session.commit()
-    complete_procedure(
-        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at="2026-03-12T10:15", care=care, now=ny("2026-03-12T10:30"), actor="nurse",
-    )  # fmt: skip
-    session.commit()
+    finish(session, care, result, "2026-03-12T10:15", ny("2026-03-12T10:30"))
     back = ny("2026-03-13T09:00")
-    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=back)
-    session.commit()
+    start_again(session, care, result, back)
     for at in (back, ny("2026-03-13T10:00"), ny("2026-03-15T10:00"), ny("2026-03-19T10:00")):
         send_due(session, transport, care, at)
     assert transport.steps_sent()[:2] == ["welcome", "soreness"]
@@ -281,21 +280,13 @@ def test_the_preview_for_an_opted_out_patient_says_what_finishing_does(
 ) -> None:
     # The welcome times out, the patient replies STOP, a nurse previews "Procedure
     # finished": the welcome's window closes now, the texts after it wait for START.
-    from followup.messaging.outbox import record_opt_out
-
     transport = StepTransport(time_out={"welcome"}, provider_has=[])
-    enrolled = ny("2026-03-03T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
-    assert send_due(session, transport, care, enrolled) == []
-    record_opt_out(
-        session=session, patient_id=result.patient.id, now=enrolled + timedelta(minutes=1),
-        reason="patient replied STOP (opted out)",
-    )  # fmt: skip
-    session.commit()
+    result = booked_then_stop(
+        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=[]
+    )
     preview = preview_completion_change(
         session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at="2026-03-03T15:01", care=care, now=enrolled + timedelta(minutes=2),
+        completed_at="2026-03-03T15:05", care=care, now=ny("2026-03-03T15:06"),
     )  # fmt: skip
     notes = {row.label: row.note for row in preview.rows}
     assert notes["Welcome"] == (
