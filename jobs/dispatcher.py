@@ -14,8 +14,9 @@ import threading
 import time
 from datetime import timedelta
 
+from followup.db import is_retryable
 from followup.logsafe import log_failure
-from followup.messaging.claims import next_wake
+from followup.messaging.claims import hand_back_unhanded, next_wake
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reports import DispatchReport
 from followup.ops.runs import record_failure, record_run
@@ -88,14 +89,36 @@ class DispatchLoop:
             wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
         return wait if claimed else max(wait, IDLE_FLOOR)
 
+    def run_once(self) -> float:
+        """One step; after a failed pass, its claimed texts go back to the queue at once,
+        and the next look comes at once after a conflict the database rolled back (a
+        deadlock's victim), ERROR_PAUSE after anything else (the database down)."""
+        try:
+            return self.step()
+        except Exception as exc:
+            log_failure(log, "dispatch pass failed; trying again shortly", exc=exc)
+            self.hand_back_claims()
+            return IDLE_FLOOR if is_retryable(exc) else ERROR_PAUSE.total_seconds()
+
+    def hand_back_claims(self) -> None:
+        """Texts this process claimed and never handed over, back in the queue (else they
+        wait for their lease to run out and the reaper: more than a minute)."""
+        try:
+            with self.runtime.session_factory() as session:
+                back = hand_back_unhanded(
+                    session=session, now=self.runtime.clock.now(), owner=self.runtime.owner
+                )
+                session.commit()
+        except Exception as exc:
+            log_failure(log, "claimed texts not handed back; the reaper settles them", exc=exc)
+            return
+        if back:
+            log.warning("%d claimed texts back in the queue after a failed pass", len(back))
+
     def run(self) -> None:
         """Loop until stop(): a pass whenever a text is due, a look at least every POLL_EVERY."""
         while not self._stopping.is_set():
-            try:
-                wait = self.step()
-            except Exception as exc:
-                log_failure(log, "dispatch pass failed; trying again shortly", exc=exc)
-                wait = ERROR_PAUSE.total_seconds()
+            wait = self.run_once()
             if self._wake.wait(wait):
                 self._wake.clear()
 

@@ -108,6 +108,28 @@ def claim_due(
     return [i for i in candidates if i in mine]  # in due order
 
 
+def hand_back_unhanded(*, session: so.Session, now: datetime, owner: str) -> list[int]:
+    """Put `owner`'s claimed texts never handed over back in the queue; return their ids
+    (the caller commits).
+
+    For a dispatcher whose pass failed (its turn rolled back: a deadlock, a lost
+    connection): nothing of these reached the provider (a call starts only after its
+    hand-over is committed), and no pass of `owner` holds them any more, so they go again
+    now rather than when their lease runs out. A hand-over under way elsewhere under the
+    same owner is refused by its guard once they are back (a claim is handed over once).
+    """
+    table = MESSAGES.c
+    ids = session.scalars(
+        sa.update(MESSAGES)
+        .where(table.status == SENDING, table.lease_owner == owner, table.handed_at.is_(None))
+        .values(status=PENDING, lease_owner=None, lease_expires_at=None, updated_at=now)
+        .returning(table.id)
+    ).all()
+    detail = "its dispatcher's pass failed before the hand-over"
+    add_events(session, [event_row(i, now, "requeued", PENDING, detail) for i in ids])
+    return list(ids)
+
+
 def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
     """When the dispatcher next has work: `now` if a text is ready (or its window closed),
     else the earliest due time, retry or end of quiet hours, or expiry among pending texts;

@@ -4,7 +4,7 @@ SQLite and PostgreSQL:
 - forward-only status: `undelivered` and `delivered` callbacks applied at the same time;
 - retries until the window closes: a four-hour create outage inside a 48-hour window;
 - wake-up: the running loop sends what another connection wrote, and sleeps until the
-  next due text and no longer.
+  next due text and no longer; after a failed pass, its claimed texts go again at once.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from followup.messaging.transports.twilio import TwilioTransport
 from followup.runtime import Runtime
 from followup.settings import Settings
 from jobs.scheduler import REAP_EVERY
+from tests.fakes.transport import ScriptedTransport
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import (
     midday_zone,
@@ -215,3 +216,46 @@ def test_the_loop_sleeps_until_the_next_due_text_and_no_longer(
     assert loop.step() == POLL_EVERY.total_seconds()  # sent; the next is hours away
     assert loop.total.sent == 1
     loop.dispatcher.close()
+
+
+def test_a_failed_pass_hands_its_claimed_texts_back_at_once_not_after_the_lease(
+    runtime: Runtime,
+    session: so.Session,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    # A pass claims 6 texts and hands over the first 2; the commit of its next turn fails
+    # (as a deadlock's victim: the database rolls the turn back). The 4 texts claimed and
+    # never handed over go again at once, not once their lease has run out; the 2 handed
+    # over are left to the reaper (their answers were lost with the turn), never resent.
+    from jobs.dispatcher import DispatchLoop
+
+    now = clock.now()
+    seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
+    two = replace(runtime, settings=replace(runtime.settings, dispatch_concurrency=2))
+    loop = DispatchLoop(two)
+    failed: list[str] = []
+
+    def deadlock_once(_session: so.Session) -> None:
+        if len(transport.sent) >= 2 and not failed:
+            failed.append("turn")
+            raise sa.exc.OperationalError("COMMIT", {}, _Deadlock())
+
+    sa.event.listen(runtime.session_factory, "before_commit", deadlock_once)
+    try:
+        assert loop.run_once() == pytest.approx(0.05)  # a deadlock: look again at once
+    finally:
+        sa.event.remove(runtime.session_factory, "before_commit", deadlock_once)
+    assert failed == ["turn"]
+    session.expire_all()
+    assert statuses(session) == Counter({PENDING: 4, "sending": 2})
+    loop.run_once()  # the clock has not moved: well within the lease
+    loop.dispatcher.close()
+    sent = [sms.message_id for sms in transport.sent]
+    assert len(sent) == len(set(sent)) == 6
+    session.expire_all()
+    assert statuses(session) == Counter({SENT: 4, "sending": 2})
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
