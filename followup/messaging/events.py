@@ -417,6 +417,11 @@ def _unnest_insert(
     )
 
 
+# How the reaper's event details begin when the provider does not have a text it asked
+# about: what re-planning reads as "that request did not reach the patient".
+NOT_AT_PROVIDER = "not at provider"
+
+
 def event_row(
     message_id: int, now: datetime, kind: str, status: str | None, detail: str | None = None
 ) -> dict[str, Any]:

@@ -26,7 +26,14 @@ import sqlalchemy.orm as so
 
 from followup.db import is_postgresql
 from followup.messaging.claims import LEASE
-from followup.messaging.events import MESSAGES, add_events, event_row, settle_leased, status_is
+from followup.messaging.events import (
+    MESSAGES,
+    NOT_AT_PROVIDER,
+    add_events,
+    event_row,
+    settle_leased,
+    status_is,
+)
 from followup.messaging.models import (
     DELIVERED,
     EXPIRED,
@@ -261,7 +268,11 @@ def _reconcile(
             ):
                 add_events(
                     session,
-                    [event_row(row.id, now, "expired", EXPIRED, "not at provider; window closed")],
+                    [
+                        event_row(
+                            row.id, now, "expired", EXPIRED, f"{NOT_AT_PROVIDER}; window closed"
+                        )
+                    ],
                 )
                 report.expired += 1
         elif settle_leased(
@@ -272,7 +283,7 @@ def _reconcile(
         ):
             add_events(
                 session,
-                [event_row(row.id, now, "requeued", PENDING, "not at provider; send again")],
+                [event_row(row.id, now, "requeued", PENDING, f"{NOT_AT_PROVIDER}; send again")],
             )
             report.requeued += 1
     session.commit()

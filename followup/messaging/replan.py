@@ -22,7 +22,7 @@ from followup.care.planner import PlannedText, choose_intro, plan_step
 from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import zone
 from followup.db import in_ids, is_postgresql
-from followup.messaging.events import add_events, event_row
+from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
 from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING, Message, MessageEvent
 from followup.messaging.outbox import (
     OPTED_OUT,
@@ -82,6 +82,7 @@ def decide_replan(
     now: datetime,
     intro_step: str | None = None,
     maybe_reached: Collection[str] = (),
+    refused: Collection[str] = (),
 ) -> tuple[list[ReplanDecision], str | None, bool]:
     """Decide, writing nothing, how a procedure's texts follow its status and times.
 
@@ -114,15 +115,23 @@ def decide_replan(
         and (message.status == PENDING or _claimed_only(message))
     }
 
+    fate = {p.step: p.status for p in planned}  # each step's window after the change
+
     def carries_intro(key: str, message: Message) -> bool:
         """The intro reached the patient with this text, may have, or goes with its retry."""
         if key in dropped:
             return False
-        if message.provider_sid is not None or key in maybe_reached or _outcome_open(message):
+        if message.provider_sid is not None or key in maybe_reached:
             return True
-        # Handed over and back in the queue: refused for now, or requeued by the reaper
-        # while its request's answer may still come (Twilio did not list it yet).
-        return message.attempts > 0 and _unsent_retry(message)
+        # Under way, or handed over and back in the queue (refused for now, or requeued by
+        # the reaper): it carries the intro only if it can still go out after the change.
+        still_open = fate.get(key) == PENDING
+        if _outcome_open(message):
+            return still_open
+        if message.attempts > 0 and _unsent_retry(message):
+            # One refused for now never reached Twilio: once closed, nothing carries it.
+            return still_open or key not in refused
+        return False
 
     if intro_step is not None:
         carrier = existing.get(intro_step)
@@ -237,6 +246,7 @@ def replan_procedure(
         now=now,
         intro_step=procedure.intro_step,
         maybe_reached=maybe_reached_steps(session, existing),
+        refused=refused_steps(session, existing),
     )
     if write_intro:
         procedure.intro_step = intro_key
@@ -337,16 +347,27 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
 
     Only texts cancelled because of the opt-out, whose window is still open, return to
     pending (re-planned at `now`: quiet hours apply); nothing whose window has passed is
-    sent, nor a text whose last request may have reached the patient (its answer came
-    only after the opt-out had closed it). Procedures never planned while opted out are
-    planned now. The texts are locked first (PostgreSQL; on SQLite the flush of the
-    patient took the write lock), so a late answer cannot land between read and write.
+    sent, nor a text a request of which may have reached the patient (its answer came back
+    unknown and the reaper never found it missing at the provider). Procedures left
+    unplanned while opted out are planned now (re-planned if they have texts, and so is a
+    finished one whose welcome is to carry the intro). The procedures, then the texts, are
+    locked first (PostgreSQL, in a nurse's edit's order; on SQLite the flush of the patient
+    took the write lock), so a late answer cannot land between read and write.
     """
     patient = session.get(Patient, patient_id)
     if patient is None or patient.opted_out_at is None:
         return 0
     patient.opted_out_at = None
     session.flush()
+    if is_postgresql(session):
+        # The procedures first, as a nurse's edit does (its UPDATE comes before it locks
+        # the texts): the texts are locked after them, never in the opposite order.
+        session.execute(
+            sa.select(Procedure.id)
+            .where(Procedure.patient_id == patient_id)
+            .order_by(Procedure.id)
+            .with_for_update()
+        )
     cancelled_by_opt_out = sa.exists().where(
         MessageEvent.message_id == Message.id,
         MessageEvent.kind == "cancelled",
@@ -365,13 +386,22 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     if is_postgresql(session):
         query = query.with_for_update(of=Message)
     rows = session.execute(query).all()
-    maybe_sent = answered_unknown_after_closing(session, [m.id for m, _ in rows])
+    maybe_sent = maybe_at_provider(session, [m.id for m, _ in rows])
     events: list[dict[str, Any]] = []
+    intro_again: set[int] = set()
     for message, procedure in rows:
         if message.id in maybe_sent:
             log.info("message %s stays cancelled: it may have reached the patient", message.id)
             continue
         if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
+            continue
+        if (
+            procedure.status == "completed"
+            and care.protocol(procedure.kind).step(message.step).phase == BEFORE
+        ):
+            # The welcome as the intro of a finished procedure: timed like choose_intro
+            # (not capped by the booked time, which has passed), by re-planning below.
+            intro_again.add(procedure.id)
             continue
         planned = plan_step(
             step=care.protocol(procedure.kind).step(message.step),
@@ -394,7 +424,8 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     # left of the steps before them is settled and the intro chosen with what exists.
     unplanned = session.scalars(
         sa.select(Procedure).where(
-            Procedure.patient_id == patient_id, Procedure.planned_at.is_(None)
+            Procedure.patient_id == patient_id,
+            sa.or_(Procedure.planned_at.is_(None), Procedure.id.in_(intro_again)),
         )
     ).all()
     with_texts = set(
@@ -418,25 +449,48 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
 
 def maybe_reached_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
     """The steps of `existing` closed (cancelled, expired) that may have reached the patient
-    all the same: their last request's outcome came back unknown after the closing."""
+    all the same: a request of theirs may be at the provider (`maybe_at_provider`)."""
     closed = {m.id: step for step, m in existing.items() if m.status in (CANCELLED, EXPIRED)}
-    return {closed[i] for i in answered_unknown_after_closing(session, list(closed))}
+    return {closed[i] for i in maybe_at_provider(session, list(closed))}
 
 
-def answered_unknown_after_closing(session: so.Session, ids: list[int]) -> set[int]:
-    """Those of `ids` whose last word is a request's unknown outcome after their closing:
-    the provider may have them (the answer came once the text was cancelled or expired;
-    one the reaper expired after asking the provider is not among them)."""
+def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
+    """Those of `ids` a request of which may have reached the provider: an unknown outcome
+    that no later answer of the reaper's (NOT_AT_PROVIDER) settled. A newer hand-over's
+    refusal, a cancellation or an expiry says nothing of an older request."""
     if not ids:
         return set()
-    last: dict[int, str] = {}
-    for message_id, kind in session.execute(
-        sa.select(MessageEvent.message_id, MessageEvent.kind)
+    maybe: dict[int, bool] = {}
+    for message_id, kind, detail in session.execute(
+        sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
         .where(
             in_ids(session, MessageEvent.message_id, ids),
-            MessageEvent.kind.in_(("cancelled", "expired", "outcome-unknown")),
+            MessageEvent.kind.in_(("requeued", "expired", "outcome-unknown")),
         )
         .order_by(MessageEvent.id)
     ):
-        last[message_id] = kind
-    return {message_id for message_id, kind in last.items() if kind == "outcome-unknown"}
+        if kind == "outcome-unknown":
+            maybe[message_id] = True
+        elif (detail or "").startswith(NOT_AT_PROVIDER):
+            maybe[message_id] = False
+    return {message_id for message_id, value in maybe.items() if value}
+
+
+def refused_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
+    """The steps of `existing` waiting for a retry whose last hand-over was refused (a
+    transient error, never at the provider), not left unknown (requeued by the reaper)."""
+    waiting = {m.id: step for step, m in existing.items() if m.attempts > 0 and _unsent_retry(m)}
+    if not waiting:
+        return set()
+    last: dict[int, str] = {}
+    for message_id, kind, detail in session.execute(
+        sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
+        .where(
+            in_ids(session, MessageEvent.message_id, list(waiting)),
+            MessageEvent.kind.in_(("retry", "outcome-unknown", "requeued")),
+        )
+        .order_by(MessageEvent.id)
+    ):
+        if kind != "requeued" or (detail or "").startswith(NOT_AT_PROVIDER):
+            last[message_id] = kind  # the reaper's requeue, not a dispatcher's give-back
+    return {waiting[i] for i, kind in last.items() if kind == "retry"}

@@ -28,6 +28,7 @@ from followup.messaging.replan import (
     decide_replan,
     maybe_reached_steps,
     procedure_messages,
+    refused_steps,
     replan_procedure,
 )
 from followup.patients.models import Patient, Procedure
@@ -261,6 +262,7 @@ def _change_rows(
         now=now,
         intro_step=procedure.intro_step,
         maybe_reached=maybe_reached_steps(session, existing),
+        refused=refused_steps(session, existing),
     )
     rows = []
     for decision in decisions:
@@ -280,7 +282,9 @@ def _change_rows(
             rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
         elif decision.planned is not None and not receiving:
             note = (
-                "planned if the patient texts START"
+                "not sent: its window has passed"
+                if decision.planned.status != PENDING
+                else "planned if the patient texts START"
                 if patient.opted_out_at is not None
                 else "not planned: no SMS consent on record"
             )

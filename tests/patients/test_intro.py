@@ -6,26 +6,21 @@ procedure, and some text carries the intro."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import Message
-from followup.messaging.outbox import record_opt_out
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import record_opt_in
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
     change_completion_time,
     complete_procedure,
-    preview_completion_change,
 )
 from followup.patients.models import Procedure
-from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
 from tests.patients.test_booked import Enroll, local_input, ny, send_due
 
@@ -51,49 +46,6 @@ class StepTransport(ScriptedTransport):
 
 def welcome(session: so.Session) -> Message:
     return session.scalars(sa.select(Message).where(Message.step == "welcome")).one()
-
-
-def booked_then_stop(
-    session: so.Session,
-    care: CareContext,
-    clock: FakeClock,
-    enroll: Enroll,
-    transport: StepTransport,
-    *,
-    at: str,
-    sent: list[str],
-    reason: str = "patient replied STOP (opted out)",
-) -> EnrollmentResult:
-    """Enrolled at `at` for a procedure booked on the 12th, 09:00; the texts due then are
-    dispatched (`sent` go out); the patient opts out 5 minutes later."""
-    enrolled = ny(at)
-    clock.set(enrolled)
-    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
-    assert send_due(session, transport, care, enrolled) == sent
-    patient_id = result.patient.id
-    record_opt_out(session=session, patient_id=patient_id, now=enrolled + timedelta(minutes=5),
-                   reason=reason)  # fmt: skip
-    session.commit()
-    return result
-
-
-def finish(
-    session: so.Session, care: CareContext, result: EnrollmentResult, local: str, now: datetime
-) -> None:
-    """A nurse marks the procedure finished at `local` (committed)."""
-    complete_procedure(
-        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at=local, care=care, now=now, actor="nurse",
-    )  # fmt: skip
-    session.commit()
-
-
-def start_again(
-    session: so.Session, care: CareContext, result: EnrollmentResult, now: datetime
-) -> None:
-    """The patient replies START (committed)."""
-    record_opt_in(session=session, patient_id=result.patient.id, care=care, now=now)
-    session.commit()
 
 
 def test_a_closed_welcome_leaves_the_intro_to_no_driving_though_day_before_was_sent(
@@ -200,96 +152,51 @@ def test_a_welcome_waiting_for_its_retry_at_completion_leaves_the_intro_to_no_dr
     assert any(HELP in body for body in bodies.values()), sorted(bodies)
 
 
-def test_finished_while_opted_out_then_start_plans_the_texts_after_it(
+def test_a_retrying_intro_whose_window_a_correction_closes_leaves_the_intro_to_another(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
-    # A booked patient replies STOP; the procedure is finished while they are opted out;
-    # they reply START: the texts after the procedure are planned then (and none before it).
-    transport = StepTransport()
-    result = booked_then_stop(
-        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=["welcome"]
-    )
-    done = ny("2026-03-12T10:30")
-    finish(session, care, result, "2026-03-12T10:15", done)
-    back = done + timedelta(minutes=5)
-    start_again(session, care, result, back)
-    for at in (back, ny("2026-03-13T10:00")):
-        send_due(session, transport, care, at)
-    assert transport.steps_sent() == ["welcome", "no-driving", "soreness"]
-
-
-@pytest.mark.parametrize(
-    ("start_at", "first"),
-    [
-        ("2026-03-03T15:20", "no-driving"),  # the same afternoon: no-driving carries it
-        ("2026-03-04T09:00", "welcome"),  # next morning: soreness cannot, the welcome goes
-    ],
-)
-def test_stop_then_finished_then_start_sends_the_intro_once_after_the_procedure(
-    session: so.Session,
-    care: CareContext,
-    clock: FakeClock,
-    enroll: Enroll,
-    start_at: str,
-    first: str,
-) -> None:
-    # The welcome times out; the patient replies STOP; the nurse marks the procedure finished
-    # while they are opted out; the reaper does not find the welcome at Twilio; the patient
-    # replies START. The texts after the procedure go, the first with the intro: no-driving
-    # if its window is still open, else the welcome (never the welcome beside an intro).
-    transport = StepTransport(time_out={"welcome"}, provider_has=[])
-    result = booked_then_stop(
-        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=[]
-    )
-    done = ny("2026-03-03T15:06")
-    finish(session, care, result, "2026-03-03T15:05", done)
-    later = done + timedelta(minutes=10)
-    reap_stale(session=session, transport=transport, now=later)
-    send_due(session, transport, care, later)
-    back = ny(start_at)
-    start_again(session, care, result, back)
-    for at in (back, back + timedelta(hours=1), ny("2026-03-04T10:00"), ny("2026-03-06T10:00")):
-        send_due(session, transport, care, at)
-    steps = {m.step: m.status for m in session.scalars(sa.select(Message))}
-    assert transport.steps_sent()[:1] == [first], (transport.steps_sent(), steps)
-    assert [sms.step for sms in transport.sent if HELP in sms.body] == [first]
-
-
-def test_start_the_day_after_a_procedure_finished_while_opted_out_sends_the_intro(
-    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
-) -> None:
-    # Opted out by staff while the welcome waited for the morning (quiet hours), so it was
-    # never sent; the procedure is finished meanwhile; START the next morning, once
-    # no-driving's window has passed: the welcome goes as the intro, then soreness.
-    transport = StepTransport()
-    result = booked_then_stop(
-        session, care, clock, enroll, transport, at="2026-03-03T22:00", sent=[],
-        reason="opted out by phone call, recorded by staff",
+    # Enrolled after the procedure: no-driving carries the intro. Twilio refuses it for now
+    # (503, it never reached Twilio) and it waits for its retry; a nurse then corrects the
+    # completion time to the day before, which closes its window. The next text that goes
+    # carries the intro.
+    transport = StepTransport(refuse={"no-driving"})
+    enrolled = ny("2026-03-12T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert result.procedure.intro_step == "no-driving"
+    assert send_due(session, transport, care, enrolled) == []
+    fix = enrolled + timedelta(seconds=10)
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
+        care=care, now=fix, actor="nurse",
     )  # fmt: skip
-    finish(session, care, result, "2026-03-12T10:15", ny("2026-03-12T10:30"))
-    back = ny("2026-03-13T09:00")
-    start_again(session, care, result, back)
-    for at in (back, ny("2026-03-13T10:00"), ny("2026-03-15T10:00"), ny("2026-03-19T10:00")):
+    session.commit()
+    for at in (fix, fix + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
         send_due(session, transport, care, at)
-    assert transport.steps_sent()[:2] == ["welcome", "soreness"]
+    assert "no-driving" not in transport.steps_sent()
+    # Soreness cannot carry the intro: the welcome goes with it, due the same minute.
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
 
 
-def test_the_preview_for_an_opted_out_patient_says_what_finishing_does(
+def test_an_intro_whose_outcome_is_unknown_re_timed_into_a_closed_window_leaves_it_to_another(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
-    # The welcome times out, the patient replies STOP, a nurse previews "Procedure
-    # finished": the welcome's window closes now, the texts after it wait for START.
-    transport = StepTransport(time_out={"welcome"}, provider_has=[])
-    result = booked_then_stop(
-        session, care, clock, enroll, transport, at="2026-03-03T15:00", sent=[]
-    )
-    preview = preview_completion_change(
-        session=session, patient_id=result.patient.id, procedure_id=result.procedure.id,
-        completed_at="2026-03-03T15:05", care=care, now=ny("2026-03-03T15:06"),
+    # The same with a timeout (Twilio may have it; it does not): the correction re-times
+    # no-driving into a closed window, the reaper does not find it and expires it.
+    transport = StepTransport(time_out={"no-driving"}, provider_has=[])
+    enrolled = ny("2026-03-12T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert send_due(session, transport, care, enrolled) == []
+    fix = enrolled + timedelta(seconds=10)
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
+        care=care, now=fix, actor="nurse",
     )  # fmt: skip
-    notes = {row.label: row.note for row in preview.rows}
-    assert notes["Welcome"] == (
-        "being sent now; if it does not reach the patient, it is not sent again: procedure finished"
-    )
-    assert notes["No driving today"] == "planned if the patient texts START"
+    session.commit()
+    later = fix + timedelta(minutes=10)
+    reap_stale(session=session, transport=transport, now=later)
+    for at in (later, later + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
+        send_due(session, transport, care, at)
+    assert "no-driving" not in transport.steps_sent()
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
