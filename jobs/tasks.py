@@ -13,6 +13,7 @@ from followup.inbox.mail import build_mailer
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.replan import replan_lost_intros
 from followup.messaging.reports import DispatchReport, PlanReport, PollReport, ReapReport
 from followup.messaging.status import StatusLookup, poll_stale_statuses
 from followup.retention.service import PurgeReport, purge_expired
@@ -22,7 +23,7 @@ MAX_BATCHES_PER_RUN = 50  # then yield: the next run picks up the rest
 
 
 def plan(runtime: Runtime) -> PlanReport:
-    """Plan the texts of newly completed procedures."""
+    """Plan the texts of newly completed procedures; give a lost intro to another text."""
     total = PlanReport()
     with runtime.session_factory() as session:
         for _ in range(MAX_BATCHES_PER_RUN):
@@ -31,6 +32,10 @@ def plan(runtime: Runtime) -> PlanReport:
             total.add(report)
             if report.procedures == 0:
                 break
+        total.reintroduced += replan_lost_intros(
+            session=session, care=runtime.care, now=runtime.clock.now()
+        )
+        session.commit()
     return total
 
 

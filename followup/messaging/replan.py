@@ -23,7 +23,14 @@ from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import zone
 from followup.db import in_ids, is_postgresql
 from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
-from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING, Message, MessageEvent
+from followup.messaging.models import (
+    CANCELLED,
+    EXPIRED,
+    PENDING,
+    SENDING,
+    Message,
+    MessageEvent,
+)
 from followup.messaging.outbox import (
     OPTED_OUT,
     phase_plan,
@@ -342,6 +349,48 @@ def procedure_messages(
     return {m.step: m for m in session.scalars(query)}
 
 
+def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime) -> int:
+    """Re-plan the procedures whose introduction was lost: the text chosen to carry it
+    (HELP, STOP, the rates) expired without reaching the provider (nor may any request of
+    it have), while texts of theirs are still to go. Re-planning then gives the intro to
+    the next text (or the welcome). Returns how many. (A text refused for good fails for
+    the number: the next would too. Cancellations come from re-planning, which moves the
+    intro itself, or from an opt-out, which START re-plans.)
+
+    Nothing else moves the intro when its text expires unsent (its window closed while
+    the provider refused it for now, or it was chosen with too little window left). One
+    query, driven by the pending texts (an index range, whatever the history's size); the
+    planner job runs it every minute.
+    """
+    carrier = so.aliased(Message)
+    waiting = sa.select(Message.procedure_id).where(Message.status == PENDING)
+    rows = session.execute(
+        sa.select(Procedure, Patient, carrier.id)
+        .join(Patient, Patient.id == Procedure.patient_id)
+        .join(
+            carrier,
+            sa.and_(carrier.procedure_id == Procedure.id, carrier.step == Procedure.intro_step),
+        )
+        .where(
+            Procedure.status.in_(("completed", "scheduled")),
+            Patient.sms_consent_at.is_not(None),
+            Patient.opted_out_at.is_(None),
+            carrier.status == EXPIRED,
+            carrier.provider_sid.is_(None),
+            Procedure.id.in_(waiting),
+        )
+    ).all()
+    maybe = maybe_at_provider(session, [carrier_id for _, _, carrier_id in rows])
+    replanned = 0
+    for procedure, patient, carrier_id in rows:
+        if carrier_id in maybe:
+            continue  # it may have reached the patient: the intro counts as given
+        replan_procedure(session=session, procedure=procedure, patient=patient, care=care, now=now)
+        log.info("procedure %s: its intro text closed unsent; re-planned", procedure.id)
+        replanned += 1
+    return replanned
+
+
 def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, now: datetime) -> int:
     """Clear a patient's opt-out and bring back the texts it cancelled; return how many.
 
@@ -477,20 +526,9 @@ def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
 
 
 def refused_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
-    """The steps of `existing` waiting for a retry whose last hand-over was refused (a
-    transient error, never at the provider), not left unknown (requeued by the reaper)."""
+    """The steps of `existing` waiting for a retry no request of which may be at the
+    provider (refused for now, or found missing there by the reaper)."""
     waiting = {m.id: step for step, m in existing.items() if m.attempts > 0 and _unsent_retry(m)}
     if not waiting:
         return set()
-    last: dict[int, str] = {}
-    for message_id, kind, detail in session.execute(
-        sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
-        .where(
-            in_ids(session, MessageEvent.message_id, list(waiting)),
-            MessageEvent.kind.in_(("retry", "outcome-unknown", "requeued")),
-        )
-        .order_by(MessageEvent.id)
-    ):
-        if kind != "requeued" or (detail or "").startswith(NOT_AT_PROVIDER):
-            last[message_id] = kind  # the reaper's requeue, not a dispatcher's give-back
-    return {waiting[i] for i, kind in last.items() if kind == "retry"}
+    return {waiting[i] for i in set(waiting) - maybe_at_provider(session, list(waiting))}

@@ -22,6 +22,7 @@ class PlanReport(Report):
     procedures: int = 0
     planned: int = 0
     expired: int = 0
+    reintroduced: int = 0  # procedures re-planned because their intro text closed unsent
 
 
 @dataclass

@@ -11,6 +11,7 @@ from followup.clock import Clock
 from followup.messaging.dispatch import DEFAULT_CONCURRENCY, dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.replan import replan_lost_intros
 from followup.messaging.reports import TickReport
 from followup.messaging.transports.base import SmsTransport
 
@@ -37,6 +38,8 @@ def run_tick(
         report.plan.add(plan)
         if plan.procedures == 0:
             break
+    report.plan.reintroduced += replan_lost_intros(session=session, care=care, now=clock.now())
+    session.commit()
     report.reap.add(
         reap_stale(session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap")
     )

@@ -15,6 +15,7 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import Message
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
     change_completion_time,
@@ -199,4 +200,57 @@ def test_an_intro_whose_outcome_is_unknown_re_timed_into_a_closed_window_leaves_
     for at in (later, later + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
         send_due(session, transport, care, at)
     assert "no-driving" not in transport.steps_sent()
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+def test_an_intro_the_reaper_found_missing_then_closed_by_a_correction_leaves_it_to_another(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # No-driving carries the intro; its request times out, the reaper does not find it at
+    # Twilio and requeues it; its resend is throttled (429) and waits; a nurse then corrects
+    # the end to the day before, which closes its window. The intro goes with the welcome.
+    transport = StepTransport(time_out={"no-driving"}, provider_has=[])
+    enrolled = ny("2026-03-12T15:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert send_due(session, transport, care, enrolled) == []
+    reaped = enrolled + timedelta(minutes=10)
+    assert reap_stale(session=session, transport=transport, now=reaped).requeued == 1
+    transport.outcomes = [TransientSendError("429", "too many", retry_after=120, throttled=True)]
+    assert send_due(session, transport, care, reaped) == []
+    fix = reaped + timedelta(seconds=30)
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
+        care=care, now=fix, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    for at in (fix, fix + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
+        send_due(session, transport, care, at)
+    assert "no-driving" not in transport.steps_sent()
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+def test_an_intro_text_that_expires_unsent_hands_the_intro_to_another(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Enrolled one second before quiet hours, after a procedure finished at 20:30:
+    # no-driving carries the intro but expires unsent (its window closes at 21:00). The
+    # next planner run gives the intro to the welcome, sent in the morning before soreness.
+    transport = StepTransport()
+    clock.set(ny("2026-03-12T20:59:59"))
+    result = enroll(completed_at="2026-03-12T20:30")
+    assert result.procedure.intro_step == "no-driving"
+    for local in (
+        "2026-03-12T20:59:59", "2026-03-12T21:01", "2026-03-13T08:00", "2026-03-13T10:00",
+        "2026-03-15T10:00", "2026-03-19T10:00",
+    ):  # fmt: skip
+        tick = run_tick(
+            session=session, transport=transport, care=care, clock=FakeClock(ny(local)),
+            owner="test",
+        )  # fmt: skip
+        session.commit()
+        if local == "2026-03-12T21:01":
+            assert tick.plan.reintroduced == 1
+    assert "no-driving" not in transport.steps_sent()
+    assert transport.steps_sent()[:2] == ["welcome", "soreness"]
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
