@@ -1,5 +1,5 @@
-"""Planning the outbox: a procedure's texts before and after it, cancelling, opt-out and
-in. Re-planning after a change is in replan.py.
+"""Planning the outbox: a procedure's texts before and after it, cancelling, opt-out.
+Re-planning after a change is in replan.py, opting back in (START) in opt_in.py.
 
 Every function takes the session and `now`; the caller owns the clock and commits.
 """

@@ -46,8 +46,8 @@ from followup.messaging.models import (
     InboundMessage,
     Message,
 )
+from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
-from followup.messaging.replan import record_opt_in
 from followup.patients.models import Patient
 
 log = logging.getLogger(__name__)

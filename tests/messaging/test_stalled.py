@@ -19,10 +19,10 @@ from followup.clock import FakeClock
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message
+from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import record_opt_in
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass

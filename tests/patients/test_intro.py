@@ -6,7 +6,7 @@ procedure, and some text carries the intro."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -22,6 +22,7 @@ from followup.patients.edits import (
     complete_procedure,
 )
 from followup.patients.models import Procedure
+from followup.patients.validation import EnrollmentResult
 from tests.fakes.transport import ScriptedTransport
 from tests.patients.test_booked import Enroll, local_input, ny, send_due
 
@@ -153,81 +154,84 @@ def test_a_welcome_waiting_for_its_retry_at_completion_leaves_the_intro_to_no_dr
     assert any(HELP in body for body in bodies.values()), sorted(bodies)
 
 
+def enrolled_after_the_procedure(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: StepTransport,
+) -> EnrollmentResult:
+    """Enrolled at 15:00 for a procedure finished at 14:00: no-driving, due now, carries
+    the intro; the pass at 15:00 does not get it to Twilio (the transport decides how)."""
+    clock.set(ny("2026-03-12T15:00"))
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert result.procedure.intro_step == "no-driving"
+    assert send_due(session, transport, care, clock.now()) == []
+    return result
+
+
+def moved_to_the_day_before(
+    session: so.Session, care: CareContext, result: EnrollmentResult, now: datetime
+) -> None:
+    """A nurse corrects the end to the day before: no-driving's window has passed."""
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
+        care=care, now=now, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+
+
+def the_week_after(
+    session: so.Session, care: CareContext, transport: StepTransport, start: datetime
+) -> None:
+    """The week's texts go; no-driving never, and the welcome carries the intro (soreness,
+    the first text left, cannot: the welcome goes with it, due the same minute)."""
+    for at in (start, start + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
+        send_due(session, transport, care, at)
+    assert "no-driving" not in transport.steps_sent()
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
 def test_a_retrying_intro_whose_window_a_correction_closes_leaves_the_intro_to_another(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
-    # Enrolled after the procedure: no-driving carries the intro. Twilio refuses it for now
-    # (503, it never reached Twilio) and it waits for its retry; a nurse then corrects the
-    # completion time to the day before, which closes its window. The next text that goes
-    # carries the intro.
+    # Twilio refuses no-driving for now (503: it never reached Twilio); it waits for its
+    # retry when the nurse's correction closes its window.
     transport = StepTransport(refuse={"no-driving"})
-    enrolled = ny("2026-03-12T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="2026-03-12T14:00")
-    assert result.procedure.intro_step == "no-driving"
-    assert send_due(session, transport, care, enrolled) == []
-    fix = enrolled + timedelta(seconds=10)
-    change_completion_time(
-        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
-        care=care, now=fix, actor="nurse",
-    )  # fmt: skip
-    session.commit()
-    for at in (fix, fix + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
-        send_due(session, transport, care, at)
-    assert "no-driving" not in transport.steps_sent()
-    # Soreness cannot carry the intro: the welcome goes with it, due the same minute.
-    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+    result = enrolled_after_the_procedure(session, care, clock, enroll, transport)
+    fix = clock.now() + timedelta(seconds=10)
+    moved_to_the_day_before(session, care, result, fix)
+    the_week_after(session, care, transport, fix)
 
 
 def test_an_intro_whose_outcome_is_unknown_re_timed_into_a_closed_window_leaves_it_to_another(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
-    # The same with a timeout (Twilio may have it; it does not): the correction re-times
-    # no-driving into a closed window, the reaper does not find it and expires it.
+    # No-driving's request times out (Twilio may have it; it does not); the correction
+    # re-times it into a closed window; the reaper does not find it and expires it.
     transport = StepTransport(time_out={"no-driving"}, provider_has=[])
-    enrolled = ny("2026-03-12T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="2026-03-12T14:00")
-    assert send_due(session, transport, care, enrolled) == []
-    fix = enrolled + timedelta(seconds=10)
-    change_completion_time(
-        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
-        care=care, now=fix, actor="nurse",
-    )  # fmt: skip
-    session.commit()
+    result = enrolled_after_the_procedure(session, care, clock, enroll, transport)
+    fix = clock.now() + timedelta(seconds=10)
+    moved_to_the_day_before(session, care, result, fix)
     later = fix + timedelta(minutes=10)
     reap_stale(session=session, transport=transport, now=later)
-    for at in (later, later + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
-        send_due(session, transport, care, at)
-    assert "no-driving" not in transport.steps_sent()
-    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+    the_week_after(session, care, transport, later)
 
 
 def test_an_intro_the_reaper_found_missing_then_closed_by_a_correction_leaves_it_to_another(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
-    # No-driving carries the intro; its request times out, the reaper does not find it at
-    # Twilio and requeues it; its resend is throttled (429) and waits; a nurse then corrects
-    # the end to the day before, which closes its window. The intro goes with the welcome.
+    # No-driving's request times out; the reaper does not find it at Twilio and requeues
+    # it; its resend is throttled (429) and waits when the correction closes its window.
     transport = StepTransport(time_out={"no-driving"}, provider_has=[])
-    enrolled = ny("2026-03-12T15:00")
-    clock.set(enrolled)
-    result = enroll(completed_at="2026-03-12T14:00")
-    assert send_due(session, transport, care, enrolled) == []
-    reaped = enrolled + timedelta(minutes=10)
+    result = enrolled_after_the_procedure(session, care, clock, enroll, transport)
+    reaped = clock.now() + timedelta(minutes=10)
     assert reap_stale(session=session, transport=transport, now=reaped).requeued == 1
     transport.outcomes = [TransientSendError("429", "too many", retry_after=120, throttled=True)]
     assert send_due(session, transport, care, reaped) == []
     fix = reaped + timedelta(seconds=30)
-    change_completion_time(
-        session=session, procedure_id=result.procedure.id, completed_at="2026-03-11T14:00",
-        care=care, now=fix, actor="nurse",
-    )  # fmt: skip
-    session.commit()
-    for at in (fix, fix + timedelta(hours=1), ny("2026-03-14T10:00"), ny("2026-03-18T10:00")):
-        send_due(session, transport, care, at)
-    assert "no-driving" not in transport.steps_sent()
-    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+    moved_to_the_day_before(session, care, result, fix)
+    the_week_after(session, care, transport, fix)
 
 
 def test_an_intro_text_that_expires_unsent_hands_the_intro_to_another(

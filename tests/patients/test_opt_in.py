@@ -16,11 +16,11 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
-from followup.messaging import replan
+from followup.messaging import opt_in
 from followup.messaging.models import Message
+from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import record_opt_in
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
     complete_procedure,
@@ -266,7 +266,7 @@ def test_start_and_a_nurse_finishing_the_procedure_at_once_do_not_deadlock(
             except Exception as exc:  # noqa: BLE001 - the test reports it
                 errors.append(("nurse", exc))
 
-    original = replan.maybe_at_provider
+    original = opt_in.maybe_at_provider
     threads: list[threading.Thread] = []
 
     def between(s: so.Session, ids: list[int]) -> set[int]:
@@ -277,7 +277,7 @@ def test_start_and_a_nurse_finishing_the_procedure_at_once_do_not_deadlock(
             time.sleep(0.5)  # long enough for her to take every lock she can
         return original(s, ids)
 
-    monkeypatch.setattr(replan, "maybe_at_provider", between)
+    monkeypatch.setattr(opt_in, "maybe_at_provider", between)
     try:
         record_opt_in(
             session=session, patient_id=patient_id, care=care, now=nurse_now - timedelta(minutes=1)
