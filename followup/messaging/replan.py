@@ -356,13 +356,19 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
     intro itself, or from an opt-out, which START re-plans.)
 
     Nothing else moves the intro when its text expires unsent (its window closed while
-    the provider refused it for now, or it was chosen with too little window left). One
-    query, driven by the pending texts (an index range, whatever the history's size); the
-    planner job runs it every minute.
+    the provider refused it for now, or it was chosen with too little window left). The
+    planner job runs it every minute: two queries driven by the pending texts, whatever
+    the history's size. On PostgreSQL the procedure and patient rows are locked (SKIP
+    LOCKED: one a nurse or a STOP is changing is left for the next run), so re-planning
+    never works from what they were before that change.
     """
+    waiting = list(
+        session.scalars(sa.select(Message.procedure_id).where(Message.status == PENDING).distinct())
+    )
+    if not waiting:
+        return 0
     carrier = so.aliased(Message)
-    waiting = sa.select(Message.procedure_id).where(Message.status == PENDING)
-    rows = session.execute(
+    query = (
         sa.select(Procedure, Patient, carrier.id)
         .join(Patient, Patient.id == Procedure.patient_id)
         .join(
@@ -370,14 +376,18 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
             sa.and_(carrier.procedure_id == Procedure.id, carrier.step == Procedure.intro_step),
         )
         .where(
+            in_ids(session, Procedure.id, waiting),
             Procedure.status.in_(("completed", "scheduled")),
             Patient.sms_consent_at.is_not(None),
             Patient.opted_out_at.is_(None),
             carrier.status == EXPIRED,
             carrier.provider_sid.is_(None),
-            Procedure.id.in_(waiting),
         )
-    ).all()
+        .execution_options(populate_existing=True)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update(of=(Procedure, Patient), skip_locked=True)
+    rows = session.execute(query).all()
     maybe = maybe_at_provider(session, [carrier_id for _, _, carrier_id in rows])
     replanned = 0
     for procedure, patient, carrier_id in rows:

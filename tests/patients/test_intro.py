@@ -8,13 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.db import is_postgresql
 from followup.messaging.models import Message
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.replan import replan_lost_intros
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
@@ -244,17 +247,46 @@ def test_an_intro_text_that_expires_unsent_hands_the_intro_to_another(
     clock.set(ny("2026-03-12T20:59:59"))
     result = enroll(completed_at="2026-03-12T20:30")
     assert result.procedure.intro_step == "no-driving"
+    reintroduced = {}
     for local in (
-        "2026-03-12T20:59:59", "2026-03-12T21:01", "2026-03-13T08:00", "2026-03-13T10:00",
-        "2026-03-15T10:00", "2026-03-19T10:00",
+        "2026-03-12T20:59:59", "2026-03-12T21:01", "2026-03-12T21:02", "2026-03-13T08:00",
+        "2026-03-13T10:00", "2026-03-15T10:00", "2026-03-19T10:00",
     ):  # fmt: skip
         tick = run_tick(
             session=session, transport=transport, care=care, clock=FakeClock(ny(local)),
             owner="test",
         )  # fmt: skip
         session.commit()
-        if local == "2026-03-12T21:01":
-            assert tick.plan.reintroduced == 1
+        reintroduced[local] = tick.plan.reintroduced
+    # Once, at the first run after the expiry; never again (no re-plan every minute).
+    assert sum(reintroduced.values()) == reintroduced["2026-03-12T21:01"] == 1
     assert "no-driving" not in transport.steps_sent()
     assert transport.steps_sent()[:2] == ["welcome", "soreness"]
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+def test_a_lost_intro_is_left_for_the_next_run_while_a_nurse_edits_the_procedure(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # The same lost intro, while a nurse's edit holds the procedure's row: the planner job
+    # skips it (re-planning from the row as it was would undo her change), then takes it.
+    if not is_postgresql(session):
+        pytest.skip("row locks with SKIP LOCKED are PostgreSQL's; SQLite has one writer")
+    transport = StepTransport()
+    clock.set(ny("2026-03-12T20:59:59"))
+    result = enroll(completed_at="2026-03-12T20:30")
+    run_tick(session=session, transport=transport, care=care, clock=clock, owner="test")
+    session.commit()
+    with session_factory() as nurse:
+        nurse.execute(
+            sa.select(Procedure.id).where(Procedure.id == result.procedure.id).with_for_update()
+        )
+        session.execute(sa.text("SET LOCAL lock_timeout = '5s'"))  # a wait fails, never hangs
+        assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:01")) == 0
+        session.commit()
+    assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:02")) == 1
+    session.commit()
