@@ -14,6 +14,8 @@ import threading
 import time
 from datetime import timedelta
 
+import sqlalchemy as sa
+
 from followup.db import is_retryable
 from followup.logsafe import log_failure
 from followup.messaging.claims import hand_back_unhanded, next_wake
@@ -90,14 +92,17 @@ class DispatchLoop:
         return wait if claimed else max(wait, IDLE_FLOOR)
 
     def run_once(self) -> float:
-        """One step; after a failed pass, its claimed texts go back to the queue at once,
-        and the next look comes at once after a conflict the database rolled back (a
-        deadlock's victim), ERROR_PAUSE after anything else (the database down)."""
+        """One step. After a pass the database failed (a deadlock's victim, a lost
+        connection), its claimed texts go back to the queue at once, and the next look
+        comes at once after a conflict the database rolled back, ERROR_PAUSE after anything
+        else. A failure of the code itself (a text it cannot render, say) would only fail
+        again: those texts wait for their lease and the reaper, as the pass's log says."""
         try:
             return self.step()
         except Exception as exc:
             log_failure(log, "dispatch pass failed; trying again shortly", exc=exc)
-            self.hand_back_claims()
+            if isinstance(exc, sa.exc.DBAPIError):
+                self.hand_back_claims()
             return IDLE_FLOOR if is_retryable(exc) else ERROR_PAUSE.total_seconds()
 
     def hand_back_claims(self) -> None:

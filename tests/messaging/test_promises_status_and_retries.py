@@ -259,3 +259,36 @@ def test_a_failed_pass_hands_its_claimed_texts_back_at_once_not_after_the_lease(
 
 class _Deadlock(Exception):
     sqlstate = "40P01"
+
+
+def test_a_pass_failed_by_the_code_itself_leaves_its_claims_to_the_reaper(
+    runtime: Runtime,
+    session: so.Session,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    # A failure that is not the database's (a bug) would only fail again: the texts stay
+    # claimed until their lease runs out, and the loop looks again after ERROR_PAUSE.
+    from jobs.dispatcher import ERROR_PAUSE, DispatchLoop
+
+    now = clock.now()
+    seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
+    two = replace(runtime, settings=replace(runtime.settings, dispatch_concurrency=2))
+    loop = DispatchLoop(two)
+
+    failed: list[str] = []
+
+    def bug_once(_session: so.Session) -> None:
+        if len(transport.sent) >= 2 and not failed:
+            failed.append("turn")
+            raise RuntimeError("a bug")
+
+    sa.event.listen(runtime.session_factory, "before_commit", bug_once)
+    try:
+        assert loop.run_once() == ERROR_PAUSE.total_seconds()
+    finally:
+        sa.event.remove(runtime.session_factory, "before_commit", bug_once)
+    loop.dispatcher.close()
+    assert failed == ["turn"]
+    session.expire_all()
+    assert statuses(session) == Counter({"sending": 6})
