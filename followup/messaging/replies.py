@@ -20,16 +20,15 @@ from __future__ import annotations
 import logging
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
-from followup.care.texts import clock_time
-from followup.care.timing import ClinicHours, local_instant, zone
+from followup.care.timing import ClinicHours, zone
 from followup.messaging import triage as words
+from followup.messaging.hours import when_read
 from followup.messaging.models import (
     REPLY_CLOSING,
     REPLY_HELP,
@@ -66,7 +65,6 @@ OPT_OUT_TYPES = {"STOP": REPLY_STOP, "START": REPLY_START, "HELP": REPLY_HELP}
 PAIN_ALERT = 7  # a pain score at or above this is urgent
 PAIN_CHECK_STEP = "pain-check"
 READING_ANSWER_EVERY = timedelta(hours=12)  # "a nurse will read it": once per patient per 12 h
-CLOSING_SOON = timedelta(minutes=30)  # open for less than this: say the next opening instead
 
 # The automatic answers, per kind and language. Placeholders: clinic_name, clinic_phone,
 # emergency_number; `reading` also has when and hours, `pain` has score.
@@ -115,11 +113,6 @@ ANSWERS: dict[str, dict[str, str]] = {
     },
 }
 HELP_TEXT = ANSWERS[ANSWER_HELP]
-
-_DAYS = {
-    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
-}
 
 
 @dataclass(frozen=True)
@@ -217,112 +210,6 @@ def classify_reply(
     if not why:
         why.append("not understood automatically")
     return Classified(REPLY_OTHER, TRIAGE_READING, "; ".join(why), stored_score, language)
-
-
-# --- the clinic's hours, in words ---------------------------------------------------------
-
-
-def _day_runs(days: frozenset[int]) -> list[list[int]]:
-    """Consecutive runs of weekdays (0 = Monday), wrapping past Sunday."""
-    if len(days) == 7:
-        return [list(range(7))]
-    starts = [d for d in sorted(days) if (d - 1) % 7 not in days]
-    runs = []
-    for start in starts:
-        run = [start]
-        while (run[-1] + 1) % 7 in days:
-            run.append((run[-1] + 1) % 7)
-        runs.append(run)
-    return runs
-
-
-def _clock(at: time, language: str) -> str:
-    return clock_time(datetime.combine(date(2000, 1, 3), at, tzinfo=UTC), language)
-
-
-def describe_clinic_hours(hours: ClinicHours, language: str) -> str:
-    """Say staffed hours in words: "Monday to Friday, 8:00 AM to 5:00 PM"."""
-    names = _DAYS[language]
-    parts = []
-    for window in hours.windows:
-        for run in _day_runs(window.weekdays):
-            if language == "es":
-                days = (
-                    f"el {names[run[0]]}"
-                    if len(run) == 1
-                    else f"de {names[run[0]]} a {names[run[-1]]}"
-                )
-                span = f"de {_clock(window.start, language)} a {_clock(window.end, language)}"
-            else:
-                days = names[run[0]] if len(run) == 1 else f"{names[run[0]]} to {names[run[-1]]}"
-                span = f"{_clock(window.start, language)} to {_clock(window.end, language)}"
-            parts.append(f"{days}, {span}")
-    joiner = ", y " if language == "es" else ", and "
-    return joiner.join(parts) if len(parts) <= 2 else "; ".join(parts)
-
-
-def next_opening(hours: ClinicHours, after: datetime, tz: ZoneInfo) -> datetime | None:
-    """The first instant at or after `after` when a staffed window starts (None: never)."""
-    local_day = after.astimezone(tz).date()
-    best: datetime | None = None
-    for offset in range(8):
-        day = local_day + timedelta(days=offset)
-        for window in hours.windows:
-            if day.weekday() not in window.weekdays:
-                continue
-            start = local_instant(day, window.start, tz)
-            if start >= after and (best is None or start < best):
-                best = start
-        if best is not None:
-            return best
-    return best
-
-
-def _window_end(hours: ClinicHours, local: datetime, tz: ZoneInfo) -> datetime | None:
-    """If the clinic is staffed at `local`, when this window ends."""
-    for window in hours.windows:
-        if local.weekday() in window.weekdays and window.start <= local.time() < window.end:
-            return local_instant(local.date(), window.end, tz)
-    return None
-
-
-def when_read(
-    hours: ClinicHours, now: datetime, clinic_tz: ZoneInfo, language: str
-) -> tuple[str, str]:
-    """When a nurse will read a reply sent at `now`, and the staffed hours, in words."""
-    local = now.astimezone(clinic_tz)
-    end = _window_end(hours, local, clinic_tz)
-    if end is not None and end - now >= CLOSING_SOON:
-        when = "hoy" if language == "es" else "today"
-    else:
-        opening = next_opening(hours, end or now, clinic_tz)
-        if opening is None:
-            when = "lo antes posible" if language == "es" else "as soon as possible"
-        else:
-            when = _describe_opening(opening.astimezone(clinic_tz), local.date(), language)
-    return when, describe_clinic_hours(hours, language)
-
-
-def _describe_opening(opening: datetime, today: date, language: str) -> str:
-    at = clock_time(opening, language)
-    days = (opening.date() - today).days
-    if language == "es":
-        day = (
-            "hoy"
-            if days == 0
-            else "mañana"
-            if days == 1
-            else f"el {_DAYS['es'][opening.weekday()]}"
-        )
-        return f"cuando abra la clínica, {day} a las {at}"
-    day = (
-        "today"
-        if days == 0
-        else "tomorrow"
-        if days == 1
-        else f"on {_DAYS['en'][opening.weekday()]}"
-    )
-    return f"when the clinic opens, {day} at {at}"
 
 
 # --- storing and answering ----------------------------------------------------------------
@@ -564,8 +451,5 @@ __all__ = [
     "REPLY_CLOSING",
     "REPLY_OTHER",
     "classify_reply",
-    "describe_clinic_hours",
-    "next_opening",
     "record_inbound",
-    "when_read",
 ]

@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from followup.care.timing import parse_clinic_hours, zone
+from followup.messaging.hours import describe_clinic_hours, next_opening, when_read
 from followup.messaging.models import (
     REPLY_KINDS,
     TRIAGE_CLOSING,
@@ -19,13 +20,7 @@ from followup.messaging.models import (
     TRIAGE_URGENT,
     TRIAGES,
 )
-from followup.messaging.replies import (
-    Classified,
-    classify_reply,
-    describe_clinic_hours,
-    next_opening,
-    when_read,
-)
+from followup.messaging.replies import Classified, classify_reply
 from followup.messaging.triage import URGENT_RULES, find_warning_signs
 
 
