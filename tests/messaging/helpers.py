@@ -23,8 +23,15 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
+from followup.messaging.outcomes import Answer
+from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
-from followup.messaging.transports.base import SmsTransport
+from followup.messaging.transports.base import (
+    OutgoingSms,
+    SendResult,
+    SmsTransport,
+    TransientSendError,
+)
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.messaging.turns import DispatchPass
 from followup.patients.edits import change_completion_time
@@ -243,3 +250,42 @@ def assert_each_at_twilio_once(session: so.Session, fake: FakeTwilio) -> None:
 def quick_transport(settings: Settings) -> TwilioTransport:
     """Gives up after 0.25 s: leases can then be short (two calls' worth, 3 s)."""
     return TwilioTransport.from_settings(replace(settings, twilio_timeout_seconds=0.25))
+
+
+class TimedOutAtTwilio(ScriptedTransport):
+    """Twilio takes the first text but the client times out reading the answer: the
+    request may have reached Twilio (what the Twilio transport reports for a timeout)."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        result = super().send(sms)
+        if len(self.sent) == 1:
+            raise TransientSendError("timeout", "no answer", maybe_sent=True)
+        return result
+
+
+@contextmanager
+def requeued_mid_request(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+    *,
+    attempts: int = 0,
+) -> Iterator[tuple[DispatchPass, Answer]]:
+    """The no-driving text's request timed out at Twilio (which has it); its dispatcher
+    stalled before taking the answer and, past its lease, the reaper asked Twilio, which
+    did not list the text yet, and requeued it. `attempts`: tries before this one."""
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        session.execute(sa.update(Message).values(attempts=attempts))
+        session.commit()
+        group = list(turn.ready)
+        turn.ready.clear()  # taken for hand-over, as the pass's loop does
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        answer = turn.answers.get(timeout=5)
+        transport.provider_has = []
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        yield turn, answer
