@@ -5,6 +5,7 @@ changed meanwhile (a procedure finished or rescheduled) is re-planned.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ import sqlalchemy.orm as so
 from followup.care.planner import plan_step
 from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import zone
-from followup.db import is_postgresql
+from followup.db import in_ids, is_postgresql
 from followup.messaging.events import add_events, event_row
 from followup.messaging.models import CANCELLED, PENDING, Message, MessageEvent
 from followup.messaging.outbox import (
@@ -115,20 +116,35 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
             sa.or_(Procedure.planned_at.is_(None), Procedure.id.in_(intro_again)),
         )
     ).all()
+    _plan_left_unplanned(session, patient=patient, procedures=unplanned, care=care, now=now)
+    log.info("patient %s opted back in; %d texts back", patient_id, len(events))
+    return len(events)
+
+
+def _plan_left_unplanned(
+    session: so.Session,
+    *,
+    patient: Patient,
+    procedures: Sequence[Procedure],
+    care: CareContext,
+    now: datetime,
+) -> None:
+    """Plan what was left unplanned while the patient was opted out: re-plan a procedure
+    that has texts already, plan one that has none."""
+    if not procedures:
+        return
     with_texts = set(
         session.scalars(
             sa.select(Message.procedure_id)
-            .where(Message.procedure_id.in_([p.id for p in unplanned]))
+            .where(in_ids(session, Message.procedure_id, [p.id for p in procedures]))
             .distinct()
         )
     )
-    for procedure in unplanned:
+    for procedure in procedures:
         if procedure.id in with_texts:
             replan_procedure(
                 session=session, procedure=procedure, patient=patient, care=care, now=now
             )
-    fresh = [p.id for p in unplanned if p.id not in with_texts]
+    fresh = [p.id for p in procedures if p.id not in with_texts]
     if fresh:
         plan_procedures(session=session, care=care, now=now, procedure_ids=fresh)
-    log.info("patient %s opted back in; %d texts back", patient_id, len(events))
-    return len(events)

@@ -242,6 +242,7 @@ def replan_procedure(
     if procedure.status == "completed" and procedure.completed_at is None:
         return sorted(existing.values(), key=lambda m: m.due_at)
     receiving = patient.can_receive_texts()
+    maybe_reached, refused = request_facts(session, existing)
     decisions, intro_key, write_intro = decide_replan(
         times=ProcedureTimes.of(procedure),
         existing=existing,
@@ -250,8 +251,8 @@ def replan_procedure(
         tz=zone(patient.timezone),
         now=now,
         intro_step=procedure.intro_step,
-        maybe_reached=maybe_reached_steps(session, existing),
-        refused=refused_steps(session, existing),
+        maybe_reached=maybe_reached,
+        refused=refused,
     )
     if write_intro:
         procedure.intro_step = intro_key
@@ -399,11 +400,17 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
     return replanned
 
 
-def maybe_reached_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
-    """The steps of `existing` closed (cancelled, expired) that may have reached the patient
-    all the same: a request of theirs may be at the provider (`maybe_at_provider`)."""
+def request_facts(session: so.Session, existing: dict[str, Message]) -> tuple[set[str], set[str]]:
+    """What `existing`'s history says of their requests, for `decide_replan` (one query):
+    the steps closed (cancelled, expired) that may have reached the patient all the same,
+    and the steps waiting for a retry none of whose requests may be at the provider
+    (refused for now, or found missing there by the reaper). See `maybe_at_provider`."""
     closed = {m.id: step for step, m in existing.items() if m.status in (CANCELLED, EXPIRED)}
-    return {closed[i] for i in maybe_at_provider(session, list(closed))}
+    waiting = {m.id: step for step, m in existing.items() if m.attempts > 0 and _unsent_retry(m)}
+    maybe = maybe_at_provider(session, [*closed, *waiting])
+    maybe_reached = {step for i, step in closed.items() if i in maybe}
+    refused = {step for i, step in waiting.items() if i not in maybe}
+    return maybe_reached, refused
 
 
 def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
@@ -426,12 +433,3 @@ def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
         elif (detail or "").startswith(NOT_AT_PROVIDER):
             maybe[message_id] = False
     return {message_id for message_id, value in maybe.items() if value}
-
-
-def refused_steps(session: so.Session, existing: dict[str, Message]) -> set[str]:
-    """The steps of `existing` waiting for a retry no request of which may be at the
-    provider (refused for now, or found missing there by the reaper)."""
-    waiting = {m.id: step for step, m in existing.items() if m.attempts > 0 and _unsent_retry(m)}
-    if not waiting:
-        return set()
-    return {waiting[i] for i in set(waiting) - maybe_at_provider(session, list(waiting))}

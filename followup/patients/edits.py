@@ -26,10 +26,9 @@ from followup.messaging.outbox import cancel_pending, record_opt_out
 from followup.messaging.replan import (
     ProcedureTimes,
     decide_replan,
-    maybe_reached_steps,
     procedure_messages,
-    refused_steps,
     replan_procedure,
+    request_facts,
 )
 from followup.patients.models import Patient, Procedure
 from followup.patients.pages import STAFF_OPT_OUT_REASON, get_patient, local_with_clinic, step_label
@@ -253,6 +252,7 @@ def _change_rows(
         return short_local(message.due_at, tz) if message is not None else "not planned"
 
     receiving = patient.can_receive_texts()
+    maybe_reached, refused = request_facts(session, existing)
     decisions, _, _ = decide_replan(
         times=times,
         existing=existing,
@@ -261,8 +261,8 @@ def _change_rows(
         tz=tz,
         now=now,
         intro_step=procedure.intro_step,
-        maybe_reached=maybe_reached_steps(session, existing),
-        refused=refused_steps(session, existing),
+        maybe_reached=maybe_reached,
+        refused=refused,
     )
     rows = []
     for decision in decisions:

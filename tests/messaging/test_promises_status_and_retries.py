@@ -37,6 +37,7 @@ from followup.messaging.tick import run_tick
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.runtime import Runtime
 from followup.settings import Settings
+from jobs.dispatcher import ERROR_PAUSE, DispatchLoop
 from jobs.scheduler import REAP_EVERY
 from tests.fakes.transport import ScriptedTransport
 from tests.fakes.twilio_server import FakeTwilio
@@ -218,36 +219,49 @@ def test_the_loop_sleeps_until_the_next_due_text_and_no_longer(
     loop.dispatcher.close()
 
 
-def test_a_failed_pass_hands_its_claimed_texts_back_at_once_not_after_the_lease(
+def run_once_failing_a_turn(
     runtime: Runtime,
     session: so.Session,
     clock: FakeClock,
     transport: ScriptedTransport,
-) -> None:
-    # A pass claims 6 texts and hands over the first 2; the commit of its next turn fails
-    # (as a deadlock's victim: the database rolls the turn back). The 4 texts claimed and
-    # never handed over go again at once, not once their lease has run out; the 2 handed
-    # over are left to the reaper (their answers were lost with the turn), never resent.
-    from jobs.dispatcher import DispatchLoop
-
+    error: Exception,
+) -> tuple[DispatchLoop, float]:
+    """Six texts due; a loop of concurrency 2 runs one step whose pass claims them all and
+    hands over the first 2, then the commit of its next turn raises `error` (once).
+    Returns the loop and what the step said to wait."""
     now = clock.now()
     seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
     two = replace(runtime, settings=replace(runtime.settings, dispatch_concurrency=2))
     loop = DispatchLoop(two)
     failed: list[str] = []
 
-    def deadlock_once(_session: so.Session) -> None:
+    def fail_once(_session: so.Session) -> None:
         if len(transport.sent) >= 2 and not failed:
             failed.append("turn")
-            raise sa.exc.OperationalError("COMMIT", {}, _Deadlock())
+            raise error
 
-    sa.event.listen(runtime.session_factory, "before_commit", deadlock_once)
+    sa.event.listen(runtime.session_factory, "before_commit", fail_once)
     try:
-        assert loop.run_once() == pytest.approx(0.05)  # a deadlock: look again at once
+        wait = loop.run_once()
     finally:
-        sa.event.remove(runtime.session_factory, "before_commit", deadlock_once)
+        sa.event.remove(runtime.session_factory, "before_commit", fail_once)
     assert failed == ["turn"]
     session.expire_all()
+    return loop, wait
+
+
+def test_a_failed_pass_hands_its_claimed_texts_back_at_once_not_after_the_lease(
+    runtime: Runtime,
+    session: so.Session,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    # The turn fails as a deadlock's victim (the database rolls it back). The 4 texts
+    # claimed and never handed over go again at once, not once their lease has run out;
+    # the 2 handed over are left to the reaper (their answers were lost with the turn).
+    deadlock = sa.exc.OperationalError("COMMIT", {}, _Deadlock())
+    loop, wait = run_once_failing_a_turn(runtime, session, clock, transport, deadlock)
+    assert wait == pytest.approx(0.05)  # a deadlock: look again at once
     assert statuses(session) == Counter({PENDING: 4, "sending": 2})
     loop.run_once()  # the clock has not moved: well within the lease
     loop.dispatcher.close()
@@ -269,26 +283,7 @@ def test_a_pass_failed_by_the_code_itself_leaves_its_claims_to_the_reaper(
 ) -> None:
     # A failure that is not the database's (a bug) would only fail again: the texts stay
     # claimed until their lease runs out, and the loop looks again after ERROR_PAUSE.
-    from jobs.dispatcher import ERROR_PAUSE, DispatchLoop
-
-    now = clock.now()
-    seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
-    two = replace(runtime, settings=replace(runtime.settings, dispatch_concurrency=2))
-    loop = DispatchLoop(two)
-
-    failed: list[str] = []
-
-    def bug_once(_session: so.Session) -> None:
-        if len(transport.sent) >= 2 and not failed:
-            failed.append("turn")
-            raise RuntimeError("a bug")
-
-    sa.event.listen(runtime.session_factory, "before_commit", bug_once)
-    try:
-        assert loop.run_once() == ERROR_PAUSE.total_seconds()
-    finally:
-        sa.event.remove(runtime.session_factory, "before_commit", bug_once)
+    loop, wait = run_once_failing_a_turn(runtime, session, clock, transport, RuntimeError("a bug"))
     loop.dispatcher.close()
-    assert failed == ["turn"]
-    session.expire_all()
+    assert wait == ERROR_PAUSE.total_seconds()
     assert statuses(session) == Counter({"sending": 6})
