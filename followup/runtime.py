@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,13 @@ def build_care(settings: Settings) -> CareContext:
     )
 
 
+def process_owner() -> str:
+    """This process's name on the leases it takes: host, pid and a random part, so that two
+    processes never share it, even where host names are cut short and every pid is 1
+    (containers)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = None) -> Runtime:
     """Build the runtime; protocol or transport problems stop start-up here."""
     care = build_care(settings)
@@ -62,6 +70,6 @@ def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = N
         session_factory=make_session_factory(engine),
         care=care,
         transport=transport,
-        owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
+        owner=process_owner(),
         metrics=metrics,
     )

@@ -1,6 +1,7 @@
 import threading
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -8,7 +9,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from followup.messaging.claims import LEASE
 from followup.messaging.models import Message
-from followup.runtime import Runtime
+from followup.runtime import Runtime, process_owner
 from jobs import tasks
 from jobs.scheduler import build_scheduler
 from tests.conftest import enrollment_form
@@ -83,3 +84,14 @@ def test_jobs_plan_and_dispatch_at_the_runtime_clock(runtime: Runtime, session: 
         )
         == 1
     )
+
+
+def test_two_containers_with_one_host_name_and_pid_1_never_share_a_lease_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Replicas of one deployment: host names cut to 40 characters alike, each process pid 1.
+    monkeypatch.setattr("socket.gethostname", lambda: "followup-worker-7d9f8c6b5-" + "x" * 40)
+    monkeypatch.setattr("os.getpid", lambda: 1)
+    owners = {process_owner() for _ in range(50)}
+    assert len(owners) == 50
+    assert all(len(owner) <= Message.lease_owner.type.length for owner in owners)
