@@ -146,12 +146,18 @@ def decide_replan(
     intro_key: str | None = None
     revive: set[str] = set()
     if not intro_given:
-        # Only texts that can still be (re)planned count as the patient's first text.
+        # Only texts that can still be (re)planned count as the patient's first text, and
+        # those refused for now (never at the provider) that go with their retry: the
+        # intro is rendered at each hand-over, so a retry can carry it (else, when only
+        # retries are left, nothing would).
         open_plan = [
             p
             for p in planned
             if p.step not in existing
-            or (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
+            or (
+                (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
+                or (_unsent_retry(existing[p.step]) and p.step not in maybe_reached)
+            )
         ]
         intro_key, welcome = choose_intro(
             protocol=protocol, planned=open_plan, tz=tz, quiet_hours=care.quiet_hours, now=now

@@ -290,3 +290,32 @@ def test_a_lost_intro_is_left_for_the_next_run_while_a_nurse_edits_the_procedure
         session.commit()
     assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:02")) == 1
     session.commit()
+
+
+def test_an_intro_lost_while_only_retries_are_left_goes_with_the_welcome_at_the_retry(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Enrolled late on day 7, a procedure finished a week ago: the pain check is the only
+    # text left, and it cannot carry the intro, so the welcome goes with it. Twilio refuses
+    # both for now (503: neither reached it); both wait for their retry when the nurse
+    # corrects the end by half an hour. Nothing fresh is left to carry the intro: the
+    # welcome (which must not be cancelled as "procedure finished") carries it at its retry.
+    transport = StepTransport(refuse={"welcome", "pain-check"})
+    enrolled = ny("2026-03-12T18:00")
+    clock.set(enrolled)
+    result = enroll(completed_at="2026-03-05T11:00")
+    assert result.procedure.intro_step == "welcome"
+    assert send_due(session, transport, care, enrolled) == []
+    fix = enrolled + timedelta(seconds=10)
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-05T11:30",
+        care=care, now=fix, actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None and procedure.intro_step == "welcome"
+    for at in (fix + timedelta(minutes=2), fix + timedelta(minutes=10), ny("2026-03-12T19:30")):
+        send_due(session, transport, care, at)
+    assert sorted(transport.steps_sent()) == ["pain-check", "welcome"]
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
