@@ -1,7 +1,8 @@
 """Replies: store each inbound text once, triage it, act on keywords, answer it.
 
 Every reply that is not a keyword gets at most one automatic answer, in TwiML, in the
-patient's language, chosen by its triage (followup.messaging.triage holds the words):
+patient's language, chosen by its triage (followup.messaging.triage matches the words
+of followup.messaging.triage_words):
 
 - urgent (a warning sign, a pain score of 7 or more): told to call the clinic now and the
   emergency number in an emergency; answered every time;

@@ -1,313 +1,43 @@
-"""Triage rules as data: which words in a reply mean a warning sign, in English and Spanish.
+"""Triage matching: find the warning signs, pain scores, closings and questions in a reply.
 
-Everything a reply is matched against lives in this module, one table per purpose: the
-warning signs (URGENT_RULES, each with its words per language), the words that negate
-them, the phrases that only look like them ("blood thinner" is not bleeding), and the
-words of a closing reply ("thanks", "gracias"). Words are written as a patient types
-them, accents and all; they are normalised (lower case, accents dropped, apostrophes
-removed) the same way the reply is, so "me caí", "me cai" and "ME CAI" are one.
-
-A term is a phrase of tokens: a token ending in "*" matches any word starting with it
-("numb*": numb, numbness, numbed), and "~" lets up to two other words sit between
-("can't feel ~ leg*": I can't feel my legs). Longer single words also match with one
-letter wrong, swapped, missing or extra ("bleding", "sweling"), unless the word is a
-common one that happens to be that close ("breeding", "fewer"). Pure: no database.
+The words live in followup.messaging.triage_words (how a term is written is told there);
+this module normalises a reply the same way as the words (lower case, accents dropped,
+apostrophes removed), cuts it into clauses, and matches the terms against them, with a
+negation counting only within its clause. Pure: no database.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-MAX_CHARS = 2000  # a reply longer than this (Twilio allows 1600) is read this far only
-GAP = 2  # words "~" may skip
-
-
-@dataclass(frozen=True)
-class SymptomRule:
-    """One warning sign: its key, how a nurse reads it, and its words per language."""
-
-    key: str
-    reason: str
-    terms: Mapping[str, Sequence[str]]
-
-
-# --- warning signs: each makes a reply urgent unless negated ("no fever") -----------------
-
-URGENT_RULES: tuple[SymptomRule, ...] = (
-    SymptomRule(
-        "legs",
-        "cannot feel or move the legs",
-        {
-            "en": (
-                "can't feel ~ leg*", "can't feel ~ feet", "can't feel ~ foot",
-                "can't move ~ leg*", "can't move ~ feet", "can't move ~ foot",
-                "unable to feel ~ leg*", "unable to move ~ leg*", "no feeling in ~ leg*",
-                "lost feeling", "losing feeling", "paralyz*", "paralys*",
-            ),
-            "es": (
-                "no siento ~ pierna*", "no siento ~ pies", "no siento ~ pie",
-                "no puedo mover ~ pierna*", "no puedo mover ~ pies", "no me puedo mover",
-                "no puedo mover", "perdí ~ sensibilidad", "paraliz*",
-            ),
-        },
-    ),
-    SymptomRule(
-        "numbness",
-        "new numbness or tingling",
-        {
-            "en": (
-                "numb", "numbness", "numbnes", "numbed", "numbish", "numm", "nummness",
-                "numness", "nunb", "tingl*", "pins and needles",
-            ),
-            "es": (
-                "entumec*", "entumes*", "entumid*", "adormec*", "adormes*", "hormigue*",
-                "dormid* ~ pierna*", "pierna* ~ dormid*",
-            ),
-        },
-    ),
-    SymptomRule(
-        "weakness",
-        "new weakness",
-        {
-            "en": (
-                "weak*", "weeknes*", "legs ~ week", "legs ~ gave out", "leg* ~ giving out",
-                "legs ~ give way", "can't walk", "unable to walk", "can't stand up",
-            ),
-            "es": (
-                "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no puedo caminar",
-                "no puedo andar", "no puedo pararme", "no me puedo parar",
-            ),
-        },
-    ),
-    SymptomRule(
-        "continence",
-        "cannot control the bladder or bowels",
-        {
-            "en": (
-                "can't pee", "can't urinate", "incontinen*", "wet myself", "lost control ~ bladder",
-                "can't control ~ bladder", "can't control ~ bowel*",
-            ),
-            "es": ("no puedo orinar", "no controlo ~ orina", "me orino", "incontinencia"),
-        },
-    ),
-    SymptomRule(
-        "bleeding",
-        "bleeding",
-        {
-            "en": ("bleed*", "bled", "bleading", "blood", "bloody"),
-            "es": ("sangr*",),
-        },
-    ),
-    SymptomRule(
-        "fever",
-        "fever or chills",
-        {
-            "en": (
-                "fever*", "feaver*", "fevor", "fevr", "fver", "feverish", "a temperature",
-                "high temperature", "temperature of", "temp of", "temp is", "chills",
-                "chils", "shiver*", "\N{FACE WITH THERMOMETER}",
-            ),
-            "es": (
-                "fiebre*", "fiebr", "calentura", "temperatura alta", "tengo temperatura",
-                "escalofrío*", "escalosfrío*", "calofrío*", "calosfrío*", "tirit*",
-            ),
-        },
-    ),
-    SymptomRule(
-        "redness",
-        "redness at the needle site",
-        {
-            "en": ("red", "redness", "rednes", "reddish", "redish", "reddened"),
-            "es": ("rojo", "roja", "rojiz*", "rojez", "enrojec*", "colorad*"),
-        },
-    ),
-    SymptomRule(
-        "swelling",
-        "swelling at the needle site",
-        {
-            "en": ("swell*", "swolen", "swollen", "swole", "sweling", "puffy", "lump"),
-            "es": ("hinch*", "inchad*", "inchaz*", "inflamad*", "inflamación", "bulto"),
-        },
-    ),
-    SymptomRule(
-        "drainage",
-        "pus or drainage at the needle site",
-        {
-            "en": ("pus", "puss", "drain", "drainage", "draining", "ooz*", "leak*", "weeping"),
-            "es": ("pus", "supur*", "drena*", "secreción", "sale líquido", "líquido ~ herida"),
-        },
-    ),
-    SymptomRule(
-        "chest",
-        "chest pain",
-        {
-            "en": (
-                "chest pain*", "chest ~ hurt*", "chest ~ tight*", "pain ~ chest",
-                "chest ~ pressure", "heart attack",
-            ),
-            "es": (
-                "dolor ~ pecho", "pecho ~ duele", "duele ~ pecho", "opresión ~ pecho",
-                "presión ~ pecho", "infarto",
-            ),
-        },
-    ),
-    SymptomRule(
-        "breathing",
-        "trouble breathing",
-        {
-            "en": (
-                "can't breath*", "can't catch ~ breath", "hard to breath*", "trouble breath*",
-                "difficulty breath*", "short of breath", "shortness of breath",
-                "out of breath", "struggling to breath*", "breathless",
-            ),
-            "es": (
-                "no puedo respirar", "me falta ~ aire", "falta de aire", "dificultad para respirar",
-                "me cuesta respirar", "me ahogo", "ahogo",
-            ),
-        },
-    ),
-    SymptomRule(
-        "fall",
-        "a fall",
-        {
-            "en": ("fell", "fallen", "a fall", "i fall", "tripped", "slipped"),
-            "es": ("me caí", "caída", "me he caído", "caído", "caí", "me resbalé"),
-        },
-    ),
-    SymptomRule(
-        "severe-pain",
-        "severe pain",
-        {
-            "en": (
-                "severe pain", "pain ~ severe", "unbearable", "excruciating", "worst pain",
-                "terrible pain", "pain ~ terrible", "agony",
-            ),
-            "es": (
-                "dolor ~ insoportable", "insoportable", "dolor ~ fuerte", "mucho dolor",
-                "dolor terrible", "dolor horrible",
-            ),
-        },
-    ),
-    SymptomRule(
-        "bleeding",
-        "bleeding",
-        {"en": ("\N{DROP OF BLOOD}",), "es": ()},
-    ),
-)  # fmt: skip
-
-# Phrases that contain a warning word but are not a warning sign: taken out first.
-NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
-    "en": (
-        "blood thinner*", "blood pressure", "blood sugar", "blood test*", "blood work",
-        "fell asleep", "fall asleep", "falling asleep", "red cross", "weak tea",
-        "room temperature", "drain cleaner", "blood thin*",
-    ),
-    "es": (
-        "adelgaz* ~ sangre", "diluy* ~ sangre", "diluir ~ sangre", "aguar ~ sangre",
-        "presión ~ sangre", "azúcar ~ sangre", "análisis de sangre", "examen de sangre",
-        "me caí dormid*", "vino rojo", "cruz roja",
-    ),
-}  # fmt: skip
-
-# A warning word is negated by one of these up to NEGATION_WINDOW words before it in the
-# same clause ("no fever", "no tengo fiebre"), or by one of POST_NEGATIONS just after it
-# ("the bleeding stopped"). A clause ends at punctuation and at SCOPE_ENDS: "no fever but
-# my leg is numb" negates the fever only.
-NEGATIONS = frozenset(
-    {
-        "no", "not", "don't", "didn't", "doesn't", "isn't", "aren't", "wasn't", "weren't",
-        "haven't", "hasn't", "hadn't", "never", "without", "denies", "deny", "nor",
-        "neither", "none", "zero", "nope", "sin", "ni", "nunca", "tampoco", "ningún",
-        "ninguna", "ninguno", "nada", "jamás",
-    }
-)  # fmt: skip
-POST_NEGATIONS: Sequence[str] = (
-    "gone", "stopped", "went away", "resolved", "free", "se fue", "se quitó", "ya pasó",
-    "pasó", "desapareció", "paró", "se me quitó",
-)  # fmt: skip
-NEGATION_WINDOW = 5
-POST_NEGATION_WINDOW = 3
-SCOPE_ENDS = frozenset(
-    {
-        "but", "however", "although", "though", "yet", "except", "and", "also", "plus",
-        "pero", "aunque", "sino", "y", "e", "también", "excepto",
-    }
-)  # fmt: skip
-
-# Words close to a warning word that are ordinary words, never fuzzy-matched to one.
-NOT_FUZZY = frozenset(
-    {
-        "breeding", "feeding", "needing", "reading", "heading", "sending", "weeding",
-        "fewer", "never", "seven", "leaving", "smelling", "spelling", "selling", "telling",
-        "dwelling", "feedings", "weekend", "weekends", "meekness", "sweeping", "sleeping",
-        "speeding", "bleaching", "sangria", "tripled", "slipper", "slippers", "shipped",
-        "flipped", "clipped", "skipped", "stripped", "whipped", "chipped", "dripped",
-        "trapped", "tapped", "number", "numbers", "numbered", "dormido", "dormida",
-    }
-)  # fmt: skip
-FUZZY_MIN_LENGTH = 6  # only words at least this long match with one letter wrong
-
-# --- closing replies: recorded, not queued, not answered ----------------------------------
-
-# A reply is closing when every word is one of these and at least one is an ANCHOR, or when
-# it is only emoji (none of them WORRYING_EMOJI), and it asks nothing.
-CLOSING_ANCHORS = frozenset(
-    {
-        "thanks", "thank", "thx", "ty", "tks", "thanx", "thnx", "thankyou", "ok", "okay",
-        "okey", "k", "kk", "great", "good", "fine", "perfect", "cool", "noted", "understood",
-        "appreciate", "appreciated", "alright", "bye", "awesome", "wonderful", "gracias",
-        "grasias", "gracia", "vale", "bien", "perfecto", "perfecta", "entendido", "listo",
-        "claro", "excelente", "genial", "sounds", "got",
-    }
-)  # fmt: skip
-CLOSING_FILLERS = frozenset(
-    {
-        "you", "u", "very", "much", "so", "a", "lot", "it", "will", "do", "sure", "all",
-        "right", "have", "nice", "day", "and", "for", "the", "info", "information",
-        "message", "reminder", "again", "too", "dear", "muchas", "mil", "muy", "amable",
-        "de", "acuerdo", "por", "la", "el", "informacion", "mensaje", "todo", "y", "que",
-        "tenga", "buen", "dia", "buenas", "noches", "tardes", "si", "yes", "thumbs", "up",
-        "doctor", "doctora", "dr", "nurse", "enfermera", "team", "equipo", "everyone",
-    }
-)  # fmt: skip
-WORRYING_EMOJI = frozenset(
-    "\N{CRYING FACE}\N{LOUDLY CRYING FACE}\N{DISAPPOINTED FACE}\N{WHITE FROWNING FACE}"
-    "\N{SLIGHTLY FROWNING FACE}\N{PERSEVERING FACE}\N{CONFOUNDED FACE}\N{TIRED FACE}"
-    "\N{WEARY FACE}\N{NAUSEATED FACE}\N{FACE WITH OPEN MOUTH VOMITING}\N{FACE SCREAMING IN FEAR}"
-    "\N{ANGUISHED FACE}\N{FEARFUL FACE}\N{FACE WITH HEAD-BANDAGE}\N{AMBULANCE}\N{SQUARED SOS}"
-    "\N{WARNING SIGN}\N{BROKEN HEART}"
+from followup.messaging.triage_words import (
+    CLOSING_ANCHORS,
+    CLOSING_FILLERS,
+    FUZZY_MIN_LENGTH,
+    GAP,
+    NEGATION_WINDOW,
+    NEGATIONS,
+    NOT_FUZZY,
+    NOT_SYMPTOMS,
+    NUMBER_WORDS,
+    PAIN_WORDS,
+    POST_NEGATION_WINDOW,
+    POST_NEGATIONS,
+    QUESTION_STARTS,
+    SCOPE_ENDS,
+    SCORE_UNITS_AFTER,
+    SPANISH_HINTS,
+    URGENT_RULES,
+    WORRYING_EMOJI,
+    WORSE_WORDS,
+    SymptomRule,
 )
 
-# Words that start a question even without a question mark.
-QUESTION_STARTS = frozenset(
-    {
-        "can", "could", "should", "is", "are", "do", "does", "when", "what", "how", "why",
-        "where", "who", "will", "may", "am", "puedo", "debo", "cuando", "que", "como",
-        "donde", "hay", "cual", "quien",
-    }
-)  # fmt: skip
-WORSE_WORDS = frozenset({"worse", "worst", "peor", "empeor", "empeora", "empeorado"})
-
-# Numbers a patient may spell out as a pain score.
-NUMBER_WORDS: Mapping[str, int] = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "cero": 0, "uno": 1,
-    "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
-    "nueve": 9, "diez": 10,
-}  # fmt: skip
-PAIN_WORDS = frozenset({"pain", "dolor", "duele", "hurts", "hurt", "painful"})
-SCORE_UNITS_AFTER = frozenset(
-    {"am", "pm", "days", "day", "dias", "dia", "hours", "hour", "horas", "hora", "h",
-     "min", "mins", "minutes", "minutos", "weeks", "semanas", "years", "anos", "mg", "pills",
-     "pastillas", "times", "veces", "o'clock"}
-)  # fmt: skip
-
-
-# --- matching ---------------------------------------------------------------------------
+MAX_CHARS = 2000  # a reply longer than this (Twilio allows 1600) is read this far only
 
 
 def normalize(text: str) -> str:
@@ -571,11 +301,6 @@ def is_question(text: str) -> bool:
 def says_worse(text: str) -> bool:
     """The reply says something got worse ("worse", "peor", "empeoró")."""
     return any(w in WORSE_WORDS or w.startswith("empeor") for w in tokens(normalize(text)))
-
-
-SPANISH_HINTS = frozenset(
-    {"gracias", "hola", "tengo", "estoy", "dolor", "puedo", "ayuda", "por", "favor", "me", "mi"}
-)
 
 
 def spanish_words(text: str) -> bool:

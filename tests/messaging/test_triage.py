@@ -21,7 +21,8 @@ from followup.messaging.models import (
     TRIAGES,
 )
 from followup.messaging.replies import Classified, classify_reply
-from followup.messaging.triage import URGENT_RULES, find_warning_signs
+from followup.messaging.triage import find_warning_signs
+from followup.messaging.triage_words import URGENT_RULES
 
 
 def triage(body: str, *, pain_check_sent: bool = True, media: int = 0) -> Classified:
