@@ -14,7 +14,7 @@ import math
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -67,6 +67,10 @@ class DispatchPass:
         self.limit = limit
         self.ready: deque[int] = deque()  # claimed, not yet handed over
         self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
+        # One text per patient at a time, so that they arrive in order (the intro first):
+        # the patients with a text in flight, and the texts waiting for that one's answer.
+        self.busy: Counter[int] = Counter()
+        self.waiting: dict[int, list[int]] = {}
         self.answered: set[int] = set()  # answers taken this turn, recorded in it
         self.answers: queue.SimpleQueue[Answer | Died] = queue.SimpleQueue()
         self.early: list[Answer | Died] = []  # taken off the queue while waiting
@@ -176,9 +180,19 @@ class DispatchPass:
         self.answered = {answer.item.id for answer in answers}
         for answer in answers:
             self.in_flight.discard(answer.item.id)
+            self.busy[answer.item.patient_id] -= 1
+            if self.busy[answer.item.patient_id] <= 0:
+                del self.busy[answer.item.patient_id]
             if answer.seconds:
                 self.call_seconds = _ewma(self.call_seconds, answer.seconds)
+        self.resume_waiting()
         return answers
+
+    def resume_waiting(self) -> None:
+        """Texts that waited for their patient's text in flight go first once it answered
+        (or was never handed over)."""
+        for patient_id in [p for p in self.waiting if self.busy[p] <= 0]:
+            self.ready.extendleft(reversed(self.waiting.pop(patient_id)))
 
     # --- claim ----------------------------------------------------------------------------
 
@@ -201,7 +215,7 @@ class DispatchPass:
         # guard hands a claim over at most once, a second copy would only be refused. One
         # the reaper requeued while its request was under way, claimed again, is settled
         # by that request's answer (recorded in this turn or a later one), never queued.
-        queued = set(self.ready) | self.in_flight | self.answered
+        queued = set(self.ready) | self.in_flight | self.answered | self.waiting_ids()
         fresh = [i for i in claimed if i not in queued]
         self.report.claimed += len(fresh)
         self.ready.extend(fresh)
@@ -217,7 +231,13 @@ class DispatchPass:
             return []
         d, session = self.d, self.session
         now = d.clock.now()
-        rows = session.execute(handover_read(), {"p_ids": ids}).all()
+        # A patient's texts in the order they are meant to arrive: the one that introduces
+        # the program first, then by due time; each waits for the one before it.
+        rows = sorted(
+            session.execute(handover_read(), {"p_ids": ids}).all(),
+            key=lambda r: (r.step != r.Procedure.intro_step, r.due_at, r.id),
+        )
+        going: set[int] = set()  # patients with a text in this group
         events: list[dict[str, Any]] = []
         cancelled: dict[str, list[dict[str, Any]]] = {}
         expired: list[dict[str, Any]] = []
@@ -227,6 +247,9 @@ class DispatchPass:
             patient, procedure = message.Patient, message.Procedure
             if message.status != SENDING or message.lease_owner != d.owner:
                 continue  # no longer ours: the guard below would refuse it anyway
+            if message.patient_id in going or self.busy[message.patient_id] > 0:
+                self.waiting.setdefault(message.patient_id, []).append(message.id)
+                continue
             reason = reason_not_to_send(
                 patient=patient, procedure=procedure, care=d.care, step=message.step
             )
@@ -247,6 +270,7 @@ class DispatchPass:
             body = render_message(
                 d.care, procedure=procedure, language=patient.language, tz=tz, step=message.step
             )
+            going.add(message.patient_id)
             items.append(
                 Item(
                     id=message.id,
@@ -279,6 +303,7 @@ class DispatchPass:
             events.append(event_row(i, now, "requeued", PENDING, "changed before its hand-over"))
             self.report.returned += 1
             done.add(i)
+        done |= self.waiting_ids()
         for i in ids:
             if i not in done:
                 events.append(
@@ -305,7 +330,12 @@ class DispatchPass:
         workers = self.d.workers()
         for item in items:
             self.in_flight.add(item.id)
+            self.busy[item.patient_id] += 1
             workers.submit(item, self.answers)
+        self.resume_waiting()  # those whose patient's text was not handed over after all
+
+    def waiting_ids(self) -> set[int]:
+        return {i for ids in self.waiting.values() for i in ids}
 
     def guard(self, items: list[Item]) -> tuple[set[int], float]:
         """One guarded UPDATE: still `sending`, our lease unexpired, window open, patient not
@@ -399,7 +429,7 @@ class DispatchPass:
         if time.monotonic() - self.last_beat < self.d.heartbeat.total_seconds():
             return
         self.last_beat = time.monotonic()
-        held = list(self.ready) + list(self.in_flight)
+        held = list(self.ready) + list(self.in_flight) + list(self.waiting_ids())
         if not held:
             return
         now = self.d.clock.now()
@@ -408,10 +438,11 @@ class DispatchPass:
         for ids in chunks(held):
             kept.update(self.session.scalars(renew_statement(), {**params, "p_ids": ids}))
         self.session.commit()
-        lost = [i for i in self.ready if i not in kept]
+        lost = [i for i in [*self.ready, *self.waiting_ids()] if i not in kept]
         if lost:
             log.warning("%d claimed texts lost their lease before hand-over", len(lost))
             self.ready = deque(i for i in self.ready if i in kept)
+            self.waiting = {p: [i for i in ids if i in kept] for p, ids in self.waiting.items()}
             self.report.lost += len(lost)
 
 

@@ -5,6 +5,7 @@ procedure, and some text carries the intro."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -319,3 +320,33 @@ def test_an_intro_lost_while_only_retries_are_left_goes_with_the_welcome_at_the_
         send_due(session, transport, care, at)
     assert sorted(transport.steps_sent()) == ["pain-check", "welcome"]
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+@dataclass
+class SlowWelcome(ScriptedTransport):
+    """Twilio takes its time over the welcome: a text handed over beside it would get
+    there first."""
+
+    calls: list[str] = field(default_factory=list)
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        self.calls.append(sms.step)
+        if sms.step == "welcome":
+            threading.Event().wait(0.3)  # the request's latency, not a wait for the code
+        return super().send(sms)
+
+
+def test_the_welcome_that_carries_the_intro_reaches_twilio_before_the_text_due_with_it(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Enrolled at 10:00:30 the day after the procedure: soreness (due at 10:00, no intro
+    # wording) and the welcome that carries the intro fall due in the same pass, together.
+    transport = SlowWelcome()
+    enrolled = ny("2026-03-13T10:00:30")
+    clock.set(enrolled)
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert result.procedure.intro_step == "welcome"
+    assert sorted(send_due(session, transport, care, enrolled)) == ["soreness", "welcome"]
+    assert transport.steps_sent() == ["welcome", "soreness"]  # received in this order
+    assert transport.calls == ["welcome", "soreness"]  # soreness waited for the answer
+    assert HELP in transport.sent[0].body and HELP not in transport.sent[1].body
