@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from followup.db import UTCDateTime, array_type, as_utc, is_postgresql
 from followup.messaging.models import (
     CANCELLED,
+    CLOSED_UNSENT,
     EXPIRED,
     FAILED,
     PENDING,
@@ -79,6 +80,12 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
                     table.c.handed_at <= sa.bindparam("v_handed_at"),
                 ),
             ),
+        )
+    elif guard == "closed":
+        # A copy closed (cancelled, expired) while a request of it may be at the provider:
+        # marked for the reaper to ask, unless the provider's SID was recorded meanwhile.
+        statement = statement.where(
+            table.c.status.in_(CLOSED_UNSENT), table.c.provider_sid.is_(None)
         )
     return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
 

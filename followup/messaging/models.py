@@ -21,6 +21,10 @@ STATUSES = (PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, CANCELLED, E
 FINAL_STATUSES = frozenset({DELIVERED, UNDELIVERED, FAILED, CANCELLED, EXPIRED})
 
 _status_list = ", ".join(f"'{s}'" for s in STATUSES)
+# Copies closed (cancelled, expired) while a request of theirs may be at the provider keep
+# a lease owner until the reaper has asked the provider about them (reconcile.py).
+CLOSED_UNSENT = (CANCELLED, EXPIRED)
+CLOSED_UNSETTLED = f"lease_owner IS NOT NULL AND status IN ('{CANCELLED}', '{EXPIRED}')"
 
 
 class Message(Base):
@@ -33,6 +37,14 @@ class Message(Base):
         # Its leading status also finds the few texts in `sending` for the reaper: no index
         # on the lease, which every claim, hand-over and outcome would have to write.
         sa.Index("ix_messages_status_due_at", "status", "due_at"),
+        # Closed copies a request of which may be at the provider, for the reaper to ask
+        # about (rare): an index that no claim, hand-over or outcome adds an entry to.
+        sa.Index(
+            "ix_messages_closed_unsettled",
+            "lease_expires_at",
+            sqlite_where=sa.text(CLOSED_UNSETTLED),
+            postgresql_where=sa.text(CLOSED_UNSETTLED),
+        ),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)

@@ -11,6 +11,10 @@ heartbeat), or when the provider's answer left its outcome unknown. The reaper:
 4. asks the provider about each, outside any transaction, and records what it says:
    found, `sent` with the provider's SID; not found, sent again (or expired).
 
+It also asks about copies closed (cancelled, expired) while a request of theirs may have
+reached the provider (`take_back` in unknown.py marks them): found, the text is recorded
+`sent` with its SID after all; not found, it stays closed, and the history says so.
+
 Every UPDATE is guarded on status `sending` and the lease owner it read. A pass repeats
 until no stale text is left: it settles all of them, not one batch.
 """
@@ -35,6 +39,7 @@ from followup.messaging.events import (
     status_is,
 )
 from followup.messaging.models import (
+    CLOSED_UNSETTLED,
     DELIVERED,
     EXPIRED,
     PENDING,
@@ -90,6 +95,14 @@ def reap_stale(
                 lease=lease,
                 report=report,
             )
+    while (
+        closed := _take_closed(session, now=now, owner=owner, lease=lease, batch=batch)
+    ) is not None:
+        for row in closed:
+            _ask_about_closed(
+                session=session, transport=transport, row=row, now=now, owner=owner,
+                lease=lease, report=report,
+            )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
     applied, dropped = apply_held_status_reports(session=session, now=now)
@@ -135,10 +148,7 @@ def _take_batch(
     report.stale += len(stale)
     events: list[dict[str, Any]] = []
     taken: list[Any] = []
-    by_owner: dict[str | None, list[Any]] = {}
-    for row in stale:
-        by_owner.setdefault(row.lease_owner, []).append(row)
-    for old_owner, rows in by_owner.items():
+    for old_owner, rows in _by(list(stale), lambda r: r.lease_owner).items():
         never = [r for r in rows if r.handed_at is None]
         too_late = [{"id": r.id} for r in never if r.expires_at <= now + HANDOVER_MARGIN]
         again = [{"id": r.id} for r in never if r.expires_at > now + HANDOVER_MARGIN]
@@ -332,3 +342,124 @@ def _ask_again_later(
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)
+
+
+# --- closed copies a request of which may be at the provider --------------------------------
+
+
+def _take_closed(
+    session: so.Session, *, now: datetime, owner: str, lease: timedelta, batch: int
+) -> list[Any] | None:
+    """Lock a batch of closed copies to ask the provider about, and take their lease; None
+    when none is left. The query repeats the partial index's condition, so it reads only
+    those rows."""
+    table = MESSAGES.c
+    postgres = is_postgresql(session)
+    # The index's own condition, word for word, so that both databases read only the index
+    # (SQLite proves a partial index usable only from the same terms, and without
+    # statistics would rather read every closed text by status: told which index to use).
+    query = (
+        sa.text(
+            "SELECT id, status, lease_owner, handed_at, to_phone, body FROM messages"  # noqa: S608 - constants; values bound
+            + ("" if postgres else " INDEXED BY ix_messages_closed_unsettled")
+            + f" WHERE {CLOSED_UNSETTLED} AND lease_expires_at <= :now"
+            + " ORDER BY lease_expires_at LIMIT :batch"
+            + (" FOR UPDATE SKIP LOCKED" if postgres else "")
+        )
+        .bindparams(sa.bindparam("now", now, type_=table.lease_expires_at.type), batch=batch)
+        .columns(table.id, table.status, table.lease_owner, table.handed_at, table.to_phone,
+                 table.body)
+    )  # fmt: skip
+    rows = list(session.execute(query).all())
+    if not rows:
+        session.commit()
+        return None
+    taken: list[Any] = []
+    for (status, old_owner), group in _by(rows, lambda r: (r.status, r.lease_owner)).items():
+        guard = sa.and_(_closed_under(status, old_owner), table.lease_expires_at <= now)
+        mine = _guarded(
+            session,
+            [{"id": r.id} for r in group],
+            guard,
+            {"lease_owner": owner, "lease_expires_at": now + lease},
+        )
+        taken += [r for r in group if r.id in mine]
+    session.commit()
+    return taken
+
+
+def _by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def _closed_under(status: str, owner: str) -> sa.ColumnElement[bool]:
+    """Still closed as read, under `owner`'s lease, and no SID recorded meanwhile."""
+    table = MESSAGES.c
+    return sa.and_(table.status == status, table.lease_owner == owner, table.provider_sid.is_(None))
+
+
+def _ask_about_closed(
+    *,
+    session: so.Session,
+    transport: SmsTransport,
+    row: Any,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    report: ReapReport,
+) -> None:
+    """Ask the provider about one closed copy this reaper holds; record what it says."""
+    released = {"lease_owner": None, "lease_expires_at": None}
+    mine = _closed_under(row.status, owner)
+    try:
+        found = _find_unrecorded(session, transport, row, row.handed_at - RECONCILE_SLACK)
+    except NotImplementedError:
+        if _guarded(session, [{"id": row.id}], mine, released):
+            detail = (
+                f"the provider cannot be asked; stays {row.status}: it may have reached the patient"
+            )
+            add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
+            report.held += 1
+    except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
+        waited = now - row.handed_at
+        again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
+        _guarded(session, [{"id": row.id}], mine, {"lease_expires_at": again})
+        report.errors += 1
+        log.warning(
+            "message %s: asking about a closed copy failed (%s)", row.id, type(exc).__name__
+        )
+    else:
+        if found is None:
+            if _guarded(session, [{"id": row.id}], mine, released):
+                detail = f"{NOT_AT_PROVIDER}; stays {row.status}"
+                add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
+        else:
+            values = {
+                **released,
+                "status": SENT,
+                "provider_sid": found.provider_sid,
+                "segments": found.segments,
+                "sent_at": row.handed_at,
+                "updated_at": now,
+            }
+            try:
+                with session.begin_nested():  # a SID another text recorded meanwhile
+                    ours = _guarded(session, [{"id": row.id}], mine, values)
+            except sa.exc.IntegrityError:
+                ours = set()
+                _guarded(session, [{"id": row.id}], mine, {"lease_expires_at": now + lease})
+                report.errors += 1
+            if ours:
+                detail = f"found at provider though {row.status}: sid {found.provider_sid}"
+                add_events(session, [event_row(row.id, now, "reconciled", SENT, detail)])
+                report.reconciled += 1
+                log.warning("message %s: a closed copy was found at the provider", row.id)
+                if TWILIO_STATUSES.get(found.provider_status) == DELIVERED:
+                    apply_provider_status(
+                        session=session, message_id=row.id, status=found.provider_status,
+                        error_code=None, now=now, kind="reconciled",
+                    )  # fmt: skip
+    session.commit()

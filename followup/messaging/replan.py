@@ -430,7 +430,7 @@ def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
         sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
         .where(
             in_ids(session, MessageEvent.message_id, ids),
-            MessageEvent.kind.in_(("requeued", "expired", "outcome-unknown")),
+            MessageEvent.kind.in_(("requeued", "expired", "checked", "outcome-unknown")),
         )
         .order_by(MessageEvent.id)
     ):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.messaging.events import MESSAGES, event_row, settle_leased, write_by_id
-from followup.messaging.models import CANCELLED, EXPIRED, SENDING
+from followup.messaging.models import CLOSED_UNSENT, SENDING
 from followup.messaging.reports import DispatchReport
 
 if TYPE_CHECKING:
@@ -106,11 +106,20 @@ def take_back(
             )
         else:
             status = session.scalar(sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"]))
-            note = (
-                f"left {status}; it may have reached the patient: never sent again"
-                if status in (CANCELLED, EXPIRED)
-                else f"left {status}: handed over again or recorded since"
-            )
+            note = f"left {status}: handed over again or recorded since"
+            # A copy closed since stays closed; the reaper asks the provider about it once
+            # the lease has run out, and records the text sent if the provider has it.
+            closed = {
+                "id": row["id"],
+                "lease_owner": owner,
+                "lease_expires_at": values["lease_expires_at"],
+                "handed_at": values["handed_at"],
+            }
+            if status in CLOSED_UNSENT and write_by_id(session, [closed], guard="closed"):
+                note = (
+                    f"left {status}; it may have reached the patient: never sent again; "
+                    f"the provider is asked after {values['lease_expires_at'].isoformat()}"
+                )
         events.append(
             event_row(
                 row["id"],

@@ -12,6 +12,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
+from followup.messaging.models import Message
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.reconcile import reap_stale
@@ -65,6 +66,94 @@ def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_never_sent_ag
     record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
     other_session.commit()
     assert text(session, "no-driving").status == "cancelled"
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+
+
+def stop_closed_the_requeued_copy_of_a_timed_out_request(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+) -> Message:
+    """The requeued copy is cancelled by a STOP before the stalled dispatcher's timeout
+    answer comes: closed, and marked for the reaper to ask Twilio about once the answer's
+    lease has run out."""
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        patient_id = text(session, "no-driving").patient_id
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    message = text(session, "no-driving")
+    assert (message.status, message.handed_at) == ("cancelled", answer.at)
+    assert message.lease_expires_at is not None and message.lease_expires_at > clock.now()
+    assert (
+        "the provider is asked after" in event_details(session, message.id, "outcome-unknown")[-1]
+    )
+    # Not before the lease has run out: Twilio gets time to list what it accepted.
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert report.reconciled == 0 and text(session, "no-driving").lease_owner is not None
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    return message
+
+
+def test_a_closed_copy_twilio_has_is_recorded_sent_with_its_sid(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # The send log said "cancelled" while the patient had the text; the reaper asks Twilio,
+    # which lists it now: recorded sent with its SID (delivery reports then find it).
+    transport = TimedOutAtTwilio()
+    message = stop_closed_the_requeued_copy_of_a_timed_out_request(
+        session, other_session, care, clock, enroll, transport
+    )
+    transport.provider_has = [(message.to_phone or "", message.body or "", "SM-first")]
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    assert report.reconciled == 1
+    message = text(session, "no-driving")
+    assert (message.status, message.provider_sid, message.lease_owner) == ("sent", "SM-first", None)
+    assert message.sent_at == message.handed_at
+    assert (
+        "found at provider though cancelled" in event_details(session, message.id, "reconciled")[-1]
+    )
+    assert reap_stale(session=other_session, transport=transport, now=clock.now()).reconciled == 0
+    record_opt_in(session=other_session, patient_id=message.patient_id, care=care, now=clock.now())
+    other_session.commit()
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]  # once
+
+
+def test_a_closed_copy_twilio_does_not_have_stays_closed_and_comes_back_with_start(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # Twilio never took the request after all: the copy stays cancelled, the history says
+    # it is not at Twilio, and a START (still inside its window) sends it once.
+    transport = TimedOutAtTwilio(sent=[], outcomes=[TransientSendError("t", "x", maybe_sent=True)])
+    message = stop_closed_the_requeued_copy_of_a_timed_out_request(
+        session, other_session, care, clock, enroll, transport
+    )
+    assert reap_stale(session=other_session, transport=transport, now=clock.now()).reconciled == 0
+    message = text(session, "no-driving")
+    assert (message.status, message.lease_owner, message.provider_sid) == ("cancelled", None, None)
+    assert event_details(session, message.id, "checked") == ["not at provider; stays cancelled"]
+    record_opt_in(session=other_session, patient_id=message.patient_id, care=care, now=clock.now())
+    other_session.commit()
     dispatch(session, transport, care, clock.now())
     assert transport.steps_sent() == ["no-driving"]
 
