@@ -199,7 +199,12 @@ def decide_replan(
         if (
             message is not None
             and not revived
-            and ((message.attempts > 0 and not _unsent_retry(message)) or not _replannable(message))
+            and (
+                (message.attempts > 0 and not _unsent_retry(message))
+                or not _replannable(message)
+                # Expired and still past its window: it keeps the times it missed.
+                or (message.status == EXPIRED and planned_text.status == EXPIRED)
+            )
         ):
             decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue

@@ -264,6 +264,9 @@ def test_an_intro_text_that_expires_unsent_hands_the_intro_to_another(
     assert "no-driving" not in transport.steps_sent()
     assert transport.steps_sent()[:2] == ["welcome", "soreness"]
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+    # The send log keeps the time no-driving missed, not the re-plan's.
+    no_driving = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    assert (no_driving.status, no_driving.due_at) == ("expired", ny("2026-03-12T20:59:59"))
 
 
 def test_a_lost_intro_is_left_for_the_next_run_while_a_nurse_edits_the_procedure(
