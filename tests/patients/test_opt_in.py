@@ -17,12 +17,13 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging import opt_in
-from followup.messaging.models import Message
+from followup.messaging.models import Message, MessageEvent
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
+    change_completion_time,
     complete_procedure,
     preview_completion_change,
     reschedule_procedure,
@@ -289,3 +290,34 @@ def test_start_and_a_nurse_finishing_the_procedure_at_once_do_not_deadlock(
     for thread in threads:
         thread.join(timeout=30)
     assert threads and errors == []
+
+
+def test_start_after_a_correction_while_opted_out_brings_a_text_back_once_in_its_history(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Finished at 14:00, no-driving sent; STOP at 15:00 cancels the rest; a nurse corrects
+    # the end by ten minutes while the patient is opted out (the procedure is left
+    # unplanned); START brings soreness back, and re-planning finds it already so.
+    transport = StepTransport()
+    clock.set(ny("2026-03-12T14:05"))
+    result = enroll(completed_at="2026-03-12T14:00")
+    assert send_due(session, transport, care, clock.now()) == ["no-driving"]
+    record_opt_out(session=session, patient_id=result.patient.id, now=ny("2026-03-12T15:00"),
+                   reason="patient replied STOP (opted out)")  # fmt: skip
+    change_completion_time(
+        session=session, procedure_id=result.procedure.id, completed_at="2026-03-12T14:10",
+        care=care, now=ny("2026-03-12T15:30"), actor="nurse",
+    )  # fmt: skip
+    session.commit()
+    record_opt_in(
+        session=session, patient_id=result.patient.id, care=care, now=ny("2026-03-12T16:00")
+    )
+    session.commit()
+    soreness = session.scalars(sa.select(Message).where(Message.step == "soreness")).one()
+    assert (soreness.status, soreness.due_at) == ("pending", ny("2026-03-13T10:00"))
+    kinds = session.scalars(
+        sa.select(MessageEvent.kind).where(MessageEvent.message_id == soreness.id)
+        .order_by(MessageEvent.id)
+    ).all()  # fmt: skip
+    assert kinds == ["planned", "cancelled", "replanned"]
+    assert send_due(session, transport, care, ny("2026-03-13T10:00")) == ["soreness"]
