@@ -311,12 +311,17 @@ def replan_procedure(
             session.add(message)
         # A retry keeps its backoff (and the provider's Retry-After) if that ends later.
         backoff = message.not_before if message.attempts else None
+        not_before = backoff if backoff is not None and backoff > planned_text.due_at else None
+        if message.id is not None and (
+            message.due_at, message.expires_at, message.status, message.not_before,
+            message.lease_owner,
+        ) == (planned_text.due_at, planned_text.expires_at, planned_text.status, not_before,
+              None):  # fmt: skip
+            continue  # already so (brought back by START just before): nothing to write
         message.due_at = planned_text.due_at
         message.expires_at = planned_text.expires_at
         message.status = planned_text.status
-        message.not_before = (
-            backoff if backoff is not None and backoff > planned_text.due_at else None
-        )
+        message.not_before = not_before
         message.lease_owner = message.lease_expires_at = None
         message.updated_at = now
         session.flush()
