@@ -87,7 +87,20 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
         statement = statement.where(
             table.c.status.in_(CLOSED_UNSENT), table.c.provider_sid.is_(None)
         )
-    return statement.values({column: sa.bindparam(f"v_{column}") for column in columns})
+    values: dict[str, Any] = {column: sa.bindparam(f"v_{column}") for column in columns}
+    if guard == "closed" and "handed_at" in values:
+        # Late answers of two requests of one copy, in either order: while it is still
+        # marked (not asked about yet), the reaper asks from the earlier request on, or it
+        # would look past a text the patient may have.
+        handed = sa.bindparam("v_handed_at", type_=table.c.handed_at.type)
+        values["handed_at"] = sa.case(
+            (
+                sa.and_(table.c.lease_owner.is_not(None), table.c.handed_at < handed),
+                table.c.handed_at,
+            ),
+            else_=handed,
+        )
+    return statement.values(values)
 
 
 def chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[list[int]]:
