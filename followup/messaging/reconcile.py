@@ -39,6 +39,7 @@ from followup.messaging.events import (
     status_is,
 )
 from followup.messaging.models import (
+    CANCELLED,
     CLOSED_UNSETTLED,
     DELIVERED,
     EXPIRED,
@@ -46,7 +47,9 @@ from followup.messaging.models import (
     SENDING,
     SENT,
     Message,
+    MessageEvent,
 )
+from followup.messaging.outbox import OPTED_OUT
 from followup.messaging.outcomes import HANDOVER_MARGIN, RETRY_BACKOFF_MAX
 from followup.messaging.reports import ReapReport
 from followup.messaging.status import (
@@ -55,6 +58,7 @@ from followup.messaging.status import (
     apply_provider_status,
 )
 from followup.messaging.transports.base import SendResult, SmsTransport
+from followup.patients.models import Patient
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +437,15 @@ def _ask_about_closed(
         )
     else:
         if found is None:
-            if _guarded(session, [{"id": row.id}], mine, released):
+            if _opted_back_in(session, row, now):
+                # START came while this copy waited to be asked, and passed it over (it
+                # might have been at the provider): it is not, so it goes as START meant.
+                back = {**released, "status": PENDING, "not_before": None, "updated_at": now}
+                if _guarded(session, [{"id": row.id}], mine, back):
+                    detail = f"{NOT_AT_PROVIDER}; the patient opted back in: send again"
+                    add_events(session, [event_row(row.id, now, "requeued", PENDING, detail)])
+                    report.requeued += 1
+            elif _guarded(session, [{"id": row.id}], mine, released):
                 detail = f"{NOT_AT_PROVIDER}; stays {row.status}"
                 add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
         else:
@@ -463,3 +475,29 @@ def _ask_about_closed(
                         error_code=None, now=now, kind="reconciled",
                     )  # fmt: skip
     session.commit()
+
+
+def _opted_back_in(session: so.Session, row: Any, now: datetime) -> bool:
+    """A copy cancelled by its patient's opt-out, who has opted back in since, whose window
+    is still open: what START brings back."""
+    if row.status != CANCELLED:
+        return False
+    table = MESSAGES.c
+    return bool(
+        session.scalar(
+            sa.select(sa.literal(True))
+            .select_from(MESSAGES)
+            .join(Patient, Patient.id == table.patient_id)
+            .where(
+                table.id == row.id,
+                table.expires_at > now + HANDOVER_MARGIN,
+                Patient.opted_out_at.is_(None),
+                Patient.sms_consent_at.is_not(None),
+                sa.exists().where(
+                    MessageEvent.message_id == table.id,
+                    MessageEvent.kind == "cancelled",
+                    MessageEvent.detail.contains(OPTED_OUT),
+                ),
+            )
+        )
+    )
