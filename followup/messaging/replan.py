@@ -149,14 +149,16 @@ def decide_replan(
         # Only texts that can still be (re)planned count as the patient's first text, and
         # those refused for now (never at the provider) that go with their retry: the
         # intro is rendered at each hand-over, so a retry can carry it (else, when only
-        # retries are left, nothing would).
+        # retries are left, nothing would). Never a retry a request of which may be at the
+        # provider (not in `refused`): the patient may have it without the intro, and once
+        # closed it would still count as having carried it (`carries_intro`).
         open_plan = [
             p
             for p in planned
             if p.step not in existing
             or (
                 (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
-                or (_unsent_retry(existing[p.step]) and p.step not in maybe_reached)
+                or (_unsent_retry(existing[p.step]) and p.step in refused)
             )
         ]
         intro_key, welcome = choose_intro(

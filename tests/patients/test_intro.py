@@ -14,9 +14,12 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
+from followup.care.timing import zone
 from followup.clock import FakeClock
 from followup.db import is_postgresql
+from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
 from followup.messaging.models import Message
+from followup.messaging.outbox import render_message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import replan_lost_intros
 from followup.messaging.tick import run_tick
@@ -353,3 +356,67 @@ def test_the_welcome_that_carries_the_intro_reaches_twilio_before_the_text_due_w
     assert transport.steps_sent() == ["welcome", "soreness"]  # received in this order
     assert transport.calls == ["welcome", "soreness"]  # soreness waited for the answer
     assert HELP in transport.sent[0].body and HELP not in transport.sent[1].body
+
+
+@dataclass
+class RefusesStep(ScriptedTransport):
+    """Twilio refuses one step for now (503: never at the provider), every time."""
+
+    step: str = ""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        if sms.step == self.step:
+            raise TransientSendError("503", "unavailable", maybe_sent=False)
+        return super().send(sms)
+
+
+def test_a_retry_that_may_be_at_twilio_without_the_intro_is_never_made_the_intro(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The welcome carried the intro and closed without reaching Twilio (the planner job
+    # re-plans such a lost intro). No-driving went out without the intro: one request of
+    # it may be at Twilio (an unknown outcome no reaper's answer settled: its request was
+    # requeued mid-flight, sent again and refused for now), and it waits for its retry.
+    # It must not become the intro: the patient may already have it without HELP, STOP and
+    # the rates, and if its retry never goes, "may have reached the patient" would count
+    # the intro as given for good.
+    clock.set(ny("2026-03-12T15:00"))
+    result = enroll(completed_at="2026-03-12T14:00")
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None
+    no_driving = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    earlier = clock.now() - timedelta(minutes=30)
+    lost_welcome = Message(
+        procedure_id=procedure.id, patient_id=result.patient.id, step="welcome",
+        due_at=earlier, expires_at=earlier + timedelta(minutes=1), status="expired",
+        attempts=1, created_at=earlier, updated_at=earlier,
+    )  # fmt: skip
+    session.add(lost_welcome)
+    procedure.intro_step = "welcome"
+    no_driving.attempts = 1
+    no_driving.body = render_message(
+        care, procedure=procedure, language="en", tz=zone("America/New_York"), step="no-driving"
+    )
+    assert HELP not in (no_driving.body or "")
+    session.flush()
+    add_events(
+        session,
+        [
+            event_row(no_driving.id, earlier, "requeued", "pending", f"{NOT_AT_PROVIDER}; x"),
+            event_row(no_driving.id, earlier, "outcome-unknown", "sending", "timeout"),
+        ],
+    )
+    session.commit()
+
+    now = clock.now()
+    assert replan_lost_intros(session=session, care=care, now=now) == 1
+    session.commit()
+    session.expire_all()
+    assert procedure.intro_step != "no-driving"
+    transport = RefusesStep(step="no-driving")  # its retries never get through
+    for at in (now, now + timedelta(hours=1), ny("2026-03-12T20:50")):
+        send_due(session, transport, care, at)
+    assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:05")) in (0, 1)
+    session.commit()
+    send_due(session, transport, care, ny("2026-03-13T10:00"))
+    assert any(HELP in sms.body for sms in transport.sent), transport.steps_sent()
