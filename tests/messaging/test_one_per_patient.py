@@ -1,0 +1,239 @@
+"""One text per patient in flight (turns.py `DispatchPass`): a patient's texts due together
+go one after another, the intro first. A text parked behind its patient's text in flight
+ends every pass settled (sent, pending, deferred, cancelled), never left claimed in
+`sending`, and never sent twice, whatever became of the text it waited for."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+import followup.messaging.turns as turns_module
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.messaging.claims import claim_due
+from followup.messaging.dispatch import Dispatcher
+from followup.messaging.models import Message
+from followup.messaging.reports import DispatchReport
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
+from followup.messaging.turns import DispatchPass
+from followup.patients.edits import record_staff_opt_out
+from followup.patients.validation import EnrollmentResult
+from tests.fakes.transport import ScriptedTransport
+from tests.messaging.helpers import Enroll, at, dispatch, history
+
+HELP = "Reply HELP for help or STOP to end them."
+THREE = ["welcome", "blood-thinner-restart", "warning-signs"]
+
+
+@dataclass
+class OnePatient(ScriptedTransport):
+    """Records the calls and how many of one number's were under way at once; `hook` runs
+    at the start of each call (the request's moment), and each call takes `latency`."""
+
+    latency: float = 0.05
+    hook: Callable[[OutgoingSms], None] | None = None
+    calls: list[str] = field(default_factory=list)
+    peak: int = 0
+    _under_way: Counter[str] = field(default_factory=Counter)
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        with self._lock:
+            self.calls.append(sms.step)
+            self._under_way[sms.to] += 1
+            self.peak = max(self.peak, self._under_way[sms.to])
+        try:
+            if self.hook is not None:
+                self.hook(sms)
+            threading.Event().wait(self.latency)  # the request's latency
+            return super().send(sms)
+        finally:
+            with self._lock:
+                self._under_way[sms.to] -= 1
+
+
+def three_due_at_once(clock: FakeClock, enroll: Enroll) -> EnrollmentResult:
+    """Enrolled on day 3 at 10:00:30 after a procedure with a blood thinner: the restart
+    (due since day 2) and the warning signs (due at 10:00) fall due with the welcome that
+    carries the intro (neither can)."""
+    clock.set(at("2026-03-13T10:00:30"))
+    result = enroll(completed_at="2026-03-10T09:00", blood_thinner="Eliquis")
+    assert result.procedure.intro_step == "welcome"
+    return result
+
+
+def texts(session: so.Session) -> dict[str, Message]:
+    session.expire_all()
+    return {m.step: m for m in session.scalars(sa.select(Message).order_by(Message.id))}
+
+
+def assert_settled(session: so.Session) -> None:
+    """Nothing left claimed and never handed over; no lease held outside `sending`."""
+    for step, m in texts(session).items():
+        assert not (m.status == "sending" and m.handed_at is None), (step, history(session, step))
+        if m.status != "sending":
+            assert m.lease_owner is None, step
+
+
+def test_three_texts_of_one_patient_due_at_once_go_one_at_a_time_the_intro_first(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    three_due_at_once(clock, enroll)
+    transport = OnePatient()
+    report = dispatch(session, transport, care, clock.now())
+    assert transport.calls == THREE and transport.steps_sent() == THREE
+    assert transport.peak == 1
+    assert [HELP in sms.body for sms in transport.sent] == [True, False, False]
+    assert (report.claimed, report.sent, report.lost) == (3, 3, 0)
+    assert {m.status for m in texts(session).values() if m.step in THREE} == {"sent"}
+    assert_settled(session)
+
+
+@pytest.mark.parametrize("maybe_sent", [False, True], ids=["503", "timeout"])
+def test_the_texts_parked_behind_a_welcome_refused_for_now_go_after_its_answer(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll, maybe_sent: bool
+) -> None:
+    three_due_at_once(clock, enroll)
+    error = TransientSendError("503" if not maybe_sent else "timeout", "x", maybe_sent=maybe_sent)
+    transport = OnePatient(outcomes=[error])
+    dispatch(session, transport, care, clock.now())
+    assert transport.calls == THREE and transport.peak == 1
+    assert transport.steps_sent() == THREE[1:]
+    welcome = texts(session)["welcome"]
+    if maybe_sent:  # handed over, outcome unknown: the reaper's, not a stranded claim
+        assert welcome.status == "sending" and welcome.handed_at is not None
+    else:
+        assert (welcome.status, welcome.attempts) == ("pending", 1)
+        dispatch(session, transport, care, clock.now() + timedelta(minutes=30))
+        assert sorted(transport.steps_sent()) == sorted(THREE)  # each once
+    assert_settled(session)
+
+
+def test_a_stop_while_the_welcome_is_under_way_hands_the_parked_texts_back(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    three_due_at_once(clock, enroll)
+    transport = OnePatient()
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        transport.hook = lambda sms: dispatcher.request_stop()
+        report = dispatcher.dispatch(session)
+    assert transport.steps_sent() == ["welcome"]
+    assert (report.claimed, report.sent, report.returned) == (3, 1, 2)
+    left = texts(session)
+    assert [left[s].status for s in THREE] == ["sent", "pending", "pending"]
+    assert history(session, "warning-signs")[-1] == "requeued"
+    assert_settled(session)
+
+
+def test_a_patient_who_opts_out_while_the_welcome_is_under_way_gets_nothing_more(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    result = three_due_at_once(clock, enroll)
+
+    def opt_out(sms: OutgoingSms) -> None:
+        record_staff_opt_out(
+            session=other_session, patient_id=result.patient.id, now=clock.now(), actor="nurse"
+        )
+        other_session.commit()
+
+    transport = OnePatient(hook=opt_out)
+    report = dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["welcome"]  # handed over before the opt-out
+    assert report.cancelled == 2
+    left = texts(session)
+    assert [left[s].status for s in THREE] == ["sent", "cancelled", "cancelled"]
+    assert_settled(session)
+
+
+def test_the_texts_parked_behind_a_welcome_its_guard_refused_are_settled_in_the_pass(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The patient opts out between the hand-over's read and its guard: the welcome is
+    # refused by the guard (back to the queue), the texts parked behind it go back to the
+    # front of the queue, and each is cancelled at its own hand-over.
+    result = three_due_at_once(clock, enroll)
+    render = turns_module.render_message
+    done: list[int] = []
+
+    def render_while_the_patient_opts_out(*args: Any, **kwargs: Any) -> str:
+        if not done:
+            done.append(
+                record_staff_opt_out(
+                    session=other_session,
+                    patient_id=result.patient.id,
+                    now=clock.now(),
+                    actor="nurse",
+                )
+            )
+            other_session.commit()
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(turns_module, "render_message", render_while_the_patient_opts_out)
+    # Claimed in a turn of its own (on SQLite, the read is then outside a write transaction).
+    ids = claim_due(session=session, now=clock.now(), owner="w1", limit=10)
+    session.commit()
+    transport = OnePatient()
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        turn = DispatchPass(dispatcher, session, DispatchReport(), None)
+        turn.ready.extend(ids)
+        turn.report.claimed += len(ids)
+        turn.run()
+    assert transport.calls == []
+    assert not turn.waiting_ids() and not turn.busy and not turn.ready
+    left = texts(session)
+    assert [left[s].status for s in THREE] == ["cancelled"] * 3
+    assert_settled(session)
+
+
+def test_the_texts_parked_behind_a_welcome_withheld_for_quiet_hours_wait_for_the_morning(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Enrolled at 20:59:50 on day 2 after a procedure with a blood thinner: the restart is
+    # due, and the welcome carries the intro. Quiet hours start between the welcome's
+    # guard and its call: the worker withholds it; the restart, parked behind it, is
+    # deferred at its own hand-over. Both go at 08:00, the welcome first.
+    clock.set(at("2026-03-13T20:59:50"))
+    result = enroll(completed_at="2026-03-11T20:00", blood_thinner="Eliquis")
+    assert result.procedure.intro_step == "welcome"
+    guard = DispatchPass.guard
+
+    def guard_then_quiet_hours(self: DispatchPass, items: Any) -> Any:
+        answer = guard(self, items)
+        clock.set(at("2026-03-13T21:00:00"))
+        return answer
+
+    monkeypatch.setattr(DispatchPass, "guard", guard_then_quiet_hours)
+    transport = OnePatient()
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        dispatcher.dispatch(session)
+    assert transport.calls == []
+    left = texts(session)
+    pair = ["welcome", "blood-thinner-restart"]
+    assert [left[s].status for s in pair] == ["pending", "pending"]
+    assert history(session, "blood-thinner-restart")[-1] == "deferred"
+    assert_settled(session)
+    monkeypatch.setattr(DispatchPass, "guard", guard)
+    dispatch(session, transport, care, at("2026-03-14T08:00"))
+    assert transport.steps_sent() == pair and transport.peak == 1
+    assert_settled(session)
