@@ -198,8 +198,15 @@ def test_the_texts_parked_behind_a_welcome_its_guard_refused_are_settled_in_the_
     assert transport.calls == []
     assert not turn.waiting_ids() and not turn.busy and not turn.ready
     left = texts(session)
-    assert [left[s].status for s in THREE] == ["cancelled"] * 3
+    # The welcome is back in the queue (claimed again and cancelled in this pass if it
+    # looks for more texts before it ends, else in the next one).
+    assert left["welcome"].status in ("pending", "cancelled")
+    assert [left[s].status for s in THREE[1:]] == ["cancelled"] * 2
     assert_settled(session)
+    monkeypatch.setattr(turns_module, "render_message", render)
+    dispatch(session, transport, care, clock.now())
+    assert transport.calls == []
+    assert [texts(session)[s].status for s in THREE] == ["cancelled"] * 3
 
 
 def test_the_texts_parked_behind_a_welcome_withheld_for_quiet_hours_wait_for_the_morning(
@@ -236,4 +243,21 @@ def test_the_texts_parked_behind_a_welcome_withheld_for_quiet_hours_wait_for_the
     monkeypatch.setattr(DispatchPass, "guard", guard)
     dispatch(session, transport, care, at("2026-03-14T08:00"))
     assert transport.steps_sent() == pair and transport.peak == 1
+    assert_settled(session)
+
+
+def test_the_texts_parked_behind_a_welcome_throttled_for_long_are_given_back_for_the_pause(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # A 429 with Retry-After 30 s on the welcome: the pacer pauses past LONG_PAUSE, so the
+    # texts parked behind it go back to the queue until the pause is over.
+    three_due_at_once(clock, enroll)
+    throttled = TransientSendError("429", "too many", retry_after=30, throttled=True)
+    transport = OnePatient(outcomes=[throttled])
+    report = dispatch(session, transport, care, clock.now())
+    assert transport.calls == ["welcome"] and transport.sent == []
+    left = texts(session)
+    assert [left[s].status for s in THREE] == ["pending"] * 3
+    assert report.throttled == 3  # the welcome, and the two given back
+    assert all(left[s].not_before is not None for s in THREE[1:])
     assert_settled(session)
