@@ -43,9 +43,11 @@ from followup.messaging.models import (
     CLOSED_UNSETTLED,
     DELIVERED,
     EXPIRED,
+    FAILED,
     PENDING,
     SENDING,
     SENT,
+    UNDELIVERED,
     Message,
     MessageEvent,
 )
@@ -267,15 +269,7 @@ def _reconcile(
                     ],
                 )
                 report.reconciled += 1
-                if TWILIO_STATUSES.get(found.provider_status) == DELIVERED:
-                    apply_provider_status(
-                        session=session,
-                        message_id=row.id,
-                        status=found.provider_status,
-                        error_code=None,
-                        now=now,
-                        kind="reconciled",
-                    )
+                _apply_found_status(session, row.id, found, now)
         elif now + HANDOVER_MARGIN >= row.expires_at:
             if settle_leased(
                 session, owner=owner, values={**released, "status": EXPIRED}, rows=[{"id": row.id}]
@@ -469,11 +463,7 @@ def _ask_about_closed(
                 add_events(session, [event_row(row.id, now, "reconciled", SENT, detail)])
                 report.reconciled += 1
                 log.warning("message %s: a closed copy was found at the provider", row.id)
-                if TWILIO_STATUSES.get(found.provider_status) == DELIVERED:
-                    apply_provider_status(
-                        session=session, message_id=row.id, status=found.provider_status,
-                        error_code=None, now=now, kind="reconciled",
-                    )  # fmt: skip
+                _apply_found_status(session, row.id, found, now)
     session.commit()
 
 
@@ -501,3 +491,16 @@ def _opted_back_in(session: so.Session, row: Any, now: datetime) -> bool:
             )
         )
     )
+
+
+def _apply_found_status(
+    session: so.Session, message_id: int, found: SendResult, now: datetime
+) -> None:
+    """What the provider says became of a text found there, past `sent`: delivered, or
+    failed and undelivered (a failed critical text then reaches the needs-attention queue
+    now, not at the next status poll)."""
+    if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
+        apply_provider_status(
+            session=session, message_id=message_id, status=found.provider_status,
+            error_code=None, now=now, kind="reconciled",
+        )  # fmt: skip

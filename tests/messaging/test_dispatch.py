@@ -15,7 +15,11 @@ from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outcomes import retry_delay
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.tick import run_tick
-from followup.messaging.transports.base import PermanentSendError, TransientSendError
+from followup.messaging.transports.base import (
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
 from followup.patients.edits import cancel_procedure
 from followup.patients.models import Patient
 from followup.patients.validation import EnrollmentResult
@@ -518,3 +522,33 @@ def test_a_stopping_dispatcher_finishes_its_calls_and_hands_the_rest_back(
     ).all()
     assert len(returned) == 4
     assert all(m.lease_owner is None and m.not_before is None and m.attempts == 0 for m in returned)
+
+
+@pytest.mark.parametrize(("at_twilio", "recorded"), [("undelivered", "undelivered"), ("failed", "failed"), ("delivered", "delivered"), ("queued", "sent")])  # fmt: skip
+def test_reaper_records_what_twilio_says_became_of_a_text_it_finds(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    at_twilio: str,
+    recorded: str,
+) -> None:
+    # The dispatcher died after Twilio took the text; by the time the reaper asks, Twilio
+    # lists it as already undelivered (or failed): the send log and the nurses' queue say
+    # so now, not sent until the next status poll.
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    transport = ScriptedTransport(provider_has=[])
+    transport.outcomes = [RuntimeError("the socket died mid-answer")]
+    dispatch_due(session=session, transport=transport, care=care, clock=clock, owner="w1")
+    message = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    session.refresh(message)
+
+    class ListsIt(ScriptedTransport):
+        def find_sent(self, **_: object) -> SendResult | None:
+            return SendResult(provider_sid="SM-found", provider_status=at_twilio)
+
+    reap = reap_stale(session=session, transport=ListsIt(), now=clock.now() + LEASE)
+    assert reap.reconciled == 1
+    session.refresh(message)
+    assert (message.status, message.provider_sid) == (recorded, "SM-found")
