@@ -360,7 +360,7 @@ def _take_closed(
         sa.text(
             "SELECT id, status, lease_owner, handed_at, to_phone, body FROM messages"  # noqa: S608 - constants; values bound
             + ("" if postgres else " INDEXED BY ix_messages_closed_unsettled")
-            + f" WHERE {CLOSED_UNSETTLED} AND lease_expires_at <= :now"
+            + f" WHERE {CLOSED_UNSETTLED} AND provider_sid IS NULL AND lease_expires_at <= :now"
             + " ORDER BY lease_expires_at LIMIT :batch"
             + (" FOR UPDATE SKIP LOCKED" if postgres else "")
         )
