@@ -381,8 +381,10 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
     LOCKED: one a nurse or a STOP is changing is left for the next run), so re-planning
     never works from what they were before that change.
     """
-    waiting = list(
-        session.scalars(sa.select(Message.procedure_id).where(Message.status == PENDING).distinct())
+    # The pending range of the status index, made distinct here: for a DISTINCT in SQL,
+    # SQLite reads the whole outbox in (procedure_id, step) order instead.
+    waiting = sorted(
+        set(session.scalars(sa.select(Message.procedure_id).where(Message.status == PENDING)))
     )
     if not waiting:
         return 0
@@ -400,7 +402,7 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
             Patient.sms_consent_at.is_not(None),
             Patient.opted_out_at.is_(None),
             carrier.status == EXPIRED,
-            carrier.provider_sid.is_(None),
+            _without_sid(session, carrier),
         )
         .execution_options(populate_existing=True)
     )
@@ -416,6 +418,18 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
         log.info("procedure %s: its intro text closed unsent; re-planned", procedure.id)
         replanned += 1
     return replanned
+
+
+def _without_sid(session: so.Session, carrier: type[Message]) -> sa.ColumnElement[bool]:
+    """`provider_sid IS NULL`; on SQLite written so that the SID's unique index cannot serve
+    it. SQLite's statistics give that index one or two rows a value, and it plans `IS NULL`
+    as such a value: it read every text without a SID (the pending ones and the history's
+    expired and cancelled ones) rather than look each carrier up by its procedure and step.
+    PostgreSQL counts the NULLs, and reads the expired texts without a SID only while that
+    is cheaper than the look-ups."""
+    if is_postgresql(session):
+        return carrier.provider_sid.is_(None)
+    return carrier.provider_sid.concat("").is_(None)
 
 
 def request_facts(session: so.Session, existing: dict[str, Message]) -> tuple[set[str], set[str]]:
