@@ -323,6 +323,11 @@ def _find_unrecorded(
     raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
 
 
+def _ask_after(now: datetime, handed_at: datetime, lease: timedelta) -> datetime:
+    """When to ask the provider again after it could not be asked: less and less often."""
+    return now + min(RETRY_BACKOFF_MAX, max(lease, (now - handed_at) / 2))
+
+
 def _ask_again_later(
     session: so.Session,
     row: Any,
@@ -335,8 +340,7 @@ def _ask_again_later(
 ) -> None:
     """The provider could not be asked (or its answer not recorded): keep the text under
     this reaper's lease and ask again later, less and less often."""
-    waited = now - row.handed_at
-    again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
+    again = _ask_after(now, row.handed_at, lease)
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)
@@ -422,9 +426,12 @@ def _ask_about_closed(
             add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
             report.held += 1
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
-        waited = now - row.handed_at
-        again = now + min(RETRY_BACKOFF_MAX, max(lease, waited / 2))
-        _guarded(session, [{"id": row.id}], mine, {"lease_expires_at": again})
+        _guarded(
+            session,
+            [{"id": row.id}],
+            mine,
+            {"lease_expires_at": _ask_after(now, row.handed_at, lease)},
+        )
         report.errors += 1
         log.warning(
             "message %s: asking about a closed copy failed (%s)", row.id, type(exc).__name__

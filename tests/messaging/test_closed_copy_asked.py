@@ -3,7 +3,8 @@ edges of that (two late answers of one copy, a START while it is being asked).""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy.orm as so
@@ -13,6 +14,7 @@ from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
+from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
@@ -59,20 +61,21 @@ class ListsLate(ScriptedTransport):
         return None
 
 
-def test_two_late_answers_of_one_closed_copy_ask_twilio_from_the_earlier_request(
+@contextmanager
+def requeued_twice_then_stop(
     session: so.Session,
     other_session: so.Session,
     session_factory: so.sessionmaker[so.Session],
     care: CareContext,
     clock: FakeClock,
+    transport: ListsLate,
     enroll: Enroll,
-) -> None:
-    # w1's request (15:00) reached Twilio; w1 stalled, and the reaper, which Twilio did not
-    # list it to yet, requeued the text. w2 sent it again at 15:06 (that request never
-    # reached Twilio) and stalled too; requeued again; then a STOP closed the copy. Both
-    # late answers come, w1's first. The reaper must ask Twilio from w1's request on, or
-    # it looks past the text the patient has, and START sends it a second time.
-    transport = ListsLate()
+) -> Iterator[tuple[tuple[DispatchPass, Answer], tuple[DispatchPass, Answer], so.Session]]:
+    """w1's request (15:00) reached Twilio; w1 stalled, and the reaper, which Twilio did
+    not list it to yet, requeued the text. w2 sent it again at 15:06 (that request never
+    reached Twilio) and stalled too; requeued again; then a STOP closed the copy. Yields
+    both stalled dispatchers' passes with their late answers (not recorded yet), and w2's
+    session."""
     with (
         requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
             turn1,
@@ -98,12 +101,31 @@ def test_two_late_answers_of_one_closed_copy_ask_twilio_from_the_earlier_request
             session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
         )
         other_session.commit()
-        turn1.answers.put(answer1)
-        turn1.outcomes.record(turn1.collect())
-        session.commit()
-        turn2.answers.put(answer2)
-        turn2.outcomes.record(turn2.collect())
-        session2.commit()
+        yield (turn1, answer1), (turn2, answer2), session2
+
+
+def record_late(turn: DispatchPass, answer: Answer, session: so.Session) -> None:
+    turn.answers.put(answer)
+    turn.outcomes.record(turn.collect())
+    session.commit()
+
+
+def test_two_late_answers_of_one_closed_copy_ask_twilio_from_the_earlier_request(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # Both late answers come, w1's first. The reaper must ask Twilio from w1's request on,
+    # or it looks past the text the patient has, and START sends it a second time.
+    transport = ListsLate()
+    with requeued_twice_then_stop(
+        session, other_session, session_factory, care, clock, transport, enroll
+    ) as ((turn1, answer1), (turn2, answer2), session2):
+        record_late(turn1, answer1, session)
+        record_late(turn2, answer2, session2)
     message = text(session, "no-driving")
     assert message.status == "cancelled" and message.lease_expires_at is not None
     transport.listing = True
@@ -115,7 +137,7 @@ def test_two_late_answers_of_one_closed_copy_ask_twilio_from_the_earlier_request
         "sent",
         transport.created[0][2],
     )
-    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    record_opt_in(session=other_session, patient_id=message.patient_id, care=care, now=clock.now())
     other_session.commit()
     dispatch(session, transport, care, clock.now())
     assert len(transport.sent) == 1  # w1's, once
@@ -131,36 +153,11 @@ def test_two_late_answers_of_one_closed_copy_later_one_first(
 ) -> None:
     # As above, w2's answer first: the earlier request still counts.
     transport = ListsLate()
-    with (
-        requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-            turn1,
-            answer1,
-        ),
-        session_factory() as session2,
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
-    ):
-        clock.set(answer1.at + timedelta(minutes=6))
-        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
-        assert turn2.claim()
-        session2.commit()
-        group = list(turn2.ready)
-        turn2.ready.clear()
-        turn2.start_calls(turn2.hand_over(group))
-        session2.commit()
-        answer2 = turn2.answers.get(timeout=5)
-        clock.set(clock.now() + timedelta(minutes=3))
-        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn2.answers.put(answer2)
-        turn2.outcomes.record(turn2.collect())
-        session2.commit()
-        turn1.answers.put(answer1)
-        turn1.outcomes.record(turn1.collect())
-        session.commit()
+    with requeued_twice_then_stop(
+        session, other_session, session_factory, care, clock, transport, enroll
+    ) as ((turn1, answer1), (turn2, answer2), session2):
+        record_late(turn2, answer2, session2)
+        record_late(turn1, answer1, session)
     message = text(session, "no-driving")
     assert message.handed_at == answer1.at
     transport.listing = True
