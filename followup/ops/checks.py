@@ -68,9 +68,12 @@ def run_checks(*, values: Mapping[str, str], now: datetime) -> tuple[Settings | 
             Check("checks", False, "database, protocols and transport not checked: fix the above")
         )
         return None, checks
-    from followup.ops.database_check import check_database
+    from followup.ops.database_check import check_clock, check_database
 
-    checks.append(check_database(settings))
+    database = check_database(settings)
+    checks.append(database)
+    if database.ok:
+        checks.append(check_clock(settings))
     checks += check_protocols(settings, now=now)
     checks += check_transport(settings)
     checks.append(describe_metrics(settings))

@@ -1,11 +1,12 @@
-"""`followup check`'s database line: reachable, migrated to this version's head, and (on
-SQLite) a library with what followup needs."""
+"""`followup check`'s database lines: reachable, migrated to this version's head, (on
+SQLite) a library with what followup needs, and this host's clock against the server's."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ from followup.ops.checks import Check
 from followup.settings import Settings
 
 SQLITE_MINIMUM = (3, 35)  # RETURNING; planning also needs json_each (built in since 3.38)
+# Leases and the reaper compare times written by one process with another's clock: a text
+# is leased for 60 s and renewed every 15 s, so a reaper whose clock ran 45 s ahead could
+# take a text whose request is under way. Every process is held to a few seconds of the
+# database server's clock (and so of each other's).
+MAX_CLOCK_SKEW = 5.0  # seconds
+
+
+def wall_clock() -> datetime:
+    """This host's clock (not the service's Clock, which `--now` may pin)."""
+    return datetime.now(UTC)
 
 
 def sqlite_lacks(connection: Any) -> str | None:
@@ -97,6 +108,37 @@ def check_database(settings: Settings) -> Check:
         f"{where} is at {', '.join(sorted(current))}, this version needs "
         f"{', '.join(sorted(heads))}: run 'followup db upgrade'",
     )
+
+
+def check_clock(settings: Settings, *, wall: Callable[[], datetime] = wall_clock) -> Check:
+    """This host's clock against the PostgreSQL server's: within MAX_CLOCK_SKEW. On SQLite
+    the database is on this host, and its clock is this one."""
+    from followup.db import make_engine, normalize_url
+
+    url = make_url(normalize_url(settings.database_url))
+    if url.get_backend_name() != "postgresql":
+        return Check("clock", True, "the database is a file on this host: one clock")
+    engine = make_engine(url.render_as_string(hide_password=False),
+                         connect_args={"connect_timeout": 10})  # fmt: skip
+    try:
+        with engine.connect() as connection:
+            before = wall()
+            server = connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            after = wall()
+    except sa.exc.SQLAlchemyError:
+        return Check("clock", False, "not compared: the database cannot be reached")
+    finally:
+        engine.dispose()
+    skew = (server - (before + (after - before) / 2)).total_seconds()
+    if abs(skew) > MAX_CLOCK_SKEW:
+        return Check(
+            "clock",
+            False,
+            f"this host's clock is {abs(skew):.0f} s {'behind' if skew > 0 else 'ahead of'} "
+            f"the database server's (at most {MAX_CLOCK_SKEW:.0f} s): leases would not hold "
+            "across hosts, and a text could go twice; synchronise the clocks (NTP)",
+        )
+    return Check("clock", True, f"within {abs(skew):.1f} s of the database server's")
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from followup.ops.checks import (
     check_transport,
     checks_passed,
 )
-from followup.ops.database_check import check_database, sqlite_lacks
+from followup.ops.database_check import check_clock, check_database, sqlite_lacks
 from followup.settings import Settings, settings_from_mapping
 from tests.conftest import START
 from tests.fakes.twilio_server import FakeTwilio
@@ -79,7 +80,15 @@ def test_check_passes_on_the_embedded_default(tmp_path: Path) -> None:
     done = followup(tmp_path, "check")
     assert done.returncode == 0, done.stdout + done.stderr
     names = [line.split(":")[0].split()[-1] for line in done.stdout.splitlines()[:-1]]
-    assert names == ["settings", "database", "protocols", "transport", "metrics", "retention"]
+    assert names == [
+        "settings",
+        "database",
+        "clock",
+        "protocols",
+        "transport",
+        "metrics",
+        "retention",
+    ]
     assert lines(done.stdout, "FAIL") == []
     assert done.stdout.splitlines()[-1] == "all checks passed"
     assert "emergency number 911" in done.stdout
@@ -185,6 +194,31 @@ def test_database_check_on_a_migrated_database(settings: Settings, database_url:
     result = check_database(replace(settings, database_url=database_url))
     assert result.ok, result.detail
     assert f"reachable, schema at {HEAD} (this version's head)" in result.detail
+
+
+@pytest.mark.parametrize("off", [timedelta(0), timedelta(minutes=2), -timedelta(seconds=30)])
+def test_clock_check_holds_this_host_to_the_database_server_s_clock(
+    settings: Settings, database_url: str, off: timedelta
+) -> None:
+    # A worker on a host whose clock runs ahead would see other hosts' leases run out while
+    # their requests are under way: it must not start.
+    result = check_clock(
+        replace(settings, database_url=database_url), wall=lambda: datetime.now(UTC) + off
+    )
+    if database_url.startswith("sqlite"):
+        assert (result.ok, result.detail) == (
+            True,
+            "the database is a file on this host: one clock",
+        )
+    elif not off:
+        assert result.ok and result.detail.startswith("within "), result.detail
+    else:
+        word = "ahead of" if off > timedelta(0) else "behind"
+        assert not result.ok
+        assert (
+            f"this host's clock is {abs(off.total_seconds()):.0f} s {word} the database"
+            in result.detail
+        )
 
 
 def test_database_check_behind_or_ahead_of_this_version(settings: Settings, tmp_path: Path) -> None:
