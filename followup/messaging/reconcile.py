@@ -505,9 +505,11 @@ def _apply_found_status(
 ) -> None:
     """What the provider says became of a text found there, past `sent`: delivered, or
     failed and undelivered (a failed critical text then reaches the needs-attention queue
-    now, not at the next status poll)."""
+    now, not at the next status poll), with the provider's error code: the poller asks only
+    about texts still `sent`, so this is the last word (21610 opts the patient out, a
+    cannot-receive code puts the patient in the nurses' queue)."""
     if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
         apply_provider_status(
             session=session, message_id=message_id, status=found.provider_status,
-            error_code=None, now=now, kind="reconciled",
+            error_code=found.error_code, now=now, kind="reconciled",
         )  # fmt: skip

@@ -27,6 +27,8 @@ class SendResult:
     provider_sid: str
     provider_status: str = "accepted"
     segments: int | None = None
+    # The provider's error code, when a text looked up later has already failed there.
+    error_code: int | None = None
 
 
 class SendError(Exception):

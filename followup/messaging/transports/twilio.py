@@ -343,11 +343,13 @@ class TwilioTransport:
 def _send_result(message: Any) -> SendResult:
     segments = message.num_segments
     count = int(segments) if segments not in (None, "") and str(segments).isdigit() else 0
+    code = message.error_code
     return SendResult(
         provider_sid=str(message.sid),
         provider_status=str(message.status or "queued"),
         # A Messaging Service reports 0 segments until it has picked a sender.
         segments=count or None,
+        error_code=int(code) if code not in (None, "") and str(code).isdigit() else None,
     )
 
 
