@@ -38,7 +38,8 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     sent, nor a text a request of which may have reached the patient (its answer came back
     unknown and the reaper never found it missing at the provider). Procedures left
     unplanned while opted out are planned now (re-planned if they have texts, and so is a
-    finished one whose welcome is to carry the intro). The procedures, then the texts, are
+    finished one whose welcome is to carry the intro, and one whose intro text stays
+    cancelled: another text carries the intro). The procedures, then the texts, are
     locked first (PostgreSQL, in a nurse's edit's order; on SQLite the flush of the patient
     took the write lock), so a late answer cannot land between read and write.
     """
@@ -56,18 +57,13 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
             .order_by(Procedure.id)
             .with_for_update()
         )
-    cancelled_by_opt_out = sa.exists().where(
-        MessageEvent.message_id == Message.id,
-        MessageEvent.kind == "cancelled",
-        MessageEvent.detail.contains(OPTED_OUT),
-    )
     query = (
         sa.select(Message, Procedure)
         .join(Procedure, Procedure.id == Message.procedure_id)
         .where(
             Message.patient_id == patient_id,
             Message.status == CANCELLED,
-            cancelled_by_opt_out,
+            cancelled_by_opt_out(),
         )
         .order_by(Message.due_at)
     )
@@ -81,31 +77,11 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
         if message.id in maybe_sent:
             log.info("message %s stays cancelled: it may have reached the patient", message.id)
             continue
-        if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
-            continue
-        if (
-            procedure.status == "completed"
-            and care.protocol(procedure.kind).step(message.step).phase == BEFORE
-        ):
-            # The welcome as the intro of a finished procedure: timed like choose_intro
-            # (not capped by the booked time, which has passed), by re-planning below.
+        fate = reopen(patient=patient, procedure=procedure, message=message, care=care, now=now)
+        if fate == BACK:
+            events.append(event_row(message.id, now, "replanned", PENDING, "patient opted back in"))
+        elif fate == REPLAN:
             intro_again.add(procedure.id)
-            continue
-        planned = plan_step(
-            step=care.protocol(procedure.kind).step(message.step),
-            anchors=procedure_anchors(procedure),
-            tz=zone(patient.timezone),
-            quiet_hours=care.quiet_hours,
-            now=now,
-        )
-        if planned.status != PENDING:
-            continue  # its window has passed: it stays cancelled
-        message.status = PENDING
-        message.due_at = planned.due_at
-        message.expires_at = planned.expires_at
-        message.not_before = None
-        message.updated_at = now
-        events.append(event_row(message.id, now, "replanned", PENDING, "patient opted back in"))
     add_events(session, events)
     # Procedures not planned while opted out: never planned (no texts yet) are planned;
     # finished or rescheduled meanwhile (texts from before) are re-planned, so what is
@@ -119,6 +95,81 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     _plan_left_unplanned(session, patient=patient, procedures=unplanned, care=care, now=now)
     log.info("patient %s opted back in; %d texts back", patient_id, len(events))
     return len(events)
+
+
+BACK = "back"  # pending again, at the times START plans
+REPLAN = "replan"  # its procedure is to be re-planned (the intro, a text before a finished one)
+STAYS = "stays"  # stays cancelled
+
+
+def reopen(
+    *, patient: Patient, procedure: Procedure, message: Message, care: CareContext, now: datetime
+) -> str:
+    """START's rule for one text its opt-out cancelled, none of whose requests may be at the
+    provider: BACK (pending, planned from the procedure's times now: quiet hours apply, and
+    nothing whose window has passed), REPLAN or STAYS. Re-planning decides a text before a
+    finished procedure (the welcome as its intro is timed like choose_intro, not capped by
+    the booked time, which has passed), and who introduces the program when the text chosen
+    for it stays closed (else no text would carry HELP, STOP and the rates)."""
+    if reason_not_to_send(patient=patient, procedure=procedure, care=care, step=message.step):
+        return _intro_lost(patient, procedure, message)
+    step = care.protocol(procedure.kind).step(message.step)
+    if procedure.status == "completed" and step.phase == BEFORE:
+        return REPLAN
+    planned = plan_step(
+        step=step,
+        anchors=procedure_anchors(procedure),
+        tz=zone(patient.timezone),
+        quiet_hours=care.quiet_hours,
+        now=now,
+    )
+    if planned.status != PENDING:
+        return _intro_lost(patient, procedure, message)  # its window has passed
+    message.status = PENDING
+    message.due_at = planned.due_at
+    message.expires_at = planned.expires_at
+    message.not_before = None
+    message.updated_at = now
+    return BACK
+
+
+def _intro_lost(patient: Patient, procedure: Procedure, message: Message) -> str:
+    """A text that stays cancelled: REPLAN if it was to introduce the program."""
+    if message.step == procedure.intro_step and patient.can_receive_texts():
+        return REPLAN
+    return STAYS
+
+
+def reopen_found_missing(
+    *, session: so.Session, message_id: int, care: CareContext, now: datetime
+) -> tuple[str, Procedure | None, Patient | None]:
+    """START's rule (`reopen`) for a copy its opt-out cancelled that START passed over (a
+    request of it might have been at the provider) and that the reaper has just found
+    missing there, if the patient can receive texts again. The caller (the reaper) records
+    the outcome, then re-plans the procedure returned for REPLAN. On PostgreSQL the caller
+    locked the patient, then the procedure (START's order), before the text."""
+    row = session.execute(
+        sa.select(Message, Procedure, Patient)
+        .join(Procedure, Procedure.id == Message.procedure_id)
+        .join(Patient, Patient.id == Message.patient_id)
+        .where(Message.id == message_id, Message.status == CANCELLED, cancelled_by_opt_out())
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None or not row.Patient.can_receive_texts():
+        return STAYS, None, None
+    message, procedure, patient = row
+    fate = reopen(patient=patient, procedure=procedure, message=message, care=care, now=now)
+    session.flush()
+    return fate, procedure, patient
+
+
+def cancelled_by_opt_out() -> sa.ColumnElement[bool]:
+    """The text was cancelled by an opt-out (START undoes those)."""
+    return sa.exists().where(
+        MessageEvent.message_id == Message.id,
+        MessageEvent.kind == "cancelled",
+        MessageEvent.detail.contains(OPTED_OUT),
+    )
 
 
 def _plan_left_unplanned(

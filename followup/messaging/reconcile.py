@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.care.protocol import CareContext
 from followup.db import is_postgresql
 from followup.messaging.claims import LEASE
 from followup.messaging.events import (
@@ -49,10 +50,16 @@ from followup.messaging.models import (
     SENT,
     UNDELIVERED,
     Message,
-    MessageEvent,
 )
-from followup.messaging.outbox import OPTED_OUT
+from followup.messaging.opt_in import (
+    BACK,
+    REPLAN,
+    STAYS,
+    cancelled_by_opt_out,
+    reopen_found_missing,
+)
 from followup.messaging.outcomes import HANDOVER_MARGIN, RETRY_BACKOFF_MAX
+from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import ReapReport
 from followup.messaging.status import (
     TWILIO_STATUSES,
@@ -60,7 +67,7 @@ from followup.messaging.status import (
     apply_provider_status,
 )
 from followup.messaging.transports.base import SendResult, SmsTransport
-from followup.patients.models import Patient
+from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,7 @@ def reap_stale(
     owner: str = "reaper",
     lease: timedelta = LEASE,
     batch: int = REAP_BATCH,
+    care: CareContext | None = None,
 ) -> ReapReport:
     """Settle every text left in `sending` after its lease ran out, without sending twice.
 
@@ -83,6 +91,9 @@ def reap_stale(
     differ from any dispatcher's). Where the transport cannot be asked, a text that may
     have reached it is held for a person to settle (never resent on a guess). Then
     applies delivery reports held for SIDs now recorded (`apply_held_status_reports`).
+    `care` (the protocols) lets a closed copy found missing at the provider, whose patient
+    opted back in while it waited to be asked, follow START's rule; without it, it stays
+    closed (START, if it comes later, brings it back).
     """
     report = ReapReport()
     while True:
@@ -107,7 +118,7 @@ def reap_stale(
         for row in closed:
             _ask_about_closed(
                 session=session, transport=transport, row=row, now=now, owner=owner,
-                lease=lease, report=report,
+                lease=lease, report=report, care=care,
             )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
@@ -412,6 +423,7 @@ def _ask_about_closed(
     owner: str,
     lease: timedelta,
     report: ReapReport,
+    care: CareContext | None,
 ) -> None:
     """Ask the provider about one closed copy this reaper holds; record what it says."""
     released = {"lease_owner": None, "lease_expires_at": None}
@@ -438,17 +450,14 @@ def _ask_about_closed(
         )
     else:
         if found is None:
-            if _opted_back_in(session, row, now):
-                # START came while this copy waited to be asked, and passed it over (it
-                # might have been at the provider): it is not, so it goes as START meant.
-                back = {**released, "status": PENDING, "not_before": None, "updated_at": now}
-                if _guarded(session, [{"id": row.id}], mine, back):
-                    detail = f"{NOT_AT_PROVIDER}; the patient opted back in: send again"
-                    add_events(session, [event_row(row.id, now, "requeued", PENDING, detail)])
-                    report.requeued += 1
-            elif _guarded(session, [{"id": row.id}], mine, released):
-                detail = f"{NOT_AT_PROVIDER}; stays {row.status}"
-                add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
+            # START came while this copy waited to be asked, and passed it over (it might
+            # have been at the provider): it is not, so START's rule applies to it now.
+            opted_in = care is not None and _opted_back_in(session, row)
+            if opted_in:
+                _lock_patient_and_procedure(session, row.id)
+            if _guarded(session, [{"id": row.id}], mine, released):
+                _settle_found_missing(session, row, now=now, care=care if opted_in else None,
+                                      report=report)  # fmt: skip
         else:
             values = {
                 **released,
@@ -474,30 +483,59 @@ def _ask_about_closed(
     session.commit()
 
 
-def _opted_back_in(session: so.Session, row: Any, now: datetime) -> bool:
-    """A copy cancelled by its patient's opt-out, who has opted back in since, whose window
-    is still open: what START brings back."""
+def _opted_back_in(session: so.Session, row: Any) -> bool:
+    """A copy cancelled by its patient's opt-out, who has opted back in since: START's rule
+    decides whether it goes, and when (`reopen_found_missing`)."""
     if row.status != CANCELLED:
         return False
-    table = MESSAGES.c
     return bool(
         session.scalar(
             sa.select(sa.literal(True))
-            .select_from(MESSAGES)
-            .join(Patient, Patient.id == table.patient_id)
+            .select_from(Message)
+            .join(Patient, Patient.id == Message.patient_id)
             .where(
-                table.id == row.id,
-                table.expires_at > now + HANDOVER_MARGIN,
+                Message.id == row.id,
                 Patient.opted_out_at.is_(None),
                 Patient.sms_consent_at.is_not(None),
-                sa.exists().where(
-                    MessageEvent.message_id == table.id,
-                    MessageEvent.kind == "cancelled",
-                    MessageEvent.detail.contains(OPTED_OUT),
-                ),
+                cancelled_by_opt_out(),
             )
         )
     )
+
+
+def _lock_patient_and_procedure(session: so.Session, message_id: int) -> None:
+    """On PostgreSQL, lock the text's patient, then its procedure, before the text: START's
+    order (and a nurse's edit's: the procedure before its texts), never the opposite. On
+    SQLite the guarded UPDATE that follows takes the write lock before anything is read."""
+    if not is_postgresql(session):
+        return
+    patient_id, procedure_id = session.execute(
+        sa.select(Message.patient_id, Message.procedure_id).where(Message.id == message_id)
+    ).one()
+    session.execute(sa.select(Patient.id).where(Patient.id == patient_id).with_for_update())
+    session.execute(sa.select(Procedure.id).where(Procedure.id == procedure_id).with_for_update())
+
+
+def _settle_found_missing(
+    session: so.Session, row: Any, *, now: datetime, care: CareContext | None, report: ReapReport
+) -> None:
+    """Record that the provider does not have a closed copy (released by the caller). With
+    `care`, its patient has opted back in: START's rule for it (`reopen_found_missing`),
+    at the times START plans, re-planning its procedure if the intro must move."""
+    fate, procedure, patient = (
+        reopen_found_missing(session=session, message_id=row.id, care=care, now=now)
+        if care is not None
+        else (STAYS, None, None)
+    )
+    if fate == BACK:
+        detail = f"{NOT_AT_PROVIDER}; the patient opted back in: send again"
+        add_events(session, [event_row(row.id, now, "requeued", PENDING, detail)])
+        report.requeued += 1
+        return
+    detail = f"{NOT_AT_PROVIDER}; stays {row.status}"
+    add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
+    if fate == REPLAN and care is not None and procedure is not None and patient is not None:
+        replan_procedure(session=session, procedure=procedure, patient=patient, care=care, now=now)
 
 
 def _apply_found_status(

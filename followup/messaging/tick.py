@@ -41,7 +41,9 @@ def run_tick(
     report.plan.reintroduced += replan_lost_intros(session=session, care=care, now=clock.now())
     session.commit()
     report.reap.add(
-        reap_stale(session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap")
+        reap_stale(
+            session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap", care=care
+        )
     )
     report.dispatch.add(
         dispatch_due(

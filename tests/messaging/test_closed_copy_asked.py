@@ -12,16 +12,20 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
+from followup.messaging.models import Message
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
 from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
+from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import (
     Enroll,
+    at,
+    correct_end,
     dispatch,
     event_details,
     requeued_mid_request,
@@ -194,7 +198,7 @@ def test_a_start_while_a_closed_copy_waits_to_be_asked_still_sends_it_once_not_a
     other_session.commit()
     transport.listing = True
     clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
-    reap_stale(session=other_session, transport=transport, now=clock.now())
+    reap_stale(session=other_session, transport=transport, now=clock.now(), care=care)
     assert event_details(session, message.id, "requeued")[-1] == (
         "not at provider; the patient opted back in: send again"
     )
@@ -202,3 +206,78 @@ def test_a_start_while_a_closed_copy_waits_to_be_asked_still_sends_it_once_not_a
     assert transport.steps_sent() == ["no-driving"]
     dispatch(session, transport, care, clock.now() + timedelta(minutes=5))
     assert transport.steps_sent() == ["no-driving"]  # once
+
+
+def _start_while_marked(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> tuple[ListsLate, Message]:
+    """15:00: no-driving's request stalled (it never reached Twilio) and was requeued; a
+    STOP closed the copy before the late answer came, which marked it for the reaper; the
+    patient texts START before the reaper asks Twilio, and START passes the copy over."""
+    transport = ListsLate()
+    transport.calls = 1  # the stalled request never reached Twilio
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        patient_id = text(session, "no-driving").patient_id
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    other_session.commit()
+    message = text(session, "no-driving")
+    assert (message.status, message.lease_owner is not None) == ("cancelled", True)
+    transport.listing = True
+    return transport, message
+
+
+def test_a_closed_copy_found_missing_after_a_correction_keeps_starts_window_not_its_old_one(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # While the copy waits to be asked, a nurse corrects the procedure's end to the day
+    # before (the date was wrong): no-driving's window ("day 0 at 21:00") closed yesterday.
+    # START, had it known Twilio does not have the copy, would plan it from the procedure's
+    # times and leave it cancelled; the reaper must not send it with its old window.
+    transport, message = _start_while_marked(session, other_session, care, clock, enroll)
+    correct_end(other_session, care, message.procedure_id, "2026-03-05T14:30", clock.now())
+    clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
+    reap_stale(session=other_session, transport=transport, now=clock.now(), care=care)
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["welcome", "soreness"]  # the intro, then day 1's text
+    assert [sms.step for sms in transport.sent if "Reply HELP" in sms.body] == ["welcome"]
+    assert text(session, "no-driving").status == "cancelled"
+
+
+def test_a_closed_intro_copy_found_missing_after_its_window_hands_the_intro_on(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # START counted the marked no-driving copy as having carried the intro (it might have
+    # been at Twilio). The reaper gets to ask only after no-driving's window closed (21:00):
+    # Twilio does not have it, so it stays cancelled, and some other text must carry HELP,
+    # STOP and the rates; the next day's texts must not go without them.
+    transport, message = _start_while_marked(session, other_session, care, clock, enroll)
+    clock.set(at("2026-03-06T21:30"))
+    reap_stale(session=other_session, transport=transport, now=clock.now(), care=care)
+    assert text(session, "no-driving").status == "cancelled"
+    for instant in ("2026-03-07T08:00", "2026-03-07T10:00", "2026-03-09T10:00"):
+        clock.set(at(instant))
+        run_tick(session=session, transport=transport, care=care, clock=clock, owner="w9")
+    assert transport.steps_sent() == ["welcome", "soreness", "warning-signs"]
+    assert [sms.step for sms in transport.sent if "Reply HELP" in sms.body] == ["welcome"]

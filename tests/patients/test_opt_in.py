@@ -321,3 +321,23 @@ def test_start_after_a_correction_while_opted_out_brings_a_text_back_once_in_its
     ).all()  # fmt: skip
     assert kinds == ["planned", "cancelled", "replanned"]
     assert send_due(session, transport, care, ny("2026-03-13T10:00")) == ["soreness"]
+
+
+def test_start_after_the_intro_texts_window_hands_the_intro_to_another_text(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Finished at 14:00; staff record an opt-out by phone before no-driving (the intro's
+    # text) goes; START comes at 22:00, after no-driving's window (21:00): no-driving stays
+    # cancelled, so another text must carry HELP, STOP and the rates: the welcome, the
+    # next morning, before soreness.
+    transport = StepTransport()
+    clock.set(ny("2026-03-12T14:05"))
+    result = enroll(completed_at="2026-03-12T14:00")
+    record_opt_out(session=session, patient_id=result.patient.id, now=ny("2026-03-12T14:06"),
+                   reason="opted out by phone call, recorded by staff")  # fmt: skip
+    session.commit()
+    start_again(session, care, result, ny("2026-03-12T22:00"))
+    for at in (ny("2026-03-13T08:00"), ny("2026-03-13T10:00"), ny("2026-03-15T10:00")):
+        send_due(session, transport, care, at)
+    assert transport.steps_sent()[:2] == ["welcome", "soreness"]
+    assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
