@@ -479,7 +479,11 @@ def _ask_about_closed(
                 add_events(session, [event_row(row.id, now, "reconciled", SENT, detail)])
                 report.reconciled += 1
                 log.warning("message %s: a closed copy was found at the provider", row.id)
-                _apply_found_status(session, row.id, found, now)
+                # A 21610 for a copy its patient's opt-out closed comes from that STOP: a
+                # START since stands.
+                _apply_found_status(
+                    session, row.id, found, now, opt_out=not _opted_back_in(session, row)
+                )
     session.commit()
 
 
@@ -539,7 +543,7 @@ def _settle_found_missing(
 
 
 def _apply_found_status(
-    session: so.Session, message_id: int, found: SendResult, now: datetime
+    session: so.Session, message_id: int, found: SendResult, now: datetime, *, opt_out: bool = True
 ) -> None:
     """What the provider says became of a text found there, past `sent`: delivered, or
     failed and undelivered (a failed critical text then reaches the needs-attention queue
@@ -549,5 +553,5 @@ def _apply_found_status(
     if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
         apply_provider_status(
             session=session, message_id=message_id, status=found.provider_status,
-            error_code=found.error_code, now=now, kind="reconciled",
+            error_code=found.error_code, now=now, kind="reconciled", opt_out=opt_out,
         )  # fmt: skip

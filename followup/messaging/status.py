@@ -104,13 +104,15 @@ def apply_provider_status(
     kind: str,
     message_id: int | None = None,
     provider_sid: str | None = None,
+    opt_out: bool = True,
 ) -> bool | None:
     """Record what the provider reported for one text, moving its status only forward.
 
     The text is named by id or by the provider's SID. The move is one guarded UPDATE (the
     status must still be below the reported one), so reports applied at the same time, in
     any order, on SQLite or PostgreSQL, end in the highest status. Every report becomes an
-    event (`kind`) with its error code, applied or not; error 21610 opts the patient out.
+    event (`kind`) with its error code, applied or not; error 21610 opts the patient out,
+    unless `opt_out` is False (the caller knows the patient opted back in since).
     Returns whether the status changed, or None for an unknown text.
     """
     if (message_id is None) == (provider_sid is None):
@@ -158,6 +160,8 @@ def apply_provider_status(
     if not changed:
         detail += f"; kept {current}"
     add_events(session, [event_row(message_id, now, kind, current, detail[:500])])
+    if not opt_out:
+        return changed
     if changed and current in (FAILED, UNDELIVERED):
         record_permanent_failure(
             session=session, message_id=message_id, patient_id=patient_id, error_code=code, now=now

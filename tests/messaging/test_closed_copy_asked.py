@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import sqlalchemy.orm as so
@@ -21,6 +22,7 @@ from followup.messaging.reports import DispatchReport
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
+from followup.patients.models import Patient
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import (
     Enroll,
@@ -281,3 +283,51 @@ def test_a_closed_intro_copy_found_missing_after_its_window_hands_the_intro_on(
         run_tick(session=session, transport=transport, care=care, clock=clock, owner="w9")
     assert transport.steps_sent() == ["welcome", "soreness", "warning-signs"]
     assert [sms.step for sms in transport.sent if "Reply HELP" in sms.body] == ["welcome"]
+
+
+class FailedAtTwilio(ListsLate):
+    """The stalled request reached Twilio after the STOP: Twilio lists it failed, 21610."""
+
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        found = super().find_sent(to=to, body=body, since=since, exclude=exclude)
+        return None if found is None else replace(found, provider_status="failed", error_code=21610)
+
+
+def test_a_closed_copy_found_failed_for_the_stop_does_not_undo_the_start_since(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # Twilio failed the copy with 21610 because of the STOP that closed it; the patient has
+    # texted START since. The failure and its code are recorded, but the START stands: the
+    # patient is not opted out again, and their texts still go.
+    transport = FailedAtTwilio()
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        patient_id = text(session, "no-driving").patient_id
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    other_session.commit()
+    message = text(session, "no-driving")
+    transport.listing = True
+    clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
+    reap_stale(session=other_session, transport=transport, now=clock.now(), care=care)
+    message = text(session, "no-driving")
+    assert (message.status, message.error_code) == ("failed", "21610")
+    patient = session.get(Patient, patient_id)
+    assert patient is not None
+    session.refresh(patient)
+    assert patient.opted_out_at is None
+    assert text(session, "soreness").status == "pending"
