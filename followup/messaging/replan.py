@@ -267,7 +267,10 @@ def replan_procedure(
         maybe_reached=maybe_reached,
         refused=refused,
     )
-    if write_intro:
+    if write_intro and intro_key is not None:
+        # With no text left to carry it, the intro's text stays as chosen (not carried): a
+        # later re-plan (the procedure finished, a correction) chooses again. None would
+        # read as "texts planned before the intro was recorded" (any hand-over counts).
         procedure.intro_step = intro_key
     events: list[dict[str, Any]] = []
     for decision in decisions:

@@ -341,3 +341,29 @@ def test_start_after_the_intro_texts_window_hands_the_intro_to_another_text(
         send_due(session, transport, care, at)
     assert transport.steps_sent()[:2] == ["welcome", "soreness"]
     assert [sms.step for sms in transport.sent if HELP in sms.body] == ["welcome"]
+
+
+def test_start_after_the_booked_time_leaves_the_intro_to_the_texts_after_the_procedure(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Twilio refuses the welcome (never at Twilio) while the day-before text goes; staff
+    # record an opt-out that evening, which cancels the welcome waiting for its retry; the
+    # patient replies START after the booked time, before the nurse marks the procedure
+    # finished. No text before the procedure is left to carry the intro; once it is
+    # finished, the first text after it must.
+    transport = RefusesTheWelcome()
+    enrolled = ny("2026-03-11T16:30")
+    clock.set(enrolled)
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    assert send_due(session, transport, care, enrolled) == ["day-before"]
+    record_opt_out(session=session, patient_id=result.patient.id, now=ny("2026-03-11T20:00"),
+                   reason="opted out by phone call, recorded by staff")  # fmt: skip
+    session.commit()
+    transport.down = False
+    start_again(session, care, result, ny("2026-03-12T10:00"))
+    finish(session, care, result, "2026-03-12T13:00", ny("2026-03-12T13:30"))
+    for at in (ny("2026-03-12T13:30"), ny("2026-03-13T10:00"), ny("2026-03-15T10:00")):
+        send_due(session, transport, care, at)
+    after = [sms for sms in transport.sent if sms.step != "day-before"]
+    assert [sms.step for sms in after][:2] == ["no-driving", "soreness"]
+    assert [sms.step for sms in after if HELP in sms.body] == ["no-driving"]
