@@ -61,6 +61,7 @@ def reap(runtime: Runtime) -> ReapReport:
             transport=runtime.transport,
             now=runtime.clock.now(),
             owner=f"{runtime.owner}/reap",
+            care=runtime.care,
         )
     return report
 

@@ -23,6 +23,8 @@ from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from followup.patients.models import Patient
+from followup.runtime import Runtime
+from jobs import tasks
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import (
     Enroll,
@@ -172,44 +174,6 @@ def test_two_late_answers_of_one_closed_copy_later_one_first(
     assert text(session, "no-driving").status == "sent"
 
 
-def test_a_start_while_a_closed_copy_waits_to_be_asked_still_sends_it_once_not_at_twilio(
-    session: so.Session,
-    other_session: so.Session,
-    care: CareContext,
-    clock: FakeClock,
-    enroll: Enroll,
-) -> None:
-    transport = ListsLate()
-    transport.calls = 1  # the stalled request is the 2nd kind: it never reached Twilio
-    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-        turn,
-        answer,
-    ):
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn.answers.put(answer)
-        turn.outcomes.record(turn.collect())
-        session.commit()
-    message = text(session, "no-driving")
-    assert message.lease_owner is not None
-    # The patient texts START within the minute, before the reaper has asked Twilio.
-    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
-    other_session.commit()
-    transport.listing = True
-    clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
-    reap_stale(session=other_session, transport=transport, now=clock.now(), care=care)
-    assert event_details(session, message.id, "requeued")[-1] == (
-        "not at provider; the patient opted back in: send again"
-    )
-    dispatch(session, transport, care, clock.now())
-    assert transport.steps_sent() == ["no-driving"]
-    dispatch(session, transport, care, clock.now() + timedelta(minutes=5))
-    assert transport.steps_sent() == ["no-driving"]  # once
-
-
 def _start_while_marked(
     session: so.Session,
     other_session: so.Session,
@@ -240,6 +204,27 @@ def _start_while_marked(
     assert (message.status, message.lease_owner is not None) == ("cancelled", True)
     transport.listing = True
     return transport, message
+
+
+def test_a_start_while_a_closed_copy_waits_to_be_asked_still_sends_it_once_not_at_twilio(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    runtime: Runtime,
+) -> None:
+    # The worker's reap job (what serve and worker run every 20 s) applies START's rule.
+    transport, message = _start_while_marked(session, other_session, care, clock, enroll)
+    clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
+    tasks.reap(replace(runtime, transport=transport))
+    assert event_details(session, message.id, "requeued")[-1] == (
+        "not at provider; the patient opted back in: send again"
+    )
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    dispatch(session, transport, care, clock.now() + timedelta(minutes=5))
+    assert transport.steps_sent() == ["no-driving"]  # once
 
 
 def test_a_closed_copy_found_missing_after_a_correction_keeps_starts_window_not_its_old_one(
