@@ -452,12 +452,15 @@ def _ask_about_closed(
         if found is None:
             # START came while this copy waited to be asked, and passed it over (it might
             # have been at the provider): it is not, so START's rule applies to it now.
-            opted_in = care is not None and _opted_back_in(session, row)
-            if opted_in:
+            # Whether the patient opted back in is read only under the locks (PostgreSQL:
+            # the patient's row; SQLite: the write lock the guarded UPDATE takes): read
+            # before them, a START committing meanwhile would leave the copy closed for
+            # good, START having passed it over (`reopen_found_missing` checks it all).
+            asked = care if care is not None and row.status == CANCELLED else None
+            if asked is not None:
                 _lock_patient_and_procedure(session, row.id)
             if _guarded(session, [{"id": row.id}], mine, released):
-                _settle_found_missing(session, row, now=now, care=care if opted_in else None,
-                                      report=report)  # fmt: skip
+                _settle_found_missing(session, row, now=now, care=asked, report=report)
         else:
             values = {
                 **released,
@@ -488,8 +491,8 @@ def _ask_about_closed(
 
 
 def _opted_back_in(session: so.Session, row: Any) -> bool:
-    """A copy cancelled by its patient's opt-out, who has opted back in since: START's rule
-    decides whether it goes, and when (`reopen_found_missing`)."""
+    """A copy cancelled by its patient's opt-out, who has opted back in since (a 21610 on
+    it comes from that opt-out)."""
     if row.status != CANCELLED:
         return False
     return bool(
@@ -524,8 +527,9 @@ def _settle_found_missing(
     session: so.Session, row: Any, *, now: datetime, care: CareContext | None, report: ReapReport
 ) -> None:
     """Record that the provider does not have a closed copy (released by the caller). With
-    `care`, its patient has opted back in: START's rule for it (`reopen_found_missing`),
-    at the times START plans, re-planning its procedure if the intro must move."""
+    `care` (a cancelled copy, its patient and procedure locked), START's rule for it if its
+    patient's opt-out cancelled it and they have opted back in (`reopen_found_missing`), at
+    the times START plans, re-planning its procedure if the intro must move."""
     fate, procedure, patient = (
         reopen_found_missing(session=session, message_id=row.id, care=care, now=now)
         if care is not None

@@ -3,6 +3,8 @@ edges of that (two late answers of one copy, a START while it is being asked).""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -174,17 +176,17 @@ def test_two_late_answers_of_one_closed_copy_later_one_first(
     assert text(session, "no-driving").status == "sent"
 
 
-def _start_while_marked(
+def _marked_after_stop(
     session: so.Session,
     other_session: so.Session,
     care: CareContext,
     clock: FakeClock,
     enroll: Enroll,
-) -> tuple[ListsLate, Message]:
+    transport: ListsLate,
+) -> int:
     """15:00: no-driving's request stalled (it never reached Twilio) and was requeued; a
-    STOP closed the copy before the late answer came, which marked it for the reaper; the
-    patient texts START before the reaper asks Twilio, and START passes the copy over."""
-    transport = ListsLate()
+    STOP closed the copy before the late answer came, which marked it for the reaper.
+    Returns the patient's id."""
     transport.calls = 1  # the stalled request never reached Twilio
     with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
         turn,
@@ -198,6 +200,20 @@ def _start_while_marked(
         turn.answers.put(answer)
         turn.outcomes.record(turn.collect())
         session.commit()
+    return patient_id
+
+
+def _start_while_marked(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> tuple[ListsLate, Message]:
+    """The copy marked after the STOP (`_marked_after_stop`); the patient texts START
+    before the reaper asks Twilio, and START passes the copy over."""
+    transport = ListsLate()
+    patient_id = _marked_after_stop(session, other_session, care, clock, enroll, transport)
     record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
     other_session.commit()
     message = text(session, "no-driving")
@@ -225,6 +241,69 @@ def test_a_start_while_a_closed_copy_waits_to_be_asked_still_sends_it_once_not_a
     assert transport.steps_sent() == ["no-driving"]
     dispatch(session, transport, care, clock.now() + timedelta(minutes=5))
     assert transport.steps_sent() == ["no-driving"]  # once
+
+
+class AsksSlowly(ListsLate):
+    """Once `slow` is set, Twilio's listing takes a while: `asking` is set when the reaper
+    asks, and the answer comes once `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+        self.asking = threading.Event()
+        self.answer = threading.Event()
+
+    def find_sent(
+        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+    ) -> SendResult | None:
+        if self.slow:
+            self.asking.set()
+            assert self.answer.wait(timeout=10)
+        return super().find_sent(to=to, body=body, since=since, exclude=exclude)
+
+
+def test_a_start_committed_while_the_reaper_asks_about_a_closed_copy_still_sends_it(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # The patient texts START while the reaper is asking Twilio about the marked copy.
+    # START passes the copy over (it might be at Twilio) and commits just after the reaper
+    # has read whether the patient opted back in, while its write waits for START's locks.
+    # Twilio does not have the copy: START's rule must apply to it (no-driving, in its
+    # window, carrying the intro), not "stays cancelled" read before START committed.
+    transport = AsksSlowly()
+    patient_id = _marked_after_stop(session, other_session, care, clock, enroll, transport)
+    transport.listing = transport.slow = True
+    message = text(session, "no-driving")
+    clock.set(message.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
+    failures: list[BaseException] = []
+
+    def reaper() -> None:
+        with session_factory() as reaper_session:
+            try:
+                reap_stale(session=reaper_session, transport=transport, now=clock.now(), care=care)
+            except BaseException as exc:  # noqa: BLE001 - the test reports it
+                failures.append(exc)
+
+    thread = threading.Thread(target=reaper)
+    thread.start()
+    assert transport.asking.wait(timeout=10)
+    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    transport.answer.set()
+    time.sleep(0.5)  # the reaper reads, then waits for START's locks
+    other_session.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    assert "Reply HELP" in transport.sent[0].body
+    assert event_details(session, message.id, "requeued")[-1] == (
+        "not at provider; the patient opted back in: send again"
+    )
 
 
 def test_a_closed_copy_found_missing_after_a_correction_keeps_starts_window_not_its_old_one(
