@@ -513,14 +513,23 @@ def _opted_back_in(session: so.Session, row: Any) -> bool:
 def _lock_patient_and_procedure(session: so.Session, message_id: int) -> None:
     """On PostgreSQL, lock the text's patient, then its procedure, before the text: START's
     order (and a nurse's edit's: the procedure before its texts), never the opposite. On
-    SQLite the guarded UPDATE that follows takes the write lock before anything is read."""
+    SQLite the guarded UPDATE that follows takes the write lock before anything is read.
+
+    FOR NO KEY UPDATE, as the UPDATE of a START or a STOP takes: it waits for those, but
+    not for the key-share lock a foreign key takes. A nurse finishing the procedure holds
+    it and inserts the texts after it, whose foreign key locks the patient's row: a FOR
+    UPDATE here (held while waiting for the procedure) would deadlock with her."""
     if not is_postgresql(session):
         return
     patient_id, procedure_id = session.execute(
         sa.select(Message.patient_id, Message.procedure_id).where(Message.id == message_id)
     ).one()
-    session.execute(sa.select(Patient.id).where(Patient.id == patient_id).with_for_update())
-    session.execute(sa.select(Procedure.id).where(Procedure.id == procedure_id).with_for_update())
+    session.execute(
+        sa.select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
+    )
+    session.execute(
+        sa.select(Procedure.id).where(Procedure.id == procedure_id).with_for_update(key_share=True)
+    )
 
 
 def _settle_found_missing(

@@ -9,11 +9,15 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.db import is_postgresql
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message
 from followup.messaging.opt_in import record_opt_in
@@ -24,6 +28,7 @@ from followup.messaging.reports import DispatchReport
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
+from followup.patients.edits import complete_procedure
 from followup.patients.models import Patient
 from followup.runtime import Runtime
 from jobs import tasks
@@ -395,3 +400,101 @@ def test_a_closed_copy_found_failed_for_the_stop_does_not_undo_the_start_since(
     session.refresh(patient)
     assert patient.opted_out_at is None
     assert text(session, "soreness").status == "pending"
+
+
+def test_the_reaper_and_a_nurse_finishing_the_procedure_at_once_do_not_deadlock(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    engine: sa.Engine,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # A booked procedure's welcome stalled, was requeued, closed by a STOP and marked; the
+    # patient texted START. The reaper finds it missing at Twilio and locks the patient,
+    # then the procedure; a nurse marks the procedure finished at that moment: her edit
+    # holds the procedure and inserts the texts after it, whose foreign key to the patient
+    # takes a key-share lock on the patient's row. A FOR UPDATE on the patient blocks that
+    # lock: each would wait for the other.
+    if not is_postgresql(session):
+        pytest.skip("row locks and deadlock detection are PostgreSQL's; SQLite has one writer")
+    transport = ListsLate()
+    transport.calls = 1  # the stalled request never reached Twilio
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="", scheduled_at="2026-03-12T09:00")
+    patient_id, procedure_id = result.patient.id, result.procedure.id
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as w1:
+        turn = DispatchPass(w1, session, DispatchReport(), None)
+        assert turn.claim()
+        session.commit()
+        group = list(turn.ready)
+        turn.ready.clear()
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        answer = turn.answers.get(timeout=5)
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
+    other_session.commit()
+    welcome = text(session, "welcome")
+    assert (welcome.status, welcome.lease_owner is not None) == ("cancelled", True)
+    transport.listing = True
+    clock.set(welcome.lease_expires_at + timedelta(seconds=1))  # type: ignore[operator]
+
+    errors: list[tuple[str, BaseException]] = []
+    nurse_started = threading.Event()
+    reaper_thread: list[threading.Thread] = []
+
+    def nurse() -> None:
+        with session_factory() as nurse_session:
+            try:
+                complete_procedure(
+                    session=nurse_session, patient_id=patient_id, procedure_id=procedure_id,
+                    completed_at="2026-03-06T15:00", care=care, now=clock.now(), actor="nurse",
+                )  # fmt: skip
+                nurse_session.commit()
+            except Exception as exc:  # noqa: BLE001 - the test reports it
+                errors.append(("nurse", exc))
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The reaper holds the patient; the nurse's edit comes before it locks the procedure.
+        if (
+            threading.current_thread() in reaper_thread
+            and "FROM procedures" in statement
+            and "FOR" in statement
+            and not nurse_started.is_set()
+        ):
+            nurse_started.set()
+            threading.Thread(target=nurse, name="nurse").start()
+            time.sleep(0.5)  # long enough for her to take every lock she can
+
+    def reaper() -> None:
+        with session_factory() as reaper_session:
+            try:
+                reap_stale(session=reaper_session, transport=transport, now=clock.now(), care=care)
+            except Exception as exc:  # noqa: BLE001 - the test reports it
+                errors.append(("reaper", exc))
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        reaper_thread.append(threading.Thread(target=reaper, name="reaper"))
+        reaper_thread[0].start()
+        reaper_thread[0].join(timeout=30)
+        for thread in threading.enumerate():
+            if thread.name == "nurse":
+                thread.join(timeout=30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+    assert nurse_started.is_set() and errors == []
+    # Twilio never had the welcome: the text after the procedure introduces the program.
+    dispatch(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    assert "Reply HELP" in transport.sent[0].body
