@@ -16,10 +16,12 @@ from followup.messaging.events import MESSAGES, add_events, event_row
 from followup.messaging.models import (
     DELIVERED,
     FAILED,
+    REPLY_START,
     SENDING,
     SENT,
     UNDELIVERED,
     HeldStatusReport,
+    InboundMessage,
     Message,
 )
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
@@ -112,7 +114,8 @@ def apply_provider_status(
     status must still be below the reported one), so reports applied at the same time, in
     any order, on SQLite or PostgreSQL, end in the highest status. Every report becomes an
     event (`kind`) with its error code, applied or not; error 21610 opts the patient out,
-    unless `opt_out` is False (the caller knows the patient opted back in since).
+    unless `opt_out` is False (the caller knows the patient opted back in since) or the
+    patient texted START after the text's request (`_started_since_request`).
     Returns whether the status changed, or None for an unknown text.
     """
     if (message_id is None) == (provider_sid is None):
@@ -162,6 +165,9 @@ def apply_provider_status(
     add_events(session, [event_row(message_id, now, kind, current, detail[:500])])
     if not opt_out:
         return changed
+    if error_code in OPT_OUT_CODES and _started_since_request(session, message_id):
+        log.info("message %s: error %s predates the patient's START; kept", message_id, code)
+        return changed
     if changed and current in (FAILED, UNDELIVERED):
         record_permanent_failure(
             session=session, message_id=message_id, patient_id=patient_id, error_code=code, now=now
@@ -174,6 +180,34 @@ def apply_provider_status(
             reason=f"provider error {error_code}: {OPTED_OUT}",
         )
     return changed
+
+
+def _started_since_request(session: so.Session, message_id: int) -> bool:
+    """The number this text went to texted START after its request: an opt-out code on it
+    (Twilio refused it for a STOP before the request) is news of an opt-out the START has
+    undone since, as a late report, a poll or the reaper's look-up can bring it."""
+    row = session.execute(
+        sa.select(Message.to_phone, Message.handed_at, Message.sent_at).where(
+            Message.id == message_id
+        )
+    ).first()
+    if row is None or not row.to_phone:
+        return False
+    requested = row.handed_at or row.sent_at
+    if requested is None:
+        return False
+    return (
+        session.scalar(
+            sa.select(InboundMessage.id)
+            .where(
+                InboundMessage.from_phone == row.to_phone,
+                InboundMessage.kind == REPLY_START,
+                InboundMessage.received_at > requested,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _move_forward(
