@@ -23,6 +23,7 @@ from followup.messaging.models import (
     Message,
     MessageEvent,
 )
+from followup.messaging.outbox import record_opt_out
 from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
@@ -289,3 +290,28 @@ def requeued_mid_request(
         clock.set(clock.now() + timedelta(minutes=2))
         assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
         yield turn, answer
+
+
+def stop_closes_the_requeued_copy(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> tuple[int, Answer]:
+    """`requeued_mid_request`, then the patient's STOP cancels the requeued copy before the
+    stalled dispatcher's late answer comes, which is then recorded: (patient id, answer)."""
+    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+        turn,
+        answer,
+    ):
+        patient_id = text(session, "no-driving").patient_id
+        record_opt_out(
+            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
+        )
+        other_session.commit()
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+    return patient_id, answer

@@ -40,6 +40,7 @@ from tests.messaging.helpers import (
     dispatch,
     event_details,
     requeued_mid_request,
+    stop_closes_the_requeued_copy,
     text,
 )
 
@@ -193,18 +194,9 @@ def _marked_after_stop(
     STOP closed the copy before the late answer came, which marked it for the reaper.
     Returns the patient's id."""
     transport.calls = 1  # the stalled request never reached Twilio
-    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-        turn,
-        answer,
-    ):
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn.answers.put(answer)
-        turn.outcomes.record(turn.collect())
-        session.commit()
+    patient_id, answer = stop_closes_the_requeued_copy(
+        session, other_session, care, clock, transport, enroll
+    )
     return patient_id
 
 
@@ -375,18 +367,9 @@ def test_a_closed_copy_found_failed_for_the_stop_does_not_undo_the_start_since(
     # texted START since. The failure and its code are recorded, but the START stands: the
     # patient is not opted out again, and their texts still go.
     transport = FailedAtTwilio()
-    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-        turn,
-        answer,
-    ):
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn.answers.put(answer)
-        turn.outcomes.record(turn.collect())
-        session.commit()
+    patient_id, answer = stop_closes_the_requeued_copy(
+        session, other_session, care, clock, transport, enroll
+    )
     record_opt_in(session=other_session, patient_id=patient_id, care=care, now=clock.now())
     other_session.commit()
     message = text(session, "no-driving")

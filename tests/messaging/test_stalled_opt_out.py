@@ -30,6 +30,7 @@ from tests.messaging.helpers import (
     dispatch,
     event_details,
     requeued_mid_request,
+    stop_closes_the_requeued_copy,
     text,
 )
 
@@ -45,18 +46,9 @@ def test_a_timeout_answer_after_a_stop_closed_the_requeued_copy_is_never_sent_ag
     # answer comes. It stays cancelled (the STOP forbids any send) and, as the request may
     # have reached the patient, a START does not bring it back to be sent a second time.
     transport = TimedOutAtTwilio()
-    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-        turn,
-        answer,
-    ):
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn.answers.put(answer)
-        turn.outcomes.record(turn.collect())
-        session.commit()
+    patient_id, answer = stop_closes_the_requeued_copy(
+        session, other_session, care, clock, transport, enroll
+    )
     message = text(session, "no-driving")
     assert message.status == "cancelled"
     assert (
@@ -81,18 +73,9 @@ def stop_closed_the_requeued_copy_of_a_timed_out_request(
     """The requeued copy is cancelled by a STOP before the stalled dispatcher's timeout
     answer comes: closed, and marked for the reaper to ask Twilio about once the answer's
     lease has run out."""
-    with requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
-        turn,
-        answer,
-    ):
-        patient_id = text(session, "no-driving").patient_id
-        record_opt_out(
-            session=other_session, patient_id=patient_id, now=clock.now(), reason="STOP: opted out"
-        )
-        other_session.commit()
-        turn.answers.put(answer)
-        turn.outcomes.record(turn.collect())
-        session.commit()
+    patient_id, answer = stop_closes_the_requeued_copy(
+        session, other_session, care, clock, transport, enroll
+    )
     message = text(session, "no-driving")
     assert (message.status, message.handed_at) == ("cancelled", answer.at)
     assert message.lease_expires_at is not None and message.lease_expires_at > clock.now()
