@@ -12,8 +12,7 @@ heartbeat), or when the provider's answer left its outcome unknown. The reaper:
    found, `sent` with the provider's SID; not found, sent again (or expired).
 
 It also asks about copies closed (cancelled, expired) while a request of theirs may have
-reached the provider (`take_back` in unknown.py marks them): found, the text is recorded
-`sent` with its SID after all; not found, it stays closed, and the history says so.
+reached the provider (closed_copies.py).
 
 Every UPDATE is guarded on status `sending` and the lease owner it read. A pass repeats
 until no stale text is left: it settles all of them, not one batch.
@@ -40,8 +39,6 @@ from followup.messaging.events import (
     status_is,
 )
 from followup.messaging.models import (
-    CANCELLED,
-    CLOSED_UNSETTLED,
     DELIVERED,
     EXPIRED,
     FAILED,
@@ -51,15 +48,7 @@ from followup.messaging.models import (
     UNDELIVERED,
     Message,
 )
-from followup.messaging.opt_in import (
-    BACK,
-    REPLAN,
-    STAYS,
-    cancelled_by_opt_out,
-    reopen_found_missing,
-)
 from followup.messaging.outcomes import HANDOVER_MARGIN, RETRY_BACKOFF_MAX
-from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import ReapReport
 from followup.messaging.status import (
     TWILIO_STATUSES,
@@ -67,7 +56,6 @@ from followup.messaging.status import (
     apply_provider_status,
 )
 from followup.messaging.transports.base import SendResult, SmsTransport
-from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +100,13 @@ def reap_stale(
                 lease=lease,
                 report=report,
             )
-    while (
-        closed := _take_closed(session, now=now, owner=owner, lease=lease, batch=batch)
-    ) is not None:
-        for row in closed:
-            _ask_about_closed(
-                session=session, transport=transport, row=row, now=now, owner=owner,
-                lease=lease, report=report, care=care,
-            )  # fmt: skip
+    # Imported here: that module uses this one's look-up and writes.
+    from followup.messaging.closed_copies import reap_closed
+
+    reap_closed(
+        session=session, transport=transport, now=now, owner=owner, lease=lease, batch=batch,
+        report=report, care=care,
+    )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
     applied, dropped = apply_held_status_reports(session=session, now=now)
@@ -357,202 +344,11 @@ def _ask_again_later(
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)
 
 
-# --- closed copies a request of which may be at the provider --------------------------------
-
-
-def _take_closed(
-    session: so.Session, *, now: datetime, owner: str, lease: timedelta, batch: int
-) -> list[Any] | None:
-    """Lock a batch of closed copies to ask the provider about, and take their lease; None
-    when none is left. The query repeats the partial index's condition, so it reads only
-    those rows."""
-    table = MESSAGES.c
-    postgres = is_postgresql(session)
-    # The index's own condition, word for word, so that both databases read only the index
-    # (SQLite proves a partial index usable only from the same terms, and without
-    # statistics would rather read every closed text by status: told which index to use).
-    query = (
-        sa.text(
-            "SELECT id, status, lease_owner, handed_at, to_phone, body FROM messages"  # noqa: S608 - constants; values bound
-            + ("" if postgres else " INDEXED BY ix_messages_closed_unsettled")
-            + f" WHERE {CLOSED_UNSETTLED} AND provider_sid IS NULL AND lease_expires_at <= :now"
-            + " ORDER BY lease_expires_at LIMIT :batch"
-            + (" FOR UPDATE SKIP LOCKED" if postgres else "")
-        )
-        .bindparams(sa.bindparam("now", now, type_=table.lease_expires_at.type), batch=batch)
-        .columns(table.id, table.status, table.lease_owner, table.handed_at, table.to_phone,
-                 table.body)
-    )  # fmt: skip
-    rows = list(session.execute(query).all())
-    if not rows:
-        session.commit()
-        return None
-    taken: list[Any] = []
-    for (status, old_owner), group in _by(rows, lambda r: (r.status, r.lease_owner)).items():
-        guard = sa.and_(_closed_under(status, old_owner), table.lease_expires_at <= now)
-        mine = _guarded(
-            session,
-            [{"id": r.id} for r in group],
-            guard,
-            {"lease_owner": owner, "lease_expires_at": now + lease},
-        )
-        taken += [r for r in group if r.id in mine]
-    session.commit()
-    return taken
-
-
 def _by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:
     groups: dict[Any, list[Any]] = {}
     for row in rows:
         groups.setdefault(key(row), []).append(row)
     return groups
-
-
-def _closed_under(status: str, owner: str) -> sa.ColumnElement[bool]:
-    """Still closed as read, under `owner`'s lease, and no SID recorded meanwhile."""
-    table = MESSAGES.c
-    return sa.and_(table.status == status, table.lease_owner == owner, table.provider_sid.is_(None))
-
-
-def _ask_about_closed(
-    *,
-    session: so.Session,
-    transport: SmsTransport,
-    row: Any,
-    now: datetime,
-    owner: str,
-    lease: timedelta,
-    report: ReapReport,
-    care: CareContext | None,
-) -> None:
-    """Ask the provider about one closed copy this reaper holds; record what it says."""
-    released = {"lease_owner": None, "lease_expires_at": None}
-    mine = _closed_under(row.status, owner)
-    try:
-        found = _find_unrecorded(session, transport, row, row.handed_at - RECONCILE_SLACK)
-    except NotImplementedError:
-        if _guarded(session, [{"id": row.id}], mine, released):
-            detail = (
-                f"the provider cannot be asked; stays {row.status}: it may have reached the patient"
-            )
-            add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
-            report.held += 1
-    except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
-        _guarded(
-            session,
-            [{"id": row.id}],
-            mine,
-            {"lease_expires_at": _ask_after(now, row.handed_at, lease)},
-        )
-        report.errors += 1
-        log.warning(
-            "message %s: asking about a closed copy failed (%s)", row.id, type(exc).__name__
-        )
-    else:
-        if found is None:
-            # START came while this copy waited to be asked, and passed it over (it might
-            # have been at the provider): it is not, so START's rule applies to it now.
-            # Whether the patient opted back in is read only under the locks (PostgreSQL:
-            # the patient's row; SQLite: the write lock the guarded UPDATE takes): read
-            # before them, a START committing meanwhile would leave the copy closed for
-            # good, START having passed it over (`reopen_found_missing` checks it all).
-            asked = care if care is not None and row.status == CANCELLED else None
-            if asked is not None:
-                _lock_patient_and_procedure(session, row.id)
-            if _guarded(session, [{"id": row.id}], mine, released):
-                _settle_found_missing(session, row, now=now, care=asked, report=report)
-        else:
-            values = {
-                **released,
-                "status": SENT,
-                "provider_sid": found.provider_sid,
-                "segments": found.segments,
-                "sent_at": row.handed_at,
-                "updated_at": now,
-            }
-            try:
-                with session.begin_nested():  # a SID another text recorded meanwhile
-                    ours = _guarded(session, [{"id": row.id}], mine, values)
-            except sa.exc.IntegrityError:
-                ours = set()
-                _guarded(session, [{"id": row.id}], mine, {"lease_expires_at": now + lease})
-                report.errors += 1
-            if ours:
-                detail = f"found at provider though {row.status}: sid {found.provider_sid}"
-                add_events(session, [event_row(row.id, now, "reconciled", SENT, detail)])
-                report.reconciled += 1
-                log.warning("message %s: a closed copy was found at the provider", row.id)
-                # A 21610 for a copy its patient's opt-out closed comes from that STOP: a
-                # START since stands.
-                _apply_found_status(
-                    session, row.id, found, now, opt_out=not _opted_back_in(session, row)
-                )
-    session.commit()
-
-
-def _opted_back_in(session: so.Session, row: Any) -> bool:
-    """A copy cancelled by its patient's opt-out, who has opted back in since (a 21610 on
-    it comes from that opt-out)."""
-    if row.status != CANCELLED:
-        return False
-    return bool(
-        session.scalar(
-            sa.select(sa.literal(True))
-            .select_from(Message)
-            .join(Patient, Patient.id == Message.patient_id)
-            .where(
-                Message.id == row.id,
-                Patient.opted_out_at.is_(None),
-                Patient.sms_consent_at.is_not(None),
-                cancelled_by_opt_out(),
-            )
-        )
-    )
-
-
-def _lock_patient_and_procedure(session: so.Session, message_id: int) -> None:
-    """On PostgreSQL, lock the text's patient, then its procedure, before the text: START's
-    order (and a nurse's edit's: the procedure before its texts), never the opposite. On
-    SQLite the guarded UPDATE that follows takes the write lock before anything is read.
-
-    FOR NO KEY UPDATE, as the UPDATE of a START or a STOP takes: it waits for those, but
-    not for the key-share lock a foreign key takes. A nurse finishing the procedure holds
-    it and inserts the texts after it, whose foreign key locks the patient's row: a FOR
-    UPDATE here (held while waiting for the procedure) would deadlock with her."""
-    if not is_postgresql(session):
-        return
-    patient_id, procedure_id = session.execute(
-        sa.select(Message.patient_id, Message.procedure_id).where(Message.id == message_id)
-    ).one()
-    session.execute(
-        sa.select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
-    )
-    session.execute(
-        sa.select(Procedure.id).where(Procedure.id == procedure_id).with_for_update(key_share=True)
-    )
-
-
-def _settle_found_missing(
-    session: so.Session, row: Any, *, now: datetime, care: CareContext | None, report: ReapReport
-) -> None:
-    """Record that the provider does not have a closed copy (released by the caller). With
-    `care` (a cancelled copy, its patient and procedure locked), START's rule for it if its
-    patient's opt-out cancelled it and they have opted back in (`reopen_found_missing`), at
-    the times START plans, re-planning its procedure if the intro must move."""
-    fate, procedure, patient = (
-        reopen_found_missing(session=session, message_id=row.id, care=care, now=now)
-        if care is not None
-        else (STAYS, None, None)
-    )
-    if fate == BACK:
-        detail = f"{NOT_AT_PROVIDER}; the patient opted back in: send again"
-        add_events(session, [event_row(row.id, now, "requeued", PENDING, detail)])
-        report.requeued += 1
-        return
-    detail = f"{NOT_AT_PROVIDER}; stays {row.status}"
-    add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
-    if fate == REPLAN and care is not None and procedure is not None and patient is not None:
-        replan_procedure(session=session, procedure=procedure, patient=patient, care=care, now=now)
 
 
 def _apply_found_status(
