@@ -417,7 +417,21 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
     for procedure, patient, carrier_id in rows:
         if carrier_id in maybe:
             continue  # it may have reached the patient: the intro counts as given
-        replan_procedure(session=session, procedure=procedure, patient=patient, care=care, now=now)
+        lost_step = procedure.intro_step
+        attempt = session.begin_nested()
+        texts = replan_procedure(
+            session=session, procedure=procedure, patient=patient, care=care, now=now
+        )
+        carrier_now = next((m for m in texts if m.step == procedure.intro_step), None)
+        if procedure.intro_step == lost_step and (
+            carrier_now is None or carrier_now.status == EXPIRED
+        ):
+            # No text can carry it yet (those left may be at the provider without it): the
+            # re-plan would only re-time what is left, every minute. Undone; a later change
+            # (START, a correction, the procedure's status) chooses again.
+            attempt.rollback()
+            continue
+        attempt.commit()
         log.info("procedure %s: its intro text closed unsent; re-planned", procedure.id)
         replanned += 1
     return replanned

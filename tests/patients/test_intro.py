@@ -18,7 +18,7 @@ from followup.care.timing import zone
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
-from followup.messaging.models import Message
+from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import render_message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import replan_lost_intros
@@ -416,7 +416,41 @@ def test_a_retry_that_may_be_at_twilio_without_the_intro_is_never_made_the_intro
     transport = RefusesStep(step="no-driving")  # its retries never get through
     for at in (now, now + timedelta(hours=1), ny("2026-03-12T20:50")):
         send_due(session, transport, care, at)
-    assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:05")) in (0, 1)
+    assert replan_lost_intros(session=session, care=care, now=ny("2026-03-12T21:05")) == 0
     session.commit()
     send_due(session, transport, care, ny("2026-03-13T10:00"))
     assert any(HELP in sms.body for sms in transport.sent), transport.steps_sent()
+
+
+def test_a_lost_intro_no_text_can_carry_yet_is_not_counted_as_reintroduced_every_minute(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # A week after the procedure, only the pain check is left, and a request of it may be
+    # at Twilio (an unknown outcome): it cannot carry the intro. The welcome chosen for it
+    # expired unsent. Re-planning cannot move the intro, so the planner job does not claim
+    # it did, and writes nothing, however many minutes it runs.
+    clock.set(ny("2026-03-12T18:00"))
+    result = enroll(completed_at="2026-03-05T11:00")
+    procedure = session.get(Procedure, result.procedure.id)
+    assert procedure is not None and procedure.intro_step == "welcome"
+    earlier = clock.now() - timedelta(minutes=30)
+    texts = {m.step: m for m in session.scalars(sa.select(Message))}
+    assert sorted(s for s, m in texts.items() if m.status == "pending") == ["pain-check", "welcome"]
+    texts["welcome"].status, texts["welcome"].attempts = "expired", 1
+    texts["welcome"].expires_at = earlier
+    texts["pain-check"].attempts = 1
+    session.flush()
+    add_events(
+        session, [event_row(texts["pain-check"].id, earlier, "outcome-unknown", "sending", "x")]
+    )
+    session.commit()
+    before = session.execute(sa.select(sa.func.count()).select_from(MessageEvent)).scalar()
+
+    for minute in range(1, 4):
+        now = clock.now() + timedelta(minutes=minute)
+        assert replan_lost_intros(session=session, care=care, now=now) == 0
+        session.commit()
+    session.expire_all()
+    assert session.execute(sa.select(sa.func.count()).select_from(MessageEvent)).scalar() == before
+    pain_check = session.get(Message, texts["pain-check"].id)
+    assert pain_check is not None and pain_check.status == "pending"
