@@ -13,7 +13,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.engine import Engine
 
 from followup.care.protocol import CareContext, load_protocols
-from followup.clock import Clock
+from followup.clock import Clock, SystemClock
 from followup.db import make_engine, make_session_factory
 from followup.messaging.transports import build_transport
 from followup.messaging.transports.base import SmsTransport
@@ -32,6 +32,8 @@ class Runtime:
     owner: str  # this process's name on the leases it takes
     # This process's Prometheus registry and instruments (/metrics, the worker's exporter).
     metrics: Metrics = field(default_factory=Metrics)
+    # This host's clock, held against the database server's (`clock` may be pinned).
+    host_clock: Clock = field(default_factory=SystemClock)
 
 
 def build_care(settings: Settings) -> CareContext:

@@ -6,8 +6,10 @@ counts it (followup.ops.runs).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+from followup.db import is_postgresql
 from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
 from followup.messaging.dispatch import dispatch_due
@@ -16,8 +18,11 @@ from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import replan_lost_intros
 from followup.messaging.reports import DispatchReport, PlanReport, PollReport, ReapReport
 from followup.messaging.status import StatusLookup, poll_stale_statuses
+from followup.ops.database_check import MAX_CLOCK_SKEW, clock_skew, skew_problem
 from followup.retention.service import PurgeReport, purge_expired
 from followup.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_RUN = 50  # then yield: the next run picks up the rest
 
@@ -54,8 +59,21 @@ def dispatch(runtime: Runtime) -> DispatchReport:
 
 
 def reap(runtime: Runtime) -> ReapReport:
-    """Settle texts whose lease ran out in `sending`."""
+    """Settle texts whose lease ran out in `sending`.
+
+    The reaper judges leases other processes wrote with their clocks, so on PostgreSQL each
+    pass first holds this host's clock against the server's: more than MAX_CLOCK_SKEW
+    apart (NTP stopped since start-up, where `followup check` compared them), the pass does
+    not run, with an error logged, rather than take texts whose requests are under way.
+    """
     with runtime.session_factory() as session:
+        if is_postgresql(session):
+            skew = clock_skew(session.connection(), wall=runtime.host_clock.now)
+            session.rollback()
+            runtime.metrics.clock_skew.set(skew)
+            if abs(skew) > MAX_CLOCK_SKEW:
+                log.error("reaper pass skipped: %s", skew_problem(skew))
+                return ReapReport(clock_skewed=1)
         report = reap_stale(
             session=session,
             transport=runtime.transport,

@@ -1,5 +1,8 @@
 import threading
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -7,7 +10,9 @@ import sqlalchemy.orm as so
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from followup.messaging.claims import LEASE
+from followup.clock import FakeClock
+from followup.db import is_postgresql
+from followup.messaging.claims import LEASE, claim_due
 from followup.messaging.models import Message
 from followup.runtime import Runtime, process_owner
 from jobs import tasks
@@ -95,3 +100,38 @@ def test_two_containers_with_one_host_name_and_pid_1_never_share_a_lease_owner(
     owners = {process_owner() for _ in range(50)}
     assert len(owners) == 50
     assert all(len(owner) <= Message.lease_owner.type.length for owner in owners)
+
+
+def test_the_reaper_does_not_run_while_this_hosts_clock_is_far_from_the_databases(
+    runtime: Runtime,
+    session: so.Session,
+    enroll: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # NTP stopped on this host after start-up and its clock ran 45 s ahead: a lease another
+    # host renewed 10 s ago would look expired. The reaper's job skips its pass (an error
+    # logged, the skew on /metrics) until the clocks agree again, then settles the text.
+    if not is_postgresql(session):
+        pytest.skip("on SQLite the database is a file on this host: one clock")
+    clock = runtime.clock
+    assert isinstance(clock, FakeClock)
+    enroll()
+    assert claim_due(session=session, now=clock.now(), owner="dead", limit=10) != []
+    session.commit()
+    clock.advance(LEASE + timedelta(seconds=1))  # a dead dispatcher's text: stale
+
+    ahead = FakeClock(datetime.now(UTC) + timedelta(seconds=45))
+    skewed = tasks.reap(replace(runtime, host_clock=ahead))
+    assert (skewed.clock_skewed, skewed.stale) == (1, 0)
+    assert "reaper pass skipped: this host's clock is 45 s ahead of" in caplog.text
+    assert runtime.metrics.registry.get_sample_value(
+        "followup_clock_skew_seconds"
+    ) == pytest.approx(-45, abs=2)
+    session.expire_all()
+    assert session.scalars(sa.select(Message.status).where(Message.status == "sending")).all() == [
+        "sending"
+    ]
+
+    report = tasks.reap(runtime)  # the host's own clock, within a second of the server's
+    assert (report.clock_skewed, report.stale, report.requeued) == (0, 1, 1)
+    assert abs(runtime.metrics.registry.get_sample_value("followup_clock_skew_seconds")) < 2

@@ -58,6 +58,8 @@ class ReapReport(Report):
     # Delivery reports that came before their text's SID was recorded (held_status_reports):
     early_reports_applied: int = 0  # its text is recorded now: applied
     early_reports_dropped: int = 0  # no text took its SID in a day: dropped
+    # 1 when the pass did not run: this host's clock is too far from the database's.
+    clock_skewed: int = 0
 
 
 @dataclass

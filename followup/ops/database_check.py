@@ -122,23 +122,32 @@ def check_clock(settings: Settings, *, wall: Callable[[], datetime] = wall_clock
                          connect_args={"connect_timeout": 10})  # fmt: skip
     try:
         with engine.connect() as connection:
-            before = wall()
-            server = connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-            after = wall()
+            skew = clock_skew(connection, wall=wall)
     except sa.exc.SQLAlchemyError:
         return Check("clock", False, "not compared: the database cannot be reached")
     finally:
         engine.dispose()
-    skew = (server - (before + (after - before) / 2)).total_seconds()
     if abs(skew) > MAX_CLOCK_SKEW:
-        return Check(
-            "clock",
-            False,
-            f"this host's clock is {abs(skew):.0f} s {'behind' if skew > 0 else 'ahead of'} "
-            f"the database server's (at most {MAX_CLOCK_SKEW:.0f} s): leases would not hold "
-            "across hosts, and a text could go twice; synchronise the clocks (NTP)",
-        )
+        return Check("clock", False, skew_problem(skew) + "; synchronise the clocks (NTP)")
     return Check("clock", True, f"within {abs(skew):.1f} s of the database server's")
+
+
+def clock_skew(connection: Any, *, wall: Callable[[], datetime] = wall_clock) -> float:
+    """Seconds by which the PostgreSQL server's clock is ahead of this host's (negative:
+    behind), from the middle of the round trip."""
+    before = wall()
+    server = connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+    after = wall()
+    return float((server - (before + (after - before) / 2)).total_seconds())
+
+
+def skew_problem(skew: float) -> str:
+    """What a skew past MAX_CLOCK_SKEW means, for a check line or a log line."""
+    return (
+        f"this host's clock is {abs(skew):.0f} s {'behind' if skew > 0 else 'ahead of'} "
+        f"the database server's (at most {MAX_CLOCK_SKEW:.0f} s): leases would not hold "
+        "across hosts, and a text could go twice"
+    )
 
 
 @contextmanager

@@ -131,6 +131,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.clock_skew = Gauge(
+            "followup_clock_skew_seconds",
+            "The database server's clock minus this host's, at the reaper's last pass "
+            "(PostgreSQL); past 5 s either way the reaper does not run.",
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._database: DatabaseCollector | None = None

@@ -17,7 +17,7 @@ from followup.ops.metrics import Metrics
 log = logging.getLogger("followup.jobs")
 
 # Counts that mean a person (or the reaper) has something to settle: logged at WARNING.
-WARNING_RESULTS = frozenset({"stale", "held", "unknown", "errors"})
+WARNING_RESULTS = frozenset({"stale", "held", "unknown", "errors", "clock_skewed"})
 
 
 def report_counts(report: object) -> dict[str, int]:
