@@ -268,31 +268,43 @@ def _reconcile(
                 )
                 report.reconciled += 1
                 _apply_found_status(session, row.id, found, now)
-        elif now + HANDOVER_MARGIN >= row.expires_at:
-            if settle_leased(
-                session, owner=owner, values={**released, "status": EXPIRED}, rows=[{"id": row.id}]
-            ):
-                add_events(
-                    session,
-                    [
-                        event_row(
-                            row.id, now, "expired", EXPIRED, f"{NOT_AT_PROVIDER}; window closed"
-                        )
-                    ],
-                )
-                report.expired += 1
-        elif settle_leased(
-            session,
-            owner=owner,
-            values={**released, "status": PENDING, "not_before": None},
-            rows=[{"id": row.id}],
-        ):
-            add_events(
-                session,
-                [event_row(row.id, now, "requeued", PENDING, f"{NOT_AT_PROVIDER}; send again")],
-            )
-            report.requeued += 1
+        else:
+            _settle_missing(session, row, now=now, owner=owner, report=report)
     session.commit()
+
+
+def _settle_missing(
+    session: so.Session, row: Any, *, now: datetime, owner: str, report: ReapReport
+) -> None:
+    """The provider does not have a text this reaper holds: expired if its window closes
+    by the hand-over margin, else back in the queue. Its window is read in the UPDATE that
+    settles it, not taken from the batch's read: a nurse's edit may have re-timed it (a
+    text whose outcome is unknown keeps its status and takes the new times) while the
+    provider was being asked."""
+    table = MESSAGES.c
+    closed = table.expires_at <= now + HANDOVER_MARGIN
+    settled = session.execute(
+        sa.update(MESSAGES)
+        .where(table.id == row.id, status_is(SENDING), table.lease_owner == owner)
+        .values(
+            status=sa.case((closed, EXPIRED), else_=PENDING),
+            not_before=sa.case((closed, table.not_before), else_=None),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .returning(table.status)
+    ).first()
+    if settled is None:
+        return
+    if settled.status == EXPIRED:
+        detail = f"{NOT_AT_PROVIDER}; window closed"
+        add_events(session, [event_row(row.id, now, "expired", EXPIRED, detail)])
+        report.expired += 1
+    else:
+        detail = f"{NOT_AT_PROVIDER}; send again"
+        add_events(session, [event_row(row.id, now, "requeued", PENDING, detail)])
+        report.requeued += 1
 
 
 FIND_TRIES = 20  # texts with the same words to one number, looked past at most
