@@ -81,6 +81,17 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
                 ),
             ),
         )
+    elif guard == "earlier":
+        # A maybe-sent answer for a text handed over again since under another claim (its
+        # request under way, or its outcome unknown too): that claim keeps it, but the
+        # reaper is to ask the provider from this earlier request on, or it would look past
+        # a text the patient may have and send it again.
+        statement = statement.where(
+            table.c.provider_sid.is_(None),
+            table.c.status == SENDING,
+            table.c.lease_owner.is_not(None),
+            table.c.handed_at > sa.bindparam("v_handed_at", type_=table.c.handed_at.type),
+        )
     elif guard == "closed":
         # A copy closed (cancelled, expired) while a request of it may be at the provider:
         # marked for the reaper to ask, unless the provider's SID was recorded meanwhile.
@@ -176,6 +187,15 @@ def _settle_statement(
         assignments.update({k: rows.c[k] for k in per_row})
     else:
         which = table.id.in_(sa.bindparam("p_ids", expanding=True))
+    if "handed_at" in per_row and "handed_at" in assignments:
+        # A request's own instant (an answer that leaves its outcome unknown): the reaper
+        # asks the provider from the earliest request that may be there, so an earlier one
+        # already marked (one taken back while this claim's was under way) stays.
+        handed = assignments["handed_at"]
+        assignments["handed_at"] = sa.case(
+            (sa.and_(table.handed_at.is_not(None), table.handed_at < handed), table.handed_at),
+            else_=handed,
+        )
     statement = sa.update(MESSAGES).where(
         which, status_is(SENDING), table.lease_owner == sa.bindparam("p_owner")
     )

@@ -107,6 +107,12 @@ def take_back(
         else:
             status = session.scalar(sa.select(MESSAGES.c.status).where(MESSAGES.c.id == row["id"]))
             note = f"left {status}: handed over again or recorded since"
+            # Handed over again under another claim: it stays that claim's, but the reaper
+            # asks the provider from this earlier request on if that one's outcome is
+            # unknown too.
+            earlier = {"id": row["id"], "handed_at": values["handed_at"]}
+            if status == SENDING and write_by_id(session, [earlier], guard="earlier"):
+                note += "; the provider is asked from this request on"
             # A copy closed since stays closed; the reaper asks the provider about it once
             # the lease has run out, and records the text sent if the provider has it.
             closed = {

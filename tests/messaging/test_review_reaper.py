@@ -5,17 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import SendResult, TransientSendError
+from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
+from tests.messaging.test_closed_copy_asked import ListsLate
 from tests.messaging.helpers import (
     Enroll,
     correct_end,
     dispatch,
+    requeued_mid_request,
     restart_due_now,
     text,
 )
@@ -68,3 +74,58 @@ def test_a_window_reopened_while_the_reaper_asks_is_not_expired_on_the_old_times
     assert restart.status == "pending", restart.status
     dispatch(session, transport, care, reap_at + timedelta(seconds=1))
     assert transport.steps_sent() == ["blood-thinner-restart"]
+
+
+@pytest.mark.parametrize("w1_first", [True, False], ids=["w1-answer-first", "w2-answer-first"])
+def test_a_request_at_twilio_is_found_when_a_later_request_of_the_text_is_unknown_too(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    w1_first: bool,
+) -> None:
+    # w1's request (15:00) reached Twilio, its answer timed out and w1 stalled; the reaper,
+    # which Twilio did not list it to yet, requeued the text. w2 sent it again at 15:06:
+    # that request timed out before reaching Twilio. Both late answers are recorded (either
+    # order). Twilio lists w1's text now: once the lease has run out the reaper must find it
+    # (the patient has it) rather than look only from w2's request on and send it again.
+    transport = ListsLate()
+    with (
+        requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+            turn1,
+            answer1,
+        ),
+        session_factory() as session2,
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+    ):
+        clock.set(answer1.at + timedelta(minutes=6))
+        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
+        assert turn2.claim()
+        session2.commit()
+        group = list(turn2.ready)
+        turn2.ready.clear()
+        turn2.start_calls(turn2.hand_over(group))
+        session2.commit()
+        answer2 = turn2.answers.get(timeout=5)
+        assert answer2.error is not None and answer2.error.maybe_sent
+        late = [(turn1, answer1, session), (turn2, answer2, session2)]
+        for turn, answer, its_session in late if w1_first else late[::-1]:
+            turn.answers.put(answer)
+            turn.outcomes.record(turn.collect())
+            its_session.commit()
+    message = text(session, "no-driving")
+    assert message.status == "sending" and message.lease_expires_at is not None
+    assert len(transport.created) == 1  # only w1's request reached Twilio
+    transport.listing = True
+    clock.set(message.lease_expires_at + timedelta(seconds=1))
+    report = reap_stale(session=other_session, transport=transport, now=clock.now())
+    dispatch(session, transport, care, clock.now())
+    message = text(session, "no-driving")
+    assert len(transport.created) == 1, "sent to the patient a second time"
+    assert (report.reconciled, message.status, message.provider_sid) == (
+        1,
+        "sent",
+        transport.created[0][2],
+    )
