@@ -13,7 +13,7 @@ from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
-from followup.messaging.transports.base import SendResult, TransientSendError
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.test_closed_copy_asked import ListsLate
@@ -129,3 +129,60 @@ def test_a_request_at_twilio_is_found_when_a_later_request_of_the_text_is_unknow
         "sent",
         transport.created[0][2],
     )
+
+
+class RefusedSecond(ListsLate):
+    """As ListsLate, but the second request is refused for now (a 503 before Twilio took
+    it: not maybe sent), so it is retried."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        if self.calls == 1:
+            self.calls += 1
+            raise TransientSendError("503", "service unavailable", maybe_sent=False)
+        return super().send(sms)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a retry of a newer claim requeues over an earlier maybe-sent request (no fix yet)",
+)
+def test_a_request_at_twilio_taken_back_while_a_later_one_is_refused_for_now_is_not_resent(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # As above, but w2's request is refused for now (not at Twilio) and w1's late timeout
+    # is recorded while w2's request is under way: w2's retry puts the text back in the
+    # queue and it goes a second time, though w1's request may be (and is) at Twilio.
+    transport = RefusedSecond()
+    with (
+        requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+            turn1,
+            answer1,
+        ),
+        session_factory() as session2,
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+    ):
+        clock.set(answer1.at + timedelta(minutes=6))
+        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
+        assert turn2.claim()
+        session2.commit()
+        group = list(turn2.ready)
+        turn2.ready.clear()
+        turn2.start_calls(turn2.hand_over(group))
+        session2.commit()
+        answer2 = turn2.answers.get(timeout=5)
+        assert answer2.error is not None and not answer2.error.maybe_sent
+        for turn, answer, its_session in [(turn1, answer1, session), (turn2, answer2, session2)]:
+            turn.answers.put(answer)
+            turn.outcomes.record(turn.collect())
+            its_session.commit()
+    transport.listing = True
+    for minutes in (1, 5, 20):
+        later = clock.now() + timedelta(minutes=minutes)
+        reap_stale(session=other_session, transport=transport, now=later)
+        dispatch(session, transport, care, later)
+    assert len(transport.created) == 1, "sent to the patient a second time"
