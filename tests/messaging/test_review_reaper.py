@@ -16,7 +16,6 @@ from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.test_closed_copy_asked import ListsLate
 from tests.messaging.helpers import (
     Enroll,
     correct_end,
@@ -25,6 +24,7 @@ from tests.messaging.helpers import (
     restart_due_now,
     text,
 )
+from tests.messaging.test_closed_copy_asked import ListsLate
 
 
 class HookedFind(ScriptedTransport):
