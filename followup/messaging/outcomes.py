@@ -33,6 +33,7 @@ from followup.messaging.models import (
     SENDING,
     SENT,
 )
+from followup.messaging.replan import maybe_at_provider
 from followup.messaging.reports import DispatchReport
 from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
@@ -324,6 +325,19 @@ class Outcomes:
                 expired.append(row)
             else:
                 retry.append({**row, "not_before": retry_at})
+        # Refused unseen, but an earlier request of the text may be at the provider (taken
+        # back while this one was under way: an unknown outcome no reaper's answer has
+        # settled). Requeued, it would go a second time: it waits for the reaper to ask
+        # from that request on, as an unknown outcome does (`handed_at` keeps the earlier).
+        earlier = maybe_at_provider(self.session, [r["id"] for r in retry + throttled + expired])
+        if earlier:
+            requests = {a.item.id: a for a in answers}
+            for rows in (retry, throttled, expired):
+                for r in [r for r in rows if r["id"] in earlier]:
+                    rows.remove(r)
+                    a = requests[r["id"]]
+                    ask = r.pop("not_before", None) or a.item.expires_at
+                    unknown.append({**r, "lease_expires_at": ask, "handed_at": a.at})
         at = {a.item.id: a.answered_at for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None}
         self.settle(

@@ -1,4 +1,5 @@
-"""Adversarial review of the reaper's reconciliation path: scenarios found wanting."""
+"""The reaper and late answers: a window re-timed while Twilio is asked, and an earlier
+request that may be at Twilio while a later one of the same text is unknown or refused."""
 
 from __future__ import annotations
 
@@ -142,10 +143,6 @@ class RefusedSecond(ListsLate):
         return super().send(sms)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a retry of a newer claim requeues over an earlier maybe-sent request (no fix yet)",
-)
 def test_a_request_at_twilio_taken_back_while_a_later_one_is_refused_for_now_is_not_resent(
     session: so.Session,
     other_session: so.Session,
