@@ -83,11 +83,16 @@ def record_permanent_failure(
 
     Called for a failure at hand-over (the provider refused the text) and for a `failed` or
     `undelivered` report (callback or poll) that moved the text's status. Error 21610 (the
-    patient replied STOP) opts the patient out and cancels their pending texts; returns how
+    patient replied STOP) opts the patient out and cancels their pending texts, unless the
+    patient texted START after the text's request (the refusal is news of an opt-out that
+    START has undone, whoever reports it: the dispatcher's own answer too); returns how
     many were cancelled.
     """
     code = int(error_code) if error_code is not None and error_code.isdigit() else None
     if code in OPT_OUT_CODES:
+        if _started_since_request(session, message_id):
+            log.info("message %s: error %s predates the patient's START; kept", message_id, code)
+            return 0
         return record_opt_out(
             session=session,
             patient_id=patient_id,
