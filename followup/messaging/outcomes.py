@@ -263,9 +263,11 @@ class Outcomes:
         detail: Callable[[dict[str, Any]], str],
         counter: str,
         at: dict[int, datetime],
+        lost_unless_written: bool = True,
     ) -> set[int]:
         """Write one kind of outcome for a group (guarded on our lease), with its events;
-        return the ids written."""
+        return the ids written. A text whose lease moved on is counted `lost` (not sent by
+        us), unless the caller settles those itself (`lost_unless_written=False`)."""
         written = settle_leased(
             self.session,
             owner=self.d.owner,
@@ -276,6 +278,12 @@ class Outcomes:
             if row["id"] in written:
                 events.append(event_row(row["id"], at[row["id"]], kind, status, detail(row)))
                 setattr(self.report, counter, getattr(self.report, counter) + 1)
+            elif lost_unless_written:
+                # Another kind of event: pages and re-planning read `expired`, `requeued`...
+                why = f"answered ({kind}: {detail(row)}) after its lease moved on; not written"
+                events.append(event_row(row["id"], at[row["id"]], "lost", None, why))
+                self.report.lost += 1
+                log.warning("message %s: answered after its lease moved on; not written", row["id"])
         return written
 
     def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
@@ -376,6 +384,7 @@ class Outcomes:
             detail=asked_after,
             counter="unknown",
             at=at,
+            lost_unless_written=False,  # take_back settles (and counts) the others
         )
         take_back(
             self.session,

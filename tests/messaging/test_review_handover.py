@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime, timedelta
 
 import sqlalchemy.orm as so
@@ -11,15 +12,17 @@ from followup.care.timing import parse_clinic_hours
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import PENDING
+from followup.messaging.reconcile import reap_stale
 from followup.messaging.replies import record_inbound
 from followup.messaging.transports.base import (
     OutgoingSms,
     PermanentSendError,
     SendResult,
+    TransientSendError,
 )
 from followup.patients.models import Patient
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import Enroll, at, messages
+from tests.messaging.helpers import Enroll, at, messages, no_driving_claimed, text
 
 PHONE = "+12025550143"
 
@@ -76,3 +79,36 @@ def test_a_21610_answer_to_a_request_made_before_the_patients_start_does_not_opt
     # The START came after the request: Twilio's 21610 is news of the opt-out START undid.
     assert patient.opted_out_at is None
     assert messages(session)["soreness"].status == PENDING
+
+
+def test_every_claimed_text_ends_in_one_counter_when_a_refused_request_answers_after_the_reaper(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # Twilio could not be reached (connection refused: the request never left), but the
+    # dispatcher stalled before taking that answer; past its lease the reaper found nothing
+    # at Twilio and requeued the text. The late answer writes nothing (the lease moved on).
+    transport.outcomes = [TransientSendError("network", "could not connect to Twilio")]
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        group = list(turn.ready)
+        turn.ready.clear()
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        answer = turn.answers.get(timeout=5)
+        transport.provider_has = []
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        turn.answers.put(answer)
+        turn.outcomes.record(turn.collect())
+        session.commit()
+        report = turn.report
+    assert text(session, "no-driving").status == PENDING  # the reaper's requeue stands
+    # DispatchReport: "Every claimed text ends in exactly one of sent, retried, throttled,
+    # unknown, failed, cancelled, expired, deferred, returned or lost".
+    ends = {f.name: getattr(report, f.name) for f in fields(report) if f.name != "claimed"}
+    assert report.claimed == 1
+    assert sum(ends.values()) == 1, ends
