@@ -1,4 +1,5 @@
-"""Adversarial review of the dispatcher's hand-over and outcome path."""
+"""The dispatcher's own answers when they come late: a 21610 after the patient's START, and
+an answer after the lease moved on (counted lost, not nowhere)."""
 
 from __future__ import annotations
 
