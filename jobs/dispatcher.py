@@ -40,18 +40,22 @@ class DispatchLoop:
     def __init__(self, runtime: Runtime, *, poll: timedelta = POLL_EVERY) -> None:
         self.runtime = runtime
         self.poll = poll
-        self.dispatcher = Dispatcher(
+        self.dispatcher = self._new_dispatcher()
+        self.total = DispatchReport()  # everything this loop did (for logs and tests)
+        self.passes = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _new_dispatcher(self) -> Dispatcher:
+        runtime = self.runtime
+        return Dispatcher(
             transport=runtime.transport,
             care=runtime.care,
             clock=runtime.clock,
             owner=runtime.owner,
             concurrency=runtime.settings.dispatch_concurrency,
         )
-        self.total = DispatchReport()  # everything this loop did (for logs and tests)
-        self.passes = 0
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def wake(self) -> None:
         """Look for due texts now (the plan and reap jobs call it)."""
@@ -130,6 +134,8 @@ class DispatchLoop:
     def start(self) -> None:
         if self._thread is not None:
             return
+        if self.dispatcher.stopping:  # stopped before: its passes would do nothing
+            self.dispatcher = self._new_dispatcher()
         self._stopping.clear()
         self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
         self._thread.start()

@@ -287,3 +287,25 @@ def test_a_pass_failed_by_the_code_itself_leaves_its_claims_to_the_reaper(
     loop.dispatcher.close()
     assert wait == ERROR_PAUSE.total_seconds()
     assert statuses(session) == Counter({"sending": 6})
+
+
+def test_a_loop_started_again_after_a_stop_sends(
+    runtime: Runtime, session: so.Session, clock: FakeClock
+) -> None:
+    # The scheduler stopped and started again in one process: the loop's passes must not
+    # be those of the dispatcher the stop ended for good (they would send nothing).
+    loop = DispatchLoop(runtime)
+    loop.start()
+    loop.stop()
+    loop.start()
+    try:
+        now = clock.now()
+        seed(session, 1, due=now, expires=now + timedelta(hours=1), tz=midday_zone())
+        loop.wake()
+        done = threading.Event()
+        for _ in range(200):  # the loop's thread, not a timer: look until it has sent
+            if loop.total.sent or done.wait(0.05):
+                break
+    finally:
+        loop.stop()
+    assert loop.total.sent == 1
