@@ -280,6 +280,7 @@ class DatabaseCollector:
     def _read(self, now: datetime) -> list[Metric]:
         import sqlalchemy as sa
 
+        from followup.messaging.closed_copies import count_overdue
         from followup.messaging.models import PENDING, SENDING, Message
 
         recent = GaugeMetricFamily(
@@ -303,8 +304,9 @@ class DatabaseCollector:
         )
         stuck = GaugeMetricFamily(
             "followup_texts_stuck",
-            "Texts left in `sending` past their lease: a worker died or the provider did "
-            "not answer; the reaper settles them.",
+            "Texts left in `sending` past their lease (a worker died or the provider did "
+            "not answer), and closed copies the provider was to be asked about by now: "
+            "the reaper settles them.",
         )
         attention = GaugeMetricFamily(
             "followup_attention_items",
@@ -367,15 +369,20 @@ class DatabaseCollector:
                 )
                 or 0,
             )
-            # ix_messages_status_due_at's status: the few texts in flight.
+            # ix_messages_status_due_at's status: the few texts in flight; and through
+            # ix_messages_closed_unsettled, copies closed while a request of theirs may be
+            # at the provider, which the reaper has not asked about in time.
             stuck.add_metric(
                 [],
-                session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(Message)
-                    .where(Message.status == SENDING, Message.lease_expires_at < now)
+                (
+                    session.scalar(
+                        sa.select(sa.func.count())
+                        .select_from(Message)
+                        .where(Message.status == SENDING, Message.lease_expires_at < now)
+                    )
+                    or 0
                 )
-                or 0,
+                + count_overdue(session, now=now),
             )
             queue = attention_queue(
                 session=session, critical_steps=self._care.critical_steps(), limit=ATTENTION_SCAN

@@ -246,6 +246,15 @@ def test_database_figures_at_scrape_time(
         .where(Message.patient_id == old.patient.id)
         .values(status="delivered", due_at=now - timedelta(days=30))
     )
+    # Copies closed while a request of theirs may be at Twilio, marked for the reaper to
+    # ask: one whose time to ask has passed (stuck, as a text left in sending), one not yet.
+    olds = session.scalars(sa.select(Message.id).where(Message.patient_id == old.patient.id))
+    for message_id, status, ask in zip(olds.all(), ("cancelled", "expired"), (-1, 5), strict=False):
+        session.execute(
+            sa.update(Message)
+            .where(Message.id == message_id)
+            .values(status=status, lease_owner="w1", lease_expires_at=now + timedelta(minutes=ask))
+        )
     session.add(
         InboundMessage(
             patient_id=ada.patient.id,
@@ -265,7 +274,7 @@ def test_database_figures_at_scrape_time(
     assert value(found, "followup_texts_overdue", step="warning-signs") == 0  # waits for a retry
     assert value(found, "followup_texts_overdue_oldest_seconds") == 90 * 60
     assert value(found, "followup_texts_retrying") == 1
-    assert value(found, "followup_texts_stuck") == 1
+    assert value(found, "followup_texts_stuck") == 2  # soreness, and the cancelled copy
     assert value(found, "followup_texts_recent", status="pending", step="no-driving") == 1
     assert value(found, "followup_texts_recent", status="sending", step="soreness") == 1
     assert value(found, "followup_texts_recent", status="delivered", step="no-driving") == 0
