@@ -283,9 +283,12 @@ def _settle_missing(
     provider was being asked."""
     table = MESSAGES.c
     closed = table.expires_at <= now + HANDOVER_MARGIN
+    ours = (table.id == row.id, status_is(SENDING), table.lease_owner == owner)
     settled = session.execute(
         sa.update(MESSAGES)
-        .where(table.id == row.id, status_is(SENDING), table.lease_owner == owner)
+        # Not if an earlier request was marked meanwhile (a late answer's take_back): the
+        # provider was asked from a later one only.
+        .where(*ours, table.handed_at >= row.handed_at)
         .values(
             status=sa.case((closed, EXPIRED), else_=PENDING),
             not_before=sa.case((closed, table.not_before), else_=None),
@@ -296,6 +299,13 @@ def _settle_missing(
         .returning(table.status)
     ).first()
     if settled is None:
+        # Still ours, marked to be asked from an earlier request: asked again at once (this
+        # pass takes it again), from that request on.
+        session.execute(
+            sa.update(MESSAGES)
+            .where(*ours, table.handed_at < row.handed_at)
+            .values(lease_expires_at=now, updated_at=now)
+        )
         return
     if settled.status == EXPIRED:
         detail = f"{NOT_AT_PROVIDER}; window closed"
