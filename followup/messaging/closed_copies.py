@@ -21,6 +21,14 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.db import is_postgresql
 from followup.messaging.events import MESSAGES, NOT_AT_PROVIDER, add_events, event_row
+from followup.messaging.lookup import (
+    RECONCILE_SLACK,
+    apply_found_status,
+    ask_after,
+    find_unrecorded,
+    group_by,
+    guarded,
+)
 from followup.messaging.models import (
     CANCELLED,
     CLOSED_UNSETTLED,
@@ -34,14 +42,6 @@ from followup.messaging.opt_in import (
     STAYS,
     cancelled_by_opt_out,
     reopen_found_missing,
-)
-from followup.messaging.reconcile import (
-    RECONCILE_SLACK,
-    _apply_found_status,
-    _ask_after,
-    _by,
-    _find_unrecorded,
-    _guarded,
 )
 from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import ReapReport
@@ -101,9 +101,9 @@ def _take_closed(
         session.commit()
         return None
     taken: list[Any] = []
-    for (status, old_owner), group in _by(rows, lambda r: (r.status, r.lease_owner)).items():
+    for (status, old_owner), group in group_by(rows, lambda r: (r.status, r.lease_owner)).items():
         guard = sa.and_(_closed_under(status, old_owner), table.lease_expires_at <= now)
-        mine = _guarded(
+        mine = guarded(
             session,
             [{"id": r.id} for r in group],
             guard,
@@ -150,20 +150,20 @@ def _ask_about_closed(
     released = {"lease_owner": None, "lease_expires_at": None}
     mine = _closed_under(row.status, owner)
     try:
-        found = _find_unrecorded(session, transport, row, row.handed_at - RECONCILE_SLACK)
+        found = find_unrecorded(session, transport, row, row.handed_at - RECONCILE_SLACK)
     except NotImplementedError:
-        if _guarded(session, [{"id": row.id}], mine, released):
+        if guarded(session, [{"id": row.id}], mine, released):
             detail = (
                 f"the provider cannot be asked; stays {row.status}: it may have reached the patient"
             )
             add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
             report.held += 1
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
-        _guarded(
+        guarded(
             session,
             [{"id": row.id}],
             mine,
-            {"lease_expires_at": _ask_after(now, row.handed_at, lease)},
+            {"lease_expires_at": ask_after(now, row.handed_at, lease)},
         )
         report.errors += 1
         log.warning(
@@ -180,7 +180,7 @@ def _ask_about_closed(
             asked = care if care is not None and row.status == CANCELLED else None
             if asked is not None:
                 _lock_patient_and_procedure(session, row.id)
-            if _guarded(session, [{"id": row.id}], mine, released):
+            if guarded(session, [{"id": row.id}], mine, released):
                 _settle_found_missing(session, row, now=now, care=asked, report=report)
         else:
             values = {
@@ -193,10 +193,10 @@ def _ask_about_closed(
             }
             try:
                 with session.begin_nested():  # a SID another text recorded meanwhile
-                    ours = _guarded(session, [{"id": row.id}], mine, values)
+                    ours = guarded(session, [{"id": row.id}], mine, values)
             except sa.exc.IntegrityError:
                 ours = set()
-                _guarded(session, [{"id": row.id}], mine, {"lease_expires_at": now + lease})
+                guarded(session, [{"id": row.id}], mine, {"lease_expires_at": now + lease})
                 report.errors += 1
             if ours:
                 detail = f"found at provider though {row.status}: sid {found.provider_sid}"
@@ -205,7 +205,7 @@ def _ask_about_closed(
                 log.warning("message %s: a closed copy was found at the provider", row.id)
                 # A 21610 for a copy its patient's opt-out closed comes from that STOP: a
                 # START since stands.
-                _apply_found_status(
+                apply_found_status(
                     session, row.id, found, now, opt_out=not _opted_back_in(session, row)
                 )
     session.commit()

@@ -30,6 +30,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.db import is_postgresql
 from followup.messaging.claims import LEASE
+from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
     MESSAGES,
     NOT_AT_PROVIDER,
@@ -38,28 +39,30 @@ from followup.messaging.events import (
     settle_leased,
     status_is,
 )
+from followup.messaging.lookup import (
+    RECONCILE_SLACK,
+    apply_found_status,
+    ask_after,
+    find_unrecorded,
+    group_by,
+    guarded,
+)
 from followup.messaging.models import (
-    DELIVERED,
     EXPIRED,
-    FAILED,
     PENDING,
     SENDING,
     SENT,
-    UNDELIVERED,
     Message,
 )
-from followup.messaging.outcomes import HANDOVER_MARGIN, RETRY_BACKOFF_MAX
+from followup.messaging.outcomes import HANDOVER_MARGIN
 from followup.messaging.reports import ReapReport
 from followup.messaging.status import (
-    TWILIO_STATUSES,
     apply_held_status_reports,
-    apply_provider_status,
 )
-from followup.messaging.transports.base import SendResult, SmsTransport
+from followup.messaging.transports.base import SmsTransport
 
 log = logging.getLogger(__name__)
 
-RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the hand-over for clock skew
 REAP_BATCH = 500
 
 
@@ -100,9 +103,6 @@ def reap_stale(
                 lease=lease,
                 report=report,
             )
-    # Imported here: that module uses this one's look-up and writes.
-    from followup.messaging.closed_copies import reap_closed
-
     reap_closed(
         session=session, transport=transport, now=now, owner=owner, lease=lease, batch=batch,
         report=report, care=care,
@@ -152,22 +152,22 @@ def _take_batch(
     report.stale += len(stale)
     events: list[dict[str, Any]] = []
     taken: list[Any] = []
-    for old_owner, rows in _by(list(stale), lambda r: r.lease_owner).items():
+    for old_owner, rows in group_by(list(stale), lambda r: r.lease_owner).items():
         never = [r for r in rows if r.handed_at is None]
         too_late = [{"id": r.id} for r in never if r.expires_at <= now + HANDOVER_MARGIN]
         again = [{"id": r.id} for r in never if r.expires_at > now + HANDOVER_MARGIN]
         released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
         guard = _stale_guard(old_owner, now)
-        for i in _guarded(session, too_late, guard, {"status": EXPIRED, **released}):
+        for i in guarded(session, too_late, guard, {"status": EXPIRED, **released}):
             events.append(event_row(i, now, "expired", EXPIRED, "never handed over; window closed"))
             report.expired += 1
-        for i in _guarded(
+        for i in guarded(
             session, again, guard, {"status": PENDING, "not_before": None, **released}
         ):
             events.append(event_row(i, now, "requeued", PENDING, "never handed over; send again"))
             report.requeued += 1
         handed = [r for r in rows if r.handed_at is not None]
-        mine = _guarded(
+        mine = guarded(
             session,
             [{"id": r.id} for r in handed],
             guard,
@@ -186,24 +186,6 @@ def _stale_guard(old_owner: str | None, now: datetime) -> sa.ColumnElement[bool]
     return sa.and_(status_is(SENDING), owner_is, table.lease_expires_at <= now)
 
 
-def _guarded(
-    session: so.Session,
-    rows: list[dict[str, Any]],
-    guard: sa.ColumnElement[bool],
-    values: dict[str, Any],
-) -> set[int]:
-    if not rows:
-        return set()
-    return set(
-        session.scalars(
-            sa.update(MESSAGES)
-            .where(MESSAGES.c.id.in_([r["id"] for r in rows]), guard)
-            .values(values)
-            .returning(MESSAGES.c.id)
-        )
-    )
-
-
 def _reconcile(
     *,
     session: so.Session,
@@ -218,7 +200,7 @@ def _reconcile(
     since = row.handed_at - RECONCILE_SLACK
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     try:
-        found = _find_unrecorded(session, transport, row, since)
+        found = find_unrecorded(session, transport, row, since)
     except NotImplementedError:
         if settle_leased(
             session,
@@ -267,7 +249,7 @@ def _reconcile(
                     ],
                 )
                 report.reconciled += 1
-                _apply_found_status(session, row.id, found, now)
+                apply_found_status(session, row.id, found, now)
         else:
             _settle_missing(session, row, now=now, owner=owner, report=report)
     session.commit()
@@ -317,37 +299,6 @@ def _settle_missing(
         report.requeued += 1
 
 
-FIND_TRIES = 20  # texts with the same words to one number, looked past at most
-
-
-def _find_unrecorded(
-    session: so.Session, transport: SmsTransport, row: Any, since: datetime
-) -> SendResult | None:
-    """The provider's text for `row`: to its number, with its words, created since, and
-    whose SID no other text of ours carries. Two texts can have the same words to one
-    number (two procedures of one patient, a phone two patients share): the one recorded
-    for the other is looked past, never taken for this one."""
-    exclude: set[str] = set()
-    for _ in range(FIND_TRIES):
-        found = transport.find_sent(
-            to=row.to_phone or "", body=row.body or "", since=since, exclude=frozenset(exclude)
-        )
-        if found is None:
-            return None
-        holder = session.scalar(
-            sa.select(Message.id).where(Message.provider_sid == found.provider_sid)
-        )
-        if holder is None or holder == row.id:
-            return found
-        exclude.add(found.provider_sid)
-    raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
-
-
-def _ask_after(now: datetime, handed_at: datetime, lease: timedelta) -> datetime:
-    """When to ask the provider again after it could not be asked: less and less often."""
-    return now + min(RETRY_BACKOFF_MAX, max(lease, (now - handed_at) / 2))
-
-
 def _ask_again_later(
     session: so.Session,
     row: Any,
@@ -360,29 +311,7 @@ def _ask_again_later(
 ) -> None:
     """The provider could not be asked (or its answer not recorded): keep the text under
     this reaper's lease and ask again later, less and less often."""
-    again = _ask_after(now, row.handed_at, lease)
+    again = ask_after(now, row.handed_at, lease)
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)
-
-
-def _by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:
-    groups: dict[Any, list[Any]] = {}
-    for row in rows:
-        groups.setdefault(key(row), []).append(row)
-    return groups
-
-
-def _apply_found_status(
-    session: so.Session, message_id: int, found: SendResult, now: datetime, *, opt_out: bool = True
-) -> None:
-    """What the provider says became of a text found there, past `sent`: delivered, or
-    failed and undelivered (a failed critical text then reaches the needs-attention queue
-    now, not at the next status poll), with the provider's error code: the poller asks only
-    about texts still `sent`, so this is the last word (21610 opts the patient out, a
-    cannot-receive code puts the patient in the nurses' queue)."""
-    if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
-        apply_provider_status(
-            session=session, message_id=message_id, status=found.provider_status,
-            error_code=found.error_code, now=now, kind="reconciled", opt_out=opt_out,
-        )  # fmt: skip

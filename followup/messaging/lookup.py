@@ -1,0 +1,92 @@
+"""Asking the provider about a text whose outcome is unknown, for both reaper passes (texts
+left `sending`, `reconcile.py`; copies closed meanwhile, `closed_copies.py`): find the
+provider's text, when to ask again, what the provider says became of it, and the guarded
+write each pass settles a text with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.messaging.events import MESSAGES
+from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
+from followup.messaging.outcomes import RETRY_BACKOFF_MAX
+from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
+from followup.messaging.transports.base import SendResult, SmsTransport
+
+RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the hand-over for clock skew
+
+
+def guarded(
+    session: so.Session,
+    rows: list[dict[str, Any]],
+    guard: sa.ColumnElement[bool],
+    values: dict[str, Any],
+) -> set[int]:
+    if not rows:
+        return set()
+    return set(
+        session.scalars(
+            sa.update(MESSAGES)
+            .where(MESSAGES.c.id.in_([r["id"] for r in rows]), guard)
+            .values(values)
+            .returning(MESSAGES.c.id)
+        )
+    )
+
+
+FIND_TRIES = 20  # texts with the same words to one number, looked past at most
+
+
+def find_unrecorded(
+    session: so.Session, transport: SmsTransport, row: Any, since: datetime
+) -> SendResult | None:
+    """The provider's text for `row`: to its number, with its words, created since, and
+    whose SID no other text of ours carries. Two texts can have the same words to one
+    number (two procedures of one patient, a phone two patients share): the one recorded
+    for the other is looked past, never taken for this one."""
+    exclude: set[str] = set()
+    for _ in range(FIND_TRIES):
+        found = transport.find_sent(
+            to=row.to_phone or "", body=row.body or "", since=since, exclude=frozenset(exclude)
+        )
+        if found is None:
+            return None
+        holder = session.scalar(
+            sa.select(Message.id).where(Message.provider_sid == found.provider_sid)
+        )
+        if holder is None or holder == row.id:
+            return found
+        exclude.add(found.provider_sid)
+    raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
+
+
+def ask_after(now: datetime, handed_at: datetime, lease: timedelta) -> datetime:
+    """When to ask the provider again after it could not be asked: less and less often."""
+    return now + min(RETRY_BACKOFF_MAX, max(lease, (now - handed_at) / 2))
+
+
+def group_by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def apply_found_status(
+    session: so.Session, message_id: int, found: SendResult, now: datetime, *, opt_out: bool = True
+) -> None:
+    """What the provider says became of a text found there, past `sent`: delivered, or
+    failed and undelivered (a failed critical text then reaches the needs-attention queue
+    now, not at the next status poll), with the provider's error code: the poller asks only
+    about texts still `sent`, so this is the last word (21610 opts the patient out, a
+    cannot-receive code puts the patient in the nurses' queue)."""
+    if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
+        apply_provider_status(
+            session=session, message_id=message_id, status=found.provider_status,
+            error_code=found.error_code, now=now, kind="reconciled", opt_out=opt_out,
+        )  # fmt: skip
