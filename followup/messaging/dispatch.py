@@ -105,6 +105,7 @@ class Dispatcher:
         heartbeat: timedelta = HEARTBEAT,
         rng: random.Random | None = None,
         pacer: Pacer | None = None,
+        handover_max_wait: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -121,6 +122,10 @@ class Dispatcher:
         self.pacer = pacer or pacer_of(transport)
         # A call may start only while this much of its lease is left (connect + read).
         self.allowance_seconds = call_allowance(transport).total_seconds()
+        # A call starts at most this long after its guard checked opt-out and cancellation.
+        self.handover_max_wait = (
+            HANDOVER_MAX_WAIT if handover_max_wait is None else handover_max_wait
+        )
         self._workers: Workers | None = None
         self._stop = threading.Event()
 
@@ -170,7 +175,7 @@ class Dispatcher:
         started = time.monotonic()
         if started > item.deadline:
             return Answer(item, at, at, withheld="lease")
-        if started - item.guarded > HANDOVER_MAX_WAIT:
+        if started - item.guarded > self.handover_max_wait:
             return Answer(item, at, at, withheld="stale")
         if item.expires_at <= at + HANDOVER_MARGIN:
             return Answer(item, at, at, withheld="expired")

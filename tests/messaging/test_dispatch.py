@@ -10,7 +10,7 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.inbox.queue import attention_queue
 from followup.messaging.claims import LEASE, claim_due
-from followup.messaging.dispatch import dispatch_due
+from followup.messaging.dispatch import Dispatcher, dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outcomes import retry_delay
 from followup.messaging.reconcile import reap_stale
@@ -552,3 +552,29 @@ def test_reaper_records_what_twilio_says_became_of_a_text_it_finds(
     assert reap.reconciled == 1
     session.refresh(message)
     assert (message.status, message.provider_sid) == (recorded, "SM-found")
+
+
+def test_a_call_that_cannot_start_soon_after_its_guard_is_not_made_and_the_text_goes_again(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    # The guard checked opt-out and cancellation; a worker thread that starts the call
+    # later than the dispatcher's limit (a stalled process) gives the text back unsent, so
+    # a STOP that landed meanwhile is read again. Here the limit is none at all.
+    clock.set(at("2026-03-06T15:00"))
+    enroll(completed_at="2026-03-06T14:30")
+    with Dispatcher(
+        transport=transport, care=care, clock=clock, owner="w1", handover_max_wait=0.0
+    ) as stalled:
+        report = stalled.dispatch(session)
+    assert (report.claimed, report.sent, report.returned) == (1, 0, 1)
+    assert transport.steps_sent() == []
+    assert statuses(session)["no-driving"] == "pending"
+    tick(session, transport, care, clock.now())
+    assert transport.steps_sent() == ["no-driving"]
+    assert events(session, "no-driving") == [
+        "planned", "claimed", "requeued", "claimed", "sent",
+    ]  # fmt: skip
