@@ -3,7 +3,8 @@ request that may be at Twilio while a later one of the same text is unknown or r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
+from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
@@ -28,7 +30,7 @@ from tests.messaging.helpers import (
 from tests.messaging.test_closed_copy_asked import ListsLate
 
 
-class HookedFind(ScriptedTransport):
+class DuringFind:
     """`during_find` runs (once) while the reaper asks the provider."""
 
     during_find: Callable[[], None] | None = None
@@ -39,7 +41,40 @@ class HookedFind(ScriptedTransport):
         hook, self.during_find = self.during_find, None
         if hook is not None:
             hook()
-        return super().find_sent(to=to, body=body, since=since, exclude=exclude)
+        return super().find_sent(to=to, body=body, since=since, exclude=exclude)  # type: ignore[misc]
+
+
+class HookedFind(DuringFind, ScriptedTransport):
+    pass
+
+
+class ListsLateHooked(DuringFind, ListsLate):
+    pass
+
+
+@contextmanager
+def second_request(
+    session_factory: so.sessionmaker[so.Session],
+    transport: ScriptedTransport,
+    care: CareContext,
+    clock: FakeClock,
+    after: datetime,
+) -> Iterator[tuple[DispatchPass, so.Session, Answer]]:
+    """w2 claims the requeued text 6 minutes after `after` and sends it again; yields its
+    pass, its session and its answer, not recorded yet."""
+    with (
+        session_factory() as session2,
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+    ):
+        clock.set(after + timedelta(minutes=6))
+        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
+        assert turn2.claim()
+        session2.commit()
+        group = list(turn2.ready)
+        turn2.ready.clear()
+        turn2.start_calls(turn2.hand_over(group))
+        session2.commit()
+        yield turn2, session2, turn2.answers.get(timeout=5)
 
 
 def test_a_window_reopened_while_the_reaper_asks_is_not_expired_on_the_old_times(
@@ -98,18 +133,12 @@ def test_a_request_at_twilio_is_found_when_a_later_request_of_the_text_is_unknow
             turn1,
             answer1,
         ),
-        session_factory() as session2,
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+        second_request(session_factory, transport, care, clock, answer1.at) as (
+            turn2,
+            session2,
+            answer2,
+        ),
     ):
-        clock.set(answer1.at + timedelta(minutes=6))
-        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
-        assert turn2.claim()
-        session2.commit()
-        group = list(turn2.ready)
-        turn2.ready.clear()
-        turn2.start_calls(turn2.hand_over(group))
-        session2.commit()
-        answer2 = turn2.answers.get(timeout=5)
         assert answer2.error is not None and answer2.error.maybe_sent
         late = [(turn1, answer1, session), (turn2, answer2, session2)]
         for turn, answer, its_session in late if w1_first else late[::-1]:
@@ -160,18 +189,12 @@ def test_a_request_at_twilio_taken_back_while_a_later_one_is_refused_for_now_is_
             turn1,
             answer1,
         ),
-        session_factory() as session2,
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+        second_request(session_factory, transport, care, clock, answer1.at) as (
+            turn2,
+            session2,
+            answer2,
+        ),
     ):
-        clock.set(answer1.at + timedelta(minutes=6))
-        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
-        assert turn2.claim()
-        session2.commit()
-        group = list(turn2.ready)
-        turn2.ready.clear()
-        turn2.start_calls(turn2.hand_over(group))
-        session2.commit()
-        answer2 = turn2.answers.get(timeout=5)
         assert answer2.error is not None and not answer2.error.maybe_sent
         for turn, answer, its_session in [(turn1, answer1, session), (turn2, answer2, session2)]:
             turn.answers.put(answer)
@@ -183,20 +206,6 @@ def test_a_request_at_twilio_taken_back_while_a_later_one_is_refused_for_now_is_
         reap_stale(session=other_session, transport=transport, now=later)
         dispatch(session, transport, care, later)
     assert len(transport.created) == 1, "sent to the patient a second time"
-
-
-class ListsLateHooked(ListsLate):
-    """ListsLate, with `during_find` run (once) while the reaper asks the provider."""
-
-    during_find: Callable[[], None] | None = None
-
-    def find_sent(
-        self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
-    ) -> SendResult | None:
-        hook, self.during_find = self.during_find, None
-        if hook is not None:
-            hook()
-        return super().find_sent(to=to, body=body, since=since, exclude=exclude)
 
 
 def test_an_earlier_request_marked_while_the_reaper_asks_from_a_later_one_is_not_resent(
@@ -220,18 +229,12 @@ def test_an_earlier_request_marked_while_the_reaper_asks_from_a_later_one_is_not
             turn1,
             answer1,
         ),
-        session_factory() as session2,
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+        second_request(session_factory, transport, care, clock, answer1.at) as (
+            turn2,
+            session2,
+            answer2,
+        ),
     ):
-        clock.set(answer1.at + timedelta(minutes=6))
-        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
-        assert turn2.claim()
-        session2.commit()
-        group = list(turn2.ready)
-        turn2.ready.clear()
-        turn2.start_calls(turn2.hand_over(group))
-        session2.commit()
-        answer2 = turn2.answers.get(timeout=5)
         assert answer2.error is not None and answer2.error.maybe_sent
         turn2.answers.put(answer2)
         turn2.outcomes.record(turn2.collect())
