@@ -20,6 +20,7 @@ from followup.messaging.events import add_events, event_row
 from followup.messaging.models import CANCELLED, PENDING, Message, MessageEvent
 from followup.messaging.outbox import (
     OPTED_OUT,
+    locked_patient,
     plan_procedures,
     procedure_anchors,
     reason_not_to_send,
@@ -43,7 +44,7 @@ def record_opt_in(*, session: so.Session, patient_id: int, care: CareContext, no
     locked first (PostgreSQL, in a nurse's edit's order; on SQLite the flush of the patient
     took the write lock), so a late answer cannot land between read and write.
     """
-    patient = session.get(Patient, patient_id)
+    patient = locked_patient(session, patient_id)
     if patient is None or patient.opted_out_at is None:
         return 0
     patient.opted_out_at = None

@@ -220,9 +220,21 @@ def cancel_pending(
     return len(ids)
 
 
+def locked_patient(session: so.Session, patient_id: int) -> Patient | None:
+    """The patient as committed now, their row locked until the caller commits (PostgreSQL:
+    FOR NO KEY UPDATE, as their own UPDATE takes; SQLite: the caller's write lock).
+
+    STOP and START decide from the patient's opt-out: read from what the session loaded
+    before (a reply's request reads the patient first), a STOP or START committing
+    meanwhile in another request would be missed, and the later reply lost."""
+    return session.get(
+        Patient, patient_id, populate_existing=True, with_for_update={"key_share": True}
+    )
+
+
 def record_opt_out(*, session: so.Session, patient_id: int, now: datetime, reason: str) -> int:
     """Mark a patient opted out and cancel every pending text of theirs; return how many."""
-    patient = session.get(Patient, patient_id)
+    patient = locked_patient(session, patient_id)
     if patient is not None and patient.opted_out_at is None:
         patient.opted_out_at = now
     return cancel_pending(session=session, now=now, reason=reason, patient_id=patient_id)

@@ -1,0 +1,152 @@
+"""Review: inbound replies and provider reports against texts in flight.
+
+Two replies of one patient handled at once (two webhook requests: Twilio posts each reply
+as it comes, and a STOP's transaction may wait for a dispatcher's row locks): the later
+reply must win, as it does at Twilio."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.care.protocol import CareContext
+from followup.care.timing import parse_clinic_hours
+from followup.clock import FakeClock
+from followup.messaging.models import CANCELLED, PENDING, SENT
+from followup.messaging.replies import record_inbound
+from followup.patients.models import Patient
+from tests.fakes.transport import ScriptedTransport
+from tests.messaging.helpers import Enroll, at, dispatch, messages
+
+PHONE = "+12025550143"
+HOURS = parse_clinic_hours("Mon-Fri 08:00-17:00")
+
+
+def reply(session: so.Session, care: CareContext, body: str, sid: str, now: datetime) -> None:
+    """The patient's reply, as the inbound webhook records it (not committed)."""
+    record_inbound(
+        session=session,
+        provider_sid=sid,
+        from_phone=PHONE,
+        body=body,
+        opt_out_type=None,
+        care=care,
+        clinic_hours=HOURS,
+        clinic_zone="America/New_York",
+        now=now,
+    )
+
+
+@contextmanager
+def second_reply_while_first_is_open(
+    engine: sa.Engine,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    body: str,
+    sid: str,
+    now: datetime,
+) -> Iterator[threading.Thread]:
+    """A second webhook request records `body` in its own session and commits, on another
+    thread; the caller's block runs once that request has read the patient and is storing
+    the reply (the first request's transaction still open). Joined on exit."""
+    storing = threading.Event()
+    errors: list[BaseException] = []
+
+    def mark(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO INBOUND_MESSAGES"):
+            storing.set()
+
+    def work() -> None:
+        try:
+            with session_factory() as other:
+                reply(other, care, body, sid, now)
+                other.commit()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(exc)
+            storing.set()
+
+    sa.event.listen(engine, "before_cursor_execute", mark)
+    thread = threading.Thread(target=work)
+    try:
+        thread.start()
+        assert storing.wait(20), "the second reply was never stored"
+        yield thread
+        thread.join(40)
+        assert not thread.is_alive()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", mark)
+    if errors:
+        raise errors[0]
+
+
+def opted_out_at(session: so.Session, patient_id: int) -> datetime | None:
+    session.expire_all()
+    patient = session.get(Patient, patient_id)
+    assert patient is not None
+    return patient.opted_out_at
+
+
+def test_a_stop_handled_while_the_patients_start_is_being_recorded_still_opts_them_out(
+    session: so.Session,
+    engine: sa.Engine,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    dispatch(session, transport, care, clock.now())
+    assert messages(session)["no-driving"].status == SENT
+    reply(session, care, "STOP", "SM" + "1" * 32, clock.now())
+    session.commit()
+    # Ten minutes later the patient texts START, then, a second after it, STOP again; the
+    # START's request is still writing when the STOP's request reads the patient.
+    clock.advance(timedelta(minutes=10))
+    start_at = clock.now()
+    with session_factory() as first:
+        reply(first, care, "START", "SM" + "2" * 32, start_at)
+        with second_reply_while_first_is_open(
+            engine, session_factory, care, "STOP", "SM" + "3" * 32, start_at + timedelta(seconds=1)
+        ):
+            first.commit()
+    # The patient's last word was STOP: opted out, nothing of theirs left to go.
+    assert opted_out_at(session, result.patient.id) is not None
+    assert {step: m.status for step, m in messages(session).items() if m.status == PENDING} == {}
+    later = ScriptedTransport()
+    dispatch(session, later, care, at("2026-03-07T11:00"))
+    assert later.steps_sent() == []
+
+
+def test_a_start_handled_while_the_patients_stop_is_being_recorded_brings_the_texts_back(
+    session: so.Session,
+    engine: sa.Engine,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    dispatch(session, transport, care, clock.now())
+    # STOP by mistake, START a second later; the STOP's request is still writing when the
+    # START's request reads the patient.
+    stop_at = clock.now() + timedelta(minutes=10)
+    with session_factory() as first:
+        reply(first, care, "STOP", "SM" + "1" * 32, stop_at)
+        with second_reply_while_first_is_open(
+            engine, session_factory, care, "START", "SM" + "2" * 32, stop_at + timedelta(seconds=1)
+        ):
+            first.commit()
+    # The patient's last word was START: opted in, the day-1 text back in the queue.
+    assert opted_out_at(session, result.patient.id) is None
+    texts = messages(session)
+    assert texts["soreness"].status == PENDING, texts["soreness"].status
+    assert CANCELLED not in {m.status for m in texts.values()}
