@@ -31,6 +31,7 @@ from followup.patients.models import Patient, Procedure
 log = logging.getLogger(__name__)
 
 OPTED_OUT = "opted out"  # every opt-out cancellation reason contains this (START undoes them)
+PATIENT_OPTED_OUT = f"patient {OPTED_OUT}"  # reason_not_to_send's, for a claimed text
 PLAN_BATCH = 1000
 PLANNER_TABLES = ("patients", "procedures")  # what the plan query joins
 
@@ -264,7 +265,7 @@ def reason_not_to_send(
     ):
         return "procedure finished"
     if patient.opted_out_at is not None:
-        return "patient opted out"
+        return PATIENT_OPTED_OUT
     if patient.sms_consent_at is None:
         return "no SMS consent on record"
     if not protocol_step.applies(has_blood_thinner=procedure.blood_thinner is not None):

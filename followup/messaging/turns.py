@@ -18,19 +18,28 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import quiet_period_end, zone
 from followup.messaging.claims import claim_due, handover_read, renew_statement
-from followup.messaging.events import MESSAGES, add_events, chunks, event_row, settle_leased
+from followup.messaging.events import (
+    MESSAGES,
+    add_events,
+    chunks,
+    event_row,
+    settle_leased,
+    status_is,
+)
 from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING
-from followup.messaging.outbox import reason_not_to_send, render_message
+from followup.messaging.outbox import PATIENT_OPTED_OUT, reason_not_to_send, render_message
 from followup.messaging.outcomes import HANDOVER_MARGIN, Answer, Item, Outcomes
 from followup.messaging.reports import DispatchReport
+from followup.patients.models import Patient
 
 if TYPE_CHECKING:
     from followup.messaging.dispatch import Dispatcher
@@ -286,11 +295,13 @@ class DispatchPass:
                 )
             )
         done: set[int] = set()
+        opted_out = cancelled.pop(PATIENT_OPTED_OUT, [])
         for reason, group in cancelled.items():
             for i in self.release(group, now, status=CANCELLED):
                 events.append(event_row(i, now, "cancelled", CANCELLED, reason))
                 self.report.cancelled += 1
                 done.add(i)
+        done |= self.cancel_opted_out(opted_out, now, events)
         done |= self.expire(expired, now, events, default="window closes before it could be sent")
         done |= self.defer(deferred, now, events)
         ours, guarded = self.guard(items)
@@ -377,6 +388,50 @@ class DispatchPass:
             rows=rows,
             unhanded=True,
         )
+
+    def cancel_opted_out(
+        self, rows: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
+    ) -> set[int]:
+        """Cancel claimed texts whose patient was read opted out, if they still are: a START
+        committed since the read passed these texts over (they were not cancelled yet), so
+        cancelling them now would keep them from the patient for good. Those whose patient
+        opted back in go back to the queue. The patient's row is read under a share lock
+        (PostgreSQL; SQLite: the UPDATE's write lock), so a START either sees them cancelled
+        or comes first."""
+        if not rows:
+            return set()
+        table, patients = MESSAGES.c, cast(sa.Table, Patient.__table__).c
+        still_opted_out = sa.exists(
+            sa.select(patients.id)
+            .where(patients.id == table.patient_id, patients.opted_out_at.is_not(None))
+            .with_for_update(read=True)
+        )
+        ids = [row["id"] for row in rows]
+        written: set[int] = set()
+        for chunk in chunks(ids):
+            written.update(
+                self.session.scalars(
+                    sa.update(MESSAGES)
+                    .where(
+                        table.id.in_(chunk),
+                        status_is(SENDING),
+                        table.lease_owner == self.d.owner,
+                        table.handed_at.is_(None),
+                        still_opted_out,
+                    )
+                    .values(status=CANCELLED, lease_owner=None, lease_expires_at=None,
+                            updated_at=now)
+                    .returning(table.id)
+                )
+            )  # fmt: skip
+        for i in written:
+            events.append(event_row(i, now, "cancelled", CANCELLED, PATIENT_OPTED_OUT))
+            self.report.cancelled += 1
+        back = self.release([{"id": i} for i in ids if i not in written], now, status=PENDING)
+        for i in back:
+            events.append(event_row(i, now, "requeued", PENDING, "patient opted back in"))
+            self.report.returned += 1
+        return written | back
 
     def expire(
         self,

@@ -11,17 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import parse_clinic_hours
 from followup.clock import FakeClock
+from followup.messaging import turns
 from followup.messaging.models import CANCELLED, PENDING, SENT
 from followup.messaging.replies import record_inbound
 from followup.patients.models import Patient
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import Enroll, at, dispatch, messages
+from tests.messaging.helpers import Enroll, at, dispatch, messages, no_driving_claimed
 
 PHONE = "+12025550143"
 HOURS = parse_clinic_hours("Mon-Fri 08:00-17:00")
@@ -150,3 +152,38 @@ def test_a_start_handled_while_the_patients_stop_is_being_recorded_brings_the_te
     texts = messages(session)
     assert texts["soreness"].status == PENDING, texts["soreness"].status
     assert CANCELLED not in {m.status for m in texts.values()}
+
+
+def test_a_start_committed_while_the_dispatcher_decides_a_claimed_text_does_not_lose_it(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, result):
+        # STOP, then START a few seconds later, while the no-driving text is claimed: the
+        # dispatcher reads it (and its patient, opted out) just before the START commits.
+        reply(other_session, care, "STOP", "SM" + "1" * 32, clock.now())
+        other_session.commit()
+        decide = turns.reason_not_to_send
+
+        def read_before_start(**kwargs):  # type: ignore[no-untyped-def]
+            reason = decide(**kwargs)
+            reply(other_session, care, "START", "SM" + "2" * 32, clock.now())
+            other_session.commit()
+            return reason
+
+        monkeypatch.setattr(turns, "reason_not_to_send", read_before_start)
+        group = list(turn.ready)
+        turn.ready.clear()
+        turn.start_calls(turn.hand_over(group))
+        session.commit()
+        monkeypatch.setattr(turns, "reason_not_to_send", decide)
+    assert opted_out_at(session, result.patient.id) is None
+    # The patient is opted in: the text, due now, goes (its window is open for hours).
+    later = ScriptedTransport()
+    dispatch(session, later, care, clock.now() + timedelta(minutes=1))
+    assert later.steps_sent() == ["no-driving"], messages(session)["no-driving"].status
