@@ -1,4 +1,4 @@
-"""Review: inbound replies and provider reports against texts in flight.
+"""STOP and START against each other and against texts in flight.
 
 Two replies of one patient handled at once (two webhook requests: Twilio posts each reply
 as it comes, and a STOP's transaction may wait for a dispatcher's row locks): the later
