@@ -47,7 +47,7 @@ from followup.messaging.models import (
     Message,
 )
 from followup.messaging.opt_in import record_opt_in
-from followup.messaging.outbox import OPTED_OUT, record_opt_out
+from followup.messaging.outbox import OPTED_OUT, locked_patient, record_opt_out
 from followup.patients.models import Patient
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,9 @@ def record_inbound(
             raise
         return InboundResult(stored, duplicate=True, reply=_stored_answer(session, stored, care))
     for each in patients:
+        if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, each.id):
+            log.info("inbound %s: a later reply of the patient's came first; kept", inbound.id)
+            continue
         if classified.kind == REPLY_STOP:
             record_opt_out(
                 session=session,
@@ -336,6 +339,27 @@ def record_inbound(
         answer_kind or "none",
     )
     return InboundResult(inbound, duplicate=False, reply=answer)
+
+
+def _overtaken(session: so.Session, inbound: InboundMessage, patient_id: int) -> bool:
+    """A STOP or START from this number received after `inbound` (of the other kind) is
+    already recorded: their requests overlapped and the later one was handled first. The
+    patient's last word stands, as at Twilio. Read under the patient's row lock, which STOP
+    and START both take first (`locked_patient`): whichever comes second sees the other."""
+    locked_patient(session, patient_id)
+    other = REPLY_START if inbound.kind == REPLY_STOP else REPLY_STOP
+    return (
+        session.scalar(
+            sa.select(InboundMessage.id)
+            .where(
+                InboundMessage.from_phone == inbound.from_phone,
+                InboundMessage.kind == other,
+                InboundMessage.received_at > inbound.received_at,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _answer_kind(

@@ -187,3 +187,37 @@ def test_a_start_committed_while_the_dispatcher_decides_a_claimed_text_does_not_
     later = ScriptedTransport()
     dispatch(session, later, care, clock.now() + timedelta(minutes=1))
     assert later.steps_sent() == ["no-driving"], messages(session)["no-driving"].status
+
+
+@pytest.mark.parametrize(("first", "then"), [("STOP", "START"), ("START", "STOP")])
+def test_the_patients_later_reply_wins_when_its_request_got_the_patient_first(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    transport: ScriptedTransport,
+    first: str,
+    then: str,
+) -> None:
+    # Two replies a second apart, their webhook requests overlapping: the later reply's
+    # request takes the patient's row first and is handled first, the earlier one's after
+    # it. The earlier reply must not undo the later: the patient's last word stands, as it
+    # does at Twilio.
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30")
+    if first == "START":  # opted out before: the START is to bring them back
+        reply(session, care, "STOP", "SM" + "1" * 32, clock.now() - timedelta(minutes=10))
+        session.commit()
+    earlier = clock.now()
+    reply(session, care, then, "SM" + "3" * 32, earlier + timedelta(seconds=1))
+    session.commit()
+    reply(session, care, first, "SM" + "2" * 32, earlier)
+    session.commit()
+    if then == "START":
+        assert opted_out_at(session, result.patient.id) is None
+        assert messages(session)["no-driving"].status == PENDING
+        dispatch(session, transport, care, clock.now() + timedelta(seconds=2))
+        assert transport.steps_sent() == ["no-driving"]
+    else:
+        assert opted_out_at(session, result.patient.id) is not None
+        assert messages(session)["no-driving"].status == CANCELLED
