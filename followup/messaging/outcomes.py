@@ -17,8 +17,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.db import in_ids, is_postgresql
 from followup.messaging.events import (
     MESSAGES,
     add_events,
@@ -286,7 +288,26 @@ class Outcomes:
                 log.warning("message %s: answered after its lease moved on; not written", row["id"])
         return written
 
+    def current_windows(self, answers: list[Answer]) -> dict[int, datetime]:
+        """Each answered text's window as it is now, not as it was at its hand-over: a
+        nurse's correction re-times a text whose request is under way (its outcome is
+        unknown until the answer), and the retry follows the new window. Locked on
+        PostgreSQL (re-planning locks them too), so no re-timing lands after this read."""
+        if not answers:
+            return {}
+        table = MESSAGES.c
+        query = (
+            sa.select(table.id, table.expires_at)
+            .where(in_ids(self.session, table.id, [a.item.id for a in answers]))
+            .order_by(table.id)  # locked in id order, as re-planning locks them
+        )
+        if is_postgresql(self.session):
+            query = query.with_for_update()
+        windows = {row.id: row.expires_at for row in self.session.execute(query)}
+        return {a.item.id: windows.get(a.item.id, a.item.expires_at) for a in answers}
+
     def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
+        windows = self.current_windows(answers)
         retry: list[dict[str, Any]] = []
         unknown: list[dict[str, Any]] = []
         throttled: list[dict[str, Any]] = []
@@ -311,12 +332,12 @@ class Outcomes:
                 # to the queue after the pause without counting an attempt or a backoff.
                 pause = max(self.d.pacer.wait_time(), exc.retry_after or 0.0, 0.1)
                 resume = a.answered_at + timedelta(seconds=pause)
-                if resume < a.item.expires_at - HANDOVER_MARGIN:
+                if resume < windows[a.item.id] - HANDOVER_MARGIN:
                     throttled.append({**row, "not_before": resume})
                     continue
             retry_at = next_try(
                 attempts=a.item.attempts,
-                expires_at=a.item.expires_at,
+                expires_at=windows[a.item.id],
                 now=a.answered_at,
                 rng=self.d.rng,
                 retry_after=exc.retry_after,
@@ -327,7 +348,7 @@ class Outcomes:
                 # Marked handed over at the request's instant: the reaper must ask, even
                 # when this claim is a newer one (requeued mid-request, claimed again).
                 unknown.append(
-                    {**row, "lease_expires_at": retry_at or a.item.expires_at, "handed_at": a.at}
+                    {**row, "lease_expires_at": retry_at or windows[a.item.id], "handed_at": a.at}
                 )
             elif retry_at is None:
                 expired.append(row)
@@ -344,7 +365,7 @@ class Outcomes:
                 for r in [r for r in rows if r["id"] in earlier]:
                     rows.remove(r)
                     a = requests[r["id"]]
-                    ask = r.pop("not_before", None) or a.item.expires_at
+                    ask = r.pop("not_before", None) or windows[a.item.id]
                     unknown.append({**r, "lease_expires_at": ask, "handed_at": a.at})
         at = {a.item.id: a.answered_at for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None}
@@ -425,10 +446,11 @@ class Outcomes:
         at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None, **UNDO_HANDOVER}
         quiet = by_kind.get("withheld-quiet", [])
+        windows = self.current_windows(quiet)
         late_ids = {
             a.item.id
             for a in quiet
-            if a.quiet_end is None or a.quiet_end >= a.item.expires_at - HANDOVER_MARGIN
+            if a.quiet_end is None or a.quiet_end >= windows[a.item.id] - HANDOVER_MARGIN
         }
         expired = [
             {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
