@@ -285,9 +285,19 @@ def replan_procedure(
         if decision.action in ("close", "retime") and message is not None:
             # Handed over, outcome unknown: same status, new times, or its window closed.
             if decision.planned is not None:
+                if (message.due_at, message.expires_at) == (
+                    decision.planned.due_at,
+                    decision.planned.expires_at,
+                ):
+                    continue  # already so: nothing to write
                 message.due_at = decision.planned.due_at
                 message.expires_at = decision.planned.expires_at
-                detail = "re-timed: if it did not reach the patient, it goes at the new time"
+                detail = (
+                    "re-timed: if it did not reach the patient, it goes at the new time"
+                    if decision.planned.status == PENDING
+                    else "re-timed: its window has passed; if it did not reach the patient, "
+                    "it is not sent again"
+                )
             elif message.expires_at > now:
                 message.expires_at = now
                 detail = "procedure finished: if it did not reach the patient, it is not sent"
