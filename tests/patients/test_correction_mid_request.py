@@ -1,4 +1,5 @@
-"""Review of planning and re-planning times: corrections, reschedules, DST, quiet hours."""
+"""A nurse's correction while a text's request is under way: its retry follows the new window,
+and the send log says what will become of it."""
 
 from __future__ import annotations
 
