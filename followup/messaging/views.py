@@ -137,6 +137,9 @@ def inbound() -> ResponseReturnValue:
     if not sid or not sender:
         abort(400)
     runtime = _runtime()
+    # When the reply came, once: a run again after a deadlock keeps it, so a STOP or START
+    # received before one of the other kind recorded meanwhile stays the earlier reply.
+    received_at = runtime.clock.now()
     with runtime.session_factory() as session:
         # A STOP cancels the patient's pending texts, which a dispatcher may hold: run
         # again rather than lose the reply if PostgreSQL picks it as a deadlock's victim.
@@ -151,7 +154,7 @@ def inbound() -> ResponseReturnValue:
                 care=runtime.care,
                 clinic_hours=runtime.settings.clinic_hours,
                 clinic_zone=runtime.settings.default_timezone,
-                now=runtime.clock.now(),
+                now=received_at,
                 media_count=_count(request.form.get("NumMedia")),
             ),
         )
