@@ -296,13 +296,21 @@ class Outcomes:
         if not answers:
             return {}
         table = MESSAGES.c
-        query = (
-            sa.select(table.id, table.expires_at)
-            .where(in_ids(self.session, table.id, [a.item.id for a in answers]))
-            .order_by(table.id)  # locked in id order, as re-planning locks them
-        )
+        which = in_ids(self.session, table.id, [a.item.id for a in answers])
+        query: Any
         if is_postgresql(self.session):
+            # locked in id order, as re-planning locks them
+            query = sa.select(table.id, table.expires_at).where(which).order_by(table.id)
             query = query.with_for_update()
+        else:
+            # SQLite: read under the database's write lock (a no-op write takes it, as
+            # re-planning does), else a correction could commit between read and write.
+            query = (
+                sa.update(MESSAGES)
+                .where(which)
+                .values(expires_at=table.expires_at)
+                .returning(table.id, table.expires_at)
+            )
         windows = {row.id: row.expires_at for row in self.session.execute(query)}
         return {a.item.id: windows.get(a.item.id, a.item.expires_at) for a in answers}
 

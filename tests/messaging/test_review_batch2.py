@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -13,11 +14,17 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging import views
+from followup.messaging.models import EXPIRED, MessageEvent
+from followup.messaging.outcomes import Outcomes
 from followup.messaging.replies import record_inbound
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
+from followup.patients.edits import change_completion_time
 from followup.patients.models import Patient
 from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
+from tests.fakes.transport import ScriptedTransport
 from tests.messaging.conftest import PHONE
+from tests.messaging.helpers import Enroll, at, dispatch, restart_due_now, text
 
 
 class _Deadlock(Exception):
@@ -82,3 +89,78 @@ def test_a_stop_whose_request_is_retried_after_a_deadlock_does_not_undo_the_late
     assert not _opted_out(session, enrolled.patient.id), (
         "the STOP, received before the START, was recorded at its retry's time and won"
     )
+
+
+# --- 2. SQLite: a correction committed between current_windows' read and the outcome's write
+
+
+class RefusedForNow(ScriptedTransport):
+    """Twilio refuses the blood-thinner restart's request for now (never at Twilio)."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        if sms.step == "blood-thinner-restart":
+            raise TransientSendError("503", "Service Unavailable", maybe_sent=False)
+        return super().send(sms)
+
+
+def test_a_correction_landing_while_a_refusal_is_recorded_never_leaves_an_open_window_expired(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The restart's window is nearly closed when Twilio refuses its request for now; the
+    # dispatcher reads its window (current_windows: "no re-timing lands after this read"),
+    # and right then a nurse's correction (the end two hours later: the window runs two
+    # more hours) is saved. Whichever comes first, the text must not end expired ("no
+    # retry fits before its expiry") with a window hours from closing, the correction's
+    # event having told the nurse it "goes at the new time".
+    procedure_id, _, _ = restart_due_now(session, transport, care, clock, enroll)
+    old_expiry = at("2026-03-06T14:30") + timedelta(hours=96)
+    now = old_expiry - timedelta(seconds=6)
+    errors: list[BaseException] = []
+
+    def correct() -> None:
+        try:
+            with session_factory() as nurse:
+                change_completion_time(
+                    session=nurse, procedure_id=procedure_id, completed_at="2026-03-06T16:30",
+                    care=care, now=now, actor="nurse@example.org",
+                )  # fmt: skip
+                nurse.commit()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(exc)
+
+    read = Outcomes.current_windows
+    nurse = threading.Thread(target=correct)
+
+    def then_the_correction(self: Outcomes, answers: list[Any]) -> dict[int, Any]:
+        windows = read(self, answers)
+        if answers and not nurse.is_alive() and nurse.ident is None:
+            nurse.start()
+            nurse.join(1.0)  # saved now, unless it must wait for the dispatcher's locks
+        return windows
+
+    monkeypatch.setattr(Outcomes, "current_windows", then_the_correction)
+    dispatch(session, RefusedForNow(), care, now)
+    nurse.join(40)
+    assert not nurse.is_alive() and errors == []
+    restart = text(session, "blood-thinner-restart")
+    left = restart.expires_at - now
+    assert not (restart.status == EXPIRED and left > timedelta(minutes=1)), (
+        restart.status, left, events_of(session, restart.id),
+    )  # fmt: skip
+
+
+def events_of(session: so.Session, message_id: int) -> list[tuple[str, str]]:
+    return [
+        (kind, detail or "")
+        for kind, detail in session.execute(
+            sa.select(MessageEvent.kind, MessageEvent.detail)
+            .where(MessageEvent.message_id == message_id)
+            .order_by(MessageEvent.id)
+        )
+    ]
