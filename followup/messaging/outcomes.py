@@ -454,15 +454,24 @@ class Outcomes:
         at = {a.item.id: a.at for answers in by_kind.values() for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None, **UNDO_HANDOVER}
         quiet = by_kind.get("withheld-quiet", [])
-        windows = self.current_windows(quiet)
+        closing = by_kind.get("withheld-expired", [])
+        windows = self.current_windows(quiet + closing)
         late_ids = {
             a.item.id
             for a in quiet
             if a.quiet_end is None or a.quiet_end >= windows[a.item.id] - HANDOVER_MARGIN
         }
+        # Withheld on the window it was handed; a correction may have re-timed it since.
+        reopened = [
+            {"id": a.item.id, "updated_at": a.at}
+            for a in closing
+            if windows[a.item.id] > a.at + HANDOVER_MARGIN
+        ]
+        reopened_ids = {r["id"] for r in reopened}
         expired = [
             {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
-            for a in by_kind.get("withheld-expired", [])
+            for a in closing
+            if a.item.id not in reopened_ids
         ] + [
             {"id": a.item.id, "updated_at": a.at, "_why": "quiet hours last past its expiry"}
             for a in quiet
@@ -496,6 +505,16 @@ class Outcomes:
             status=PENDING,
             detail=lambda r: "quiet hours",
             counter="deferred",
+            at=at,
+        )
+        self.settle(
+            reopened,
+            events,
+            values={"status": PENDING, "not_before": None, **released},
+            kind="requeued",
+            status=PENDING,
+            detail=lambda r: "its window was re-timed before its call; not sent, goes again",
+            counter="returned",
             at=at,
         )
         self.settle(

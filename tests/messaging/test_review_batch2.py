@@ -13,7 +13,8 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging import views
+from followup.messaging import turns, views
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import EXPIRED, MessageEvent
 from followup.messaging.outcomes import Outcomes
 from followup.messaging.replies import record_inbound
@@ -164,3 +165,56 @@ def events_of(session: so.Session, message_id: int) -> list[tuple[str, str]]:
             .order_by(MessageEvent.id)
         )
     ]
+
+
+# --- 3. withheld as expired on the hand-over's window, though a correction re-opened it ---
+
+
+def test_a_text_withheld_on_its_old_window_after_a_correction_reopened_it_is_not_expired(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The restart is guarded 3 s before its window closes. Before the worker starts the
+    # call, a nurse's correction (the end two hours later) is saved: re-planning re-times
+    # the text, handed over, to a window two hours longer ("if it did not reach the
+    # patient, it goes at the new time"). The worker, a second later, checks the window
+    # it was handed (closing) and withholds the text: it never reached Twilio. Its outcome
+    # must follow the window as it is now (as record_withheld does for quiet hours and
+    # record_transient for a refusal), not expire it with two hours left.
+    procedure_id, _, _ = restart_due_now(session, transport, care, clock, enroll)
+    old_expiry = at("2026-03-06T14:30") + timedelta(hours=96)
+    clock.set(old_expiry - timedelta(seconds=3))
+    start = turns.DispatchPass.start_calls
+    done: list[bool] = []
+
+    def correction_before_the_calls(self: turns.DispatchPass, items: list[Any]) -> None:
+        if items and not done:
+            done.append(True)
+            with session_factory() as nurse:
+                change_completion_time(
+                    session=nurse, procedure_id=procedure_id, completed_at="2026-03-06T16:30",
+                    care=care, now=clock.now(), actor="nurse@example.org",
+                )  # fmt: skip
+                nurse.commit()
+            clock.advance(timedelta(seconds=2))  # the worker starts a little later
+        start(self, items)
+
+    monkeypatch.setattr(turns.DispatchPass, "start_calls", correction_before_the_calls)
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as dispatcher:
+        dispatcher.dispatch(session)
+    assert done
+    restart = text(session, "blood-thinner-restart")
+    left = restart.expires_at - clock.now()
+    assert not (restart.status == EXPIRED and left > timedelta(minutes=1)), (
+        restart.status, left, events_of(session, restart.id),
+    )  # fmt: skip
+    monkeypatch.setattr(turns.DispatchPass, "start_calls", start)
+    dispatch(session, transport, care, clock.now() + timedelta(minutes=1))
+    # Sent once, at the corrected time (by this pass, once requeued, or by the next).
+    assert transport.steps_sent() == ["blood-thinner-restart"]
+    assert "from 5:30 PM on Sunday" in transport.sent[0].body
