@@ -1,4 +1,6 @@
-"""Review of daa07f0..b85ab44: defects found, each shown by a test that failed before its fix."""
+"""A reply run again after a deadlock keeps the instant it came; a correction that re-opens a
+text's window while its answer is being recorded, or after it was withheld on the old one,
+leaves it to go at the new time."""
 
 from __future__ import annotations
 
