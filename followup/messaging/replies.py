@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -315,10 +316,12 @@ def record_inbound(
         if stored is None:
             raise
         return InboundResult(stored, duplicate=True, reply=_stored_answer(session, stored, care))
+    if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, patients):
+        # Changes nothing, and confirms nothing (our own Spanish opt-out answer).
+        log.info("inbound %s: a later reply of the patient's came first; kept", inbound.id)
+        inbound.answer_kind = inbound.answer_body = answer = answer_kind = None
+        patients = []
     for each in patients:
-        if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, each.id):
-            log.info("inbound %s: a later reply of the patient's came first; kept", inbound.id)
-            continue
         if classified.kind == REPLY_STOP:
             record_opt_out(
                 session=session,
@@ -341,12 +344,15 @@ def record_inbound(
     return InboundResult(inbound, duplicate=False, reply=answer)
 
 
-def _overtaken(session: so.Session, inbound: InboundMessage, patient_id: int) -> bool:
+def _overtaken(session: so.Session, inbound: InboundMessage, patients: Sequence[Patient]) -> bool:
     """A STOP or START from this number received after `inbound` (of the other kind) is
     already recorded: their requests overlapped and the later one was handled first. The
-    patient's last word stands, as at Twilio. Read under the patient's row lock, which STOP
+    patient's last word stands, as at Twilio. Read under the patients' row locks, which STOP
     and START both take first (`locked_patient`): whichever comes second sees the other."""
-    locked_patient(session, patient_id)
+    if not patients:
+        return False
+    for patient in sorted(patients, key=lambda p: p.id):
+        locked_patient(session, patient.id)
     other = REPLY_START if inbound.kind == REPLY_STOP else REPLY_STOP
     return (
         session.scalar(

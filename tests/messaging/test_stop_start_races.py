@@ -221,3 +221,24 @@ def test_the_patients_later_reply_wins_when_its_request_got_the_patient_first(
     else:
         assert opted_out_at(session, result.patient.id) is not None
         assert messages(session)["no-driving"].status == CANCELLED
+
+
+def test_an_overtaken_spanish_stop_is_not_confirmed_to_the_patient(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # PARAR, then START a second later; START's request was handled first. The PARAR
+    # changes nothing, so followup does not tell the patient they will get no more texts.
+    clock.set(at("2026-03-06T15:00"))
+    result = enroll(completed_at="2026-03-06T14:30", language="es")
+    earlier = clock.now()
+    reply(session, care, "START", "SM" + "3" * 32, earlier + timedelta(seconds=1))
+    session.commit()
+    parar = record_inbound(
+        session=session, provider_sid="SM" + "2" * 32, from_phone=PHONE, body="PARAR",
+        opt_out_type=None, care=care, clinic_hours=HOURS, clinic_zone="America/New_York",
+        now=earlier,
+    )  # fmt: skip
+    session.commit()
+    assert parar.reply is None
+    assert (parar.inbound.answer_kind, parar.inbound.answer_body) == (None, None)
+    assert opted_out_at(session, result.patient.id) is None
