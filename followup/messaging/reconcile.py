@@ -41,9 +41,11 @@ from followup.messaging.events import (
 )
 from followup.messaging.lookup import (
     RECONCILE_SLACK,
+    FirstLook,
     apply_found_status,
     ask_after,
     find_unrecorded,
+    first_looks,
     group_by,
     guarded,
 )
@@ -93,11 +95,13 @@ def reap_stale(
         )
         if taken is None:
             break
+        looks = first_looks(transport, taken)
         for row in taken:
             _reconcile(
                 session=session,
                 transport=transport,
                 row=row,
+                first=looks[row.id],
                 now=now,
                 owner=owner,
                 lease=lease,
@@ -191,16 +195,18 @@ def _reconcile(
     session: so.Session,
     transport: SmsTransport,
     row: Any,
+    first: FirstLook,
     now: datetime,
     owner: str,
     lease: timedelta,
     report: ReapReport,
 ) -> None:
-    """Ask the provider about one text this reaper holds, and settle it."""
+    """Settle one text this reaper holds from what the provider answered (`first`, asked
+    beside the batch's others; asked further if that text is another's)."""
     since = row.handed_at - RECONCILE_SLACK
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     try:
-        found = find_unrecorded(session, transport, row, since)
+        found = find_unrecorded(session, transport, row, since, first=first, asked=True)
     except NotImplementedError:
         if settle_leased(
             session,

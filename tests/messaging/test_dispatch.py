@@ -1,6 +1,8 @@
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -578,3 +580,31 @@ def test_a_call_that_cannot_start_soon_after_its_guard_is_not_made_and_the_text_
     assert events(session, "no-driving") == [
         "planned", "claimed", "requeued", "claimed", "sent",
     ]  # fmt: skip
+
+
+def test_the_reaper_asks_the_provider_about_a_dead_dispatchers_texts_side_by_side(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # A dispatcher died with four texts handed over, their answers never recorded. The
+    # reaper's questions go to the provider together, not one after another (at list
+    # latency, a hundred in a row would outlast the 2 minutes the texts are to be settled
+    # in): each question here waits until all four are being asked.
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(4):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
+    now = clock.now()
+    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * 4)
+    assert dispatch_due(
+        session=session, transport=crashing, care=care, clock=FakeClock(now), owner="dead"
+    ).unknown == 4  # fmt: skip
+    all_asked = threading.Barrier(4, timeout=10)
+
+    class Together(ScriptedTransport):
+        def find_sent(self, **kwargs: Any) -> SendResult | None:
+            all_asked.wait()  # raises BrokenBarrierError if the questions come one by one
+            return super().find_sent(**kwargs)
+
+    report = reap_stale(session=session, transport=Together(provider_has=[]), now=now + LEASE)
+    assert (report.stale, report.requeued, report.errors) == (4, 4, 0)
+    tick(session, crashing, care, now + LEASE)
+    assert sorted(crashing.steps_sent()) == ["no-driving"] * 4
