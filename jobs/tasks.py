@@ -80,6 +80,7 @@ def reap(runtime: Runtime) -> ReapReport:
             now=runtime.clock.now(),
             owner=f"{runtime.owner}/reap",
             care=runtime.care,
+            clock=runtime.clock,
         )
     return report
 

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
+from followup.clock import Clock
 from followup.db import is_postgresql
 from followup.messaging.claims import LEASE
 from followup.messaging.closed_copies import reap_closed
@@ -77,6 +78,7 @@ def reap_stale(
     lease: timedelta = LEASE,
     batch: int = REAP_BATCH,
     care: CareContext | None = None,
+    clock: Clock | None = None,
 ) -> ReapReport:
     """Settle every text left in `sending` after its lease ran out, without sending twice.
 
@@ -86,12 +88,18 @@ def reap_stale(
     applies delivery reports held for SIDs now recorded (`apply_held_status_reports`).
     `care` (the protocols) lets a closed copy found missing at the provider, whose patient
     opted back in while it waited to be asked, follow START's rule; without it, it stays
-    closed (START, if it comes later, brings it back).
+    closed (START, if it comes later, brings it back). With `clock`, each text is settled
+    at the clock's instant when it is (a pass asks the provider about many: its events'
+    times are when each was settled, not when the pass began); `now` is the pass's start.
     """
+
+    def instant() -> datetime:
+        return max(now, clock.now()) if clock is not None else now
+
     report = ReapReport()
     while True:
         taken = _take_batch(
-            session=session, now=now, owner=owner, lease=lease, batch=batch, report=report
+            session=session, now=instant(), owner=owner, lease=lease, batch=batch, report=report
         )
         if taken is None:
             break
@@ -102,18 +110,18 @@ def reap_stale(
                 transport=transport,
                 row=row,
                 first=looks[row.id],
-                now=now,
+                now=instant(),
                 owner=owner,
                 lease=lease,
                 report=report,
             )
     reap_closed(
-        session=session, transport=transport, now=now, owner=owner, lease=lease, batch=batch,
-        report=report, care=care,
+        session=session, transport=transport, now=instant(), owner=owner, lease=lease,
+        batch=batch, report=report, care=care,
     )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
-    applied, dropped = apply_held_status_reports(session=session, now=now)
+    applied, dropped = apply_held_status_reports(session=session, now=instant())
     session.commit()
     report.early_reports_applied += applied
     report.early_reports_dropped += dropped

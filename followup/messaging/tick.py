@@ -42,8 +42,13 @@ def run_tick(
     session.commit()
     report.reap.add(
         reap_stale(
-            session=session, transport=transport, now=clock.now(), owner=f"{owner}/reap", care=care
-        )
+            session=session,
+            transport=transport,
+            now=clock.now(),
+            owner=f"{owner}/reap",
+            care=care,
+            clock=clock,
+        )  # fmt: skip
     )
     report.dispatch.add(
         dispatch_due(

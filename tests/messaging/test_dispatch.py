@@ -608,3 +608,33 @@ def test_the_reaper_asks_the_provider_about_a_dead_dispatchers_texts_side_by_sid
     assert (report.stale, report.requeued, report.errors) == (4, 4, 0)
     tick(session, crashing, care, now + LEASE)
     assert sorted(crashing.steps_sent()) == ["no-driving"] * 4
+
+
+def test_each_text_the_reaper_settles_is_stamped_when_it_is_settled_not_when_the_pass_began(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # Asking the provider takes time: a pass over a dead dispatcher's texts settles the
+    # last one later than the first, and the send log says when each was settled.
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(3):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
+    now = clock.now()
+    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * 3)
+    dispatch_due(session=session, transport=crashing, care=care, clock=FakeClock(now), owner="x")
+    start = now + LEASE
+    running = FakeClock(start)
+
+    class Ticking:
+        """The reaper's clock: each reading is two seconds after the last."""
+
+        def now(self) -> datetime:
+            return running.advance(timedelta(seconds=2))
+
+    report = reap_stale(
+        session=session, transport=ScriptedTransport(provider_has=[]), now=start, clock=Ticking()
+    )
+    assert report.requeued == 3
+    times = sorted(
+        session.scalars(sa.select(MessageEvent.at).where(MessageEvent.kind == "requeued"))
+    )
+    assert len(set(times)) == 3 and times[0] > start
