@@ -487,6 +487,33 @@ class Outcomes:
             for kind in ("withheld-lease", "withheld-stale")
             for a in by_kind.get(kind, [])
         ]
+        # Not sent by this claim, but an earlier request of the text may be at the provider
+        # (taken back while this claim was under way: `handed_at` marks it). Requeued, it
+        # would go a second time: it waits for the reaper to ask, as a refusal does.
+        asked: list[dict[str, Any]] = []
+        earlier = maybe_at_provider(self.session, [r["id"] for r in reopened + deferred + lease])
+        for rows in (reopened, deferred, lease):
+            for r in [r for r in rows if r["id"] in earlier]:
+                rows.remove(r)
+                asked.append(
+                    {
+                        "id": r["id"],
+                        "updated_at": r["updated_at"],
+                        "handed_at": r["updated_at"],  # the earlier mark is kept if set
+                        "lease_expires_at": r["updated_at"] + self.d.lease,
+                    }
+                )
+        self.settle(
+            asked,
+            events,
+            values={"attempts": UNDO_HANDOVER["attempts"]},
+            kind="outcome-unknown",
+            status=SENDING,
+            detail=lambda r: "not sent; an earlier request may be at the provider: asked "
+            f"after {r['lease_expires_at'].isoformat()}",
+            counter="unknown",
+            at=at,
+        )
         self.settle(
             expired,
             events,
