@@ -1,4 +1,5 @@
-"""Review of b85ab44..e3f48e5: the defects found, each shown by a test."""
+"""A text withheld at its call (its window re-opened by a correction, quiet hours, a late
+start) whose earlier request may be at Twilio waits for the reaper to ask, not the queue."""
 
 from __future__ import annotations
 
