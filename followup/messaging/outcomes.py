@@ -462,7 +462,7 @@ class Outcomes:
             if a.quiet_end is None or a.quiet_end >= windows[a.item.id] - HANDOVER_MARGIN
         }
         # Withheld on the window it was handed; a correction may have re-timed it since.
-        reopened = [
+        reopened: list[dict[str, Any]] = [
             {"id": a.item.id, "updated_at": a.at}
             for a in closing
             if windows[a.item.id] > a.at + HANDOVER_MARGIN
@@ -477,12 +477,12 @@ class Outcomes:
             for a in quiet
             if a.item.id in late_ids
         ]
-        deferred = [
+        deferred: list[dict[str, Any]] = [
             {"id": a.item.id, "updated_at": a.at, "not_before": a.quiet_end}
             for a in quiet
             if a.item.id not in late_ids
         ]
-        lease = [
+        lease: list[dict[str, Any]] = [
             {"id": a.item.id, "updated_at": a.at}
             for kind in ("withheld-lease", "withheld-stale")
             for a in by_kind.get(kind, [])
@@ -509,8 +509,10 @@ class Outcomes:
             values={"attempts": UNDO_HANDOVER["attempts"]},
             kind="outcome-unknown",
             status=SENDING,
-            detail=lambda r: "not sent; an earlier request may be at the provider: asked "
-            f"after {r['lease_expires_at'].isoformat()}",
+            detail=lambda r: (
+                "not sent; an earlier request may be at the provider: asked "
+                f"after {r['lease_expires_at'].isoformat()}"
+            ),
             counter="unknown",
             at=at,
         )
