@@ -257,3 +257,58 @@ def test_an_earlier_request_marked_while_the_reaper_asks_from_a_later_one_is_not
         dispatch(session, transport, care, later)
     assert len(transport.created) == 1, "sent to the patient a second time"
     assert text(session, "no-driving").status == "sent"
+
+
+class FirstTimesOut(ListsLate):
+    """As ListsLate, but every request after the first goes through."""
+
+    def send(self, sms: OutgoingSms) -> SendResult:
+        if self.calls == 1:
+            self.calls += 1
+            result = ScriptedTransport.send(self, sms)
+            self.created.append((sms.to, sms.body, result.provider_sid, sms.now))
+            return result
+        return super().send(sms)
+
+
+def test_a_late_answer_for_a_text_claimed_again_but_not_handed_over_yet_keeps_it_from_going(
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # w1's request (15:00) reached Twilio, its answer timed out and w1 stalled; the reaper,
+    # which Twilio did not list it to yet, requeued the text, and w2 claimed it. Before w2
+    # hands it over, w1's late answer says the request may be at Twilio: w2 must not send
+    # it; the reaper asks Twilio from w1's request on, finds it and records it.
+    transport = FirstTimesOut()
+    with (
+        requeued_mid_request(session, other_session, care, clock, transport, enroll) as (
+            turn1,
+            answer1,
+        ),
+        session_factory() as session2,
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+    ):
+        clock.set(answer1.at + timedelta(minutes=6))
+        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
+        assert turn2.claim()
+        session2.commit()
+        turn1.answers.put(answer1)
+        turn1.outcomes.record(turn1.collect())
+        session.commit()
+        group = list(turn2.ready)
+        turn2.ready.clear()
+        turn2.start_calls(turn2.hand_over(group))
+        session2.commit()
+        turn2.outcomes.record(turn2.collect())
+        session2.commit()
+    transport.listing = True
+    for minutes in (1, 5, 20):
+        later = clock.now() + timedelta(minutes=minutes)
+        reap_stale(session=other_session, transport=transport, now=later)
+        dispatch(session, transport, care, later)
+    assert len(transport.created) == 1, "sent to the patient a second time"
+    assert text(session, "no-driving").status == "sent"
