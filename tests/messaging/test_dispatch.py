@@ -572,14 +572,14 @@ def test_a_call_that_cannot_start_soon_after_its_guard_is_not_made_and_the_text_
         transport=transport, care=care, clock=clock, owner="w1", handover_max_wait=0.0
     ) as stalled:
         report = stalled.dispatch(session)
-    assert (report.claimed, report.sent, report.returned) == (1, 0, 1)
+    # Given back each time (the pass may claim it again before it ends), never sent.
+    assert report.claimed == report.returned >= 1 and report.sent == 0
     assert transport.steps_sent() == []
     assert statuses(session)["no-driving"] == "pending"
     tick(session, transport, care, clock.now())
     assert transport.steps_sent() == ["no-driving"]
-    assert events(session, "no-driving") == [
-        "planned", "claimed", "requeued", "claimed", "sent",
-    ]  # fmt: skip
+    kinds = events(session, "no-driving")
+    assert kinds == ["planned", *["claimed", "requeued"] * report.returned, "claimed", "sent"]
 
 
 def test_the_reaper_asks_the_provider_about_a_dead_dispatchers_texts_side_by_side(
