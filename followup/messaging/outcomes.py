@@ -491,8 +491,13 @@ class Outcomes:
         # (taken back while this claim was under way: `handed_at` marks it). Requeued, it
         # would go a second time: it waits for the reaper to ask, as a refusal does.
         asked: list[dict[str, Any]] = []
-        earlier = maybe_at_provider(self.session, [r["id"] for r in reopened + deferred + lease])
-        for rows in (reopened, deferred, lease):
+        # Closing too: expired, the copy at the provider would never be recorded (no
+        # lease, no hand-over mark: the closed-copies pass never asks about it); asked,
+        # the reaper records it sent, or expires it once the provider has it not.
+        earlier = maybe_at_provider(
+            self.session, [r["id"] for r in reopened + deferred + lease + expired]
+        )
+        for rows in (reopened, deferred, lease, expired):
             for r in [r for r in rows if r["id"] in earlier]:
                 rows.remove(r)
                 asked.append(
