@@ -468,7 +468,7 @@ class Outcomes:
             if windows[a.item.id] > a.at + HANDOVER_MARGIN
         ]
         reopened_ids = {r["id"] for r in reopened}
-        expired = [
+        expired: list[dict[str, Any]] = [
             {"id": a.item.id, "updated_at": a.at, "_why": "window closes before it could be sent"}
             for a in closing
             if a.item.id not in reopened_ids

@@ -97,15 +97,13 @@ def reap_stale(
         return max(now, clock.now()) if clock is not None else now
 
     report = ReapReport()
-    # Texts this pass could not ask about: asked again later, by a later pass. Batches are
-    # taken at the moving instant, so without this a pass that outlasts their back-off
-    # would take them again, and again, and never end.
-    put_off: set[int] = set()
     while True:
+        # Only texts stale when the pass began: one it puts off (asked again later) or
+        # that goes stale meanwhile waits for the next pass, so a pass always ends, however
+        # long the provider takes to answer.
         taken = _take_batch(
-            session=session, now=instant(), owner=owner, lease=lease, batch=batch, report=report,
-            skip=put_off,
-        )  # fmt: skip
+            session=session, now=now, owner=owner, lease=lease, batch=batch, report=report
+        )
         if taken is None:
             break
         looks = first_looks(transport, taken)
@@ -119,7 +117,6 @@ def reap_stale(
                 owner=owner,
                 lease=lease,
                 report=report,
-                put_off=put_off,
             )
     reap_closed(
         session=session, transport=transport, now=instant(), owner=owner, lease=lease,
@@ -142,7 +139,6 @@ def _take_batch(
     lease: timedelta,
     batch: int,
     report: ReapReport,
-    skip: set[int] | None = None,
 ) -> list[Any] | None:
     """Lock a batch of stale texts; requeue those never handed over; take the rest's lease.
 
@@ -162,8 +158,6 @@ def _take_batch(
         .order_by(Message.lease_expires_at)
         .limit(batch)
     )
-    if skip:
-        query = query.where(Message.id.not_in(sorted(skip)))
     if is_postgresql(session):
         query = query.with_for_update(skip_locked=True)
     stale = session.execute(query).all()
@@ -217,7 +211,6 @@ def _reconcile(
     owner: str,
     lease: timedelta,
     report: ReapReport,
-    put_off: set[int] | None = None,
 ) -> None:
     """Settle one text this reaper holds from what the provider answered (`first`, asked
     beside the batch's others; asked further if that text is another's)."""
@@ -242,8 +235,6 @@ def _reconcile(
         log.warning("message %s held: lease expired and the transport cannot be asked", row.id)
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
         _ask_again_later(session, row, now=now, owner=owner, lease=lease, report=report, exc=exc)
-        if put_off is not None:
-            put_off.add(row.id)
     else:
         if found is not None:
             values = {
@@ -260,8 +251,6 @@ def _reconcile(
                 _ask_again_later(
                     session, row, now=now, owner=owner, lease=lease, report=report, exc=exc
                 )
-                if put_off is not None:
-                    put_off.add(row.id)
                 ours = set()
             if ours:
                 add_events(
@@ -309,8 +298,8 @@ def _settle_missing(
         .returning(table.status)
     ).first()
     if settled is None:
-        # Still ours, marked to be asked from an earlier request: asked again at once (this
-        # pass takes it again), from that request on.
+        # Still ours, marked to be asked from an earlier request: asked again at once (by
+        # this pass when its clock stands still, else by the next), from that request on.
         session.execute(
             sa.update(MESSAGES)
             .where(*ours, table.handed_at < row.handed_at)

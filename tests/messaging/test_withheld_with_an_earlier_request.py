@@ -130,3 +130,77 @@ def test_a_withheld_copy_requeued_on_its_reopened_window_is_not_sent_while_an_ea
     assert len(transport.created) == 1, ("sent to the patient a second time", restart.status)
     # The reaper found w1's copy at Twilio: the patient has it.
     assert (restart.status, restart.provider_sid) == (SENT, transport.created[0][2])
+
+
+def test_a_withheld_copy_whose_window_closes_is_asked_about_while_an_earlier_request_may_be_at_twilio(  # noqa: E501
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # A withheld text whose window closes, an earlier request of which may be at Twilio,
+    # is asked about too, not only one to be requeued. w1's request reaches Twilio,
+    # its answer times out late; the reaper (Twilio not listing it yet) requeues it; w2
+    # claims and guards it 3 s before its window closes; w1's late answer marks it to be
+    # asked from w1's request on; w2's worker withholds it (window closing). Expired with
+    # its lease and hand-over mark cleared, no pass ever asks Twilio: the patient has the
+    # text, the record says it never went (record_refused asks in the same case).
+    transport = TakenButTimedOut()
+    restart_due_now(session, transport, care, clock, enroll)
+    transport.created.clear()
+    expiry = text(session, "blood-thinner-restart").expires_at
+    transport.time_out = True
+    clock.set(expiry - timedelta(minutes=5))
+    with (
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as w1,
+        session_factory() as session2,
+        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
+    ):
+        turn1 = DispatchPass(w1, session, DispatchReport(), None)
+        assert turn1.claim()
+        session.commit()
+        group = list(turn1.ready)
+        turn1.ready.clear()
+        turn1.start_calls(turn1.hand_over(group))
+        session.commit()
+        answer1 = turn1.answers.get(timeout=5)
+        assert answer1.error is not None and answer1.error.maybe_sent
+        assert len(transport.created) == 1  # Twilio has it
+
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
+        other_session.commit()
+
+        clock.set(expiry - timedelta(seconds=3))
+        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
+        assert turn2.claim()
+        session2.commit()
+        group2 = list(turn2.ready)
+        turn2.ready.clear()
+        items = turn2.hand_over(group2)
+        session2.commit()
+        assert items
+
+        turn1.answers.put(answer1)  # w1's late answer
+        turn1.outcomes.record(turn1.collect())
+        session.commit()
+
+        clock.advance(timedelta(seconds=2))
+        turn2.start_calls(items)
+        answer2 = turn2.answers.get(timeout=5)
+        assert answer2.withheld == "expired"
+        turn2.answers.put(answer2)
+        turn2.outcomes.record(turn2.collect())
+        session2.commit()
+
+    transport.listing = True
+    for minutes in (1, 5, 20):
+        later = clock.now() + timedelta(minutes=minutes)
+        reap_stale(session=other_session, transport=transport, now=later)
+        other_session.commit()
+        dispatch(session, transport, care, later)
+    restart = text(session, "blood-thinner-restart")
+    assert len(transport.created) == 1
+    assert (restart.status, restart.provider_sid) == (SENT, transport.created[0][2])
