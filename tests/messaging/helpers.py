@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -315,3 +316,21 @@ def stop_closes_the_requeued_copy(
         turn.outcomes.record(turn.collect())
         session.commit()
     return patient_id, answer
+
+
+def listed_then_settled(
+    session: so.Session,
+    other_session: so.Session,
+    transport: Any,
+    care: CareContext,
+    clock: FakeClock,
+    minutes: tuple[int, ...] = (1, 5, 20),
+) -> None:
+    """Twilio now lists what it has (`transport.listing`); the reaper, then a dispatcher,
+    run at each of `minutes` after the clock."""
+    transport.listing = True
+    for m in minutes:
+        later = clock.now() + timedelta(minutes=m)
+        reap_stale(session=other_session, transport=transport, now=later)
+        other_session.commit()
+        dispatch(session, transport, care, later)

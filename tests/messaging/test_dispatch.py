@@ -582,6 +582,22 @@ def test_a_call_that_cannot_start_soon_after_its_guard_is_not_made_and_the_text_
     assert kinds == ["planned", *["claimed", "requeued"] * report.returned, "claimed", "sent"]
 
 
+def dead_dispatcher_left(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll, count: int
+) -> tuple[datetime, ScriptedTransport]:
+    """`count` patients' no-driving texts handed over by a dispatcher that died before any
+    answer was recorded (outcome unknown); returns the instant and its transport."""
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(count):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
+    now = clock.now()
+    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * count)
+    assert dispatch_due(
+        session=session, transport=crashing, care=care, clock=FakeClock(now), owner="dead"
+    ).unknown == count  # fmt: skip
+    return now, crashing
+
+
 def test_the_reaper_asks_the_provider_about_a_dead_dispatchers_texts_side_by_side(
     session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
 ) -> None:
@@ -589,14 +605,7 @@ def test_the_reaper_asks_the_provider_about_a_dead_dispatchers_texts_side_by_sid
     # reaper's questions go to the provider together, not one after another (at list
     # latency, a hundred in a row would outlast the 2 minutes the texts are to be settled
     # in): each question here waits until all four are being asked.
-    clock.set(at("2026-03-06T15:00"))
-    for i in range(4):
-        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
-    now = clock.now()
-    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * 4)
-    assert dispatch_due(
-        session=session, transport=crashing, care=care, clock=FakeClock(now), owner="dead"
-    ).unknown == 4  # fmt: skip
+    now, crashing = dead_dispatcher_left(session, care, clock, enroll, 4)
     all_asked = threading.Barrier(4, timeout=10)
 
     class Together(ScriptedTransport):
@@ -615,12 +624,7 @@ def test_each_text_the_reaper_settles_is_stamped_when_it_is_settled_not_when_the
 ) -> None:
     # Asking the provider takes time: a pass over a dead dispatcher's texts settles the
     # last one later than the first, and the send log says when each was settled.
-    clock.set(at("2026-03-06T15:00"))
-    for i in range(3):
-        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
-    now = clock.now()
-    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * 3)
-    dispatch_due(session=session, transport=crashing, care=care, clock=FakeClock(now), owner="x")
+    now, _ = dead_dispatcher_left(session, care, clock, enroll, 3)
     start = now + LEASE
     running = FakeClock(start)
 

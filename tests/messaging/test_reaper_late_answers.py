@@ -13,7 +13,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.claims import LEASE
-from followup.messaging.dispatch import Dispatcher, dispatch_due
+from followup.messaging.dispatch import Dispatcher
 from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
@@ -22,14 +22,15 @@ from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import (
     Enroll,
-    at,
     correct_end,
     dispatch,
+    listed_then_settled,
     requeued_mid_request,
     restart_due_now,
     text,
 )
 from tests.messaging.test_closed_copy_asked import ListsLate
+from tests.messaging.test_dispatch import dead_dispatcher_left
 
 
 class DuringFind:
@@ -202,11 +203,7 @@ def test_a_request_at_twilio_taken_back_while_a_later_one_is_refused_for_now_is_
             turn.answers.put(answer)
             turn.outcomes.record(turn.collect())
             its_session.commit()
-    transport.listing = True
-    for minutes in (1, 5, 20):
-        later = clock.now() + timedelta(minutes=minutes)
-        reap_stale(session=other_session, transport=transport, now=later)
-        dispatch(session, transport, care, later)
+    listed_then_settled(session, other_session, transport, care, clock)
     assert len(transport.created) == 1, "sent to the patient a second time"
 
 
@@ -253,10 +250,7 @@ def test_an_earlier_request_marked_while_the_reaper_asks_from_a_later_one_is_not
         transport.during_find = w1_answer_comes
         clock.set(message.lease_expires_at + timedelta(seconds=1))
         reap_stale(session=other_session, transport=transport, now=clock.now())
-    for minutes in (0, 1, 5):
-        later = clock.now() + timedelta(minutes=minutes)
-        reap_stale(session=other_session, transport=transport, now=later)
-        dispatch(session, transport, care, later)
+    listed_then_settled(session, other_session, transport, care, clock, minutes=(0, 1, 5))
     assert len(transport.created) == 1, "sent to the patient a second time"
     assert text(session, "no-driving").status == "sent"
 
@@ -307,11 +301,7 @@ def test_a_late_answer_for_a_text_claimed_again_but_not_handed_over_yet_keeps_it
         session2.commit()
         turn2.outcomes.record(turn2.collect())
         session2.commit()
-    transport.listing = True
-    for minutes in (1, 5, 20):
-        later = clock.now() + timedelta(minutes=minutes)
-        reap_stale(session=other_session, transport=transport, now=later)
-        dispatch(session, transport, care, later)
+    listed_then_settled(session, other_session, transport, care, clock)
     assert len(transport.created) == 1, "sent to the patient a second time"
     assert text(session, "no-driving").status == "sent"
 
@@ -335,14 +325,7 @@ def test_a_reaper_pass_with_a_moving_clock_ends_while_the_provider_cannot_be_ask
     # stale texts (a Twilio outage), 500 a batch, 16 questions at once timing out at 10 s:
     # 320 s a batch, 960 s a round. Here: 16 texts, batches of one, 61 s a question.
     texts = 16
-    clock.set(at("2026-03-06T15:00"))
-    for i in range(texts):
-        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-01{40 + i}")
-    now = clock.now()
-    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * texts)
-    assert dispatch_due(
-        session=session, transport=crashing, care=care, clock=FakeClock(now), owner="dead"
-    ).unknown == texts  # fmt: skip
+    now, _ = dead_dispatcher_left(session, care, clock, enroll, texts)
     running = FakeClock(now + LEASE)
     asked: list[str] = []
 

@@ -17,7 +17,13 @@ from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import Enroll, correct_end, dispatch, restart_due_now, text
+from tests.messaging.helpers import (
+    Enroll,
+    correct_end,
+    listed_then_settled,
+    restart_due_now,
+    text,
+)
 
 
 class TakenButTimedOut(ScriptedTransport):
@@ -50,26 +56,24 @@ class TakenButTimedOut(ScriptedTransport):
         return None
 
 
-# --- 1. record_withheld's requeue of a re-opened window forgets an earlier request ---------
-
-
-def test_a_withheld_copy_requeued_on_its_reopened_window_is_not_sent_while_an_earlier_request_may_be_at_twilio(  # noqa: E501
+def _withheld_while_an_earlier_request_is_at_twilio(
+    *,
     session: so.Session,
     other_session: so.Session,
     session_factory: so.sessionmaker[so.Session],
     care: CareContext,
     clock: FakeClock,
     enroll: Enroll,
+    correct_to: str | None,
 ) -> None:
-    # w1 sends the restart text 5 minutes before its window closes; Twilio takes it, the
-    # answer times out and w1 stalls. Past w1's lease the reaper asks Twilio, which does
-    # not list it yet, and requeues it. w2 claims it 3 s before the window closes and
-    # guards it; w1's late answer is then recorded: the text (w2's now) is marked to be
-    # asked about from w1's request on ("earlier"). A nurse corrects the end two hours
-    # later (the text, handed over, is re-timed); w2's worker, on the old window, withholds
-    # it. Before this batch it ended expired; now it is requeued ("its window was re-timed
-    # before its call") with its hand-over mark undone: w1's copy, at Twilio, is forgotten
-    # and the text goes to the patient a second time.
+    """w1 sends the restart text 5 minutes before its window closes; Twilio takes it, the
+    answer times out and w1 stalls. Past w1's lease the reaper asks Twilio, which does not
+    list it yet, and requeues it. w2 claims it 3 s before the window closes and guards it;
+    w1's late answer is then recorded: the text (w2's now) is marked to be asked about
+    from w1's request on. With `correct_to`, a nurse then corrects the end (the text,
+    handed over, is re-timed). w2's worker, on the old window, withholds it. Then Twilio
+    lists what it has, and the reaper and dispatcher run for 20 minutes: the text must
+    end recorded `sent` with w1's SID, created at Twilio once."""
     transport = TakenButTimedOut()
     procedure_id, _, _ = restart_due_now(session, transport, care, clock, enroll)
     transport.created.clear()
@@ -110,7 +114,8 @@ def test_a_withheld_copy_requeued_on_its_reopened_window_is_not_sent_while_an_ea
         turn1.answers.put(answer1)  # w1's late answer
         turn1.outcomes.record(turn1.collect())
         session.commit()
-        correct_end(other_session, care, procedure_id, "2026-03-06T16:30", clock.now())
+        if correct_to is not None:
+            correct_end(other_session, care, procedure_id, correct_to, clock.now())
 
         clock.advance(timedelta(seconds=2))  # w2's worker starts a little later
         turn2.start_calls(items)
@@ -120,16 +125,28 @@ def test_a_withheld_copy_requeued_on_its_reopened_window_is_not_sent_while_an_ea
         turn2.outcomes.record(turn2.collect())
         session2.commit()
 
-    transport.listing = True
-    for minutes in (1, 5, 20):
-        later = clock.now() + timedelta(minutes=minutes)
-        reap_stale(session=other_session, transport=transport, now=later)
-        other_session.commit()
-        dispatch(session, transport, care, later)
+    listed_then_settled(session, other_session, transport, care, clock)
     restart = text(session, "blood-thinner-restart")
     assert len(transport.created) == 1, ("sent to the patient a second time", restart.status)
     # The reaper found w1's copy at Twilio: the patient has it.
     assert (restart.status, restart.provider_sid) == (SENT, transport.created[0][2])
+
+
+def test_a_withheld_copy_requeued_on_its_reopened_window_is_not_sent_while_an_earlier_request_may_be_at_twilio(  # noqa: E501
+    session: so.Session,
+    other_session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # The nurse moves the end two hours later: the withheld text's window is open again.
+    # Requeued with its hand-over mark undone, w1's copy (at Twilio) would be forgotten and
+    # the text sent a second time.
+    _withheld_while_an_earlier_request_is_at_twilio(
+        session=session, other_session=other_session, session_factory=session_factory,
+        care=care, clock=clock, enroll=enroll, correct_to="2026-03-06T16:30",
+    )  # fmt: skip
 
 
 def test_a_withheld_copy_whose_window_closes_is_asked_about_while_an_earlier_request_may_be_at_twilio(  # noqa: E501
@@ -140,67 +157,10 @@ def test_a_withheld_copy_whose_window_closes_is_asked_about_while_an_earlier_req
     clock: FakeClock,
     enroll: Enroll,
 ) -> None:
-    # A withheld text whose window closes, an earlier request of which may be at Twilio,
-    # is asked about too, not only one to be requeued. w1's request reaches Twilio,
-    # its answer times out late; the reaper (Twilio not listing it yet) requeues it; w2
-    # claims and guards it 3 s before its window closes; w1's late answer marks it to be
-    # asked from w1's request on; w2's worker withholds it (window closing). Expired with
-    # its lease and hand-over mark cleared, no pass ever asks Twilio: the patient has the
-    # text, the record says it never went (record_refused asks in the same case).
-    transport = TakenButTimedOut()
-    restart_due_now(session, transport, care, clock, enroll)
-    transport.created.clear()
-    expiry = text(session, "blood-thinner-restart").expires_at
-    transport.time_out = True
-    clock.set(expiry - timedelta(minutes=5))
-    with (
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w1") as w1,
-        session_factory() as session2,
-        Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as w2,
-    ):
-        turn1 = DispatchPass(w1, session, DispatchReport(), None)
-        assert turn1.claim()
-        session.commit()
-        group = list(turn1.ready)
-        turn1.ready.clear()
-        turn1.start_calls(turn1.hand_over(group))
-        session.commit()
-        answer1 = turn1.answers.get(timeout=5)
-        assert answer1.error is not None and answer1.error.maybe_sent
-        assert len(transport.created) == 1  # Twilio has it
-
-        clock.set(clock.now() + timedelta(minutes=2))
-        assert reap_stale(session=other_session, transport=transport, now=clock.now()).requeued
-        other_session.commit()
-
-        clock.set(expiry - timedelta(seconds=3))
-        turn2 = DispatchPass(w2, session2, DispatchReport(), None)
-        assert turn2.claim()
-        session2.commit()
-        group2 = list(turn2.ready)
-        turn2.ready.clear()
-        items = turn2.hand_over(group2)
-        session2.commit()
-        assert items
-
-        turn1.answers.put(answer1)  # w1's late answer
-        turn1.outcomes.record(turn1.collect())
-        session.commit()
-
-        clock.advance(timedelta(seconds=2))
-        turn2.start_calls(items)
-        answer2 = turn2.answers.get(timeout=5)
-        assert answer2.withheld == "expired"
-        turn2.answers.put(answer2)
-        turn2.outcomes.record(turn2.collect())
-        session2.commit()
-
-    transport.listing = True
-    for minutes in (1, 5, 20):
-        later = clock.now() + timedelta(minutes=minutes)
-        reap_stale(session=other_session, transport=transport, now=later)
-        other_session.commit()
-        dispatch(session, transport, care, later)
-    restart = text(session, "blood-thinner-restart")
-    assert len(transport.created) == 1
-    assert (restart.status, restart.provider_sid) == (SENT, transport.created[0][2])
+    # No correction: the window closes. Expired with its lease and hand-over mark cleared,
+    # no pass would ever ask Twilio: the patient has the text, the record would say it
+    # never went.
+    _withheld_while_an_earlier_request_is_at_twilio(
+        session=session, other_session=other_session, session_factory=session_factory,
+        care=care, clock=clock, enroll=enroll, correct_to=None,
+    )  # fmt: skip
