@@ -26,9 +26,10 @@ worker threads only call the transport. Transient failures retry with capped, ji
 exponential backoff until the text's window closes (Retry-After honoured); a "too many
 requests" answer slows the pacer down instead of spending the text's backoff.
 
-The pass's loop on the database thread (claim, hand over, heartbeat) and its worker
-threads are in turns.py; the queue's queries (expire, claim, next wake) in claims.py;
-recording the answers, and the retry timing, in outcomes.py.
+The pass's loop on the database thread (claim, hand over, heartbeat) is in turns.py, its
+worker threads in workers.py; the queue's queries (expire, claim, next wake) in claims.py;
+recording the answers in outcomes.py; the hand-over margin and the retry timing in
+retries.py.
 """
 
 from __future__ import annotations
@@ -47,12 +48,9 @@ from followup.messaging.claims import (
     LEASE,
     expire_overdue,
 )
-from followup.messaging.outcomes import (
-    HANDOVER_MARGIN,
-    Answer,
-    Item,
-)
+from followup.messaging.handover import Answer, Item
 from followup.messaging.reports import DispatchReport
+from followup.messaging.retries import HANDOVER_MARGIN, quiet_end_near
 from followup.messaging.transports.base import (
     OutgoingSms,
     SendError,
@@ -60,7 +58,8 @@ from followup.messaging.transports.base import (
     TransientSendError,
 )
 from followup.messaging.transports.pacing import Pacer
-from followup.messaging.turns import DispatchPass, Workers, quiet_end_near
+from followup.messaging.turns import DispatchPass
+from followup.messaging.workers import Workers
 
 log = logging.getLogger(__name__)
 

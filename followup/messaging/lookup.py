@@ -15,7 +15,7 @@ import sqlalchemy.orm as so
 
 from followup.messaging.events import MESSAGES
 from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
-from followup.messaging.outcomes import RETRY_BACKOFF_MAX
+from followup.messaging.retries import RETRY_BACKOFF_MAX
 from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
 from followup.messaging.transports.base import SendResult, SmsTransport
 

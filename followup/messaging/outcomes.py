@@ -3,19 +3,15 @@
 A dispatcher pass (dispatch.py) hands texts to worker threads; their answers come back
 here in groups, each outcome written by one guarded UPDATE per kind (sent, failed,
 retried, throttled, unknown, expired, deferred, returned) with its event; answers that
-leave the outcome unknown are unknown.py's. Also the hand-over's dataclasses and the retry
-timing (backoff with jitter, until the window closes).
+leave the outcome unknown are unknown.py's; when to try again is retries.py's.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -28,6 +24,7 @@ from followup.messaging.events import (
     settle_leased,
     write_by_id,
 )
+from followup.messaging.handover import Answer
 from followup.messaging.models import (
     EXPIRED,
     FAILED,
@@ -37,11 +34,10 @@ from followup.messaging.models import (
 )
 from followup.messaging.replan import maybe_at_provider
 from followup.messaging.reports import DispatchReport
+from followup.messaging.retries import HANDOVER_MARGIN, next_try
 from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
     PermanentSendError,
-    SendError,
-    SendResult,
     TransientSendError,
 )
 from followup.messaging.unknown import record_raised, take_back
@@ -51,12 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("followup.messaging.dispatch")  # one logger for the whole pass
 
-# Never hand a text over closer than this to its expiry or to the start of quiet hours:
-# the request must reach the provider before either, not merely leave before it.
-HANDOVER_MARGIN = timedelta(seconds=2)
-RETRY_BACKOFF = timedelta(seconds=30)  # first retry delay; doubles each attempt
-RETRY_BACKOFF_MAX = timedelta(minutes=15)  # the longest wait between two attempts
-MIN_RETRY = timedelta(seconds=5)  # the shortest wait before a last try squeezed before expiry
 ERROR_TEXT = 500
 
 # A text not sent after all: its hand-over mark and attempt are taken back.
@@ -64,72 +54,6 @@ UNDO_HANDOVER: dict[str, Any] = {
     "handed_at": None,
     "attempts": MESSAGES.c.attempts - 1,
 }
-
-
-@dataclass(frozen=True)
-class Item:
-    """A text checked, rendered and guarded: ready for a worker to hand over."""
-
-    id: int
-    patient_id: int
-    step: str
-    to: str
-    body: str
-    due_at: datetime
-    expires_at: datetime
-    attempts: int
-    tz: ZoneInfo
-    deadline: float  # monotonic: after this the lease may not cover the call
-    guarded: float = 0.0  # monotonic: when the guard checked it
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What happened to one hand-over, as the worker saw it."""
-
-    item: Item
-    at: datetime  # the clock when handed over (or withheld)
-    answered_at: datetime
-    result: SendResult | None = None
-    error: SendError | None = None
-    unknown: str | None = None  # the exception type when the transport raised something else
-    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
-    seconds: float = 0.0  # how long the transport call took
-    quiet_end: datetime | None = None
-
-
-def retry_delay(
-    attempts: int, *, rng: random.Random, retry_after: float | None = None
-) -> timedelta:
-    """Exponential backoff with jitter (half to full), never shorter than Retry-After."""
-    doublings = min(max(attempts - 1, 0), 16)
-    base = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * (1 << doublings))
-    delay = base * (0.5 + rng.random() / 2)
-    if retry_after is not None and retry_after > 0:
-        delay = max(delay, timedelta(seconds=retry_after))
-    return delay
-
-
-def next_try(
-    *,
-    attempts: int,
-    expires_at: datetime,
-    now: datetime,
-    rng: random.Random,
-    retry_after: float | None = None,
-) -> datetime | None:
-    """When to try a text again after a transient failure; None if no try fits its window.
-
-    A backoff that would end past the window is cut short to a last try just before it
-    closes (never sooner than Retry-After or MIN_RETRY): retries go on until the window
-    closes, whatever the outage.
-    """
-    retry_at = now + retry_delay(attempts, rng=rng, retry_after=retry_after)
-    last_chance = expires_at - HANDOVER_MARGIN * 2
-    if retry_at <= last_chance:
-        return retry_at
-    earliest = now + max(MIN_RETRY, timedelta(seconds=retry_after or 0))
-    return last_chance if earliest <= last_chance else None
 
 
 class Outcomes:
@@ -314,6 +238,21 @@ class Outcomes:
         windows = {row.id: row.expires_at for row in self.session.execute(query)}
         return {a.item.id: windows.get(a.item.id, a.item.expires_at) for a in answers}
 
+    def earlier_request_pending(self, *groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take out of `groups` (rows about to be requeued or closed) and return those an
+        earlier request of which may be at the provider (taken back while this claim was
+        under way: an unknown outcome no reaper's answer has settled; `handed_at` marks
+        it). Requeued, such a text would go a second time; closed, the copy the patient
+        may have would never be recorded: the caller leaves it `sending` for the reaper to
+        ask from that request on, as an unknown outcome (the CASE in `settle_leased`
+        keeps the earlier `handed_at`)."""
+        earlier = maybe_at_provider(self.session, [r["id"] for rows in groups for r in rows])
+        taken: list[dict[str, Any]] = []
+        for rows in groups:
+            taken += [r for r in rows if r["id"] in earlier]
+            rows[:] = [r for r in rows if r["id"] not in earlier]
+        return taken
+
     def record_transient(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
         windows = self.current_windows(answers)
         retry: list[dict[str, Any]] = []
@@ -362,19 +301,13 @@ class Outcomes:
                 expired.append(row)
             else:
                 retry.append({**row, "not_before": retry_at})
-        # Refused unseen, but an earlier request of the text may be at the provider (taken
-        # back while this one was under way: an unknown outcome no reaper's answer has
-        # settled). Requeued, it would go a second time: it waits for the reaper to ask
-        # from that request on, as an unknown outcome does (`handed_at` keeps the earlier).
-        earlier = maybe_at_provider(self.session, [r["id"] for r in retry + throttled + expired])
-        if earlier:
-            requests = {a.item.id: a for a in answers}
-            for rows in (retry, throttled, expired):
-                for r in [r for r in rows if r["id"] in earlier]:
-                    rows.remove(r)
-                    a = requests[r["id"]]
-                    ask = r.pop("not_before", None) or windows[a.item.id]
-                    unknown.append({**r, "lease_expires_at": ask, "handed_at": a.at})
+        # Refused unseen, but an earlier request may be at the provider: asked about at
+        # the time the retry would have gone (or the window's end).
+        requests = {a.item.id: a for a in answers}
+        for r in self.earlier_request_pending(retry, throttled, expired):
+            a = requests[r["id"]]
+            ask = r.pop("not_before", None) or windows[a.item.id]
+            unknown.append({**r, "lease_expires_at": ask, "handed_at": a.at})
         at = {a.item.id: a.answered_at for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None}
         self.settle(
@@ -487,27 +420,17 @@ class Outcomes:
             for kind in ("withheld-lease", "withheld-stale")
             for a in by_kind.get(kind, [])
         ]
-        # Not sent by this claim, but an earlier request of the text may be at the provider
-        # (taken back while this claim was under way: `handed_at` marks it). Requeued, it
-        # would go a second time: it waits for the reaper to ask, as a refusal does.
-        asked: list[dict[str, Any]] = []
-        # Closing too: expired, the copy at the provider would never be recorded (no
-        # lease, no hand-over mark: the closed-copies pass never asks about it); asked,
-        # the reaper records it sent, or expires it once the provider has it not.
-        earlier = maybe_at_provider(
-            self.session, [r["id"] for r in reopened + deferred + lease + expired]
-        )
-        for rows in (reopened, deferred, lease, expired):
-            for r in [r for r in rows if r["id"] in earlier]:
-                rows.remove(r)
-                asked.append(
-                    {
-                        "id": r["id"],
-                        "updated_at": r["updated_at"],
-                        "handed_at": r["updated_at"],  # the earlier mark is kept if set
-                        "lease_expires_at": r["updated_at"] + self.d.lease,
-                    }
-                )
+        # Not sent by this claim, but an earlier request may be at the provider: asked
+        # about once a lease has run, whether it was to go again or to close.
+        asked = [
+            {
+                "id": r["id"],
+                "updated_at": r["updated_at"],
+                "handed_at": r["updated_at"],  # the earlier mark is kept
+                "lease_expires_at": r["updated_at"] + self.d.lease,
+            }
+            for r in self.earlier_request_pending(reopened, deferred, lease, expired)
+        ]
         self.settle(
             asked,
             events,

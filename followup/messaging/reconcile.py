@@ -57,8 +57,8 @@ from followup.messaging.models import (
     SENT,
     Message,
 )
-from followup.messaging.outcomes import HANDOVER_MARGIN
 from followup.messaging.reports import ReapReport
+from followup.messaging.retries import HANDOVER_MARGIN
 from followup.messaging.status import (
     apply_held_status_reports,
 )

@@ -12,20 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.protocol import CareContext
-from followup.care.timing import quiet_period_end, zone
+from followup.care.timing import zone
 from followup.messaging.claims import claim_due, handover_read, renew_statement
 from followup.messaging.events import (
     MESSAGES,
@@ -35,10 +31,13 @@ from followup.messaging.events import (
     settle_leased,
     status_is,
 )
+from followup.messaging.handover import Answer, Item
 from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING
 from followup.messaging.outbox import PATIENT_OPTED_OUT, reason_not_to_send, render_message
-from followup.messaging.outcomes import HANDOVER_MARGIN, Answer, Item, Outcomes
+from followup.messaging.outcomes import Outcomes
 from followup.messaging.reports import DispatchReport
+from followup.messaging.retries import HANDOVER_MARGIN, quiet_end_near
+from followup.messaging.workers import Died
 from followup.patients.models import Patient
 
 if TYPE_CHECKING:
@@ -50,13 +49,6 @@ CLAIM_BATCH = 500  # texts claimed at most at once
 GROUP_MAX = 200  # texts guarded (or recorded) in one transaction at most
 LONG_PAUSE = 1.0  # seconds: a longer pacer pause hands claimed texts back to the queue
 RECLAIM_EVERY = 0.02  # seconds: how often a pass under way looks for texts newly due
-
-
-def quiet_end_near(instant: datetime, tz: ZoneInfo, care: CareContext) -> datetime | None:
-    """The end of quiet hours if `instant`, or HANDOVER_MARGIN after it, falls in them."""
-    return quiet_period_end(instant, tz, care.quiet_hours) or quiet_period_end(
-        instant + HANDOVER_MARGIN, tz, care.quiet_hours
-    )
 
 
 class DispatchPass:
@@ -499,50 +491,6 @@ class DispatchPass:
             self.ready = deque(i for i in self.ready if i in kept)
             self.waiting = {p: [i for i in ids if i in kept] for p, ids in self.waiting.items()}
             self.report.lost += len(lost)
-
-
-@dataclass(frozen=True)
-class Died:
-    """A worker's call raised what no handler may catch (a dying process)."""
-
-    exc: BaseException
-
-
-class Workers:
-    """`size` threads handing texts over: at most `size` calls at a time, the rest queued.
-
-    Plain queues rather than an executor's futures: a future costs a lock and a condition
-    per text, which the database thread would pay at 1,000 texts a second.
-    """
-
-    def __init__(self, size: int, call: Callable[[Item], Answer]) -> None:
-        self._call = call
-        self._inbox: queue.SimpleQueue[tuple[Item, queue.SimpleQueue[Answer | Died]] | None]
-        self._inbox = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"dispatch-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, item: Item, answers: queue.SimpleQueue[Answer | Died]) -> None:
-        self._inbox.put((item, answers))
-
-    def _work(self) -> None:
-        while (job := self._inbox.get()) is not None:
-            item, answers = job
-            try:
-                answers.put(self._call(item))
-            except BaseException as exc:  # noqa: BLE001 - handed to the database thread
-                answers.put(Died(exc))
-
-    def shutdown(self) -> None:
-        """Let the calls under way finish, then stop every thread."""
-        for _ in self._threads:
-            self._inbox.put(None)
-        for thread in self._threads:
-            thread.join()
 
 
 def _ewma(average: float | None, sample: float, weight: float = 0.2) -> float:

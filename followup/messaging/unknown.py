@@ -22,7 +22,7 @@ from followup.messaging.models import CLOSED_UNSENT, SENDING
 from followup.messaging.reports import DispatchReport
 
 if TYPE_CHECKING:
-    from followup.messaging.outcomes import Answer
+    from followup.messaging.handover import Answer
 
 log = logging.getLogger("followup.messaging.dispatch")  # one logger for the whole pass
 

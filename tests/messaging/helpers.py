@@ -18,6 +18,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher, dispatch_due
+from followup.messaging.handover import Answer
 from followup.messaging.models import (
     PENDING,
     SENT,
@@ -25,7 +26,6 @@ from followup.messaging.models import (
     MessageEvent,
 )
 from followup.messaging.outbox import record_opt_out
-from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import (

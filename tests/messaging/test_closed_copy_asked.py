@@ -19,10 +19,10 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging.dispatch import Dispatcher
+from followup.messaging.handover import Answer
 from followup.messaging.models import Message
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import record_opt_out
-from followup.messaging.outcomes import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.tick import run_tick

@@ -19,8 +19,8 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import PENDING, SENT, Message, MessageEvent
-from followup.messaging.outcomes import HANDOVER_MARGIN, MIN_RETRY, next_try
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.retries import HANDOVER_MARGIN, MIN_RETRY, next_try
 from followup.messaging.transports.base import OutgoingSms
 from followup.messaging.transports.pacing import MIN_RATE, THROTTLE_PAUSE, Pacer
 from followup.messaging.transports.twilio import TwilioTransport

@@ -14,7 +14,7 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.claims import LEASE
 from followup.messaging.dispatch import Dispatcher
-from followup.messaging.outcomes import Answer
+from followup.messaging.handover import Answer
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
@@ -30,7 +30,7 @@ from tests.messaging.helpers import (
     text,
 )
 from tests.messaging.test_closed_copy_asked import ListsLate
-from tests.messaging.test_dispatch import dead_dispatcher_left
+from tests.messaging.test_reaper import dead_dispatcher_left
 
 
 class DuringFind:

@@ -19,7 +19,7 @@ from followup.clock import FakeClock
 from followup.errors import ConfigurationError
 from followup.messaging.errors import ERROR_POLICY
 from followup.messaging.models import CANCELLED, FAILED, PENDING, SENDING, SENT
-from followup.messaging.outcomes import HANDOVER_MARGIN
+from followup.messaging.retries import HANDOVER_MARGIN
 from followup.messaging.transports import build_transport
 from followup.messaging.transports.base import (
     OutgoingSms,

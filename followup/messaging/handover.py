@@ -1,0 +1,42 @@
+"""What a dispatcher's worker thread is handed (`Item`: a text checked, rendered and
+guarded) and what it gives back (`Answer`), between turns.py, dispatch.py and outcomes.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from followup.messaging.transports.base import SendError, SendResult
+
+
+@dataclass(frozen=True)
+class Item:
+    """A text checked, rendered and guarded: ready for a worker to hand over."""
+
+    id: int
+    patient_id: int
+    step: str
+    to: str
+    body: str
+    due_at: datetime
+    expires_at: datetime
+    attempts: int
+    tz: ZoneInfo
+    deadline: float  # monotonic: after this the lease may not cover the call
+    guarded: float = 0.0  # monotonic: when the guard checked it
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What happened to one hand-over, as the worker saw it."""
+
+    item: Item
+    at: datetime  # the clock when handed over (or withheld)
+    answered_at: datetime
+    result: SendResult | None = None
+    error: SendError | None = None
+    unknown: str | None = None  # the exception type when the transport raised something else
+    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
+    seconds: float = 0.0  # how long the transport call took
+    quiet_end: datetime | None = None
