@@ -168,21 +168,11 @@ def apply_provider_status(
     if not changed:
         detail += f"; kept {current}"
     add_events(session, [event_row(message_id, now, kind, current, detail[:500])])
-    if not opt_out:
-        return changed
-    if error_code in OPT_OUT_CODES and _started_since_request(session, message_id):
-        log.info("message %s: error %s predates the patient's START; kept", message_id, code)
-        return changed
-    if changed and current in (FAILED, UNDELIVERED):
+    # A 21610 opts the patient out even on a text whose status did not move (already
+    # failed): record_permanent_failure is the one place that acts on it (and on START).
+    if opt_out and ((changed and current in (FAILED, UNDELIVERED)) or error_code in OPT_OUT_CODES):
         record_permanent_failure(
             session=session, message_id=message_id, patient_id=patient_id, error_code=code, now=now
-        )
-    elif error_code in OPT_OUT_CODES:
-        record_opt_out(
-            session=session,
-            patient_id=patient_id,
-            now=now,
-            reason=f"provider error {error_code}: {OPTED_OUT}",
         )
     return changed
 
