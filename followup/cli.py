@@ -72,20 +72,13 @@ def db_upgrade(state: CliState, revision: str) -> None:
 @click.pass_obj
 def tick(state: CliState) -> None:
     """One plan + dispatch + reap pass, then staff alerts, at the clock's instant."""
-    from followup.messaging.tick import run_tick
+    from jobs import tasks
 
     runtime = state.runtime()
     now = runtime.clock.now()
     try:
         with runtime.session_factory() as session:
-            report = run_tick(
-                session=session,
-                transport=runtime.transport,
-                care=runtime.care,
-                clock=runtime.clock,
-                owner=runtime.owner,
-                concurrency=runtime.settings.dispatch_concurrency,
-            )
+            report = tasks.tick(runtime, session, pinned=state.now is not None)
             alerts = _run_alerts(runtime, session, now)
     finally:
         runtime.engine.dispose()

@@ -9,15 +9,26 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
 from followup.db import is_postgresql
 from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
 from followup.messaging.dispatch import dispatch_due
+from followup.messaging.models import SENDING, Message
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.replan import replan_lost_intros
-from followup.messaging.reports import DispatchReport, PlanReport, PollReport, ReapReport
+from followup.messaging.reports import (
+    DispatchReport,
+    PlanReport,
+    PollReport,
+    ReapReport,
+    TickReport,
+)
 from followup.messaging.status import StatusLookup, poll_stale_statuses
+from followup.messaging.tick import run_tick
 from followup.ops.database_check import MAX_CLOCK_SKEW, clock_skew, skew_problem
 from followup.retention.service import PurgeReport, purge_expired
 from followup.runtime import Runtime
@@ -59,21 +70,10 @@ def dispatch(runtime: Runtime) -> DispatchReport:
 
 
 def reap(runtime: Runtime) -> ReapReport:
-    """Settle texts whose lease ran out in `sending`.
-
-    The reaper judges leases other processes wrote with their clocks, so on PostgreSQL each
-    pass first holds this host's clock against the server's: more than MAX_CLOCK_SKEW
-    apart (NTP stopped since start-up, where `followup check` compared them), the pass does
-    not run, with an error logged, rather than take texts whose requests are under way.
-    """
+    """Settle texts whose lease ran out in `sending` (unless this host's clock is off)."""
     with runtime.session_factory() as session:
-        if is_postgresql(session):
-            skew = clock_skew(session.connection(), wall=runtime.host_clock.now)
-            session.rollback()
-            runtime.metrics.clock_skew.set(skew)
-            if abs(skew) > MAX_CLOCK_SKEW:
-                log.error("reaper pass skipped: %s", skew_problem(skew))
-                return ReapReport(clock_skewed=1)
+        if host_clock_skewed(runtime, session):
+            return ReapReport(clock_skewed=1)
         report = reap_stale(
             session=session,
             transport=runtime.transport,
@@ -83,6 +83,62 @@ def reap(runtime: Runtime) -> ReapReport:
             clock=runtime.clock,
         )
     return report
+
+
+def tick(runtime: Runtime, session: so.Session, *, pinned: bool = False) -> TickReport:
+    """`followup tick`: plan, reap and dispatch once at the clock's instant.
+
+    A support tick reaps like the worker's job: not while this host's clock is far from the
+    database's, and not with a clock `pinned` (`--now`) ahead of this host's own: at a
+    future instant a live dispatcher's lease looks run out while it is still sending, and
+    a reaper would find the text not yet at the provider and send it again.
+    """
+    return run_tick(
+        session=session,
+        transport=runtime.transport,
+        care=runtime.care,
+        clock=runtime.clock,
+        owner=runtime.owner,
+        concurrency=runtime.settings.dispatch_concurrency,
+        reap=not (pinned and _pinned_ahead(runtime, session))
+        and not host_clock_skewed(runtime, session),
+    )
+
+
+def _pinned_ahead(runtime: Runtime, session: so.Session) -> bool:
+    """A clock pinned ahead of this host's: leases would be judged before their time (one
+    pinned behind judges them later than they ran out: safe)."""
+    ahead = (runtime.clock.now() - runtime.host_clock.now()).total_seconds()
+    if ahead <= MAX_CLOCK_SKEW:
+        return False
+    if session.scalar(sa.select(Message.id).where(Message.status == SENDING).limit(1)):
+        log.warning(
+            "reaper pass skipped: the clock is pinned %.0f s ahead of this host's (--now); "
+            "texts in sending are judged at the real time only",
+            ahead,
+        )
+    session.rollback()
+    return True
+
+
+def host_clock_skewed(runtime: Runtime, session: so.Session) -> bool:
+    """Whether a reaper pass must not run here now (an error logged).
+
+    The reaper judges leases other processes wrote with their clocks, so on PostgreSQL each
+    pass first holds this host's clock against the server's: more than MAX_CLOCK_SKEW
+    apart (NTP stopped since start-up, where `followup check` compared them), the pass does
+    not run rather than take texts whose requests are under way. On SQLite the database is
+    a file on this host: one clock.
+    """
+    if not is_postgresql(session):
+        return False
+    skew = clock_skew(session.connection(), wall=runtime.host_clock.now)
+    session.rollback()
+    runtime.metrics.clock_skew.set(skew)
+    if abs(skew) > MAX_CLOCK_SKEW:
+        log.error("reaper pass skipped: %s", skew_problem(skew))
+        return True
+    return False
 
 
 def poll_statuses(runtime: Runtime) -> PollReport:

@@ -135,3 +135,66 @@ def test_the_reaper_does_not_run_while_this_hosts_clock_is_far_from_the_database
     report = tasks.reap(runtime)  # the host's own clock, within a second of the server's
     assert (report.clock_skewed, report.stale, report.requeued) == (0, 1, 1)
     assert abs(runtime.metrics.registry.get_sample_value("followup_clock_skew_seconds")) < 2
+
+
+def test_a_support_tick_does_not_reap_while_this_hosts_clock_is_far_from_the_databases(
+    runtime: Runtime,
+    session: so.Session,
+    enroll: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `followup tick` on a support host whose NTP stopped: its reaper part would judge a
+    # live dispatcher's lease with a clock 45 s ahead. Like the worker's job, it skips the
+    # reaper (counted, logged) and still plans and sends what is due.
+    if not is_postgresql(session):
+        pytest.skip("on SQLite the database is a file on this host: one clock")
+    clock = runtime.clock
+    assert isinstance(clock, FakeClock)
+    enroll()
+    assert claim_due(session=session, now=clock.now(), owner="dead", limit=10) != []
+    session.commit()
+    clock.advance(LEASE + timedelta(seconds=1))  # a dead dispatcher's text: stale
+    enroll(phone="+12025550199")  # a second patient, due now
+
+    ahead = FakeClock(datetime.now(UTC) + timedelta(seconds=45))
+    skewed = tasks.tick(replace(runtime, host_clock=ahead), session)
+    assert (skewed.reap.clock_skewed, skewed.reap.stale, skewed.dispatch.sent) == (1, 0, 1)
+    assert "reaper pass skipped: this host's clock is 45 s ahead of" in caplog.text
+    session.expire_all()
+    assert session.scalars(
+        sa.select(Message.lease_owner).where(Message.status == "sending")
+    ).all() == ["dead"]
+
+    report = tasks.tick(runtime, session)  # the host's own clock agrees with the server's
+    assert (report.reap.clock_skewed, report.reap.stale, report.reap.requeued) == (0, 1, 1)
+    assert report.dispatch.sent == 1  # the requeued text, sent once
+
+
+def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
+    runtime: Runtime,
+    session: so.Session,
+    enroll: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `followup --now <a day ahead> tick` against a database live workers use: at the
+    # pinned instant every live lease looks run out, and a text whose request is on its way
+    # to Twilio is not there yet: reaping it would send it again. The pinned tick skips
+    # its reaper part; planning and sending at the pinned instant are what it was asked for.
+    clock = runtime.clock
+    assert isinstance(clock, FakeClock)
+    enroll()
+    assert claim_due(session=session, now=clock.now(), owner="live", limit=10) != []
+    session.commit()
+    clock.advance(LEASE + timedelta(seconds=1))
+    real_time = FakeClock(clock.now() - timedelta(days=1))  # the host's: a day behind --now
+
+    pinned = tasks.tick(replace(runtime, host_clock=real_time), session, pinned=True)
+    assert (pinned.reap.clock_skewed, pinned.reap.stale) == (1, 0)
+    assert "reaper pass skipped: the clock is pinned 86400 s ahead of" in caplog.text
+    session.expire_all()
+    assert session.scalars(
+        sa.select(Message.lease_owner).where(Message.status == "sending")
+    ).all() == ["live"]
+    # Pinned behind the real time (as every --now in these tests is): a lease run out at
+    # the pinned instant has run out now too, so it reaps.
+    assert tasks.tick(runtime, session, pinned=True).reap.requeued == 1
