@@ -10,7 +10,9 @@ its incoming-message webhook) and GET /v1/Services/{Sid} (Messaging Services, wh
 client asks of messaging.twilio.com: the routed client sends those here too). It records every request and has switches for the
 failures a real network and a real Twilio produce: an error code per recipient, latency,
 a run of 500s, an outage of creates until a given instant, a 500 after the message was
-created, and a dropped connection after the message was created. Times come from `now`
+created, a dropped connection after the message was created, and list requests for a
+recipient that fail (an error, a broken page, a dropped connection, a delay) on a given
+page. Times come from `now`
 (the test's FakeClock), so reconciliation by creation time works with frozen test time;
 each request also keeps its real receive time (`received_at`, epoch seconds), against
 which the benchmarks measure how late a text reached "Twilio".
@@ -57,6 +59,12 @@ class FakeError:
     retry_after: str | None = None
 
 
+TRUNCATED = "truncated"  # a list page cut off mid-JSON
+NO_RECORDS = "no-records"  # a list page with paging keys but no `messages`
+DROP = "drop"  # the connection closes before any answer
+ListFault = FakeError | str | float
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -94,6 +102,12 @@ class FakeTwilio:
     # Called with each created message (its public JSON) before the create is answered, as
     # when Twilio's status callback overtakes its answer to the create.
     on_create: Callable[[dict[str, Any]], None] | None = None
+    # List requests (GET Messages.json) answered otherwise, by recipient (To) and then by
+    # page index (0: the first page), for as long as the entry stays: a FakeError (429 with
+    # or without Retry-After, 5xx, 401, 403, 404), TRUNCATED (a 200 whose JSON is cut off),
+    # NO_RECORDS (a 200 page without its `messages` key), DROP (the connection closes
+    # with no answer) or a number (seconds to wait before answering: a client timeout).
+    list_faults: dict[str, dict[int, ListFault]] = field(default_factory=dict)
 
     # --- what happened ------------------------------------------------------------------
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -597,6 +611,10 @@ class _Handler(BaseHTTPRequestHandler):
         found.sort(key=lambda m: m["_created"], reverse=True)  # newest first, as Twilio lists
         size = min(int(query.get("PageSize") or 50), 1000)
         page = int(query.get("Page") or 0)
+        with fake._lock:
+            fault = fake.list_faults.get(query.get("To", ""), {}).get(page)
+        if fault is not None and self._list_fault(fault):
+            return
         chunk = found[page * size : (page + 1) * size]
         path = match.group(0)
         base = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
@@ -622,6 +640,29 @@ class _Handler(BaseHTTPRequestHandler):
                 "uri": page_uri(page),
             },
         )
+
+    def _list_fault(self, fault: ListFault) -> bool:
+        """Answer a list request as `fault` says; False when it is only a delay."""
+        if isinstance(fault, FakeError):
+            self._error(fault)
+        elif fault == DROP:
+            self.close_connection = True
+        elif fault in (TRUNCATED, NO_RECORDS):
+            whole = {"messages": [], "next_page_uri": None, "page": 0, "page_size": 50}
+            if fault == NO_RECORDS:
+                del whole["messages"]
+            data = json.dumps(whole).encode("utf-8")
+            if fault == TRUNCATED:
+                data = data[: len(data) // 2]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        else:
+            self._wait(float(fault))
+            return False
+        return True
 
 
 class _KeepAliveHandler(_Handler):
