@@ -100,10 +100,14 @@ def reap_stale(
     while True:
         # Only texts stale when the pass began: one it puts off (asked again later) or
         # that goes stale meanwhile waits for the next pass, so a pass always ends, however
-        # long the provider takes to answer.
+        # long the provider takes to answer. Each batch is taken under a whole lease from
+        # the instant it is taken: counted from the pass's start, a batch taken after a
+        # slow one would be stale again at once, and another reaper would take it and ask
+        # about it while this one does.
         taken = _take_batch(
-            session=session, now=now, owner=owner, lease=lease, batch=batch, report=report
-        )
+            session=session, now=now, at=instant(), owner=owner, lease=lease, batch=batch,
+            report=report,
+        )  # fmt: skip
         if taken is None:
             break
         looks = first_looks(transport, taken)
@@ -135,12 +139,14 @@ def _take_batch(
     *,
     session: so.Session,
     now: datetime,
+    at: datetime,
     owner: str,
     lease: timedelta,
     batch: int,
     report: ReapReport,
 ) -> list[Any] | None:
-    """Lock a batch of stale texts; requeue those never handed over; take the rest's lease.
+    """Lock a batch of texts stale at `now` (the pass's start); requeue those never handed
+    over; take the rest's lease, for a whole lease from `at` (the clock's instant now).
 
     Returns the texts now leased to this reaper (to ask the provider about), or None when
     no stale text is left.
@@ -169,24 +175,24 @@ def _take_batch(
     taken: list[Any] = []
     for old_owner, rows in group_by(list(stale), lambda r: r.lease_owner).items():
         never = [r for r in rows if r.handed_at is None]
-        too_late = [{"id": r.id} for r in never if r.expires_at <= now + HANDOVER_MARGIN]
-        again = [{"id": r.id} for r in never if r.expires_at > now + HANDOVER_MARGIN]
-        released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        too_late = [{"id": r.id} for r in never if r.expires_at <= at + HANDOVER_MARGIN]
+        again = [{"id": r.id} for r in never if r.expires_at > at + HANDOVER_MARGIN]
+        released = {"lease_owner": None, "lease_expires_at": None, "updated_at": at}
         guard = _stale_guard(old_owner, now)
         for i in guarded(session, too_late, guard, {"status": EXPIRED, **released}):
-            events.append(event_row(i, now, "expired", EXPIRED, "never handed over; window closed"))
+            events.append(event_row(i, at, "expired", EXPIRED, "never handed over; window closed"))
             report.expired += 1
         for i in guarded(
             session, again, guard, {"status": PENDING, "not_before": None, **released}
         ):
-            events.append(event_row(i, now, "requeued", PENDING, "never handed over; send again"))
+            events.append(event_row(i, at, "requeued", PENDING, "never handed over; send again"))
             report.requeued += 1
         handed = [r for r in rows if r.handed_at is not None]
         mine = guarded(
             session,
             [{"id": r.id} for r in handed],
             guard,
-            {"lease_owner": owner, "lease_expires_at": now + lease},
+            {"lease_owner": owner, "lease_expires_at": at + lease},
         )
         taken += [r for r in handed if r.id in mine]
     add_events(session, events)
