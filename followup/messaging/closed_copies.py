@@ -12,6 +12,7 @@ provider, through the partial index ix_messages_closed_unsettled:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,9 +24,11 @@ from followup.db import is_postgresql
 from followup.messaging.events import MESSAGES, NOT_AT_PROVIDER, add_events, event_row
 from followup.messaging.lookup import (
     RECONCILE_SLACK,
+    FirstLook,
     apply_found_status,
     ask_after,
     find_unrecorded,
+    first_looks,
     group_by,
     guarded,
 )
@@ -61,24 +64,36 @@ def reap_closed(
     batch: int,
     report: ReapReport,
     care: CareContext | None,
+    instant: Callable[[], datetime] | None = None,
 ) -> None:
-    """Ask the provider about every marked closed copy whose time to ask has come."""
+    """Ask the provider about every marked closed copy whose time to ask had come at `now`.
+
+    Asked side by side (`first_looks`), as the texts left `sending` are: a cancelled clinic
+    day or a STOP storm can close a hundred copies whose requests may be at the provider,
+    and one question after another at list latency (about 0.5 s) would outlast the lease
+    each batch is taken under. `instant` (the clock) stamps each batch's lease and each
+    copy's answer when they happen; without it, `now`."""
+
+    def at() -> datetime:
+        return max(now, instant()) if instant is not None else now
+
     while (
-        closed := _take_closed(session, now=now, owner=owner, lease=lease, batch=batch)
+        closed := _take_closed(session, now=now, at=at(), owner=owner, lease=lease, batch=batch)
     ) is not None:
+        looks = first_looks(transport, closed)
         for row in closed:
             _ask_about_closed(
-                session=session, transport=transport, row=row, now=now, owner=owner,
-                lease=lease, report=report, care=care,
+                session=session, transport=transport, row=row, first=looks[row.id], now=at(),
+                owner=owner, lease=lease, report=report, care=care,
             )  # fmt: skip
 
 
 def _take_closed(
-    session: so.Session, *, now: datetime, owner: str, lease: timedelta, batch: int
+    session: so.Session, *, now: datetime, at: datetime, owner: str, lease: timedelta, batch: int
 ) -> list[Any] | None:
-    """Lock a batch of closed copies to ask the provider about, and take their lease; None
-    when none is left. The query repeats the partial index's condition, so it reads only
-    those rows."""
+    """Lock a batch of closed copies whose time to ask had come at `now`, and take their
+    lease, for a whole lease from `at` (the clock's instant now); None when none is left.
+    The query repeats the partial index's condition, so it reads only those rows."""
     table = MESSAGES.c
     postgres = is_postgresql(session)
     # The index's own condition, word for word, so that both databases read only the index
@@ -107,7 +122,7 @@ def _take_closed(
             session,
             [{"id": r.id} for r in group],
             guard,
-            {"lease_owner": owner, "lease_expires_at": now + lease},
+            {"lease_owner": owner, "lease_expires_at": at + lease},
         )
         taken += [r for r in group if r.id in mine]
     session.commit()
@@ -140,17 +155,20 @@ def _ask_about_closed(
     session: so.Session,
     transport: SmsTransport,
     row: Any,
+    first: FirstLook,
     now: datetime,
     owner: str,
     lease: timedelta,
     report: ReapReport,
     care: CareContext | None,
 ) -> None:
-    """Ask the provider about one closed copy this reaper holds; record what it says."""
+    """Record what the provider says of one closed copy this reaper holds (`first`, asked
+    beside the batch's others; asked further if that text is another's)."""
     released = {"lease_owner": None, "lease_expires_at": None}
     mine = _closed_under(row.status, owner)
+    since = row.handed_at - RECONCILE_SLACK
     try:
-        found = find_unrecorded(session, transport, row, row.handed_at - RECONCILE_SLACK)
+        found = find_unrecorded(session, transport, row, since, first=first, asked=True)
     except NotImplementedError:
         if guarded(session, [{"id": row.id}], mine, released):
             detail = (

@@ -124,7 +124,7 @@ def reap_stale(
             )
     reap_closed(
         session=session, transport=transport, now=instant(), owner=owner, lease=lease,
-        batch=batch, report=report, care=care,
+        batch=batch, report=report, care=care, instant=instant,
     )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
