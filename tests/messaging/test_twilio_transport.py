@@ -28,6 +28,7 @@ from followup.messaging.transports.base import (
 )
 from followup.messaging.transports.twilio import (
     CONNECT_TIMEOUT,
+    RECONCILE_SCAN,
     RoutedHttpClient,
     TwilioTransport,
     retry_after_seconds,
@@ -290,6 +291,25 @@ def test_find_sent_follows_pages(
     found = twilio_transport.find_sent(to=PHONE, body="the one", since=since)
     assert found is not None and found.provider_sid == first["sid"]
     assert len([r for r in twilio_fake.requests if r.method == "GET"]) == 2
+
+
+def test_find_sent_cut_short_before_the_hand_over_is_not_taken_for_absence(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    # A number many texts go to (a care home's desk, which several patients share): after
+    # ours, Twilio created RECONCILE_SCAN more to it. The scan stops at its cap before it
+    # reaches ours, or anything older than the hand-over: that is not Twilio saying it has
+    # no such text, and the text must not go again on it.
+    since = clock.now()
+    ours = twilio_fake.add_message(to=PHONE, body="the one", status="queued")
+    for i in range(RECONCILE_SCAN):
+        clock.advance(timedelta(seconds=1))
+        twilio_fake.add_message(to=PHONE, body=f"newer {i}")
+    with pytest.raises(LookupError):
+        twilio_transport.find_sent(to=PHONE, body="the one", since=since)
+    # Past the cap and past the hand-over (the newest first, as Twilio lists): absent.
+    del twilio_fake.messages[ours["sid"]]
+    assert twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now()) is None
 
 
 def test_find_sent_error_is_raised_not_taken_for_absence(

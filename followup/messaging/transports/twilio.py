@@ -277,13 +277,19 @@ class TwilioTransport:
 
         Lists by recipient only and compares the creation time here: Twilio's DateSent
         filter is by day and a text still queued at Twilio has no date_sent yet, so
-        filtering on it could miss exactly the text we are looking for.
+        filtering on it could miss exactly the text we are looking for. A scan that stops
+        at its cap (RECONCILE_SCAN texts, the newest first) before it reaches a text created
+        before `since` has not seen them all: LookupError (ask again later), never None.
         """
+        seen = 0
+        past_since = False  # the last text looked at was created before `since`
         try:
             for message in self._client().messages.stream(
                 to=to, limit=RECONCILE_SCAN, page_size=PAGE_SIZE
             ):
+                seen += 1
                 created = message.date_created
+                past_since = isinstance(created, datetime) and created < since
                 if not isinstance(created, datetime) or created < since:
                     continue
                 direction = str(message.direction or "")
@@ -297,6 +303,8 @@ class TwilioTransport:
             raise self._api_error(exc, now=since, creating=False) from exc
         except requests.RequestException as exc:
             raise network_error(exc) from exc
+        if seen >= RECONCILE_SCAN and not past_since:
+            raise LookupError(f"{seen} texts to one number listed since the hand-over, at least")
         return None
 
     # --- status poller ----------------------------------------------------------------
