@@ -11,12 +11,14 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.db import is_postgresql
 from followup.messaging.claims import LEASE, claim_due
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import SendResult
 from tests.fakes.transport import ScriptedTransport
+from tests.messaging.helpers import no_driving_claimed
 from tests.messaging.test_dispatch import Enroll, at, events, statuses, tick
 
 
@@ -201,3 +203,47 @@ def test_each_text_the_reaper_settles_is_stamped_when_it_is_settled_not_when_the
         session.scalars(sa.select(MessageEvent.at).where(MessageEvent.kind == "requeued"))
     )
     assert len(set(times)) == 3 and times[0] > start
+
+
+def test_a_claim_whose_dispatcher_renews_and_hands_it_over_while_the_reaper_decides_is_not_requeued(
+    session: so.Session,
+    other_session: so.Session,
+    engine: sa.Engine,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    if is_postgresql(session):
+        pytest.skip("on PostgreSQL the reaper's read locks the rows it returns (SKIP LOCKED)")
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        clock.set(clock.now() + LEASE + timedelta(seconds=30))  # w1 slow past its lease
+        handed: list[bool] = []
+
+        def w1_wakes_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            # SQLite's read held no lock: the reaper read the claim stale and never handed
+            # over; just before its UPDATE, w1 renews its lease and hands the text over.
+            requeue = statement.startswith("UPDATE messages SET status") and "not_before" in (
+                statement
+            )
+            if requeue and not handed:
+                handed.append(True)
+                turn.last_beat = float("-inf")
+                turn.beat_if_due()
+                group = list(turn.ready)
+                turn.ready.clear()
+                turn.start_calls(turn.hand_over(group))
+                session.commit()
+
+        sa.event.listen(engine, "before_cursor_execute", w1_wakes_first)
+        try:
+            reaped = reap_stale(session=other_session, transport=transport, now=clock.now())
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", w1_wakes_first)
+        assert handed and reaped.requeued == 0
+        answer = turn.answers.get(timeout=5)  # w1's request is under way: Twilio takes it
+        # Another dispatcher looks for due texts before w1's answer is recorded.
+        dispatch_due(session=other_session, transport=transport, care=care, clock=clock, owner="w2")
+        turn.outcomes.record([answer])
+        session.commit()
+    assert [sms.step for sms in transport.sent] == ["no-driving"]

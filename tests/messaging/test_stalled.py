@@ -16,8 +16,10 @@ from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
+from followup.messaging.models import DELIVERED
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
+from followup.messaging.status import record_status_callback
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
 from followup.patients.edits import (
@@ -321,3 +323,40 @@ def test_a_restart_text_whose_outcome_is_unknown_follows_a_corrected_end_if_rese
     dispatch(session, transport, care, new_due)
     assert transport.steps_sent() == ["blood-thinner-restart"]
     assert transport.sent[-1].now == new_due
+
+
+def test_a_late_sent_answer_never_moves_a_text_the_reaper_found_delivered_back_to_sent(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+    enroll: Enroll,
+) -> None:
+    transport.provider_has = []  # Twilio lists what it takes
+    with no_driving_claimed(session, care, clock, transport, enroll) as (turn, _):
+        handed = turn.hand_over(list(turn.ready))
+        session.commit()
+        turn.start_calls(handed)
+        answer = turn.answers.get(timeout=5)  # Twilio took it; this dispatcher then stalls
+    assert answer.result is not None
+    # Past its lease, the reaper finds it at Twilio and records it; then it is delivered.
+    later = clock.now() + timedelta(minutes=2)
+    assert reap_stale(session=other_session, transport=transport, now=later).reconciled == 1
+    assert record_status_callback(
+        session=other_session,
+        provider_sid=answer.result.provider_sid,
+        status="delivered",
+        error_code=None,
+        now=later,
+    )
+    other_session.commit()
+
+    # The stalled dispatcher records Twilio's answer at last: the delivery stands.
+    turn.outcomes.record([answer])
+    session.commit()
+    message = text(session, "no-driving")
+    assert message.status == DELIVERED and message.delivered_at == later
+    assert message.provider_sid == answer.result.provider_sid
+    assert event_details(session, message.id, "sent")[-1].endswith("already recorded")
+    assert transport.steps_sent() == ["no-driving"]
