@@ -150,3 +150,13 @@ def test_a_typed_time_that_happens_twice_is_refused_with_both_choices() -> None:
     assert resolve_local_input(datetime(2026, 10, 25, 3, 0), LONDON) == datetime(
         2026, 10, 25, 3, 0, tzinfo=UTC
     )
+
+
+def test_quiet_hours_ending_in_the_repeated_hour_never_move_a_text_earlier() -> None:
+    # QUIET_HOURS=00:30-01:30: on the fall-back night 01:00-02:00 happens twice in New York.
+    quiet = QuietHours(time(0, 30), time(1, 30))
+    tz = ZoneInfo("America/New_York")
+    night = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)  # 00:00 EDT
+    for minutes in range(0, 4 * 60, 5):
+        instant = night + timedelta(minutes=minutes)
+        assert defer_past_quiet_hours(instant, tz, quiet) >= instant, instant
