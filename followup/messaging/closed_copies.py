@@ -181,7 +181,7 @@ def _ask_about_closed(
             session,
             [{"id": row.id}],
             mine,
-            {"lease_expires_at": ask_after(now, row.handed_at, lease)},
+            {"lease_expires_at": ask_after(now, row.handed_at)},
         )
         report.errors += 1
         log.warning(

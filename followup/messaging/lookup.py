@@ -106,9 +106,15 @@ def find_unrecorded(
     raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
 
 
-def ask_after(now: datetime, handed_at: datetime, lease: timedelta) -> datetime:
-    """When to ask the provider again after it could not be asked: less and less often."""
-    return now + min(RETRY_BACKOFF_MAX, max(lease, (now - handed_at) / 2))
+ASK_AGAIN_FIRST = timedelta(seconds=15)  # within the reaper's next round (every 20 s)
+
+
+def ask_after(now: datetime, handed_at: datetime) -> datetime:
+    """When to ask the provider again after it could not be asked: at the reaper's next
+    round at first (a dead worker's texts are to be settled within 2 minutes; one failed
+    list request put off a whole lease made that 208 s in a soak), then less and less
+    often: a quarter of the time since the hand-over, at most RETRY_BACKOFF_MAX."""
+    return now + min(RETRY_BACKOFF_MAX, max(ASK_AGAIN_FIRST, (now - handed_at) / 4))
 
 
 def group_by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:

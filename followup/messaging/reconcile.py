@@ -240,7 +240,7 @@ def _reconcile(
             report.held += 1
         log.warning("message %s held: lease expired and the transport cannot be asked", row.id)
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
-        _ask_again_later(session, row, now=now, owner=owner, lease=lease, report=report, exc=exc)
+        _ask_again_later(session, row, now=now, owner=owner, report=report, exc=exc)
     else:
         if found is not None:
             values = {
@@ -254,9 +254,7 @@ def _reconcile(
                 with session.begin_nested():  # a SID another reaper recorded meanwhile
                     ours = settle_leased(session, owner=owner, values=values, rows=[{"id": row.id}])
             except sa.exc.IntegrityError as exc:
-                _ask_again_later(
-                    session, row, now=now, owner=owner, lease=lease, report=report, exc=exc
-                )
+                _ask_again_later(session, row, now=now, owner=owner, report=report, exc=exc)
                 ours = set()
             if ours:
                 add_events(
@@ -328,13 +326,12 @@ def _ask_again_later(
     *,
     now: datetime,
     owner: str,
-    lease: timedelta,
     report: ReapReport,
     exc: Exception,
 ) -> None:
     """The provider could not be asked (or its answer not recorded): keep the text under
     this reaper's lease and ask again later, less and less often."""
-    again = ask_after(now, row.handed_at, lease)
+    again = ask_after(now, row.handed_at)
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)

@@ -16,7 +16,8 @@ from followup.messaging.claims import LEASE, claim_due
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.transports.base import SendResult
+from followup.messaging.transports.base import SendResult, TransientSendError
+from jobs.scheduler import REAP_EVERY
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import no_driving_claimed
 from tests.messaging.test_dispatch import Enroll, at, events, statuses, tick
@@ -247,3 +248,35 @@ def test_a_claim_whose_dispatcher_renews_and_hands_it_over_while_the_reaper_deci
         turn.outcomes.record([answer])
         session.commit()
     assert [sms.step for sms in transport.sent] == ["no-driving"]
+
+
+def test_a_text_whose_first_question_failed_is_asked_again_at_the_reapers_next_round(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # A worker was killed with a text handed over; when the reaper first asks Twilio about
+    # it, the list request hits a 500. It is asked again at the reaper's next round (every
+    # 20 s), not a whole lease later, so the text is still settled within 2 minutes of the
+    # dead worker's last heartbeat (a soak saw 208 s: each failed question put it off 60 s).
+    handed, _ = dead_dispatcher_left(session, care, clock, enroll, 1)
+    answers: list[Exception | None] = [TransientSendError("http-500", "list failed"), None]
+
+    class FailsOnce(ScriptedTransport):
+        def find_sent(self, **kwargs: Any) -> SendResult | None:
+            answer = answers.pop(0)
+            if answer is not None:
+                raise answer
+            return None
+
+    transport = FailsOnce()
+    rounds = [handed + LEASE + timedelta(seconds=19)]  # the reaper's first round past it
+    while rounds[-1] < handed + timedelta(minutes=2):
+        rounds.append(rounds[-1] + REAP_EVERY)
+    settled_at = None
+    for instant in rounds:
+        clock.set(instant)
+        report = reap_stale(session=session, transport=transport, now=instant, care=care)
+        if report.requeued:
+            settled_at = instant
+            break
+    assert settled_at is not None and settled_at - handed <= timedelta(minutes=2), rounds
+    assert answers == []  # asked twice in all

@@ -315,10 +315,11 @@ def test_a_reaper_pass_with_a_moving_clock_ends_while_the_provider_cannot_be_ask
 ) -> None:
     # A dispatcher died with two texts handed over. Twilio's list API is down: each
     # question times out after a long wait (the reaper's clock moves on meanwhile), and
-    # each text is asked again later (`_ask_again_later`: the lease is pushed one lease
-    # on). A pass takes its batches at the clock's instant now (eae9af0): by the time it
-    # has asked about the second batch, the first batch's "ask again later" has already
-    # come, so the same pass takes it again, and again: the pass never ends (the
+    # each text is asked again later (`_ask_again_later`: the lease is pushed 15 s or a
+    # quarter of the text's age on). A pass takes its batches at the clock's instant now
+    # (eae9af0): by the time it has asked about the second batch, the first batch's "ask
+    # again later" has already come, so the same pass takes it again, and again: the pass
+    # never ends (the
     # closed-copies pass and the held delivery reports after it never run): the back-off
     # grows with the text's age but stops at 15 minutes, and a pass that takes longer than
     # that to go round its texts takes each one again forever. Production shape: 1,500
