@@ -48,7 +48,7 @@ from followup.messaging.opt_in import (
 )
 from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import ReapReport
-from followup.messaging.transports.base import SmsTransport
+from followup.messaging.transports.base import CannotTell, SmsTransport
 from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger("followup.messaging.reconcile")  # one logger for the reaper
@@ -169,11 +169,11 @@ def _ask_about_closed(
     since = row.handed_at - RECONCILE_SLACK
     try:
         found = find_unrecorded(session, transport, row, since, first=first, asked=True)
-    except NotImplementedError:
+    except (NotImplementedError, CannotTell) as exc:
+        # As for a text left sending: asked again, it would be asked forever.
+        why = "cannot be asked" if isinstance(exc, NotImplementedError) else "cannot tell"
         if guarded(session, [{"id": row.id}], mine, released):
-            detail = (
-                f"the provider cannot be asked; stays {row.status}: it may have reached the patient"
-            )
+            detail = f"the provider {why}; stays {row.status}: it may have reached the patient"
             add_events(session, [event_row(row.id, now, "checked", row.status, detail)])
             report.held += 1
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often

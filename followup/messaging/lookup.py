@@ -17,7 +17,7 @@ from followup.messaging.events import MESSAGES
 from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
 from followup.messaging.retries import RETRY_BACKOFF_MAX
 from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
-from followup.messaging.transports.base import SendResult, SmsTransport
+from followup.messaging.transports.base import CannotTell, SendResult, SmsTransport
 
 RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the hand-over for clock skew
 
@@ -103,7 +103,7 @@ def find_unrecorded(
         if holder is None or holder == row.id:
             return found
         exclude.add(found.provider_sid)
-    raise LookupError(f"more than {FIND_TRIES} texts with the same words to one number")
+    raise CannotTell(f"more than {FIND_TRIES} texts with the same words to one number")
 
 
 ASK_AGAIN_FIRST = timedelta(seconds=15)  # within the reaper's next round (every 20 s)

@@ -62,7 +62,7 @@ from followup.messaging.retries import HANDOVER_MARGIN
 from followup.messaging.status import (
     apply_held_status_reports,
 )
-from followup.messaging.transports.base import SmsTransport
+from followup.messaging.transports.base import CannotTell, SmsTransport
 
 log = logging.getLogger(__name__)
 
@@ -224,21 +224,24 @@ def _reconcile(
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     try:
         found = find_unrecorded(session, transport, row, since, first=first, asked=True)
-    except NotImplementedError:
+    except (NotImplementedError, CannotTell) as exc:
+        # The transport cannot be asked, or its answer can never tell (a number more texts
+        # went to since the hand-over than a scan reads): asked again, it would be asked
+        # forever out of sight. Held for a person, never resent on a guess.
+        why = "" if isinstance(exc, NotImplementedError) else " (the provider cannot tell)"
         if settle_leased(
             session,
             owner=owner,
             values={
                 **released,
-                "error_message": "outcome unknown after lease expiry; held, not resent",
+                "error_message": f"outcome unknown after lease expiry{why}; held, not resent",
             },
             rows=[{"id": row.id}],
         ):
-            add_events(
-                session, [event_row(row.id, now, "held", SENDING, "lease expired; outcome unknown")]
-            )
+            detail = f"lease expired; outcome unknown{why}"
+            add_events(session, [event_row(row.id, now, "held", SENDING, detail)])
             report.held += 1
-        log.warning("message %s held: lease expired and the transport cannot be asked", row.id)
+        log.warning("message %s held: lease expired and the transport cannot tell", row.id)
     except Exception as exc:  # noqa: BLE001 - ask again later, less and less often
         _ask_again_later(session, row, now=now, owner=owner, report=report, exc=exc)
     else:

@@ -69,6 +69,12 @@ class PermanentSendError(SendError):
         self.opted_out = opted_out
 
 
+class CannotTell(LookupError):
+    """The provider answered, but its answer cannot say whether it has the text, and asking
+    again will not change that (more texts to the number since the hand-over than a scan
+    reads: they only accumulate). The text is held for a person, never resent on it."""
+
+
 class SmsTransport(Protocol):
     """Implementations are called from several threads at once (the dispatcher's pool)."""
 

@@ -25,6 +25,7 @@ from followup.errors import ConfigurationError
 from followup.messaging.errors import Outcome, classify_api_error
 from followup.messaging.status import ProviderStatus
 from followup.messaging.transports.base import (
+    CannotTell,
     OutgoingSms,
     PermanentSendError,
     SendResult,
@@ -279,7 +280,8 @@ class TwilioTransport:
         filter is by day and a text still queued at Twilio has no date_sent yet, so
         filtering on it could miss exactly the text we are looking for. A scan that stops
         at its cap (RECONCILE_SCAN texts, the newest first) before it reaches a text created
-        before `since` has not seen them all: LookupError (ask again later), never None.
+        before `since` has not seen them all, and never will (texts to the number only
+        accumulate): CannotTell (held for a person), never None.
         """
         seen = 0
         past_since = False  # the last text looked at was created before `since`
@@ -304,7 +306,7 @@ class TwilioTransport:
         except requests.RequestException as exc:
             raise network_error(exc) from exc
         if seen >= RECONCILE_SCAN and not past_since:
-            raise LookupError(f"{seen} texts to one number listed since the hand-over, at least")
+            raise CannotTell(f"{seen} texts to one number listed since the hand-over, at least")
         return None
 
     # --- status poller ----------------------------------------------------------------
