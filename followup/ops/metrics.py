@@ -305,8 +305,8 @@ class DatabaseCollector:
         stuck = GaugeMetricFamily(
             "followup_texts_stuck",
             "Texts left in `sending` past their lease (a worker died or the provider did "
-            "not answer), and closed copies the provider was to be asked about by now: "
-            "the reaper settles them.",
+            "not answer), which the reaper settles, or held there for a person; and closed "
+            "copies the provider was to be asked about by now.",
         )
         attention = GaugeMetricFamily(
             "followup_attention_items",
@@ -378,7 +378,15 @@ class DatabaseCollector:
                     session.scalar(
                         sa.select(sa.func.count())
                         .select_from(Message)
-                        .where(Message.status == SENDING, Message.lease_expires_at < now)
+                        .where(
+                            Message.status == SENDING,
+                            # Held for a person (the reaper released its lease): no one
+                            # else will ever settle it.
+                            sa.or_(
+                                Message.lease_expires_at < now,
+                                Message.lease_expires_at.is_(None),
+                            ),
+                        )
                     )
                     or 0
                 )

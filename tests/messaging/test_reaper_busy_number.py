@@ -16,6 +16,7 @@ from followup.messaging.claims import LEASE
 from followup.messaging.models import CANCELLED, SENDING, Message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.twilio import RECONCILE_SCAN, TwilioTransport
+from followup.ops.metrics import DatabaseCollector
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import Enroll, event_kinds
 from tests.messaging.test_reaper import dead_dispatcher_left
@@ -81,3 +82,27 @@ def test_a_closed_copy_to_a_number_too_busy_to_scan_stays_closed_and_is_asked_no
     assert (text.status, text.lease_owner, text.provider_sid) == (CANCELLED, None, None)
     assert event_kinds(session, text.id)[-1] == "checked"
     assert len([r for r in twilio_fake.requests if r.method == "GET"]) <= RECONCILE_SCAN // 50
+
+
+def test_a_held_text_counts_in_the_stuck_gauge_until_a_person_settles_it(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    session_factory: so.sessionmaker[so.Session],
+) -> None:
+    # FollowupTextsStuck ("held ones need a person") fires on followup_texts_stuck: a held
+    # text (sending, its lease released) must count there, or nobody is told of it.
+    handed, _ = dead_dispatcher_left(session, care, clock, enroll, 1)
+    text = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
+    for i in range(RECONCILE_SCAN + 1):
+        clock.set(handed + timedelta(seconds=i + 1))
+        twilio_fake.add_message(to=text.to_phone or "", body=f"another patient's text {i}")
+    clock.set(handed + LEASE + timedelta(seconds=20))
+    assert reap_stale(session=session, transport=twilio_transport, now=clock.now()).held == 1
+    clock.advance(timedelta(hours=2))
+    collector = DatabaseCollector(session_factory=session_factory, care=care, clock=clock)
+    stuck = next(m for m in collector.collect() if m.name == "followup_texts_stuck")
+    assert [s.value for s in stuck.samples] == [1]
