@@ -1,13 +1,12 @@
-"""Known defect, not fixed here: two same-words texts to one phone handed over minutes
-apart, both left unknown. find_sent returns the NEWEST match created since the earlier
-text's hand-over, so the earlier text takes the later one's message; the later text's own
-window (its hand-over minus RECONCILE_SLACK) does not reach the earlier message, so it is
-found missing and sent again: a second copy, and the first text recorded with the wrong
-SID. A fix: take the oldest match at or after `since` (its scan then reads on to `since`)."""
+"""Two same-words texts to one phone handed over minutes apart, both left unknown and both
+at Twilio. find_sent returned the NEWEST match created since the earlier text's hand-over,
+so the earlier text took the later one's message; the later text's own window (its
+hand-over minus RECONCILE_SLACK) does not reach the earlier message, so it was found
+missing and sent again: a second copy, and the first text recorded with the wrong SID.
+find_sent now takes the earliest match at or after `since`."""
 
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -20,7 +19,6 @@ from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import Enroll, at
 
 
-@pytest.mark.xfail(strict=True, reason="find_sent takes the newest match: sent twice")
 def test_two_same_words_texts_handed_minutes_apart_each_take_their_own_message(
     session: so.Session,
     care: CareContext,
@@ -56,3 +54,6 @@ def test_two_same_words_texts_handed_minutes_apart_each_take_their_own_message(
     clock.set(t0 + timedelta(minutes=5))
     report = reap_stale(session=session, transport=twilio_transport, now=clock.now())
     assert (report.reconciled, report.requeued) == (2, 0)
+    session.expire_all()
+    sids = {m.provider_sid for m in (a, b)}
+    assert len(sids) == 2 and None not in sids  # each its own message at Twilio

@@ -274,17 +274,23 @@ class TwilioTransport:
         self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
     ) -> SendResult | None:
         """Find an outgoing text to `to` with this exact body created at or after `since`,
-        other than the SIDs in `exclude`.
+        other than the SIDs in `exclude`: the earliest created, if several.
 
         Lists by recipient only and compares the creation time here: Twilio's DateSent
         filter is by day and a text still queued at Twilio has no date_sent yet, so
-        filtering on it could miss exactly the text we are looking for. A scan that stops
-        at its cap (RECONCILE_SCAN texts, the newest first) before it reaches a text created
-        before `since` has not seen them all, and never will (texts to the number only
+        filtering on it could miss exactly the text we are looking for. The earliest match:
+        two of our texts with the same words to one number (a phone two patients share)
+        handed over minutes apart are asked about with windows from their hand-overs, and
+        the earlier text's window holds both messages; taking the newest, it took the
+        later text's message, and the later text, whose window does not reach the earlier
+        message, was found missing and sent again. A scan that stops at its cap
+        (RECONCILE_SCAN texts) with no match, before it reaches a text created before
+        `since`, has not seen them all, and never will (texts to the number only
         accumulate): CannotTell (held for a person), never None.
         """
         seen = 0
         past_since = False  # the last text looked at was created before `since`
+        earliest: Any = None
         try:
             for message in self._client().messages.stream(
                 to=to, limit=RECONCILE_SCAN, page_size=PAGE_SIZE
@@ -299,12 +305,15 @@ class TwilioTransport:
                     direction.startswith("outbound")
                     and (message.body or "") == body
                     and message.sid not in exclude
+                    and (earliest is None or created <= earliest.date_created)
                 ):
-                    return _send_result(message)
+                    earliest = message
         except TwilioException as exc:
             raise self._api_error(exc, now=since, creating=False) from exc
         except requests.RequestException as exc:
             raise network_error(exc) from exc
+        if earliest is not None:
+            return _send_result(earliest)
         if seen >= RECONCILE_SCAN and not past_since:
             raise CannotTell(f"{seen} texts to one number listed since the hand-over, at least")
         return None
