@@ -226,9 +226,10 @@ def seed(
     return ids
 
 
-def midday_zone() -> str:
-    """A fixed-offset zone where it is early afternoon now (no quiet hours nearby)."""
-    offset = (13 - datetime.now(UTC).hour) % 24
+def midday_zone(now: datetime | None = None) -> str:
+    """A fixed-offset zone where it is early afternoon at `now` (the test's clock; the real
+    time if none), so no quiet hours are near, whatever the hour the suite runs at."""
+    offset = (13 - (now or datetime.now(UTC)).astimezone(UTC).hour) % 24
     offset = offset - 24 if offset > 12 else offset
     return f"Etc/GMT{-offset:+d}"
 

@@ -230,7 +230,7 @@ def run_once_failing_a_turn(
     hands over the first 2, then the commit of its next turn raises `error` (once).
     Returns the loop and what the step said to wait."""
     now = clock.now()
-    seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone())
+    seed(session, 6, due=now, expires=now + timedelta(hours=6), tz=midday_zone(now))
     two = replace(runtime, settings=replace(runtime.settings, dispatch_concurrency=2))
     loop = DispatchLoop(two)
     failed: list[str] = []
@@ -300,7 +300,7 @@ def test_a_loop_started_again_after_a_stop_sends(
     loop.start()
     try:
         now = clock.now()
-        seed(session, 1, due=now, expires=now + timedelta(hours=1), tz=midday_zone())
+        seed(session, 1, due=now, expires=now + timedelta(hours=1), tz=midday_zone(now))
         loop.wake()
         done = threading.Event()
         for _ in range(200):  # the loop's thread, not a timer: look until it has sent
