@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 
 from followup.db import is_retryable
 from followup.logsafe import log_failure
@@ -23,6 +24,7 @@ from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reports import DispatchReport
 from followup.ops.runs import record_failure, record_run
 from followup.runtime import Runtime
+from jobs.tasks import clock_skew_problem
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ POLL_EVERY = timedelta(seconds=0.5)
 ERROR_PAUSE = timedelta(seconds=5)  # after a failed pass (database down), try again after
 IDLE_FLOOR = 0.05  # seconds: never look again sooner than this after a pass that claimed none
 STOP_TIMEOUT = 60.0  # seconds a stopping loop waits for the calls in flight
+CLOCK_PAUSE = timedelta(seconds=5)  # how often a paused loop holds the clocks again
 
 
 class DispatchLoop:
@@ -43,6 +46,7 @@ class DispatchLoop:
         self.dispatcher = self._new_dispatcher()
         self.total = DispatchReport()  # everything this loop did (for logs and tests)
         self.passes = 0
+        self.paused_for_clock = False  # this host's clock is far from the database's
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,6 +71,8 @@ class DispatchLoop:
         claimed = True
         with self.runtime.session_factory() as session:
             wake_at = next_wake(session=session, now=clock.now())
+            if wake_at is not None and wake_at <= clock.now() and self._clock_skewed(session):
+                return CLOCK_PAUSE.total_seconds()
             if wake_at is not None and wake_at <= clock.now():
                 started = time.monotonic()
                 try:
@@ -94,6 +100,20 @@ class DispatchLoop:
         if wake_at is not None:
             wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
         return wait if claimed else max(wait, IDLE_FLOOR)
+
+    def _clock_skewed(self, session: so.Session) -> bool:
+        """Whether passes must wait: this host's clock is far from the database server's
+        (PostgreSQL). Its instants decide quiet hours, expiry and leases: a clock stepped an
+        hour ahead would send the blood-thinner restart an hour early, one far behind would
+        write leases a reaper elsewhere takes while the requests are under way. Logged when
+        the pause starts and when it ends; the skew is on /metrics meanwhile."""
+        problem = clock_skew_problem(self.runtime, session)
+        if problem is not None and not self.paused_for_clock:
+            log.error("dispatch paused: %s", problem)
+        elif problem is None and self.paused_for_clock:
+            log.warning("dispatch resumed: this host's clock agrees with the database's again")
+        self.paused_for_clock = problem is not None
+        return self.paused_for_clock
 
     def run_once(self) -> float:
         """One step. After a pass the database failed (a deadlock's victim, a lost

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.db import is_postgresql
+from followup.errors import ConfigurationError
 from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
 from followup.messaging.dispatch import dispatch_due
@@ -72,7 +73,9 @@ def dispatch(runtime: Runtime) -> DispatchReport:
 def reap(runtime: Runtime) -> ReapReport:
     """Settle texts whose lease ran out in `sending` (unless this host's clock is off)."""
     with runtime.session_factory() as session:
-        if host_clock_skewed(runtime, session):
+        problem = clock_skew_problem(runtime, session)
+        if problem is not None:
+            log.error("reaper pass skipped: %s", problem)
             return ReapReport(clock_skewed=1)
         report = reap_stale(
             session=session,
@@ -88,11 +91,15 @@ def reap(runtime: Runtime) -> ReapReport:
 def tick(runtime: Runtime, session: so.Session, *, pinned: bool = False) -> TickReport:
     """`followup tick`: plan, reap and dispatch once at the clock's instant.
 
-    A support tick reaps like the worker's job: not while this host's clock is far from the
-    database's, and not with a clock `pinned` (`--now`) ahead of this host's own: at a
-    future instant a live dispatcher's lease looks run out while it is still sending, and
-    a reaper would find the text not yet at the provider and send it again.
+    Not at all while this host's clock is far from the database server's (ConfigurationError,
+    nothing done), as the worker's loop pauses: its instants would decide quiet hours,
+    expiry and leases. A clock `pinned` (`--now`) ahead of this host's own skips the reaper
+    part: at a future instant a live dispatcher's lease looks run out while it is still
+    sending, and a reaper would find the text not yet at the provider and send it again.
     """
+    problem = clock_skew_problem(runtime, session)
+    if problem is not None:
+        raise ConfigurationError(f"{problem}; nothing done: synchronise the clocks (NTP)")
     return run_tick(
         session=session,
         transport=runtime.transport,
@@ -100,8 +107,7 @@ def tick(runtime: Runtime, session: so.Session, *, pinned: bool = False) -> Tick
         clock=runtime.clock,
         owner=runtime.owner,
         concurrency=runtime.settings.dispatch_concurrency,
-        reap=not (pinned and _pinned_ahead(runtime, session))
-        and not host_clock_skewed(runtime, session),
+        reap=not (pinned and _pinned_ahead(runtime, session)),
     )
 
 
@@ -121,24 +127,23 @@ def _pinned_ahead(runtime: Runtime, session: so.Session) -> bool:
     return True
 
 
-def host_clock_skewed(runtime: Runtime, session: so.Session) -> bool:
-    """Whether a reaper pass must not run here now (an error logged).
+def clock_skew_problem(runtime: Runtime, session: so.Session) -> str | None:
+    """What is wrong with this host's clock, or None: on PostgreSQL it is held against the
+    server's (the skew goes on /metrics), and more than MAX_CLOCK_SKEW apart is a problem.
 
-    The reaper judges leases other processes wrote with their clocks, so on PostgreSQL each
-    pass first holds this host's clock against the server's: more than MAX_CLOCK_SKEW
-    apart (NTP stopped since start-up, where `followup check` compared them), the pass does
-    not run rather than take texts whose requests are under way. On SQLite the database is
-    a file on this host: one clock.
+    The reaper judges leases other processes wrote with their clocks, and the dispatcher
+    decides quiet hours, expiry and its own leases with this one: NTP stopped since
+    start-up (where `followup check` compared them), or a clock stepped after a virtual
+    machine was paused, would have a reaper take texts whose requests are under way, or a
+    dispatcher send the blood-thinner restart an hour early. On SQLite the database is a
+    file on this host: one clock.
     """
     if not is_postgresql(session):
-        return False
+        return None
     skew = clock_skew(session.connection(), wall=runtime.host_clock.now)
     session.rollback()
     runtime.metrics.clock_skew.set(skew)
-    if abs(skew) > MAX_CLOCK_SKEW:
-        log.error("reaper pass skipped: %s", skew_problem(skew))
-        return True
-    return False
+    return skew_problem(skew) if abs(skew) > MAX_CLOCK_SKEW else None
 
 
 def poll_statuses(runtime: Runtime) -> PollReport:

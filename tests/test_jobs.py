@@ -12,6 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from followup.clock import FakeClock
 from followup.db import is_postgresql
+from followup.errors import ConfigurationError
 from followup.messaging.claims import LEASE, claim_due
 from followup.messaging.models import Message
 from followup.runtime import Runtime, process_owner
@@ -137,15 +138,12 @@ def test_the_reaper_does_not_run_while_this_hosts_clock_is_far_from_the_database
     assert abs(runtime.metrics.registry.get_sample_value("followup_clock_skew_seconds")) < 2
 
 
-def test_a_support_tick_does_not_reap_while_this_hosts_clock_is_far_from_the_databases(
-    runtime: Runtime,
-    session: so.Session,
-    enroll: Callable[..., Any],
-    caplog: pytest.LogCaptureFixture,
+def test_a_support_tick_does_nothing_while_this_hosts_clock_is_far_from_the_databases(
+    runtime: Runtime, session: so.Session, enroll: Callable[..., Any]
 ) -> None:
-    # `followup tick` on a support host whose NTP stopped: its reaper part would judge a
-    # live dispatcher's lease with a clock 45 s ahead. Like the worker's job, it skips the
-    # reaper (counted, logged) and still plans and sends what is due.
+    # `followup tick` on a support host whose NTP stopped, its clock 45 s ahead: its reaper
+    # would judge a live dispatcher's lease early, and its dispatcher decide quiet hours
+    # and expiry at the wrong instant. It refuses, naming the skew, and changes nothing.
     if not is_postgresql(session):
         pytest.skip("on SQLite the database is a file on this host: one clock")
     clock = runtime.clock
@@ -157,17 +155,49 @@ def test_a_support_tick_does_not_reap_while_this_hosts_clock_is_far_from_the_dat
     enroll(phone="+12025550199")  # a second patient, due now
 
     ahead = FakeClock(datetime.now(UTC) + timedelta(seconds=45))
-    skewed = tasks.tick(replace(runtime, host_clock=ahead), session)
-    assert (skewed.reap.clock_skewed, skewed.reap.stale, skewed.dispatch.sent) == (1, 0, 1)
-    assert "reaper pass skipped: this host's clock is 45 s ahead of" in caplog.text
+    with pytest.raises(ConfigurationError, match="this host's clock is 45 s ahead of"):
+        tasks.tick(replace(runtime, host_clock=ahead), session)
     session.expire_all()
-    assert session.scalars(
-        sa.select(Message.lease_owner).where(Message.status == "sending")
-    ).all() == ["dead"]
+    statuses = session.execute(
+        sa.select(Message.status, Message.lease_owner).where(Message.step == "no-driving")
+    ).all()
+    assert sorted(statuses, key=str) == sorted([("sending", "dead"), ("pending", None)], key=str)
 
     report = tasks.tick(runtime, session)  # the host's own clock agrees with the server's
     assert (report.reap.clock_skewed, report.reap.stale, report.reap.requeued) == (0, 1, 1)
-    assert report.dispatch.sent == 1  # the requeued text, sent once
+    assert report.dispatch.sent == 2  # the requeued text and the second patient's, once each
+
+
+def test_the_dispatch_loop_pauses_while_this_hosts_clock_is_far_from_the_databases(
+    runtime: Runtime,
+    session: so.Session,
+    enroll: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A worker's virtual machine was paused and resumed: its clock is an hour ahead until
+    # NTP steps it back. Every text due within the hour looks due; sent now, the
+    # blood-thinner restart would go an hour early. The loop sends nothing until the clocks
+    # agree again (the reaper's job checks only every 20 s, and only skips its own pass).
+    from jobs.dispatcher import CLOCK_PAUSE, DispatchLoop
+
+    if not is_postgresql(session):
+        pytest.skip("on SQLite the database is a file on this host: one clock")
+    enroll()  # the no-driving text is due now
+    ahead = FakeClock(datetime.now(UTC) + timedelta(hours=1))
+    loop = DispatchLoop(replace(runtime, host_clock=ahead))
+    assert loop.step() == CLOCK_PAUSE.total_seconds()
+    assert loop.step() == CLOCK_PAUSE.total_seconds()
+    assert (loop.passes, loop.total.sent, loop.paused_for_clock) == (0, 0, True)
+    assert caplog.text.count("dispatch paused: this host's clock is 3600 s ahead of") == 1
+    assert runtime.metrics.registry.get_sample_value(
+        "followup_clock_skew_seconds"
+    ) == pytest.approx(-3600, abs=2)
+
+    loop.runtime = runtime  # NTP stepped the clock back
+    loop.step()
+    assert (loop.passes, loop.total.sent, loop.paused_for_clock) == (1, 1, False)
+    assert "dispatch resumed" in caplog.text
+    loop.dispatcher.close()
 
 
 def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
@@ -186,11 +216,11 @@ def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
     assert claim_due(session=session, now=clock.now(), owner="live", limit=10) != []
     session.commit()
     clock.advance(LEASE + timedelta(seconds=1))
-    real_time = FakeClock(clock.now() - timedelta(days=1))  # the host's: a day behind --now
+    a_day_ahead = FakeClock(datetime.now(UTC) + timedelta(days=1))  # --now: a day from now
 
-    pinned = tasks.tick(replace(runtime, host_clock=real_time), session, pinned=True)
+    pinned = tasks.tick(replace(runtime, clock=a_day_ahead), session, pinned=True)
     assert (pinned.reap.clock_skewed, pinned.reap.stale) == (1, 0)
-    assert "reaper pass skipped: the clock is pinned 86400 s ahead of" in caplog.text
+    assert "reaper pass skipped: the clock is pinned 8640" in caplog.text
     session.expire_all()
     assert session.scalars(
         sa.select(Message.lease_owner).where(Message.status == "sending")

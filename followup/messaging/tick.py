@@ -30,8 +30,8 @@ def run_tick(
     """Plan, reap and dispatch every due text; each hand-over checked at the clock's instant.
 
     A pinned clock (`followup --now`) stays pinned: every check and time written is then
-    that instant. Without `reap` (this host's clock is far from the database server's,
-    `jobs.tasks.host_clock_skewed`) the reaper's part is skipped and counted `clock_skewed`.
+    that instant. Without `reap` (a clock pinned ahead of this host's: `jobs.tasks.tick`)
+    the reaper's part is skipped and counted `clock_skewed`.
     """
     report = TickReport()
     while True:
