@@ -103,6 +103,19 @@ def test_two_containers_with_one_host_name_and_pid_1_never_share_a_lease_owner(
     assert all(len(owner) <= Message.lease_owner.type.length for owner in owners)
 
 
+def claimed_then_stale(
+    runtime: Runtime, session: so.Session, enroll: Callable[..., Any], *, owner: str
+) -> None:
+    """A patient enrolled and their due text claimed by `owner`, whose lease has run out
+    by the runtime's clock (advanced past it)."""
+    clock = runtime.clock
+    assert isinstance(clock, FakeClock)
+    enroll()
+    assert claim_due(session=session, now=clock.now(), owner=owner, limit=10) != []
+    session.commit()
+    clock.advance(LEASE + timedelta(seconds=1))
+
+
 def test_the_reaper_does_not_run_while_this_hosts_clock_is_far_from_the_databases(
     runtime: Runtime,
     session: so.Session,
@@ -114,12 +127,7 @@ def test_the_reaper_does_not_run_while_this_hosts_clock_is_far_from_the_database
     # logged, the skew on /metrics) until the clocks agree again, then settles the text.
     if not is_postgresql(session):
         pytest.skip("on SQLite the database is a file on this host: one clock")
-    clock = runtime.clock
-    assert isinstance(clock, FakeClock)
-    enroll()
-    assert claim_due(session=session, now=clock.now(), owner="dead", limit=10) != []
-    session.commit()
-    clock.advance(LEASE + timedelta(seconds=1))  # a dead dispatcher's text: stale
+    claimed_then_stale(runtime, session, enroll, owner="dead")
 
     ahead = FakeClock(datetime.now(UTC) + timedelta(seconds=45))
     skewed = tasks.reap(replace(runtime, host_clock=ahead))
@@ -146,12 +154,7 @@ def test_a_support_tick_does_nothing_while_this_hosts_clock_is_far_from_the_data
     # and expiry at the wrong instant. It refuses, naming the skew, and changes nothing.
     if not is_postgresql(session):
         pytest.skip("on SQLite the database is a file on this host: one clock")
-    clock = runtime.clock
-    assert isinstance(clock, FakeClock)
-    enroll()
-    assert claim_due(session=session, now=clock.now(), owner="dead", limit=10) != []
-    session.commit()
-    clock.advance(LEASE + timedelta(seconds=1))  # a dead dispatcher's text: stale
+    claimed_then_stale(runtime, session, enroll, owner="dead")
     enroll(phone="+12025550199")  # a second patient, due now
 
     ahead = FakeClock(datetime.now(UTC) + timedelta(seconds=45))
@@ -210,12 +213,7 @@ def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
     # pinned instant every live lease looks run out, and a text whose request is on its way
     # to Twilio is not there yet: reaping it would send it again. The pinned tick skips
     # its reaper part; planning and sending at the pinned instant are what it was asked for.
-    clock = runtime.clock
-    assert isinstance(clock, FakeClock)
-    enroll()
-    assert claim_due(session=session, now=clock.now(), owner="live", limit=10) != []
-    session.commit()
-    clock.advance(LEASE + timedelta(seconds=1))
+    claimed_then_stale(runtime, session, enroll, owner="live")
     a_day_ahead = FakeClock(datetime.now(UTC) + timedelta(days=1))  # --now: a day from now
 
     pinned = tasks.tick(replace(runtime, clock=a_day_ahead), session, pinned=True)
