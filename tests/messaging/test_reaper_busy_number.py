@@ -5,7 +5,7 @@ forever out of sight."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -22,6 +22,29 @@ from tests.messaging.helpers import Enroll, event_kinds
 from tests.messaging.test_reaper import dead_dispatcher_left
 
 
+def busier_than_a_scan(fake: FakeTwilio, clock: FakeClock, text: Message, handed: datetime) -> None:
+    """RECONCILE_SCAN + 1 other texts to `text`'s number since its hand-over."""
+    for i in range(RECONCILE_SCAN + 1):
+        clock.set(handed + timedelta(seconds=i + 1))
+        fake.add_message(to=text.to_phone or "", body=f"another patient's text {i}")
+
+
+def reaper_rounds(
+    session: so.Session,
+    transport: TwilioTransport,
+    care: CareContext,
+    clock: FakeClock,
+    handed: datetime,
+    count: int,
+) -> None:
+    """`count` reaper passes 20 minutes apart, the first 20 s after the lease ran out."""
+    instant = handed + LEASE + timedelta(seconds=20)
+    for _ in range(count):
+        clock.set(instant)
+        reap_stale(session=session, transport=transport, now=instant, care=care)
+        instant += timedelta(minutes=20)
+
+
 def test_a_text_to_a_number_too_busy_to_scan_is_held_for_a_person_not_asked_forever(
     session: so.Session,
     care: CareContext,
@@ -34,15 +57,9 @@ def test_a_text_to_a_number_too_busy_to_scan_is_held_for_a_person_not_asked_fore
     # answers list requests again, more than RECONCILE_SCAN texts went to that number.
     handed, _ = dead_dispatcher_left(session, care, clock, enroll, 1)
     text = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
-    for i in range(RECONCILE_SCAN + 1):
-        clock.set(handed + timedelta(seconds=i + 1))
-        twilio_fake.add_message(to=text.to_phone or "", body=f"another patient's text {i}")
+    busier_than_a_scan(twilio_fake, clock, text, handed)
     sent_before = len(twilio_fake.messages)
-    instant = handed + LEASE + timedelta(seconds=20)
-    for _ in range(4):  # the reaper's rounds for the next hour and more
-        clock.set(instant)
-        reap_stale(session=session, transport=twilio_transport, now=instant, care=care)
-        instant += timedelta(minutes=20)
+    reaper_rounds(session, twilio_transport, care, clock, handed, 4)  # an hour and more
     session.expire_all()
     text = session.get_one(Message, text.id)
     assert len(twilio_fake.messages) == sent_before  # never resent on a guess
@@ -69,14 +86,8 @@ def test_a_closed_copy_to_a_number_too_busy_to_scan_stays_closed_and_is_asked_no
         .values(status=CANCELLED, lease_owner="dead", lease_expires_at=handed + LEASE)
     )
     session.commit()
-    for i in range(RECONCILE_SCAN + 1):
-        clock.set(handed + timedelta(seconds=i + 1))
-        twilio_fake.add_message(to=text.to_phone or "", body=f"another patient's text {i}")
-    instant = handed + LEASE + timedelta(seconds=20)
-    for _ in range(3):
-        clock.set(instant)
-        reap_stale(session=session, transport=twilio_transport, now=instant, care=care)
-        instant += timedelta(minutes=20)
+    busier_than_a_scan(twilio_fake, clock, text, handed)
+    reaper_rounds(session, twilio_transport, care, clock, handed, 3)
     session.expire_all()
     text = session.get_one(Message, text.id)
     assert (text.status, text.lease_owner, text.provider_sid) == (CANCELLED, None, None)
@@ -97,9 +108,7 @@ def test_a_held_text_counts_in_the_stuck_gauge_until_a_person_settles_it(
     # text (sending, its lease released) must count there, or nobody is told of it.
     handed, _ = dead_dispatcher_left(session, care, clock, enroll, 1)
     text = session.scalars(sa.select(Message).where(Message.step == "no-driving")).one()
-    for i in range(RECONCILE_SCAN + 1):
-        clock.set(handed + timedelta(seconds=i + 1))
-        twilio_fake.add_message(to=text.to_phone or "", body=f"another patient's text {i}")
+    busier_than_a_scan(twilio_fake, clock, text, handed)
     clock.set(handed + LEASE + timedelta(seconds=20))
     assert reap_stale(session=session, transport=twilio_transport, now=clock.now()).held == 1
     clock.advance(timedelta(hours=2))
