@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.db import is_postgresql
+from followup.db import in_ids, is_postgresql
 from followup.messaging.events import (
     MESSAGES,
     add_events,
@@ -66,10 +66,18 @@ def claim_due(
     limit: int,
     lease: timedelta = LEASE,
 ) -> list[int]:
-    """Lease up to `limit` due texts to `owner`; return their ids (the caller commits).
+    """Lease up to `limit` due texts to `owner`; return their ids in due order (the caller
+    commits).
 
     Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
-    text due at the same second.
+    text due at the same second. A patient's texts are one dispatcher's at a time, so that
+    they arrive one after another, the intro first (turns.py orders them within a pass):
+    none is claimed while another dispatcher holds one of the patient's texts under a live
+    lease (claimed, or handed over and not yet answered). On PostgreSQL two claims at once
+    could each take part of one patient's texts, neither seeing the other's uncommitted
+    claim: each first takes a transaction-scoped advisory lock per patient, without
+    waiting (a patient another claim is taking is left to it, for its next claim). On
+    SQLite the UPDATE runs under the database's write lock and sees every committed claim.
     """
     table = MESSAGES.c
     ready = (
@@ -77,22 +85,34 @@ def claim_due(
         table.expires_at > now,
         sa.or_(table.not_before.is_(None), table.not_before <= now),
     )
+    postgresql = is_postgresql(session)
     due = (
-        sa.select(table.id)
+        sa.select(table.id, table.patient_id)
         .where(table.status == PENDING, *ready)
         .order_by(table.due_at)
         .limit(limit)
     )
-    if is_postgresql(session):
+    if postgresql:
         due = due.with_for_update(skip_locked=True)
-    candidates = session.scalars(due).all()
+    candidates = session.execute(due).all()
     if not candidates:
         return []
-    # Every condition again, in the UPDATE: on SQLite the SELECT holds no lock, and another
+    if postgresql:
+        patients = set(_patients_locked(session, sorted({row.patient_id for row in candidates})))
+        candidates = [row for row in candidates if row.patient_id in patients]
+    ids = [row.id for row in candidates]
+    if not ids:
+        return []
+    # Every condition again, in the UPDATE: on SQLite the SELECTs hold no lock, and another
     # process may have claimed, re-planned (a later due time) or deferred a text since.
     claimed = session.scalars(
         sa.update(MESSAGES)
-        .where(table.id.in_(candidates), status_is(PENDING), *ready)
+        .where(
+            in_ids(session, table.id, ids),
+            status_is(PENDING),
+            *ready,
+            ~_held_elsewhere(owner, now),
+        )
         .values(
             status=SENDING,
             lease_owner=owner,
@@ -105,7 +125,37 @@ def claim_due(
     ).all()
     add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
     mine = set(claimed)
-    return [i for i in candidates if i in mine]  # in due order
+    return [i for i in ids if i in mine]  # in due order
+
+
+# The advisory locks' class (their first key): "a dispatcher is claiming this patient's texts".
+PATIENT_CLAIM_LOCK = 0x46550001
+
+
+def _patients_locked(session: so.Session, patients: list[int]) -> list[int]:
+    """Those of `patients` whose claim lock this transaction holds now (taken without
+    waiting; released at its commit or rollback)."""
+    return list(
+        session.scalars(
+            sa.text(
+                "SELECT p FROM unnest(CAST(:patients AS integer[])) AS p"
+                " WHERE pg_try_advisory_xact_lock(:lock_class, p)"
+            ),
+            {"patients": patients, "lock_class": PATIENT_CLAIM_LOCK},
+        )
+    )
+
+
+def _held_elsewhere(owner: str, now: datetime) -> sa.Exists:
+    """Another dispatcher holds one of this text's patient's texts under a live lease
+    (claimed, or handed over and its answer not yet recorded)."""
+    table, other = MESSAGES.c, MESSAGES.alias("sibling").c
+    return sa.exists().where(
+        other.patient_id == table.patient_id,
+        other.status == SENDING,
+        other.lease_owner != owner,
+        other.lease_expires_at > now,
+    )
 
 
 def hand_back_unhanded(*, session: so.Session, now: datetime, owner: str) -> list[int]:

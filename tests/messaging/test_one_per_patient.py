@@ -261,3 +261,83 @@ def test_the_texts_parked_behind_a_welcome_throttled_for_long_are_given_back_for
     assert report.throttled == 3  # the welcome, and the two given back
     assert all(left[s].not_before is not None for s in THREE[1:])
     assert_settled(session)
+
+
+def test_a_patient_whose_texts_another_dispatcher_holds_is_left_to_it(
+    session: so.Session, other_session: so.Session, clock: FakeClock, enroll: Enroll
+) -> None:
+    # w1 claims two of the patient's three texts (its claim is full); w2, claiming at the
+    # same moment, must leave the third to w1 (else the two send them side by side, in
+    # any order) and take the other patient's texts instead.
+    patient = three_due_at_once(clock, enroll).patient.id
+    clock.advance(timedelta(seconds=1))
+    other = enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199").patient.id
+    now = clock.now()
+    first = claim_due(session=session, now=now, owner="w1", limit=2)
+    if session.get_bind().dialect.name == "postgresql":
+        # Both claims under way at once: neither sees the other's uncommitted claim.
+        second = claim_due(session=other_session, now=now, owner="w2", limit=10)
+        session.commit()
+        other_session.commit()
+    else:
+        session.commit()
+        second = claim_due(session=other_session, now=now, owner="w2", limit=10)
+        other_session.commit()
+    owners = {m.id: m.patient_id for m in _all(session)}
+    assert len(first) == 2 and {owners[i] for i in first} == {patient}
+    assert second and {owners[i] for i in second} == {other}
+    left = [m for m in _all(session) if m.patient_id == patient and m.step in THREE]
+    assert sorted(m.status for m in left) == ["pending", "sending", "sending"]
+    # Once w1's texts are answered, the patient's last one is anyone's.
+    session.execute(
+        sa.update(Message).where(Message.id.in_(first)).values(status="sent", lease_owner=None)
+    )
+    session.commit()
+    third = claim_due(session=other_session, now=now, owner="w2", limit=10)
+    assert [owners[i] for i in third] == [patient]
+
+
+def _all(session: so.Session) -> list[Message]:
+    session.expire_all()
+    return list(session.scalars(sa.select(Message).order_by(Message.id)))
+
+
+def test_two_dispatchers_at_once_send_each_patient_one_text_at_a_time(
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # Forty patients with three texts each due at once, two dispatchers passing together:
+    # their claims (50 at a time) cut through patients. Each number has one text under way
+    # at a time, and each text goes once.
+    clock.set(at("2026-03-13T10:00:30"))
+    for i in range(40):
+        enroll(completed_at="2026-03-10T09:00", blood_thinner="Eliquis",
+               phone=f"(202) 555-{i + 100:04d}")  # fmt: skip
+    transport = OnePatient(latency=0.02)
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def run(owner: str) -> None:
+        try:
+            with (
+                session_factory() as own,
+                Dispatcher(transport=transport, care=care, clock=clock, owner=owner,
+                           concurrency=4) as dispatcher,
+            ):  # fmt: skip
+                start.wait()
+                while dispatcher.dispatch(own).claimed:
+                    pass
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(owner,)) for owner in ("w1", "w2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    assert transport.peak == 1
+    sent = Counter((sms.to, sms.step) for sms in transport.sent)
+    assert len(sent) == 120 and set(sent.values()) == {1}
