@@ -16,6 +16,7 @@ from followup.db import is_postgresql
 from followup.errors import ConfigurationError
 from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
+from followup.messaging.claims import reaper_owner
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import SENDING, Message
 from followup.messaging.outbox import plan_procedures
@@ -81,7 +82,7 @@ def reap(runtime: Runtime) -> ReapReport:
             session=session,
             transport=runtime.transport,
             now=runtime.clock.now(),
-            owner=f"{runtime.owner}/reap",
+            owner=reaper_owner(runtime.owner),
             care=runtime.care,
             clock=runtime.clock,
         )

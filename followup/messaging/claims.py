@@ -26,6 +26,14 @@ from followup.messaging.models import (
 from followup.patients.models import Patient, Procedure
 
 LEASE = timedelta(seconds=60)  # a claimed text is ours this long past the last heartbeat
+# A reaper's name on the leases it takes ends so (`reaper_owner`): its lease on a text
+# whose outcome is unknown does not hold up the patient's other texts (`_held_elsewhere`).
+REAPER_SUFFIX = "/reap"
+
+
+def reaper_owner(owner: str) -> str:
+    """The name a process's reaper takes its leases under: never one of a dispatcher's."""
+    return f"{owner}{REAPER_SUFFIX}"
 
 
 def expire_overdue(*, session: so.Session, now: datetime) -> int:
@@ -147,13 +155,17 @@ def _patients_locked(session: so.Session, patients: list[int]) -> list[int]:
 
 
 def _held_elsewhere(owner: str, now: datetime) -> sa.Exists:
-    """Another dispatcher holds one of this text's patient's texts under a live lease
-    (claimed, or handed over and its answer not yet recorded)."""
+    """Another dispatcher holds one of this text's patient's texts under a live lease:
+    claimed, or handed over and its answer not yet recorded. A dispatcher that recorded an
+    unknown outcome (a timeout) keeps its lease until the reaper asks, at most a lease
+    longer; a reaper's lease, which may last while the provider cannot be asked, holds up
+    nothing: within a pass, too, a text waits for the answer, not for success."""
     table, other = MESSAGES.c, MESSAGES.alias("sibling").c
     return sa.exists().where(
         other.patient_id == table.patient_id,
         other.status == SENDING,
         other.lease_owner != owner,
+        other.lease_owner.not_like("%" + REAPER_SUFFIX),
         other.lease_expires_at > now,
     )
 

@@ -30,7 +30,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import Clock
 from followup.db import is_postgresql
-from followup.messaging.claims import LEASE
+from followup.messaging.claims import LEASE, reaper_owner
 from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
     MESSAGES,
@@ -74,7 +74,7 @@ def reap_stale(
     session: so.Session,
     transport: SmsTransport,
     now: datetime,
-    owner: str = "reaper",
+    owner: str = reaper_owner("reaper"),
     lease: timedelta = LEASE,
     batch: int = REAP_BATCH,
     care: CareContext | None = None,

@@ -8,6 +8,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import Clock
+from followup.messaging.claims import reaper_owner
 from followup.messaging.dispatch import DEFAULT_CONCURRENCY, dispatch_due
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
@@ -50,7 +51,7 @@ def run_tick(
                 session=session,
                 transport=transport,
                 now=clock.now(),
-                owner=f"{owner}/reap",
+                owner=reaper_owner(owner),
                 care=care,
                 clock=clock,
             )  # fmt: skip

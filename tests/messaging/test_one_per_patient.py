@@ -22,6 +22,7 @@ from followup.clock import FakeClock
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message
+from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import DispatchReport
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.messaging.turns import DispatchPass
@@ -341,3 +342,38 @@ def test_two_dispatchers_at_once_send_each_patient_one_text_at_a_time(
     assert transport.peak == 1
     sent = Counter((sms.to, sms.step) for sms in transport.sent)
     assert len(sent) == 120 and set(sent.values()) == {1}
+
+
+class ListingDown(OnePatient):
+    """Twilio's list requests fail (a partial outage): the reaper cannot ask, for now."""
+
+    def find_sent(self, **kwargs: Any) -> SendResult | None:
+        raise TransientSendError("503", "list unavailable")
+
+
+def test_a_text_a_reaper_cannot_ask_about_yet_holds_up_none_of_the_patients_others(
+    session: so.Session, other_session: so.Session, clock: FakeClock, enroll: Enroll
+) -> None:
+    # w1 handed the welcome over and died. The reaper takes it and cannot ask Twilio (its
+    # list requests fail): it keeps the welcome under its own lease, to ask again later.
+    # That lease may last minutes, for as long as the outage: the patient's other texts,
+    # the blood-thinner restart among them, go meanwhile (a text waits for an answer, not
+    # for success), through any dispatcher.
+    patient = three_due_at_once(clock, enroll).patient.id
+    [welcome] = claim_due(session=session, now=clock.now(), owner="w1", limit=1)
+    session.execute(
+        sa.update(Message)
+        .where(Message.id == welcome)
+        .values(handed_at=clock.now(), body="Welcome", to_phone="+12025550100")
+    )
+    session.commit()
+    clock.advance(timedelta(minutes=2))
+    report = reap_stale(session=session, transport=ListingDown(), now=clock.now())
+    assert report.errors == 1
+    held = _all(session)[0]
+    assert held.id == welcome and held.status == "sending"
+    assert held.lease_expires_at is not None and held.lease_expires_at > clock.now()
+    claimed = claim_due(session=other_session, now=clock.now(), owner="w2", limit=10)
+    other_session.commit()
+    steps = {m.id: m.step for m in _all(session) if m.patient_id == patient}
+    assert sorted(steps[i] for i in claimed) == sorted(THREE[1:])
