@@ -19,6 +19,8 @@ from followup.messaging.triage_words import (
     CLOSING_FILLERS,
     FUZZY_MIN_LENGTH,
     GAP,
+    NEGATION_BRIDGES,
+    NEGATION_BRIDGES_BEFORE_I,
     NEGATION_WINDOW,
     NEGATIONS,
     NOT_FUZZY,
@@ -163,6 +165,7 @@ class _Compiled:
     rules: tuple[tuple[SymptomRule, str, Pattern], ...]
     not_symptoms: tuple[Pattern, ...]
     negations: frozenset[str]
+    bridges: frozenset[str]
     post_negations: tuple[Pattern, ...]
 
 
@@ -181,6 +184,7 @@ def _compiled() -> _Compiled:
         rules=rules,
         not_symptoms=tuple(compile_term(t) for terms in NOT_SYMPTOMS.values() for t in terms),
         negations=frozenset(normalize(w) for w in NEGATIONS),
+        bridges=frozenset(normalize(w) for w in NEGATION_BRIDGES),
         post_negations=tuple(compile_term(t) for t in POST_NEGATIONS),
     )
 
@@ -202,20 +206,20 @@ def find_warning_signs(text: str) -> list[Found]:
     found: list[Found] = []
     for clause in clauses(normalize(text)):
         words = _mask_not_symptoms(clause, compiled)
+        matches: list[tuple[SymptomRule, str, Pattern, int, int]] = []
         for rule, language, pattern in compiled.rules:
             for start in range(len(words)):
                 end = match_at(pattern, words, start)
-                if end is None:
-                    continue
-                before = words[max(0, start - NEGATION_WINDOW) : start]
-                after = words[end : end + POST_NEGATION_WINDOW + 1]
-                negated = any(w in compiled.negations for w in before) or any(
-                    match_at(p, after, i) is not None
-                    for p in compiled.post_negations
-                    for i in range(min(len(after), POST_NEGATION_WINDOW))
-                )
-                found.append(Found(rule, language, negated))
-                break
+                if end is not None:
+                    matches.append((rule, language, pattern, start, end))
+        # Other warning words may sit between a negation and the one it negates ("no
+        # redness or swelling").
+        symptom_words = {i for *_, start, end in matches for i in range(start, end)}
+        for rule, language, pattern, start, end in matches:
+            negated = _negated_before(
+                pattern, words, start, symptom_words, compiled
+            ) or _negated_after(words[end : end + POST_NEGATION_WINDOW + 1], compiled)
+            found.append(Found(rule, language, negated))
     # One finding per warning sign: negated only if every mention of it is.
     merged: dict[str, Found] = {}
     for item in found:
@@ -223,6 +227,39 @@ def find_warning_signs(text: str) -> list[Found]:
         if seen is None or (seen.negated and not item.negated):
             merged[item.rule.key] = item
     return list(merged.values())
+
+
+_SELF_NEGATING = frozenset({"cant", "couldnt", "unable", "lost", "losing"})
+
+
+def _negated_before(
+    pattern: Pattern, words: Sequence[str], start: int, symptom_words: set[int], c: _Compiled
+) -> bool:
+    """A negation shortly before words[start], with only words that carry it between."""
+    if pattern[0].rstrip("*") in c.negations or pattern[0] in _SELF_NEGATING:
+        return False  # "no siento las piernas", "can't feel my legs": a negation already
+    for index in range(start - 1, max(0, start - NEGATION_WINDOW) - 1, -1):
+        word = words[index]
+        if word in c.negations:
+            return True
+        carries = (
+            word in c.bridges
+            or index in symptom_words
+            or (word == "i" and index > 0 and words[index - 1] in NEGATION_BRIDGES_BEFORE_I)
+        )
+        if not carries:
+            return False
+    return False
+
+
+def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
+    """Negated by what follows ("the bleeding stopped"), unless that is negated itself."""
+    for index in range(min(len(after), POST_NEGATION_WINDOW)):
+        if any(w in c.negations for w in after[:index]):
+            return False
+        if any(match_at(p, after, index) is not None for p in c.post_negations):
+            return True
+    return False
 
 
 def pain_in_words(text: str) -> int | None:

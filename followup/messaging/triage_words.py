@@ -211,14 +211,18 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
 }  # fmt: skip
 
 # A warning word is negated by one of these up to NEGATION_WINDOW words before it in the
-# same clause ("no fever", "no tengo fiebre"), or by one of POST_NEGATIONS just after it
-# ("the bleeding stopped"). A clause ends at punctuation and at SCOPE_ENDS: "no fever but
-# my leg is numb" negates the fever only.
+# same clause ("no fever", "no tengo fiebre"), when every word between them is one of
+# NEGATION_BRIDGES or another warning word ("I don't have a fever", "no redness or
+# swelling"): "no puedo dormir tengo fiebre" and "No I can't feel my legs" are not denials.
+# A term that is itself a negation ("can't feel ~ leg*", "no siento ~ pierna*") is never
+# negated. One of POST_NEGATIONS just after a warning word negates it too ("the bleeding
+# stopped"), unless a negation comes first ("the bleeding hasn't stopped"). A clause ends
+# at punctuation and at SCOPE_ENDS: "no fever but my leg is numb" negates the fever only.
 NEGATIONS = frozenset(
     {
         "no", "not", "don't", "didn't", "doesn't", "isn't", "aren't", "wasn't", "weren't",
         "haven't", "hasn't", "hadn't", "never", "without", "denies", "deny", "nor",
-        "neither", "none", "zero", "nope", "sin", "ni", "nunca", "tampoco", "ningún",
+        "neither", "none", "nothing", "zero", "nope", "sin", "ni", "nunca", "tampoco", "ningún",
         "ninguna", "ninguno", "nada", "jamás",
     }
 )  # fmt: skip
@@ -226,6 +230,25 @@ POST_NEGATIONS: Sequence[str] = (
     "gone", "stopped", "went away", "resolved", "free", "se fue", "se quitó", "ya pasó",
     "pasó", "desapareció", "paró", "se me quitó",
 )  # fmt: skip
+# The words that may sit between a negation and the warning word it negates.
+NEGATION_BRIDGES = frozenset(
+    {
+        "a", "an", "any", "the", "my", "much", "more", "longer", "real", "really", "new",
+        "sign", "signs", "symptom", "symptoms", "of", "or", "have", "has", "had", "having",
+        "get", "got", "getting", "feel", "feeling", "felt", "see", "seen", "notice",
+        "noticed", "seem", "seems", "seemed", "look", "looks", "looking", "been", "be",
+        "too", "very", "at", "all", "anymore", "think", "leg", "legs", "infection",
+        "experiencing", "experienced", "obvious", "visible", "issue", "issues", "problem",
+        "problems", "with",
+        "tengo", "tiene", "tenido", "tuve", "tuvo", "he", "ha", "hay", "habido", "la", "el",
+        "las", "los", "un", "una", "más", "me", "se", "le", "siento", "está", "están",
+        "estoy", "nada", "de", "veo", "noto", "parece", "ya", "mucho", "mucha", "nuevo",
+        "nueva", "tanto", "tanta", "muy", "o", "u", "ni", "señal", "señales", "signos",
+        "síntomas", "infección", "pierna", "piernas", "creo", "que", "tenga",
+    }
+)  # fmt: skip
+# After one of these, "I" carries a negation too: "I don't think I have a fever".
+NEGATION_BRIDGES_BEFORE_I = frozenset({"think", "believe", "guess"})
 NEGATION_WINDOW = 5
 POST_NEGATION_WINDOW = 3
 SCOPE_ENDS = frozenset(

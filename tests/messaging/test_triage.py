@@ -167,6 +167,93 @@ def test_triage_negation_ends_at_but_and_punctuation(body: str, reason: str) -> 
     assert result.reason == reason
 
 
+# A negation word negates a warning sign only over words that carry it ("I don't have a
+# fever", "no more bleeding"); a "no" that answers, or a "not" about something else, does
+# not ("No I can't feel my legs", "no puedo dormir tengo fiebre"). Each of these was filed
+# as "needs reading" with the nurse told the patient "says not".
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("No I can't feel my legs", "cannot feel or move the legs"),
+        ("no puedo dormir tengo fiebre", "fever or chills"),
+        ("I didn't sleep because of the fever", "fever or chills"),
+        ("I'm not ok my legs are numb", "new numbness or tingling"),
+        ("Nope legs are weak", "new weakness"),
+        ("no energy legs weak", "new weakness"),
+        ("no se me quitó la fiebre", "fever or chills"),
+        ("never been this numb", "new numbness or tingling"),
+        ("not numb yesterday now numb", "new numbness or tingling"),
+    ],
+)
+def test_triage_negation_does_not_reach_over_other_words(body: str, reason: str) -> None:
+    result = triage(body)
+    assert (result.triage, result.reason) == (TRIAGE_URGENT, reason)
+
+
+# "stopped", "gone", "se fue" negate a warning sign; negated themselves, they say it goes on.
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("it hasn't stopped bleeding", "bleeding"),
+        ("the bleeding hasn't stopped", "bleeding"),
+        ("fever is not gone", "fever or chills"),
+        ("the numbness hasn't gone away", "new numbness or tingling"),
+        ("la fiebre no se fue", "fever or chills"),
+        ("el sangrado no paró", "bleeding"),
+    ],
+)
+def test_triage_a_negated_resolution_is_not_a_negation(body: str, reason: str) -> None:
+    result = triage(body)
+    assert (result.triage, result.reason) == (TRIAGE_URGENT, reason)
+
+
+# The other side: how patients say they do NOT have a warning sign stays "needs reading".
+@pytest.mark.parametrize(
+    "body",
+    [
+        "I don't have any fever",
+        "I haven't had a fever",
+        "I do not have a fever",
+        "I have not had any chills",
+        "I don't think I have a fever",
+        "no more bleeding",
+        "no signs of fever",
+        "no sign of infection or fever",
+        "not feeling any numbness",
+        "no leg weakness",
+        "no new numbness",
+        "no longer numb",
+        "it's not red anymore",
+        "doesn't look red",
+        "doesn't seem swollen",
+        "no real redness",
+        "not too swollen",
+        "the site isn't red or swollen",
+        "no redness or swelling",
+        "no fever or chills today",
+        "no numbness or tingling",
+        "there's no bleeding",
+        "the bleeding has stopped",
+        "no hay sangre",
+        "no tengo nada de fiebre",
+        "la fiebre ya se fue",
+        "no he tenido fiebre",
+        "nunca tuve fiebre",
+        "no está hinchado",
+        "no me sangra",
+        "no tiene pus",
+        "no hay enrojecimiento ni hinchazón",
+        "ya no tengo fiebre",
+        "nothing red or swollen",
+        "no issues with bleeding",
+    ],
+)
+def test_triage_how_patients_deny_a_warning_sign_is_read_not_urgent(body: str) -> None:
+    result = triage(body)
+    assert result.triage == TRIAGE_READING, result
+    assert "(says not)" in (result.reason or "")
+
+
 @pytest.mark.parametrize(
     "body",
     [
