@@ -17,6 +17,9 @@ from functools import lru_cache
 from followup.messaging.triage_words import (
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
+    DEGREE_WORDS,
+    FEVER_FROM_C,
+    FEVER_FROM_F,
     FUZZY_MIN_LENGTH,
     GAP,
     NEGATION_BRIDGES,
@@ -33,6 +36,7 @@ from followup.messaging.triage_words import (
     SCOPE_ENDS,
     SCORE_UNITS_AFTER,
     SPANISH_HINTS,
+    TEMPERATURE_WORDS,
     URGENT_RULES,
     WORRYING_EMOJI,
     WORSE_WORDS,
@@ -220,6 +224,9 @@ def find_warning_signs(text: str) -> list[Found]:
                 pattern, words, start, symptom_words, compiled
             ) or _negated_after(words[end : end + POST_NEGATION_WINDOW + 1], compiled)
             found.append(Found(rule, language, negated))
+    fever = _fever_in_numbers(text)
+    if fever is not None:
+        found.append(fever)
     # One finding per warning sign: negated only if every mention of it is.
     merged: dict[str, Found] = {}
     for item in found:
@@ -227,6 +234,27 @@ def find_warning_signs(text: str) -> list[Found]:
         if seen is None or (seen.negated and not item.negated):
             merged[item.rule.key] = item
     return list(merged.values())
+
+
+_NUMBER = r"(\d{2,3}(?:[.,]\d{1,2})?)(?![\d.,]*\d)"
+_AFTER_WORD_RE = re.compile(
+    r"\b(?:" + "|".join(map(re.escape, TEMPERATURE_WORDS)) + r")\b\D{0,15}?(?<!\d)" + _NUMBER
+)
+_BEFORE_UNIT_RE = re.compile(
+    r"(?<![\d.,])" + _NUMBER + r"\s*(?:°|(?:" + "|".join(map(re.escape, DEGREE_WORDS)) + r")\b)"
+)
+
+
+def _fever_in_numbers(text: str) -> Found | None:
+    """A fever stated as a temperature: "temp 101", "38,5 grados", "100.8F"."""
+    plain = normalize(text)
+    for regex in (_AFTER_WORD_RE, _BEFORE_UNIT_RE):
+        for match in regex.finditer(plain):
+            value = float(match.group(1).replace(",", "."))
+            if FEVER_FROM_F <= value < 110 or FEVER_FROM_C <= value < 44:
+                rule = next(r for r in URGENT_RULES if r.key == "fever")
+                return Found(rule, "es" if "temperatura" in plain else "en", negated=False)
+    return None
 
 
 _SELF_NEGATING = frozenset({"cant", "couldnt", "unable", "lost", "losing"})

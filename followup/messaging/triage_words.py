@@ -43,6 +43,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "can't feel ~ leg*", "can't feel ~ feet", "can't feel ~ foot",
                 "can't move ~ leg*", "can't move ~ feet", "can't move ~ foot",
                 "unable to feel ~ leg*", "unable to move ~ leg*", "no feeling in ~ leg*",
+                "not able to feel ~ leg*", "not able to move ~ leg*", "couldn't feel ~ leg*",
+                "couldn't move ~ leg*", "could not feel ~ leg*", "could not move ~ leg*",
                 "lost feeling", "losing feeling", "paralyz*", "paralys*",
             ),
             "es": (
@@ -73,6 +75,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "en": (
                 "weak*", "weeknes*", "legs ~ week", "legs ~ gave out", "leg* ~ giving out",
                 "legs ~ give way", "can't walk", "unable to walk", "can't stand up",
+                "not able to walk", "couldn't walk", "could not walk",
             ),
             "es": (
                 "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no puedo caminar",
@@ -85,10 +88,23 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "cannot control the bladder or bowels",
         {
             "en": (
-                "can't pee", "can't urinate", "incontinen*", "wet myself", "lost control ~ bladder",
-                "can't control ~ bladder", "can't control ~ bowel*",
+                "can't pee", "can't urinate", "unable to pee", "unable to urinate",
+                "incontinen*", "wet myself", "wetting myself", "peed myself", "pee myself",
+                "peeing myself", "pooped myself", "poop myself", "pooping myself",
+                "soiled myself", "lost control ~ bladder", "lost control ~ bowel*",
+                "losing control ~ bladder", "losing control ~ bowel*", "can't control ~ bladder",
+                "can't control ~ bowel*", "can't control ~ urine", "can't hold ~ urine",
+                "can't hold ~ pee", "can't hold ~ bladder", "can't hold ~ bowel*",
+                "no bladder control", "no bowel control", "no control ~ bladder",
+                "no control ~ bowel*",
             ),
-            "es": ("no puedo orinar", "no controlo ~ orina", "me orino", "incontinencia"),
+            "es": (
+                "no puedo orinar", "no controlo ~ orina", "no controlo ~ vejiga",
+                "no controlo ~ intestino*", "me orino", "me oriné", "me hice pipí",
+                "me hice popó", "me hice del baño", "perdí el control ~ vejiga",
+                "perdí el control ~ orina", "perdí el control ~ intestino*",
+                "no aguanto ~ orina", "se me sale ~ orina", "incontinencia",
+            ),
         },
     ),
     SymptomRule(
@@ -195,6 +211,14 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {"en": ("\N{DROP OF BLOOD}",), "es": ()},
     ),
 )  # fmt: skip
+
+# A temperature with a number is a fever from these (Fahrenheit, Celsius), whether it
+# follows one of TEMPERATURE_WORDS ("temp 101", "temperatura 39") or a degree sign or
+# unit ("100.8F", "38,5 grados"); below them it says nothing ("temp 98.6").
+FEVER_FROM_F = 100.4
+FEVER_FROM_C = 38.0
+TEMPERATURE_WORDS = ("temp", "temps", "temperature", "temperatura", "fever", "fiebre")
+DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados")
 
 # Phrases that contain a warning word but are not a warning sign: taken out first.
 NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {

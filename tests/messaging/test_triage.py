@@ -36,6 +36,8 @@ URGENT_EXAMPLES = {
     "legs": [
         "I can't feel my legs",
         "i cant move my left leg",
+        "not able to feel my legs",
+        "could not move my legs this morning",
         "Cannot feel my feet",
         "No siento las piernas",
         "no puedo mover la pierna derecha",
@@ -56,8 +58,21 @@ URGENT_EXAMPLES = {
         "tengo debilidad en las piernas",
         "me siento débil",
         "me siento debil",
+        "I'm not able to walk",
+        "couldn't walk today",
     ],
-    "continence": ["I can't pee since yesterday", "no puedo orinar"],
+    "continence": [
+        "I can't pee since yesterday",
+        "no puedo orinar",
+        "lost control of my bowels",
+        "I peed myself",
+        "pooped myself last night",
+        "can't hold my urine",
+        "no bladder control",
+        "me oriné encima",
+        "me hice pipí",
+        "perdí el control de la vejiga",
+    ],
     "bleeding": [
         "some BLEEDING where the needle went",
         "it is bleding",
@@ -75,6 +90,12 @@ URGENT_EXAMPLES = {
         "escalofríos toda la noche",
         "escalofrios",
         "\N{FACE WITH THERMOMETER}",
+        "temp 101",
+        "temperature 101.5 last night",
+        "my temp was 38.6",
+        "temperatura 39",
+        "100.8F",
+        "38,5 grados",
     ],
     "redness": [
         "the site is red",
@@ -150,6 +171,11 @@ def test_triage_negated_warning_sign_is_not_urgent_but_read(body: str) -> None:
     result = triage(body)
     assert result.triage == TRIAGE_READING, result
     assert "(says not)" in (result.reason or "")
+
+
+@pytest.mark.parametrize("body", ["temperature 98.6", "temp 37.2", "temp 99", "took 100 mg"])
+def test_triage_a_normal_temperature_is_not_a_fever(body: str) -> None:
+    assert triage(body).triage != TRIAGE_URGENT
 
 
 @pytest.mark.parametrize(
