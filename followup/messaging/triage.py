@@ -34,6 +34,7 @@ from followup.messaging.triage_words import (
     POST_NEGATIONS,
     QUESTION_STARTS,
     SCOPE_ENDS,
+    SCORE_FILLERS,
     SCORE_UNITS_AFTER,
     SPANISH_HINTS,
     TEMPERATURE_WORDS,
@@ -322,14 +323,30 @@ def _number(word: str) -> int | None:
 _BARE_SCORE_RE = re.compile(r"^(?:(\d{1,2})|([a-z]+))(?:\s*(?:/|out of|de)\s*(?:10|ten|diez))?$")
 
 
+_DENOMINATOR_RE = re.compile(r"(?:\b(?:out of|of|de|en|sobre)\s*|/\s*)(?:10|ten|diez)\b")
+_SCORE_TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)?|[a-z]+")
+_NEGATIVE_RE = re.compile(r"(?<!\d)(?<!\d )-\s*\d")  # "-1", not the range "8-9"
+
+
 def bare_score(text: str) -> int | None:
-    """The whole reply is a number 0-10 (or spelled out): "8", "8/10", "eight", "ocho"."""
+    """The reply is only a number 0-10: "8", "8/10", "eight", "ocho", or a short answer
+    around it ("it's a 9", "about 8", "9 of 10", "como un 8"; "7 or 8" is 8)."""
     plain = normalize(text).strip().rstrip(".!")
     match = _BARE_SCORE_RE.match(plain)
-    if not match:
-        return None
-    value = int(match.group(1)) if match.group(1) else NUMBER_WORDS.get(match.group(2) or "")
-    return value if value is not None and 0 <= value <= 10 else None
+    if match:
+        value = int(match.group(1)) if match.group(1) else NUMBER_WORDS.get(match.group(2) or "")
+        return value if value is not None and 0 <= value <= 10 else None
+    if _NEGATIVE_RE.search(plain):
+        return None  # "-1": not a score, whatever else it is
+    numbers: list[int] = []
+    for word in _SCORE_TOKEN_RE.findall(_DENOMINATOR_RE.sub(" ", plain)):
+        if word in SCORE_FILLERS:
+            continue
+        value = _number(word)
+        if value is None or value > 10:
+            return None  # another word, a decimal, a number that is no score: not only a score
+        numbers.append(value)
+    return max(numbers) if 1 <= len(numbers) <= 2 else None
 
 
 def is_closing(text: str) -> bool:

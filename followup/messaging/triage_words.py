@@ -343,6 +343,17 @@ NUMBER_WORDS: Mapping[str, int] = {
     "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
     "nueve": 9, "diez": 10,
 }  # fmt: skip
+# Words that may stand beside a pain score in a short answer to the pain check ("it's a
+# 9", "about 8", "como un 8"): the reply is then the score (a range, "7 or 8", its top).
+SCORE_FILLERS = frozenset(
+    {
+        "its", "it", "is", "a", "an", "about", "around", "approx", "approximately", "like",
+        "maybe", "probably", "say", "id", "i", "would", "guess", "think", "pain", "my",
+        "the", "level", "today", "now", "tonight", "right", "this", "morning", "still", "or",
+        "to", "and", "de", "como", "un", "una", "es", "hoy", "ahora", "mi", "dolor", "el",
+        "o", "unos", "mas", "menos", "tal", "vez", "todavia", "sigue", "en", "esta",
+    }
+)  # fmt: skip
 PAIN_WORDS = frozenset({"pain", "dolor", "duele", "hurts", "hurt", "painful"})
 SCORE_UNITS_AFTER = frozenset(
     {"am", "pm", "days", "day", "dias", "dia", "hours", "hour", "horas", "hora", "h",

@@ -306,6 +306,46 @@ def test_triage_pain_score_of_7_or_more_after_the_check_is_urgent(body: str, sco
     assert result.reason == f"pain score {score} of 10"
 
 
+# How patients answer "Reply with a number from 0 to 10": a short answer whose only
+# content is the score (a range counts as its top). These were "not understood".
+@pytest.mark.parametrize(
+    ("body", "score"),
+    [
+        ("It's a 9", 9),
+        ("about 8", 8),
+        ("8-9", 9),
+        ("7 or 8", 8),
+        ("8 today", 8),
+        ("10+", 10),
+        ("9 of 10", 9),
+        ("I'd say 9", 9),
+        ("a 10!!", 10),
+        ("como un 8", 8),
+        ("hoy 9", 9),
+    ],
+)
+def test_triage_short_answer_to_the_pain_check_is_the_score(body: str, score: int) -> None:
+    result = triage(body)
+    assert (result.kind, result.triage, result.pain_score) == ("pain", TRIAGE_URGENT, score)
+
+
+@pytest.mark.parametrize(("body", "score"), [("about 3", 3), ("2-3", 3), ("It's a 4 today", 4)])
+def test_triage_short_low_answer_to_the_pain_check_is_recorded(body: str, score: int) -> None:
+    result = triage(body)
+    assert (result.kind, result.triage, result.pain_score) == ("pain", TRIAGE_RECORDED, score)
+
+
+@pytest.mark.parametrize(
+    "body", ["was 8 now 3", "It's a 9", "8-9", "took 2 at 8", "6.5", "about -1", "2 or 3 times"]
+)
+def test_triage_short_answer_is_no_score_without_a_pain_check_or_with_other_words(
+    body: str,
+) -> None:
+    pain_check = body not in ("It's a 9", "8-9")
+    result = triage(body, pain_check_sent=pain_check)
+    assert (result.triage, result.pain_score) == (TRIAGE_READING, None)
+
+
 @pytest.mark.parametrize(
     ("body", "score"), [("my pain is 8", 8), ("dolor 9/10", 9), ("pain is about a 7 today", 7)]
 )
