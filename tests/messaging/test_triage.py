@@ -422,6 +422,31 @@ def test_triage_questions_and_anything_not_understood_need_reading(body: str, re
     assert result.needs_attention
 
 
+# An emoji that may say something is wrong reaches a person; these were "closing"
+# (recorded, not queued, nobody reads them).
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\N{WORRIED FACE}",
+        "\N{PENSIVE FACE}",
+        "\N{OVERHEATED FACE}",
+        "\N{FREEZING FACE}",
+        "\N{FACE WITH OPEN MOUTH AND COLD SWEAT}",
+        "\N{DIZZY FACE}",
+        "\N{FACE WITH UNEVEN EYES AND WAVY MOUTH}",
+        "\N{THUMBS DOWN SIGN}",
+        "\N{HOSPITAL}",
+        "\N{ADHESIVE BANDAGE}",
+        "\N{LEG}",
+        "ok \N{WORRIED FACE}",
+        "thanks \N{OVERHEATED FACE}",
+    ],
+)
+def test_triage_worrying_emoji_need_reading(body: str) -> None:
+    result = triage(body)
+    assert (result.kind, result.triage) == ("other", TRIAGE_READING)
+
+
 def test_triage_a_picture_needs_reading() -> None:
     result = triage("", media=1)
     assert (result.triage, result.reason) == (TRIAGE_READING, "sent a picture or file")
