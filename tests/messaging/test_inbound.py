@@ -244,6 +244,11 @@ def test_inbound_number_before_any_pain_check_is_not_a_score(
         "my leg feels numb",
         "Weakness in my legs",
         "2 but feverish",
+        # once taken as denials ("says not") or not understood: no alert
+        "No I can't feel my legs",
+        "the bleeding hasn't stopped",
+        "lost control of my bowels",
+        "temp 101",
     ],
 )
 def test_inbound_warning_words_need_attention(
@@ -256,6 +261,23 @@ def test_inbound_warning_words_need_attention(
     [row] = inbound_rows(session)
     assert (row.kind, row.triage, row.needs_attention) == ("symptom", "urgent", True)
     assert row.body == body
+
+
+def test_inbound_short_answer_to_the_pain_check_is_an_urgent_score(
+    reply: Callable[..., tuple[int, str]],
+    session: so.Session,
+    pain_checked: EnrollmentResult,
+) -> None:
+    status, body = reply("It's a 9")
+    [row] = inbound_rows(session)
+    assert (row.kind, row.triage, row.pain_score, row.needs_attention) == (
+        "pain",
+        "urgent",
+        9,
+        True,
+    )
+    [answer] = twiml_messages(body)
+    assert "call us now" in answer
 
 
 def test_inbound_ordinary_message_needs_attention(
