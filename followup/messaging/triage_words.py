@@ -155,6 +155,28 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         },
     ),
     SymptomRule(
+        "infection",
+        "infection at the needle site",
+        {
+            "en": ("infect*", "infeccion*"),
+            "es": ("infecci*", "infectad*", "infectó", "se infectó"),
+        },
+    ),
+    SymptomRule(
+        "fainting",
+        "fainting or passing out",
+        {
+            "en": (
+                "fainted", "fainting", "i faint", "passed out", "pass out", "passing out",
+                "blacked out", "black out", "lost consciousness", "unconscious",
+            ),
+            "es": (
+                "desmay*", "me desmayé", "perdí el conocimiento", "perdí la conciencia",
+                "perdió el conocimiento", "inconsciente",
+            ),
+        },
+    ),
+    SymptomRule(
         "chest",
         "chest pain",
         {

@@ -125,6 +125,19 @@ URGENT_EXAMPLES = {
         "no puedo respirar",
         "me falta el aire",
     ],
+    "infection": [
+        "I think the site is infected",
+        "looks like an infection where the needle went in",
+        "creo que se infectó la herida",
+        "tengo una infección",
+    ],
+    "fainting": [
+        "I fainted this morning",
+        "she passed out in the kitchen",
+        "I blacked out for a minute",
+        "me desmayé",
+        "se desmayó en el baño",
+    ],
     "fall": ["I fell in the bathroom", "had a fall", "me caí en la cocina", "tuve una caída"],
     "severe-pain": ["severe pain in my back", "the pain is unbearable", "dolor insoportable"],
 }
@@ -272,6 +285,11 @@ def test_triage_a_negated_resolution_is_not_a_negation(body: str, reason: str) -
         "ya no tengo fiebre",
         "nothing red or swollen",
         "no issues with bleeding",
+        "no signs of infection",
+        "it doesn't look infected",
+        "no infection",
+        "no hay infección",
+        "haven't fainted",
     ],
 )
 def test_triage_how_patients_deny_a_warning_sign_is_read_not_urgent(body: str) -> None:
