@@ -29,7 +29,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import Clock
-from followup.db import is_postgresql
+from followup.db import in_ids, is_postgresql
 from followup.messaging.claims import LEASE, reaper_owner
 from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
@@ -41,6 +41,7 @@ from followup.messaging.events import (
     status_is,
 )
 from followup.messaging.lookup import (
+    LOOKUPS_AT_ONCE,
     RECONCILE_SLACK,
     FirstLook,
     apply_found_status,
@@ -67,6 +68,9 @@ from followup.messaging.transports.base import CannotTell, SmsTransport
 log = logging.getLogger(__name__)
 
 REAP_BATCH = 500
+# Texts asked about between two renewals of a batch's lease: four rounds of questions side
+# by side, 40 s at a 10 s timeout each, within the 60 s lease.
+REAP_PART = 4 * LOOKUPS_AT_ONCE
 
 
 def reap_stale(
@@ -110,18 +114,24 @@ def reap_stale(
         )  # fmt: skip
         if taken is None:
             break
-        looks = first_looks(transport, taken)
-        for row in taken:
-            _reconcile(
-                session=session,
-                transport=transport,
-                row=row,
-                first=looks[row.id],
-                now=instant(),
-                owner=owner,
-                lease=lease,
-                report=report,
-            )
+        while taken:
+            part, taken = taken[:REAP_PART], taken[REAP_PART:]
+            looks = first_looks(transport, part)
+            for row in part:
+                _reconcile(
+                    session=session,
+                    transport=transport,
+                    row=row,
+                    first=looks[row.id],
+                    now=instant(),
+                    owner=owner,
+                    lease=lease,
+                    report=report,
+                )
+            # The batch's texts not asked about yet: a whole lease again from now. A batch
+            # of 500 at a slow provider's list latency outlasts one lease, and another
+            # reaper would take its tail and ask about it again meanwhile.
+            taken = _renew(session, taken, owner=owner, until=instant() + lease)
     reap_closed(
         session=session, transport=transport, now=instant(), owner=owner, lease=lease,
         batch=batch, report=report, care=care, instant=instant,
@@ -133,6 +143,27 @@ def reap_stale(
     report.early_reports_applied += applied
     report.early_reports_dropped += dropped
     return report
+
+
+def _renew(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> list[Any]:
+    """Extend this reaper's lease on `rows` to `until` (committed); return those still ours."""
+    if not rows:
+        return []
+    table = MESSAGES.c
+    kept = set(
+        session.scalars(
+            sa.update(MESSAGES)
+            .where(
+                in_ids(session, table.id, [row.id for row in rows]),
+                status_is(SENDING),
+                table.lease_owner == owner,
+            )
+            .values(lease_expires_at=until)
+            .returning(table.id)
+        )
+    )
+    session.commit()
+    return [row for row in rows if row.id in kept]
 
 
 def _take_batch(

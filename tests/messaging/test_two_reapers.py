@@ -6,6 +6,7 @@ reaper runs its whole pass while the first is asking Twilio."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
@@ -17,12 +18,13 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.claims import LEASE
+from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.reports import ReapReport
 from followup.messaging.transports.base import SendResult
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import Enroll
+from tests.messaging.helpers import Enroll, at
 from tests.messaging.test_dispatch import tick
 from tests.messaging.test_reaper import dead_dispatcher_left
 
@@ -167,3 +169,51 @@ def test_a_reaper_pass_longer_than_its_lease_takes_each_batch_under_a_lease_from
     assert (a_report.stale, a_report.requeued) == (2, 2)
     assert transport.questions == 2  # each text asked about once
     assert sorted(settling_events(session)) == ["requeued", "requeued"]
+
+
+def test_a_reaper_asking_about_a_big_batch_keeps_the_rest_of_it_its_own(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # A dead dispatcher left 150 texts handed over, none at Twilio. Reaper A takes them in
+    # one batch and asks about them at 0.5 s each (75 s in all, past its 60 s lease).
+    # Reaper B's pass, late in A's, finds none of them stale: A renews its lease on the
+    # batch's rest as it goes. Each text is asked about once and requeued once.
+    count = 150
+    clock.set(at("2026-03-06T15:00"))
+    for i in range(count):
+        enroll(completed_at="2026-03-06T14:30", phone=f"(202) 555-{2000 + i:04d}")
+    crashing = ScriptedTransport(outcomes=[RuntimeError("killed")] * count)
+    report = dispatch_due(
+        session=session, transport=crashing, care=care, clock=FakeClock(clock.now()), owner="dead"
+    )
+    assert report.unknown == count
+    clock.advance(LEASE * 2)
+    lock = threading.Lock()
+
+    class Slow(Asked):
+        def find_sent(
+            self, *, to: str, body: str, since: datetime, exclude: Collection[str] = ()
+        ) -> SendResult | None:
+            with lock:
+                clock.advance(timedelta(seconds=0.5))
+                return super().find_sent(to=to, body=body, since=since, exclude=exclude)
+
+    transport = Slow(provider_has=[])
+    second: list[ReapReport] = []
+
+    def reaper_b() -> None:
+        with session_factory() as other:
+            b = Asked(provider_has=[])
+            second.append(reap_stale(session=other, transport=b, now=clock.now(), owner="B/reap"))
+
+    transport.during[140] = reaper_b
+    first = reap_stale(
+        session=session, transport=transport, now=clock.now(), owner="A/reap", clock=clock
+    )
+    assert second and second[0].stale == 0, "reaper B took texts reaper A was about to ask about"
+    assert (first.stale, first.requeued) == (count, count)
+    assert set(transport.asked.values()) == {1} and len(transport.asked) == count
