@@ -18,16 +18,23 @@ from followup.runtime import Runtime
     "--handle",
     "item",
     metavar="KIND:ID",
-    help="Mark an item handled: reply:12, text:5 or unreachable:3 (a patient's id).",
+    help="Mark an item handled: reply:12, text:5, unreachable:3 (a patient's id) or "
+    "unknown:7 (a held text, with --decision).",
 )
 @click.option("--note", default="", help="What was done (required with --handle).")
+@click.option(
+    "--decision",
+    default=None,
+    metavar="sent|resend|cancel",
+    help="A held text (unknown:ID): it was sent, send it again, or do not send.",
+)
 @click.pass_obj
-def attention(state: CliState, /, item: str | None, note: str) -> None:
+def attention(state: CliState, /, item: str | None, note: str, decision: str | None) -> None:
     """The needs-attention queue, urgent first then oldest first, as on /attention."""
     runtime = state.runtime()
     now = runtime.clock.now()
     try:
-        queue = _attention(runtime, item, note, now)
+        queue = _attention(runtime, item, note, decision, now)
     finally:
         runtime.engine.dispose()
     if queue is None:
@@ -39,7 +46,9 @@ def attention(state: CliState, /, item: str | None, note: str) -> None:
         click.echo(line)
 
 
-def _attention(runtime: Runtime, item: str | None, note: str, now: datetime) -> Any:
+def _attention(
+    runtime: Runtime, item: str | None, note: str, decision: str | None, now: datetime
+) -> Any:
     """Handle `item` (and return None), or return the queue."""
     from followup.inbox.queue import attention_queue
     from followup.inbox.service import mark_handled
@@ -48,10 +57,13 @@ def _attention(runtime: Runtime, item: str | None, note: str, now: datetime) -> 
         if item is not None:
             kind, _, raw_id = item.partition(":")
             if not raw_id.isdigit() or len(raw_id) > 10 or not 1 <= int(raw_id) <= MAX_ID:
-                raise ValidationError("handle", "must look like reply:12, text:5 or unreachable:3")
+                raise ValidationError(
+                    "handle", "must look like reply:12, text:5, unreachable:3 or unknown:7"
+                )
             mark_handled(
-                session=session, kind=kind, item_id=int(raw_id), note=note, actor="cli", now=now
-            )
+                session=session, kind=kind, item_id=int(raw_id), note=note, actor="cli", now=now,
+                decision=decision,
+            )  # fmt: skip
             session.commit()
             click.echo(f"{kind} {raw_id} handled")
             return None
@@ -82,6 +94,12 @@ def _attention_lines(queue: Any, now: datetime, clinic_zone: str) -> list[str]:
             lines.append(f"    answers: {entry.answers}")
         if entry.answered_with:
             lines.append(f"    automatic answer: {entry.answered_with}")
+        if entry.kind == "unknown":
+            window = "open" if entry.window_open(now) else "closed"
+            lines.append(
+                f"    text: {entry.step} | handed to Twilio {short_local(entry.handed_at, tz)}"
+                f" | window {window} until {short_local(entry.expires_at, tz)}"
+            )
         if entry.action:
             lines.append(f"    what to do: {entry.action}")
         if entry.kind == "reply":

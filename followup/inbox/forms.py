@@ -1,13 +1,15 @@
-"""The needs-attention queue's form: handling an item takes a note."""
+"""The needs-attention queue's form: handling an item takes a note (a held text, a decision)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import TextAreaField
-from wtforms.validators import DataRequired, Length
+from wtforms import StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
 
 from followup.inbox.queue import MAX_NOTE
 
 
 class HandleForm(FlaskForm):  # type: ignore[misc]
     note = TextAreaField("What was done", validators=[DataRequired(), Length(max=MAX_NOTE)])
+    # Only a held text's item has one; the service checks it (required there, refused else).
+    decision = StringField("What happened to the text", validators=[Optional(), Length(max=16)])

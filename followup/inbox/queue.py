@@ -1,6 +1,6 @@
 """The care team's queue (needs attention): what a person must follow up, derived from the data.
 
-The queue holds three kinds of item, each derived from the data as it is, so an item is
+The queue holds four kinds of item, each derived from the data as it is, so an item is
 there the moment its cause is recorded:
 
 - `reply`: a reply triaged urgent or needs-reading, or from an unknown number, not yet
@@ -9,7 +9,11 @@ there the moment its cause is recorded:
   delivered, or was cancelled by an opt-out, with no AttentionResolution;
 - `unreachable`: a patient one of whose texts failed with an error that means the number
   cannot receive texts (CANNOT_RECEIVE), one item per patient however many texts failed,
-  until a nurse handles it (UnreachableResolution).
+  until a nurse handles it (UnreachableResolution);
+- `unknown`: a text held by the reaper (`held_filter`): handed to the provider, its lease
+  run out, and the provider cannot be asked or cannot tell whether it went out. Nothing
+  resends it on a guess; a person settles it (inbox/held.py): it was sent, send it again
+  (while its window is open), or do not send.
 
 Urgent items come first, then the rest oldest first (`attention_queue`); the header's
 figures come from `queue_counts`. Handling is in inbox/service.py, alerts in
@@ -30,6 +34,7 @@ import sqlalchemy.orm as so
 
 from followup.care.texts import short_local
 from followup.care.timing import zone
+from followup.db import UTCDateTime
 from followup.inbox.models import (
     ESCALATION,
     SMS,
@@ -41,17 +46,30 @@ from followup.messaging.models import (
     CANCELLED,
     EXPIRED,
     FAILED,
+    SENDING,
     TRIAGE_URGENT,
     UNDELIVERED,
     InboundMessage,
     Message,
+    MessageEvent,
 )
-from followup.patients.models import Patient
+from followup.messaging.retries import HANDOVER_MARGIN
+from followup.patients.models import Patient, Procedure
 
 REPLY = "reply"
 TEXT = "text"
 UNREACHABLE = "unreachable"
-ATTENTION_KINDS = (REPLY, TEXT, UNREACHABLE)
+UNKNOWN = "unknown"  # the provider cannot tell whether a text was sent (held by the reaper)
+ATTENTION_KINDS = (REPLY, TEXT, UNREACHABLE, UNKNOWN)
+# How a person settles an `unknown` item, and the words staff see for each decision.
+SETTLE_SENT = "sent"
+SETTLE_RESEND = "resend"
+SETTLE_CANCEL = "cancel"
+DECISIONS = {
+    SETTLE_SENT: "It was sent",
+    SETTLE_RESEND: "Send it again",
+    SETTLE_CANCEL: "Do not send",
+}
 QUEUE_LIMIT = 200  # items of each kind on one page; urgent replies are never cut
 URGENT_CAP = 1000  # a safety bound, far above any real backlog of urgent replies
 MAX_NOTE = 500
@@ -134,8 +152,8 @@ class AlertView:
 class InboxItem:
     """One thing a person must follow up, with everything needed to call the patient."""
 
-    kind: str  # REPLY, TEXT or UNREACHABLE
-    item_id: int  # the reply's id, the text's id, or the patient's id (UNREACHABLE)
+    kind: str  # REPLY, TEXT, UNREACHABLE or UNKNOWN
+    item_id: int  # the reply's id, the text's id (TEXT, UNKNOWN), or the patient's id
     urgent: bool
     at: datetime  # when it arrived (the reply) or happened (the failure)
     reason: str  # why it needs a person, in words
@@ -152,10 +170,16 @@ class InboxItem:
     handled_at: datetime | None = None
     handled_by: str | None = None
     note: str | None = None
+    # A held text (UNKNOWN): which text, when it was handed over, when its window closes,
+    # and why it may not be sent again whatever the time (opted out, procedure cancelled).
+    step: str | None = None
+    handed_at: datetime | None = None
+    expires_at: datetime | None = None
+    resend_blocked: str | None = None
 
     @property
     def key(self) -> str:
-        """The item as the CLI names it: reply:12, text:5, unreachable:3."""
+        """The item as the CLI names it: reply:12, text:5, unreachable:3, unknown:7."""
         return f"{self.kind}:{self.item_id}"
 
     @property
@@ -172,6 +196,18 @@ class InboxItem:
     def waited(self, now: datetime) -> str:
         """How long it has waited, in words ("2 h 05 min")."""
         return waited_words(now - self.at)
+
+    def window_open(self, now: datetime) -> bool:
+        """A held text could still be handed over before its window closes (the margin)."""
+        return self.expires_at is not None and self.expires_at > now + HANDOVER_MARGIN
+
+    def resend_refusal(self, now: datetime) -> str | None:
+        """Why "send it again" is not offered for a held text now (None: it is)."""
+        if self.resend_blocked:
+            return self.resend_blocked
+        if not self.window_open(now):
+            return "its window has closed"
+        return None
 
 
 def waited_words(delta: timedelta) -> str:
@@ -300,6 +336,21 @@ def open_reply_filter() -> sa.ColumnElement[bool]:
     return sa.and_(InboundMessage.needs_attention.is_(True), InboundMessage.handled_at.is_(None))
 
 
+def held_filter() -> sa.ColumnElement[bool]:
+    """A text the reaper held for a person: handed over, outcome unknown, no lease.
+
+    Every other text in `sending` is under a lease (a dispatcher's, or the reaper's while
+    it asks the provider); the reaper releases it only when it holds the text. Read
+    through ix_messages_status_due_at's status: the few texts in `sending`.
+    """
+    return sa.and_(
+        Message.status == SENDING,
+        Message.lease_owner.is_(None),
+        Message.handed_at.is_not(None),
+        Message.provider_sid.is_(None),
+    )
+
+
 def attention_queue(
     *, session: so.Session, critical_steps: frozenset[str], limit: int = QUEUE_LIMIT
 ) -> Queue:
@@ -326,9 +377,11 @@ def attention_queue(
     )
     problems = critical_text_problems(session=session, critical_steps=critical_steps, limit=limit)
     unreachable = _unreachable_rows(session, limit=limit)
+    held = _held_rows(session, limit=limit)
 
     patient_ids = {r.patient_id for r in urgent_replies + other_replies if r.patient_id}
     patient_ids |= {p.patient_id for p in problems} | {u[0] for u in unreachable}
+    patient_ids |= {h.patient_id for h in held}
     patients = _patients(session, patient_ids)
     replies = urgent_replies + other_replies
     alerts = alerts_by_reply(session, [r.id for r in replies])
@@ -337,6 +390,7 @@ def attention_queue(
     items = [_reply_item(r, patients, alerts, answered) for r in replies]
     items += [_text_item(p, patients) for p in problems]
     items += [_unreachable_item(row, patients) for row in unreachable]
+    items += [_held_item(row, patients, critical_steps) for row in held]
     items.sort(key=lambda item: (not item.urgent, item.at, item.kind, item.item_id))
     counts = queue_counts(session=session, critical_steps=critical_steps)
     return Queue(items=items, open_count=counts.open, urgent_count=counts.urgent)
@@ -361,7 +415,52 @@ def queue_counts(*, session: so.Session, critical_steps: frozenset[str]) -> Queu
         texts += session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     failing = open_failures().subquery()
     unreachable = session.scalar(sa.select(sa.func.count(sa.distinct(failing.c.patient_id)))) or 0
-    return QueueCounts(open=int(replies[0]) + texts + unreachable, urgent=int(replies[1]))
+    held = session.scalar(sa.select(sa.func.count()).select_from(Message).where(held_filter()))
+    return QueueCounts(
+        open=int(replies[0]) + texts + unreachable + (held or 0), urgent=int(replies[1])
+    )
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    message_id: int
+    patient_id: int
+    step: str
+    handed_at: datetime
+    expires_at: datetime
+    held_at: datetime  # when the reaper held it (its `held` event), else its last change
+    opted_out: bool
+    procedure_cancelled: bool
+
+
+def _held_rows(session: so.Session, *, limit: int) -> list[HeldRow]:
+    """Texts held for a person, the longest held first."""
+    held_event = (
+        sa.select(sa.func.max(MessageEvent.at))
+        .where(MessageEvent.message_id == Message.id, MessageEvent.kind == "held")
+        .scalar_subquery()
+    )
+    held_at = sa.func.coalesce(held_event, Message.updated_at, type_=UTCDateTime())
+    rows = session.execute(
+        sa.select(
+            Message.id,
+            Message.patient_id,
+            Message.step,
+            Message.handed_at,
+            Message.expires_at,
+            held_at,
+            Patient.opted_out_at.is_not(None),
+            Procedure.status == "cancelled",
+        )
+        .join(Patient, Patient.id == Message.patient_id)
+        .join(Procedure, Procedure.id == Message.procedure_id)
+        .where(held_filter())
+        .order_by(held_at, Message.id)
+        .limit(limit)
+    ).all()
+    return [
+        HeldRow(r[0], r[1], r[2], r[3] or r[5], r[4], r[5], bool(r[6]), bool(r[7])) for r in rows
+    ]
 
 
 def _unreachable_rows(
@@ -563,4 +662,41 @@ def _unreachable_item(
         language=facts.language if facts else None,
         timezone=facts.timezone if facts else None,
         action=rule.action if rule else "Call the patient and check the phone number.",
+    )
+
+
+def _held_item(
+    row: HeldRow, patients: dict[int, _PatientFacts], critical_steps: frozenset[str]
+) -> InboxItem:
+    from followup.patients.pages import step_label
+
+    facts = patients.get(row.patient_id)
+    blocked = None
+    if row.opted_out:
+        blocked = "the patient opted out"
+    elif row.procedure_cancelled:
+        blocked = "the procedure was cancelled"
+    if row.step in critical_steps:
+        action = (
+            "Check Twilio's console or call the patient: they may not know when to restart "
+            "their medicine. Then say what happened."
+        )
+    else:
+        action = "Check Twilio's console or ask the patient whether it arrived; then decide."
+    return InboxItem(
+        kind=UNKNOWN,
+        item_id=row.message_id,
+        urgent=False,
+        at=row.held_at,
+        reason=f"{row.step}: outcome unknown, the provider cannot tell whether it was sent",
+        patient_id=row.patient_id,
+        patient_name=facts.name if facts else None,
+        phone=facts.phone if facts else None,
+        language=facts.language if facts else None,
+        timezone=facts.timezone if facts else None,
+        action=action,
+        step=step_label(row.step),
+        handed_at=row.handed_at,
+        expires_at=row.expires_at,
+        resend_blocked=blocked,
     )

@@ -1,6 +1,7 @@
 """Handling the queue's items, and what the patient's page and the patients list show of them.
 
-Handling any item takes a note; the note, who and when are kept on the item, shown on the
+Handling any item takes a note (a held text, `unknown`, a decision too: inbox/held.py);
+the note, who and when are kept on the item, shown on the
 patient's page (`handled_notes`) and audited. `patient_flags` and `flag_condition` mark
 the patients who cannot receive texts, opted out, or have open items.
 """
@@ -19,6 +20,7 @@ import sqlalchemy.orm as so
 
 from followup.audit.service import record_audit
 from followup.errors import NotFound, ValidationError
+from followup.inbox.held import check_decision, settle_held
 from followup.inbox.models import (
     AttentionResolution,
     UnreachableResolution,
@@ -26,12 +28,15 @@ from followup.inbox.models import (
 from followup.inbox.queue import (
     ATTENTION_KINDS,
     CANNOT_RECEIVE,
+    DECISIONS,
     FAILURE_STATUSES,
     MAX_NOTE,
     REPLY,
     TEXT,
+    UNKNOWN,
     UNREACHABLE,
     critical_queries,
+    held_filter,
     open_failures,
     open_reply_filter,
     reply_reason,
@@ -51,11 +56,19 @@ log = logging.getLogger(__name__)
 
 
 def mark_handled(
-    *, session: so.Session, kind: str, item_id: int, note: str, actor: str, now: datetime
+    *,
+    session: so.Session,
+    kind: str,
+    item_id: int,
+    note: str,
+    actor: str,
+    now: datetime,
+    decision: str | None = None,
 ) -> None:
     """Take an item off the queue with a note; its history stays (the caller commits).
 
-    `item_id` is the reply's id, the text's id, or (unreachable) the patient's id.
+    `item_id` is the reply's id, the text's id (text, unknown), or (unreachable) the
+    patient's id. A held text (unknown) takes a `decision` too (DECISIONS); no other does.
     """
     note = (note or "").strip()
     if kind not in ATTENTION_KINDS:
@@ -64,10 +77,25 @@ def mark_handled(
         raise ValidationError("note", "is required: say what was done")
     if len(note) > MAX_NOTE:
         raise ValidationError("note", f"is longer than {MAX_NOTE} characters")
+    settle = check_decision(decision) if kind == UNKNOWN else ""
+    if kind != UNKNOWN and decision:
+        raise ValidationError("decision", f"applies only to {UNKNOWN} items")
+    handled = "handled"
     if kind == REPLY:
         record_type = _handle_reply(session, item_id, note, actor, now)
     elif kind == TEXT:
         record_type = _handle_text(session, item_id, note, actor, now)
+    elif kind == UNKNOWN:
+        settle_held(
+            session=session,
+            message_id=item_id,
+            decision=settle,
+            note=note,
+            actor=actor,
+            now=now,
+        )
+        record_type = "message"
+        handled = f"settled ({DECISIONS[settle].lower()})"
     else:
         record_type = _handle_unreachable(session, item_id, note, actor, now)
     record_audit(
@@ -77,9 +105,9 @@ def mark_handled(
         now=now,
         record_type=record_type,
         record_id=item_id,
-        detail=f"{kind} {item_id} handled: {note}"[:500],
+        detail=f"{kind} {item_id} {handled}: {note}"[:500],
     )
-    log.info("attention item %s:%s handled", kind, item_id)
+    log.info("attention item %s:%s handled%s", kind, item_id, f" ({settle})" if settle else "")
 
 
 def _handle_reply(session: so.Session, item_id: int, note: str, actor: str, now: datetime) -> str:
@@ -244,6 +272,7 @@ def _open_item_patients(critical_steps: frozenset[str]) -> Any:
             open_reply_filter(), InboundMessage.patient_id.is_not(None)
         ),
         open_failures(),
+        sa.select(Message.patient_id).where(held_filter()),
     ]
     if critical_steps:
         ids = sa.union_all(
@@ -289,6 +318,12 @@ def patient_flags(
         open_failures().where(Message.patient_id.in_(ids)).distinct()
     ):
         open_counts[patient_id] += 1
+    for patient_id, count in session.execute(
+        sa.select(Message.patient_id, sa.func.count())
+        .where(held_filter(), Message.patient_id.in_(ids))
+        .group_by(Message.patient_id)
+    ):
+        open_counts[patient_id] += count
     for query in critical_queries(critical_steps, True) if critical_steps else []:
         sub = query.subquery()
         for patient_id, count in session.execute(

@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from followup.errors import NotFound, ValidationError
 from followup.inbox.forms import HandleForm
-from followup.inbox.queue import attention_queue, queue_counts
+from followup.inbox.queue import DECISIONS, attention_queue, queue_counts
 from followup.inbox.service import mark_handled
 from followup.web import db, runtime, staff
 
@@ -26,7 +26,11 @@ def attention() -> ResponseReturnValue:
     rt = runtime()
     queue = attention_queue(session=db(), critical_steps=rt.care.critical_steps())
     return render_template(
-        "inbox/attention.html", queue=queue, form=HandleForm(), now=rt.clock.now()
+        "inbox/attention.html",
+        queue=queue,
+        form=HandleForm(),
+        now=rt.clock.now(),
+        decisions=DECISIONS,
     )
 
 
@@ -44,15 +48,17 @@ def handle(kind: str, item_id: int) -> ResponseReturnValue:
             note=form.note.data or "",
             actor=staff().email,
             now=runtime().clock.now(),
+            decision=form.decision.data or None,
         )
     except NotFound:
         abort(404)
     except ValidationError as exc:
         db().rollback()
-        flash(f"Not marked: {exc.message}.")
+        flash(f"Not marked: {exc.field} {exc.message}.")
         return redirect("/attention")
     db().commit()
-    flash(f"Marked handled: {kind} {item_id}.")
+    decision = DECISIONS.get(form.decision.data or "")
+    flash(f"Marked handled: {kind} {item_id}" + (f" ({decision.lower()})." if decision else "."))
     return redirect("/attention")
 
 

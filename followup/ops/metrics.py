@@ -311,7 +311,7 @@ class DatabaseCollector:
         attention = GaugeMetricFamily(
             "followup_attention_items",
             "Items waiting in the needs-attention queue, by kind "
-            f"(reply, text, unreachable; counted up to {ATTENTION_SCAN} of each).",
+            f"(reply, text, unreachable, unknown; counted up to {ATTENTION_SCAN} of each).",
             labels=["kind"],
         )
         attention_age = GaugeMetricFamily(
@@ -404,7 +404,7 @@ class DatabaseCollector:
             waited[item.kind] = max(waited.get(item.kind, 0.0), age)
             if item.urgent:
                 urgent_waited = max(urgent_waited, age)
-        for kind in ("reply", "text", "unreachable"):
+        for kind in ("reply", "text", "unreachable", "unknown"):
             attention.add_metric([kind], counts.get(kind, 0))
             attention_age.add_metric([kind], waited.get(kind, 0.0))
         urgent.add_metric([], queue.urgent_count)

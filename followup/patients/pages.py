@@ -454,11 +454,17 @@ def _text_entry(
     if status == PENDING:
         details.append(f"will be sent {short_local(message.due_at, tz)}")
         details.append(f"not after {short_local(message.expires_at, tz)}")
+    elif status == SENDING and message.lease_owner is None and message.handed_at is not None:
+        # Held by the reaper: the provider cannot tell; a person settles it (Needs attention).
+        details.append("outcome unknown: the SMS provider cannot tell whether it was sent")
+        details.append("waiting for the care team (Needs attention)")
     elif status == SENDING:
         details.append("being handed to the SMS provider")
     if message.sent_at is not None:
         details.append(f"sent {short_local(message.sent_at, tz)}")
-    if status == SENT:
+    if status == SENT and message.provider_sid is None:
+        details.append("recorded as sent by the care team (no delivery report)")
+    elif status == SENT:
         details.append("waiting for the carrier's delivery report")
     if message.delivered_at is not None:
         details.append(f"delivered {short_local(message.delivered_at, tz)}")

@@ -445,7 +445,13 @@ def dashboard(
         .where(
             sa.or_(
                 sa.and_(Message.status == SENDING, Message.claimed_at < now - STUCK_AFTER),
-                sa.and_(Message.status == SENT, Message.sent_at < now - STUCK_AFTER),
+                # A text the care team recorded as sent (a held text settled) has no SID:
+                # no report will ever come, and a person has already looked at it.
+                sa.and_(
+                    Message.status == SENT,
+                    Message.sent_at < now - STUCK_AFTER,
+                    Message.provider_sid.is_not(None),
+                ),
             )
         )
     )

@@ -113,5 +113,8 @@ def test_a_held_text_counts_in_the_stuck_gauge_until_a_person_settles_it(
     assert reap_stale(session=session, transport=twilio_transport, now=clock.now()).held == 1
     clock.advance(timedelta(hours=2))
     collector = DatabaseCollector(session_factory=session_factory, care=care, clock=clock)
-    stuck = next(m for m in collector.collect() if m.name == "followup_texts_stuck")
-    assert [s.value for s in stuck.samples] == [1]
+    collected = {m.name: m for m in collector.collect()}
+    assert [s.value for s in collected["followup_texts_stuck"].samples] == [1]
+    # ... and in the needs-attention queue, where a person settles it.
+    items = collected["followup_attention_items"].samples
+    assert {s.labels["kind"]: s.value for s in items}["unknown"] == 1

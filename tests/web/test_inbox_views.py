@@ -257,7 +257,7 @@ def test_the_cli_lists_and_handles_the_same_items_in_the_same_order(
     with pytest.raises(SystemExit):
         main(["attention", "--handle", "reply:x", "--note", "n"])
     assert capsys.readouterr().err.strip() == (
-        "error: --handle: must look like reply:12, text:5 or unreachable:3"
+        "error: --handle: must look like reply:12, text:5, unreachable:3 or unknown:7"
     )
     nurse_page = signed_in(NURSE).get(f"/patients/{lena.patient.id}").get_data(as_text=True)
     assert "Called: gave a mobile number" in nurse_page and "by cli" in nurse_page
