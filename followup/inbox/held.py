@@ -15,7 +15,8 @@ to the patient) settles it with a note:
 Each decision is one UPDATE guarded on the text being held still: a late answer of the
 dispatcher's, or anyone else, that settled it meanwhile wins, and nothing is written.
 The two final decisions also record an AttentionResolution with the note (the patient's
-page shows it, and the `text` kind does not raise a critical text a person just settled);
+page shows it, and the `text` kind does not raise a critical text a person just settled,
+until it changes again);
 a resent text gets none, so if it then fails or expires, a critical one is raised again.
 """
 
@@ -112,16 +113,14 @@ def settle_held(
 
 
 def _resolve(session: so.Session, message_id: int, note: str, actor: str, now: datetime) -> None:
-    """Keep the note on the text (the patient's page), unless an earlier item of the same
-    text (a critical text cancelled by an opt-out, then brought back by START) has one."""
-    exists = session.scalar(
-        sa.select(AttentionResolution.id).where(AttentionResolution.message_id == message_id)
-    )
-    if exists is None:
-        session.add(
-            AttentionResolution(message_id=message_id, handled_at=now, handled_by=actor, note=note)
+    """Keep the note on the text (the patient's page), covering it as the settling UPDATE
+    left it (`problem_at`: its `updated_at`, `now`)."""
+    session.add(
+        AttentionResolution(
+            message_id=message_id, problem_at=now, handled_at=now, handled_by=actor, note=note
         )
-        session.flush()
+    )
+    session.flush()
 
 
 def _refuse(session: so.Session, message_id: int, decision: str, now: datetime) -> NoReturn:

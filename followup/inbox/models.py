@@ -12,12 +12,20 @@ from followup.messaging.models import Message
 
 
 class AttentionResolution(Base):
-    """A critical text a nurse or admin has followed up (replies carry their own marks)."""
+    """A critical text a nurse or admin has followed up (replies carry their own marks).
+
+    It covers the problem it was written for: the text as it was then (`problem_at`, the
+    text's `updated_at` when handled). A text that changes afterwards (brought back by
+    START, then failed or expired) is a new problem, raised again and handled with a mark
+    of its own.
+    """
 
     __tablename__ = "attention_resolutions"
+    __table_args__ = (sa.Index("ix_attention_resolutions_message_id", "message_id", "problem_at"),)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("messages.id"), unique=True)
+    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("messages.id"))
+    problem_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     handled_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     handled_by: so.Mapped[str] = so.mapped_column(sa.String(254))
     note: so.Mapped[str] = so.mapped_column(sa.String(500))

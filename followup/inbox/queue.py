@@ -6,7 +6,8 @@ there the moment its cause is recorded:
 - `reply`: a reply triaged urgent or needs-reading, or from an unknown number, not yet
   handled (inbound_messages.handled_at);
 - `text`: a critical text (the blood-thinner restart) that failed, expired, was not
-  delivered, or was cancelled by an opt-out, with no AttentionResolution;
+  delivered, or was cancelled by an opt-out, with no AttentionResolution written for it
+  as it is (`handled_as_it_is`: one written before it came back and failed again is not);
 - `unreachable`: a patient one of whose texts failed with an error that means the number
   cannot receive texts (CANNOT_RECEIVE), one item per patient however many texts failed,
   until a nurse handles it (UnreachableResolution);
@@ -284,9 +285,18 @@ def critical_text_problems(
     return problems
 
 
+def handled_as_it_is() -> sa.Exists:
+    """A mark covers the text as it is now: written for it since it last changed. A text
+    brought back (START) that then fails or expires is a new problem, not covered."""
+    return sa.exists().where(
+        AttentionResolution.message_id == Message.id,
+        AttentionResolution.problem_at >= Message.updated_at,
+    )
+
+
 def critical_queries(critical_steps: frozenset[str], unhandled_only: bool) -> list[Any]:
     steps = sorted(critical_steps)
-    handled = sa.exists().where(AttentionResolution.message_id == Message.id)
+    handled = handled_as_it_is()
     # One query per status: each walks the index backwards and stops after `limit` rows.
     queries: list[Any] = [
         sa.select(Message.id, Message.updated_at).where(

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.audit.service import record_audit
+from followup.db import is_postgresql
 from followup.errors import NotFound, ValidationError
 from followup.inbox.held import check_decision, settle_held
 from followup.inbox.models import (
@@ -127,24 +128,43 @@ def _handle_reply(session: so.Session, item_id: int, note: str, actor: str, now:
 
 
 def _handle_text(session: so.Session, item_id: int, note: str, actor: str, now: datetime) -> str:
-    message = session.get(Message, item_id)
+    """Mark the critical text's problem handled: the text as it is now (`problem_at`).
+
+    Two people handling it at once go one after the other: on PostgreSQL the text's row is
+    locked first; on SQLite the event is written first, which takes the database's write
+    lock before the marks are read. The second is told who handled it.
+    """
+    read = sa.select(Message).where(Message.id == item_id).execution_options(populate_existing=True)
+    if is_postgresql(session):
+        read = read.with_for_update()
+    message = session.scalars(read).first()
     if message is None:
         raise NotFound(f"no text {item_id}")
-    done = session.scalar(
-        sa.select(AttentionResolution.handled_by).where(AttentionResolution.message_id == item_id)
-    )
-    if done is not None:
-        raise ValidationError("item", f"was already handled by {done}")
-    try:
-        with session.begin_nested():
-            session.add(
-                AttentionResolution(message_id=item_id, handled_at=now, handled_by=actor, note=note)
-            )
-    except sa.exc.IntegrityError as exc:
-        raise ValidationError("item", "was already handled by someone else") from exc
     session.add(
         MessageEvent(
             message_id=item_id, at=now, kind="handled", status=message.status, detail=f"by {actor}"
+        )
+    )
+    session.flush()
+    message = session.scalars(read).one()
+    done = session.scalar(
+        sa.select(AttentionResolution.handled_by)
+        .where(
+            AttentionResolution.message_id == item_id,
+            AttentionResolution.problem_at >= message.updated_at,
+        )
+        .order_by(AttentionResolution.id.desc())
+        .limit(1)
+    )
+    if done is not None:
+        raise ValidationError("item", f"was already handled by {done}")
+    session.add(
+        AttentionResolution(
+            message_id=item_id,
+            problem_at=message.updated_at,
+            handled_at=now,
+            handled_by=actor,
+            note=note,
         )
     )
     return "message"

@@ -3,6 +3,7 @@ call the patient; handling takes a note that is kept, shown and audited."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,10 +15,13 @@ from followup.audit.models import AuditEvent
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.errors import NotFound, ValidationError
+from followup.inbox.models import AttentionResolution
 from followup.inbox.queue import attention_queue, queue_counts, waited_words
 from followup.inbox.service import handled_notes, mark_handled
+from followup.messaging.claims import expire_overdue
 from followup.messaging.models import InboundMessage, Message, MessageEvent
-from followup.messaging.outbox import record_opt_out
+from followup.messaging.opt_in import record_opt_in
+from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.patients.validation import EnrollmentResult
 
 Enroll = Callable[..., EnrollmentResult]
@@ -208,3 +212,84 @@ def test_mark_handled_an_unknown_item_is_not_found(session: so.Session, kind: st
 )  # fmt: skip
 def test_waited_words(minutes: int, words: str) -> None:
     assert waited_words(timedelta(minutes=minutes)) == words
+
+
+def test_a_critical_text_brought_back_by_start_is_raised_again_when_it_fails(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll
+) -> None:
+    # The patient texts STOP before the blood-thinner restart: the cancelled restart is an
+    # item, and a nurse handles it. The patient texts START: the restart is back in the
+    # queue. It then expires unsent: that is a new problem, raised again, not covered by
+    # the note about the opt-out.
+    clock.set(NOW)
+    ada = enroll(blood_thinner="Eliquis")
+    restart = ada.messages[2]
+    critical = care.critical_steps()
+    reason = f"patient replied STOP: {OPTED_OUT}"
+    record_opt_out(session=session, patient_id=ada.patient.id, now=NOW, reason=reason)
+    session.commit()
+    queue = attention_queue(session=session, critical_steps=critical)
+    assert [i.key for i in queue.items] == [f"text:{restart.id}"]
+    later = NOW + timedelta(minutes=10)
+    mark_handled(session=session, kind="text", item_id=restart.id, note="Called; knows",
+                 actor="nurse@x.org", now=later)  # fmt: skip
+    session.commit()
+    assert attention_queue(session=session, critical_steps=critical).items == []
+    record_opt_in(session=session, patient_id=ada.patient.id, care=care, now=later)
+    session.commit()
+    session.refresh(restart)
+    assert restart.status == "pending"
+    closed = restart.expires_at + timedelta(minutes=1)
+    assert expire_overdue(session=session, now=closed) >= 1
+    session.commit()
+    queue = attention_queue(session=session, critical_steps=critical)
+    assert [(i.key, i.reason) for i in queue.items] == [
+        (f"text:{restart.id}", "blood-thinner-restart expired")
+    ]
+    mark_handled(session=session, kind="text", item_id=restart.id, note="Called again",
+                 actor="nurse@x.org", now=closed)  # fmt: skip
+    session.commit()
+    assert attention_queue(session=session, critical_steps=critical).items == []
+    notes = handled_notes(session=session, patient_id=ada.patient.id)
+    assert [n.note for n in notes] == ["Called; knows", "Called again"]
+
+
+def test_two_people_handling_one_critical_text_at_once_write_one_mark(
+    session: so.Session,
+    session_factory: so.sessionmaker[so.Session],
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+) -> None:
+    # Both press "handled" at once: the second waits for the first (the text's row lock on
+    # PostgreSQL, the write lock on SQLite), then is told who handled it.
+    clock.set(NOW)
+    restart = enroll(blood_thinner="Eliquis").messages[2]
+    session.execute(sa.update(Message).where(Message.id == restart.id).values(status="expired"))
+    session.commit()
+    mark_handled(session=session, kind="text", item_id=restart.id, note="Called",
+                 actor="first@x.org", now=NOW)  # fmt: skip
+    outcome: list[BaseException | None] = []
+    other_session = session_factory()
+
+    def second() -> None:
+        try:
+            mark_handled(session=other_session, kind="text", item_id=restart.id, note="Me too",
+                         actor="second@x.org", now=NOW)  # fmt: skip
+            other_session.commit()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            other_session.rollback()
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "the second did not wait for the first"
+    session.commit()
+    thread.join(30)
+    other_session.close()
+    assert isinstance(outcome[0], ValidationError), outcome
+    assert "already handled by first@x.org" in str(outcome[0])
+    marks = session.scalars(sa.select(AttentionResolution.handled_by)).all()
+    assert marks == ["first@x.org"]

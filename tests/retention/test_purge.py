@@ -94,6 +94,7 @@ def history(
     session.add(
         AttentionResolution(
             message_id=restart.id,
+            problem_at=START + timedelta(days=3),
             handled_at=START + timedelta(days=3),
             handled_by="nurse@example.org",
             note="called Ada Moreno at home",
