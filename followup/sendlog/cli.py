@@ -27,7 +27,8 @@ from followup.clibase import ID, CliState
 @click.option(
     "--needs-attention",
     is_flag=True,
-    help="Only critical texts that failed, expired or were not delivered.",
+    help="Only critical texts that failed, expired, were not delivered, or were cancelled "
+    "by the patient's opt-out.",
 )
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row, times in UTC.")
 @click.pass_obj

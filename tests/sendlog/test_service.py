@@ -11,6 +11,7 @@ from followup.clock import FakeClock
 from followup.errors import ValidationError
 from followup.inbox.queue import critical_text_problems
 from followup.messaging.models import Message
+from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.patients.validation import EnrollmentResult
 from followup.sendlog.service import (
     LogFilter,
@@ -111,8 +112,8 @@ def test_a_forged_cursor_is_refused() -> None:
     assert excinfo.value.field == "cursor"
 
 
-def test_needs_attention_shows_critical_texts_that_failed(
-    session: so.Session, three_patients: list[EnrollmentResult]
+def test_needs_attention_shows_critical_texts_that_failed_or_an_opt_out_cancelled(
+    session: so.Session, three_patients: list[EnrollmentResult], enroll: Enroll
 ) -> None:
     ada = three_patients[0].patient.id
     session.execute(
@@ -123,17 +124,28 @@ def test_needs_attention_shows_critical_texts_that_failed(
     session.execute(
         sa.update(Message).where(Message.step == "soreness").values(status="failed", updated_at=NOW)
     )
+    # Dee opts out before her restart: cancelled, as the queue shows it. Eve's restart is
+    # cancelled otherwise (her procedure was), which needs nobody.
+    dee = enroll(first_name="Dee", phone="(202) 555-0188", blood_thinner="warfarin").patient.id
+    eve = enroll(first_name="Eve", phone="(202) 555-0166", blood_thinner="warfarin").patient.id
+    record_opt_out(session=session, patient_id=dee, now=NOW, reason=f"STOP: {OPTED_OUT}")
+    session.execute(
+        sa.update(Message)
+        .where(Message.patient_id == eve, Message.step == "blood-thinner-restart")
+        .values(status="cancelled", updated_at=NOW)
+    )
     session.commit()
     critical = frozenset({"blood-thinner-restart"})
     page = log_page(
         session=session, log_filter=LogFilter(needs_attention=True, critical_steps=critical), tz=NY
     )
-    assert [(r.message.patient_id, r.message.step) for r in page.rows] == [
-        (ada, "blood-thinner-restart")
-    ]
+    listed = sorted((r.message.patient_id, r.message.status) for r in page.rows)
+    assert listed == [(ada, "failed"), (dee, "cancelled")]
     problems = critical_text_problems(session=session, critical_steps=critical)
-    assert [(p.step, p.patient_id, p.error_code) for p in problems] == [
-        ("blood-thinner-restart", ada, "30005")
+    # The same texts as the queue's critical problems.
+    assert sorted((p.patient_id, p.status, p.error_code) for p in problems) == [
+        (ada, "failed", "30005"),
+        (dee, "cancelled", None),
     ]
 
 
