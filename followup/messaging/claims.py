@@ -94,9 +94,13 @@ def claim_due(
         sa.or_(table.not_before.is_(None), table.not_before <= now),
     )
     postgresql = is_postgresql(session)
+    # The patients another dispatcher holds are passed over here already, not only in the
+    # UPDATE: else their texts, first in due order, could fill the whole `limit`, and the
+    # claim come back empty (its pass thinking itself caught up) while texts of patients
+    # nobody holds wait behind them for that lease to run out.
     due = (
         sa.select(table.id, table.patient_id)
-        .where(table.status == PENDING, *ready)
+        .where(table.status == PENDING, *ready, ~_held_elsewhere(owner, now))
         .order_by(table.due_at)
         .limit(limit)
     )

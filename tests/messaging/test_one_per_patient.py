@@ -377,3 +377,24 @@ def test_a_text_a_reaper_cannot_ask_about_yet_holds_up_none_of_the_patients_othe
     other_session.commit()
     steps = {m.id: m.step for m in _all(session) if m.patient_id == patient}
     assert sorted(steps[i] for i in claimed) == sorted(THREE[1:])
+
+
+def test_a_claim_looks_past_the_texts_of_patients_another_dispatcher_holds(
+    session: so.Session, other_session: so.Session, clock: FakeClock, enroll: Enroll
+) -> None:
+    # w1 took the first of a patient's three texts due at once and stopped (a process that
+    # died, a pass stalled: its lease lives on for up to a minute). The patient's other two
+    # are the next due: w2's claim of two must look past them to the other patient's
+    # texts due now, not come back empty (and the pass think itself caught up) while
+    # texts of patients nobody holds wait for w1's lease to run out.
+    patient = three_due_at_once(clock, enroll).patient.id
+    clock.advance(timedelta(seconds=1))
+    other = enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199").patient.id
+    now = clock.now()
+    [held] = claim_due(session=session, now=now, owner="w1", limit=1)
+    session.commit()
+    owners = {m.id: m.patient_id for m in _all(session)}
+    assert owners[held] == patient
+    second = claim_due(session=other_session, now=now, owner="w2", limit=2)
+    other_session.commit()
+    assert second and {owners[i] for i in second} == {other}
