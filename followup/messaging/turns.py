@@ -221,6 +221,12 @@ class DispatchPass:
         self.report.claimed += len(fresh)
         self.ready.extend(fresh)
         self.caught_up_at = time.monotonic() if len(claimed) < size else None
+        if not claimed:
+            # Nothing to commit with the turn, but the claim's read may have locked texts
+            # (FOR UPDATE) and patients (their claim locks) it then left to another
+            # dispatcher: released now, not when this pass next commits (after a call
+            # under way answers, seconds at a slow provider), unclaimable meanwhile.
+            self.session.commit()
         return bool(claimed)
 
     # --- hand over ------------------------------------------------------------------------

@@ -398,3 +398,63 @@ def test_a_claim_looks_past_the_texts_of_patients_another_dispatcher_holds(
     second = claim_due(session=other_session, now=now, owner="w2", limit=2)
     other_session.commit()
     assert second and {owners[i] for i in second} == {other}
+
+
+def test_a_claim_that_took_nothing_leaves_no_lock_behind_while_its_calls_are_under_way(
+    session: so.Session,
+    other_session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # w2 is sending a patient's texts (a slow call under way) and looks for more every
+    # RECLAIM_EVERY. Another patient's texts fall due just as w1 starts claiming them:
+    # w2's look reads them (on PostgreSQL locking their rows, FOR UPDATE SKIP LOCKED), finds
+    # their patient's claim lock taken and claims nothing. w1 commits its claim and looks
+    # again for the patient's other texts: they must be there for it, not locked by w2's
+    # transaction, left open until w2's call answers (seconds at a slow provider).
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("on SQLite a claim's read locks no row")
+    clock.set(at("2026-03-13T10:00:30"))
+    patient = enroll(completed_at="2026-03-10T09:00", blood_thinner="Eliquis").patient.id
+    session.execute(
+        sa.update(Message)
+        .where(Message.patient_id == patient, Message.step.in_(THREE))
+        .values(due_at=at("2026-03-13T10:00:40"))
+    )
+    session.commit()
+    enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199")
+    claim = turns_module.claim_due
+    armed, looked_again = threading.Event(), threading.Event()
+    after: list[int] = []
+
+    def w2_claim(**kwargs: Any) -> list[int]:
+        if not armed.is_set():
+            return claim(**kwargs)
+        if not after:
+            took = claim(**kwargs)  # reads the patient's texts while w1 claims them
+            after.append(len(took))
+            return took
+        looked_again.set()  # the turn of w2's look above is over
+        return []
+
+    def w1_claims(sms: OutgoingSms) -> None:
+        if armed.is_set():
+            return
+        clock.set(at("2026-03-13T10:00:41"))
+        first = claim_due(session=other_session, now=clock.now(), owner="w1", limit=1)
+        assert len(first) == 1
+        armed.set()
+        assert looked_again.wait(10)
+        other_session.commit()
+        after.extend(claim_due(session=other_session, now=clock.now(), owner="w1", limit=10))
+        other_session.commit()
+
+    monkeypatch.setattr(turns_module, "claim_due", w2_claim)
+    transport = OnePatient(hook=w1_claims)
+    with Dispatcher(transport=transport, care=care, clock=clock, owner="w2") as dispatcher:
+        dispatcher.dispatch(session)
+    steps = {m.id: m.step for m in _all(session) if m.patient_id == patient}
+    assert after[0] == 0  # w2 left the patient to w1
+    assert sorted(steps[i] for i in after[1:]) == sorted(THREE[1:])
