@@ -40,8 +40,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "cannot feel or move the legs",
         {
             "en": (
-                "can't feel ~ leg*", "can't feel ~ feet", "can't feel ~ foot",
-                "can't move ~ leg*", "can't move ~ feet", "can't move ~ foot",
+                "can't ~ feel ~ leg*", "can't ~ feel ~ feet", "can't ~ feel ~ foot",
+                "can't ~ move ~ leg*", "can't ~ move ~ feet", "can't ~ move ~ foot",
                 "unable to feel ~ leg*", "unable to move ~ leg*", "no feeling in ~ leg*",
                 "not able to feel ~ leg*", "not able to move ~ leg*", "couldn't feel ~ leg*",
                 "couldn't move ~ leg*", "could not feel ~ leg*", "could not move ~ leg*",
@@ -50,7 +50,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "es": (
                 "no siento ~ pierna*", "no siento ~ pies", "no siento ~ pie",
                 "no puedo mover ~ pierna*", "no puedo mover ~ pies", "no me puedo mover",
-                "no puedo mover", "perdí ~ sensibilidad", "paraliz*",
+                "no puedo mover", "no puedo sentir ~ pierna*", "no puedo sentir ~ pies",
+                "no puedo sentir ~ pie", "perdí ~ sensibilidad", "paraliz*",
             ),
         },
     ),
@@ -75,11 +76,15 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "en": (
                 "weak*", "weeknes*", "legs ~ week", "legs ~ gave out", "leg* ~ giving out",
                 "legs ~ give way", "can't walk", "unable to walk", "can't stand up",
-                "not able to walk", "couldn't walk", "could not walk",
+                "not able to walk", "couldn't walk", "could not walk", "wasn't able to walk",
+                "haven't been able to walk", "hasn't been able to walk", "not been able to walk",
+                "hardly walk", "barely walk", "hardly able to walk", "barely able to walk",
+                "no strength in ~ leg*", "leg* ~ no strength",
             ),
             "es": (
                 "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no puedo caminar",
                 "no puedo andar", "no puedo pararme", "no me puedo parar",
+                "no he podido caminar", "no he podido andar", "no pude caminar",
             ),
         },
     ),

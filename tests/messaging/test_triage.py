@@ -41,6 +41,10 @@ URGENT_EXAMPLES = {
         "Cannot feel my feet",
         "No siento las piernas",
         "no puedo mover la pierna derecha",
+        "I can't really feel my legs",
+        "can't even move my feet",
+        "no puedo sentir las piernas",
+        "no puedo sentir los pies",
     ],
     "numbness": [
         "my leg is numb",
@@ -60,6 +64,12 @@ URGENT_EXAMPLES = {
         "me siento debil",
         "I'm not able to walk",
         "couldn't walk today",
+        "Haven't been able to walk since yesterday",
+        "I wasn't able to walk this morning",
+        "I can hardly walk",
+        "can barely walk",
+        "I have no strength in my legs",
+        "no he podido caminar",
     ],
     "continence": [
         "I can't pee since yesterday",
