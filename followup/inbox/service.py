@@ -65,11 +65,14 @@ def mark_handled(
     actor: str,
     now: datetime,
     decision: str | None = None,
+    seen: str | None = None,
 ) -> None:
     """Take an item off the queue with a note; its history stays (the caller commits).
 
     `item_id` is the reply's id, the text's id (text, unknown), or (unreachable) the
     patient's id. A held text (unknown) takes a `decision` too (DECISIONS); no other does.
+    `seen` (a critical text's item, from the page) is the text's last change as the person
+    read it: if it changed since, nothing is written (ValidationError('item')).
     """
     note = (note or "").strip()
     if kind not in ATTENTION_KINDS:
@@ -85,7 +88,7 @@ def mark_handled(
     if kind == REPLY:
         record_type = _handle_reply(session, item_id, note, actor, now)
     elif kind == TEXT:
-        record_type = _handle_text(session, item_id, note, actor, now)
+        record_type = _handle_text(session, item_id, note, actor, now, _seen_at(seen))
     elif kind == UNKNOWN:
         settle_held(
             session=session,
@@ -127,8 +130,30 @@ def _handle_reply(session: so.Session, item_id: int, note: str, actor: str, now:
     return "inbound_message"
 
 
-def _handle_text(session: so.Session, item_id: int, note: str, actor: str, now: datetime) -> str:
-    """Mark the critical text's problem handled: the text as it is now (`problem_at`).
+def _seen_at(seen: str | None) -> datetime | None:
+    """The text's last change as the page showed it, or None (the CLI, an older page)."""
+    if not seen:
+        return None
+    try:
+        at = datetime.fromisoformat(seen)
+    except ValueError:
+        raise ValidationError("item", "was read from a page this app did not write") from None
+    if at.tzinfo is None:
+        raise ValidationError("item", "was read from a page this app did not write")
+    return at
+
+
+def _handle_text(
+    session: so.Session,
+    item_id: int,
+    note: str,
+    actor: str,
+    now: datetime,
+    seen_at: datetime | None = None,
+) -> str:
+    """Mark the critical text's problem handled: the text as it is now (`problem_at`), and
+    only if that is the one the person read (`seen_at`): a text brought back and failed
+    again while the note was written is a new problem, which the note does not cover.
 
     Two people handling it at once go one after the other: on PostgreSQL the text's row is
     locked first; on SQLite the event is written first, which takes the database's write
@@ -158,6 +183,10 @@ def _handle_text(session: so.Session, item_id: int, note: str, actor: str, now: 
     )
     if done is not None:
         raise ValidationError("item", f"was already handled by {done}")
+    if seen_at is not None and message.updated_at > seen_at:
+        raise ValidationError(
+            "item", f"changed since the page was read (it is {message.status} now): read it again"
+        )
     session.add(
         AttentionResolution(
             message_id=item_id,

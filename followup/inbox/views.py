@@ -49,6 +49,7 @@ def handle(kind: str, item_id: int) -> ResponseReturnValue:
             actor=staff().email,
             now=runtime().clock.now(),
             decision=form.decision.data or None,
+            seen=form.seen.data or None,
         )
     except NotFound:
         abort(404)

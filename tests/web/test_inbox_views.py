@@ -261,3 +261,43 @@ def test_the_cli_lists_and_handles_the_same_items_in_the_same_order(
     )
     nurse_page = signed_in(NURSE).get(f"/patients/{lena.patient.id}").get_data(as_text=True)
     assert "Called: gave a mobile number" in nurse_page and "by cli" in nurse_page
+
+
+def test_a_critical_text_that_changed_since_the_page_was_read_is_not_marked_handled(
+    signed_in: Callable[[str], Browser],
+    session: so.Session,
+    enroll: Enroll,
+    clock: FakeClock,
+) -> None:
+    # The nurse reads "blood-thinner-restart expired" and starts writing her note. Meanwhile
+    # the text changes (brought back by START, then failed: a new problem she has not
+    # seen). Her "handled" is for what she read: it must not cover the failure.
+    restart = enroll(blood_thinner="Eliquis").messages[2]
+    session.execute(
+        sa.update(Message)
+        .where(Message.id == restart.id)
+        .values(status="expired", updated_at=clock.now())
+    )
+    session.commit()
+    nurse = signed_in(NURSE)
+    [block] = item_blocks(nurse.get("/attention").get_data(as_text=True))
+    assert "blood-thinner-restart expired" in block
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', block))
+    hidden.pop("csrf_token", None)
+    clock.advance(timedelta(minutes=5))
+    session.execute(
+        sa.update(Message)
+        .where(Message.id == restart.id)
+        .values(status="failed", error_code="30003", updated_at=clock.now())
+    )
+    session.commit()
+    response = nurse.post(
+        f"/attention/text/{restart.id}",
+        {**hidden, "note": "Called: she knows when to restart"},
+        form_page="/attention",
+    )
+    assert response.status_code == 302
+    page = nurse.get("/attention").get_data(as_text=True)
+    assert "Not marked" in page and "changed since" in page
+    [block] = item_blocks(page)
+    assert "blood-thinner-restart failed" in block
