@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # pass that sends it, it still goes out within the second.
 POLL_EVERY = timedelta(seconds=0.5)
 ERROR_PAUSE = timedelta(seconds=5)  # after a failed pass (database down), try again after
-IDLE_FLOOR = 0.05  # seconds: never look again sooner than this after a pass that claimed none
+IDLE_FLOOR = 0.05  # seconds: the next look after a conflict the database rolled back
 STOP_TIMEOUT = 60.0  # seconds a stopping loop waits for the calls in flight
 CLOCK_PAUSE = timedelta(seconds=5)  # how often a paused loop holds the clocks again
 
@@ -99,7 +99,10 @@ class DispatchLoop:
         wait = self.poll.total_seconds()
         if wake_at is not None:
             wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
-        return wait if claimed else max(wait, IDLE_FLOOR)
+        # A pass that claimed none while texts were ready: they are another dispatcher's
+        # (its claim under way, or a patient of theirs it holds until an answer comes, up
+        # to a lease): looking again at once would only ask again, 20 times a second.
+        return wait if claimed else max(wait, POLL_EVERY.total_seconds())
 
     def _clock_skewed(self, session: so.Session) -> bool:
         """Whether passes must wait: this host's clock is far from the database server's

@@ -226,3 +226,31 @@ def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
     # Pinned behind the real time (as every --now in these tests is): a lease run out at
     # the pinned instant has run out now too, so it reaps.
     assert tasks.tick(runtime, session, pinned=True).reap.requeued == 1
+
+
+def test_the_loop_does_not_spin_on_texts_another_dispatcher_holds(
+    runtime: Runtime, session: so.Session, enroll: Callable[..., Any]
+) -> None:
+    # Another dispatcher holds one of the patient's two due texts (its call under way): the
+    # other is ready but theirs to send next. A pass claims nothing; the loop looks again a
+    # poll later, not 20 times a second for as long as that call lasts.
+    from jobs.dispatcher import POLL_EVERY, DispatchLoop
+
+    enroll()
+    now = runtime.clock.now()
+    later = session.scalar(
+        sa.select(sa.func.min(Message.id)).where(Message.due_at > now, Message.status == "pending")
+    )
+    session.execute(sa.update(Message).where(Message.id == later).values(due_at=now))
+    due = session.scalars(
+        sa.select(Message.id).where(Message.due_at <= now, Message.status == "pending")
+    ).all()
+    assert len(due) == 2
+    assert len(claim_due(session=session, now=runtime.clock.now(), owner="other", limit=1)) == 1
+    session.commit()
+    loop = DispatchLoop(runtime)
+    try:
+        assert loop.step() >= POLL_EVERY.total_seconds()
+        assert (loop.passes, loop.total.claimed) == (1, 0)
+    finally:
+        loop.dispatcher.close()
