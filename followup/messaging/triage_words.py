@@ -46,6 +46,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "not able to feel ~ leg*", "not able to move ~ leg*", "couldn't feel ~ leg*",
                 "couldn't move ~ leg*", "could not feel ~ leg*", "could not move ~ leg*",
                 "lost feeling", "losing feeling", "paralyz*", "paralys*",
+                "don't feel my ~ leg*", "don't feel my ~ feet", "don't feel my ~ foot",
+                "do not feel my ~ leg*", "do not feel my ~ feet", "do not feel my ~ foot",
             ),
             "es": (
                 "no siento ~ pierna*", "no siento ~ pies", "no siento ~ pie",
