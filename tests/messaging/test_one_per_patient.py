@@ -71,6 +71,15 @@ def three_due_at_once(clock: FakeClock, enroll: Enroll) -> EnrollmentResult:
     return result
 
 
+def three_due_then_another(clock: FakeClock, enroll: Enroll) -> tuple[int, int]:
+    """The patient of `three_due_at_once`, and another enrolled a second later with texts
+    due too (after the first one's in due order); their ids."""
+    patient = three_due_at_once(clock, enroll).patient.id
+    clock.advance(timedelta(seconds=1))
+    other = enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199").patient.id
+    return patient, other
+
+
 def texts(session: so.Session) -> dict[str, Message]:
     session.expire_all()
     return {m.step: m for m in session.scalars(sa.select(Message).order_by(Message.id))}
@@ -270,9 +279,7 @@ def test_a_patient_whose_texts_another_dispatcher_holds_is_left_to_it(
     # w1 claims two of the patient's three texts (its claim is full); w2, claiming at the
     # same moment, must leave the third to w1 (else the two send them side by side, in
     # any order) and take the other patient's texts instead.
-    patient = three_due_at_once(clock, enroll).patient.id
-    clock.advance(timedelta(seconds=1))
-    other = enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199").patient.id
+    patient, other = three_due_then_another(clock, enroll)
     now = clock.now()
     first = claim_due(session=session, now=now, owner="w1", limit=2)
     if session.get_bind().dialect.name == "postgresql":
@@ -387,9 +394,7 @@ def test_a_claim_looks_past_the_texts_of_patients_another_dispatcher_holds(
     # are the next due: w2's claim of two must look past them to the other patient's
     # texts due now, not come back empty (and the pass think itself caught up) while
     # texts of patients nobody holds wait for w1's lease to run out.
-    patient = three_due_at_once(clock, enroll).patient.id
-    clock.advance(timedelta(seconds=1))
-    other = enroll(completed_at="2026-03-13T09:00", phone="(202) 555-0199").patient.id
+    patient, other = three_due_then_another(clock, enroll)
     now = clock.now()
     [held] = claim_due(session=session, now=now, owner="w1", limit=1)
     session.commit()
