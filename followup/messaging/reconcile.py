@@ -29,8 +29,8 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import Clock
-from followup.db import in_ids, is_postgresql
-from followup.messaging.claims import LEASE, reaper_owner
+from followup.db import is_postgresql
+from followup.messaging.claims import LEASE, reaper_owner, renew_statement
 from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
     MESSAGES,
@@ -146,22 +146,12 @@ def reap_stale(
 
 
 def _renew(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> list[Any]:
-    """Extend this reaper's lease on `rows` to `until` (committed); return those still ours."""
+    """Extend this reaper's lease on `rows` to `until` (the dispatcher's heartbeat statement,
+    committed); return those still ours."""
     if not rows:
         return []
-    table = MESSAGES.c
-    kept = set(
-        session.scalars(
-            sa.update(MESSAGES)
-            .where(
-                in_ids(session, table.id, [row.id for row in rows]),
-                status_is(SENDING),
-                table.lease_owner == owner,
-            )
-            .values(lease_expires_at=until)
-            .returning(table.id)
-        )
-    )
+    params = {"p_owner": owner, "v_lease": until, "p_ids": [row.id for row in rows]}
+    kept = set(session.scalars(renew_statement(), params))
     session.commit()
     return [row for row in rows if row.id in kept]
 
