@@ -294,6 +294,20 @@ def handled_as_it_is() -> sa.Exists:
     )
 
 
+def critical_problem(critical_steps: frozenset[str]) -> sa.ColumnElement[bool]:
+    """A critical text a person must follow up, handled or not, as one condition on a text
+    (the send log's filter); `critical_queries` finds the same texts by index, a query per
+    status."""
+    opted_out = sa.select(Patient.id).where(Patient.opted_out_at.is_not(None))
+    return sa.and_(
+        Message.step.in_(sorted(critical_steps)),
+        sa.or_(
+            Message.status.in_(CRITICAL_PROBLEM_STATUSES),
+            sa.and_(Message.status == CANCELLED, Message.patient_id.in_(opted_out)),
+        ),
+    )
+
+
 def critical_queries(critical_steps: frozenset[str], unhandled_only: bool) -> list[Any]:
     steps = sorted(critical_steps)
     handled = handled_as_it_is()

@@ -20,10 +20,9 @@ import sqlalchemy.orm as so
 
 from followup.bounds import EARLIEST_DATE, LATEST_DATE, MAX_ID, MAX_SEARCH_LENGTH, date_in_range
 from followup.errors import ValidationError
+from followup.inbox.queue import critical_problem
 from followup.messaging.models import (
-    CANCELLED,
     DELIVERED,
-    EXPIRED,
     FAILED,
     PENDING,
     SENDING,
@@ -54,7 +53,6 @@ CSV_COLUMNS = (
 PAGE_SIZE = 50
 _Q = TypeVar("_Q", bound=sa.Select)  # type: ignore[type-arg]
 # Statuses of a critical text (the blood-thinner restart) that a nurse must follow up.
-CRITICAL_PROBLEM_STATUSES = (FAILED, EXPIRED, UNDELIVERED)
 
 
 @dataclass(frozen=True)
@@ -127,16 +125,7 @@ def _apply(query: _Q, log_filter: LogFilter, tz: ZoneInfo) -> _Q:
     if condition is not None:
         query = query.where(Message.patient_id.in_(sa.select(Patient.id).where(condition)))
     if log_filter.needs_attention:
-        # As the needs-attention queue's critical texts (handled or not): also one an
-        # opt-out cancelled (the patient may not know when to restart).
-        opted_out = sa.select(Patient.id).where(Patient.opted_out_at.is_not(None))
-        query = query.where(
-            Message.step.in_(sorted(log_filter.critical_steps)),
-            sa.or_(
-                Message.status.in_(CRITICAL_PROBLEM_STATUSES),
-                sa.and_(Message.status == CANCELLED, Message.patient_id.in_(opted_out)),
-            ),
-        )
+        query = query.where(critical_problem(log_filter.critical_steps))
     return query
 
 
