@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
+from followup.inbox.items import alerts_by_reply
 from followup.inbox.models import (
     ALERT_DELIVERED,
     ALERT_FAILED,
@@ -31,7 +32,7 @@ from followup.inbox.models import (
     SMS,
     StaffAlert,
 )
-from followup.inbox.queue import URGENT_CAP, AlertView, alerts_by_reply, open_reply_filter
+from followup.inbox.queue import URGENT_CAP, AlertView, open_reply_filter
 from followup.messaging.models import (
     TRIAGE_URGENT,
     HeldStatusReport,

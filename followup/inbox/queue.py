@@ -17,14 +17,13 @@ there the moment its cause is recorded:
   (while its window is open), or do not send.
 
 Urgent items come first, then the rest oldest first (`attention_queue`); the header's
-figures come from `queue_counts`. Handling is in inbox/service.py, alerts in
-inbox/alerts.py.
+figures come from `queue_counts`. This module decides what is open (its conditions and
+counts); inbox/items.py reads each item as a person sees it. Handling is in
+inbox/service.py, alerts in inbox/alerts.py.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,14 +32,10 @@ import phonenumbers
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.texts import short_local
-from followup.care.timing import zone
-from followup.db import UTCDateTime
 from followup.inbox.models import (
     ESCALATION,
     SMS,
     AttentionResolution,
-    StaffAlert,
     UnreachableResolution,
 )
 from followup.messaging.models import (
@@ -52,10 +47,9 @@ from followup.messaging.models import (
     UNDELIVERED,
     InboundMessage,
     Message,
-    MessageEvent,
 )
 from followup.messaging.retries import HANDOVER_MARGIN
-from followup.patients.models import Patient, Procedure
+from followup.patients.models import Patient
 
 REPLY = "reply"
 TEXT = "text"
@@ -383,6 +377,18 @@ def attention_queue(
     Every urgent reply is listed however many there are (up to URGENT_CAP); of the others,
     the oldest `limit` of each kind.
     """
+    from followup.inbox.items import (
+        alerts_by_reply,
+        answered_texts,
+        held_item,
+        held_rows,
+        patient_facts,
+        reply_item,
+        text_item,
+        unreachable_item,
+        unreachable_rows,
+    )
+
     urgent_replies = list(
         session.scalars(
             sa.select(InboundMessage)
@@ -400,21 +406,21 @@ def attention_queue(
         )
     )
     problems = critical_text_problems(session=session, critical_steps=critical_steps, limit=limit)
-    unreachable = _unreachable_rows(session, limit=limit)
-    held = _held_rows(session, limit=limit)
+    unreachable = unreachable_rows(session, limit=limit)
+    held = held_rows(session, limit=limit)
 
     patient_ids = {r.patient_id for r in urgent_replies + other_replies if r.patient_id}
     patient_ids |= {p.patient_id for p in problems} | {u[0] for u in unreachable}
     patient_ids |= {h.patient_id for h in held}
-    patients = _patients(session, patient_ids)
+    patients = patient_facts(session, patient_ids)
     replies = urgent_replies + other_replies
     alerts = alerts_by_reply(session, [r.id for r in replies])
-    answered = _answered_texts(session, [r.answers_message_id for r in replies])
+    answered = answered_texts(session, [r.answers_message_id for r in replies])
 
-    items = [_reply_item(r, patients, alerts, answered) for r in replies]
-    items += [_text_item(p, patients) for p in problems]
-    items += [_unreachable_item(row, patients) for row in unreachable]
-    items += [_held_item(row, patients, critical_steps) for row in held]
+    items = [reply_item(r, patients, alerts, answered) for r in replies]
+    items += [text_item(p, patients) for p in problems]
+    items += [unreachable_item(row, patients) for row in unreachable]
+    items += [held_item(row, patients, critical_steps) for row in held]
     items.sort(key=lambda item: (not item.urgent, item.at, item.kind, item.item_id))
     counts = queue_counts(session=session, critical_steps=critical_steps)
     return Queue(items=items, open_count=counts.open, urgent_count=counts.urgent)
@@ -442,285 +448,4 @@ def queue_counts(*, session: so.Session, critical_steps: frozenset[str]) -> Queu
     held = session.scalar(sa.select(sa.func.count()).select_from(Message).where(held_filter()))
     return QueueCounts(
         open=int(replies[0]) + texts + unreachable + (held or 0), urgent=int(replies[1])
-    )
-
-
-@dataclass(frozen=True)
-class HeldRow:
-    message_id: int
-    patient_id: int
-    step: str
-    handed_at: datetime
-    expires_at: datetime
-    held_at: datetime  # when the reaper held it (its `held` event), else its last change
-    opted_out: bool
-    procedure_cancelled: bool
-
-
-def _held_rows(session: so.Session, *, limit: int) -> list[HeldRow]:
-    """Texts held for a person, the longest held first."""
-    held_event = (
-        sa.select(sa.func.max(MessageEvent.at))
-        .where(MessageEvent.message_id == Message.id, MessageEvent.kind == "held")
-        .scalar_subquery()
-    )
-    held_at = sa.func.coalesce(held_event, Message.updated_at, type_=UTCDateTime())
-    rows = session.execute(
-        sa.select(
-            Message.id,
-            Message.patient_id,
-            Message.step,
-            Message.handed_at,
-            Message.expires_at,
-            held_at,
-            Patient.opted_out_at.is_not(None),
-            Procedure.status == "cancelled",
-        )
-        .join(Patient, Patient.id == Message.patient_id)
-        .join(Procedure, Procedure.id == Message.procedure_id)
-        .where(held_filter())
-        .order_by(held_at, Message.id)
-        .limit(limit)
-    ).all()
-    return [
-        HeldRow(r[0], r[1], r[2], r[3] or r[5], r[4], r[5], bool(r[6]), bool(r[7])) for r in rows
-    ]
-
-
-def _unreachable_rows(
-    session: so.Session, *, limit: int
-) -> list[tuple[int, int, datetime, int, str | None]]:
-    """Per patient with open cannot-receive failures: (patient, first failure id, its time,
-    how many failed, its error code), oldest first."""
-    failures = (
-        sa.select(
-            Message.patient_id,
-            sa.func.min(Message.id).label("first_id"),
-            sa.func.count().label("failed"),
-        )
-        .where(
-            Message.status.in_(FAILURE_STATUSES),
-            Message.error_code.in_(sorted(CANNOT_RECEIVE)),
-            ~unreachable_covered(),
-        )
-        .group_by(Message.patient_id)
-        .subquery()
-    )
-    rows = session.execute(
-        sa.select(
-            failures.c.patient_id,
-            failures.c.first_id,
-            Message.updated_at,
-            failures.c.failed,
-            Message.error_code,
-        )
-        .join(Message, Message.id == failures.c.first_id)
-        .order_by(Message.updated_at, failures.c.patient_id)
-        .limit(limit)
-    ).all()
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-
-@dataclass(frozen=True)
-class _PatientFacts:
-    name: str
-    phone: str
-    language: str
-    timezone: str
-
-
-def _patients(session: so.Session, ids: Iterable[int]) -> dict[int, _PatientFacts]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    rows = session.execute(
-        sa.select(
-            Patient.id,
-            Patient.first_name,
-            Patient.last_name,
-            Patient.phone,
-            Patient.language,
-            Patient.timezone,
-        ).where(Patient.id.in_(wanted))
-    ).all()
-    return {
-        r[0]: _PatientFacts(f"{r[1]} {r[2]}", r[3], LANGUAGE_NAMES.get(r[4], r[4]), r[5])
-        for r in rows
-    }
-
-
-def alerts_by_reply(session: so.Session, ids: Sequence[int]) -> dict[int, list[AlertView]]:
-    found: dict[int, list[AlertView]] = defaultdict(list)
-    if not ids:
-        return found
-    for alert in session.scalars(
-        sa.select(StaffAlert)
-        .where(StaffAlert.inbound_message_id.in_(sorted(set(ids))))
-        .order_by(StaffAlert.claimed_at, StaffAlert.id)
-    ):
-        found[alert.inbound_message_id].append(_alert_view(alert))
-    return found
-
-
-def _alert_view(alert: StaffAlert) -> AlertView:
-    return AlertView(
-        round=alert.round,
-        channel=alert.channel,
-        role=alert.role,
-        recipient=alert.recipient,
-        status=alert.status,
-        claimed_at=alert.claimed_at,
-        sent_at=alert.sent_at,
-        error=alert.error,
-    )
-
-
-def _answered_texts(session: so.Session, ids: Iterable[int | None]) -> dict[int, str]:
-    from followup.patients.pages import step_label
-
-    wanted = sorted({i for i in ids if i is not None})
-    if not wanted:
-        return {}
-    rows = session.execute(
-        sa.select(Message.id, Message.step, Message.sent_at, Patient.timezone)
-        .join(Patient, Patient.id == Message.patient_id)
-        .where(Message.id.in_(wanted))
-    ).all()
-    return {
-        r[0]: f"{step_label(r[1])}, sent {short_local(r[2], zone(r[3]))}" if r[2] else r[1]
-        for r in rows
-    }
-
-
-ANSWER_WORDS = {
-    "urgent": "urgent: call the clinic now, or the emergency number",
-    "reading": "a nurse will read it (with the clinic's hours)",
-    "pain": "thanked for the pain score, with what to watch for",
-    "help": "the clinic's name and phone (HELP)",
-    "opt-out": "confirmed the opt-out",
-}
-
-
-def reply_reason(reply: InboundMessage) -> str:
-    reason = reply.triage_reason
-    if not reason:  # replies stored before triage had words
-        if reply.pain_score is not None:
-            reason = f"pain score {reply.pain_score} of 10"
-        else:
-            reason = f"reply needs reading ({reply.kind})"
-    if reply.patient_id is None:
-        return f"reply from an unknown number: {reason}"
-    return reason
-
-
-def _reply_item(
-    reply: InboundMessage,
-    patients: dict[int, _PatientFacts],
-    alerts: dict[int, list[AlertView]],
-    answered: dict[int, str],
-) -> InboxItem:
-    facts = patients.get(reply.patient_id) if reply.patient_id is not None else None
-    return InboxItem(
-        kind=REPLY,
-        item_id=reply.id,
-        urgent=reply.triage == TRIAGE_URGENT,
-        at=reply.received_at,
-        reason=reply_reason(reply),
-        patient_id=reply.patient_id,
-        patient_name=facts.name if facts else None,
-        phone=facts.phone if facts else reply.from_phone,
-        language=facts.language if facts else None,
-        timezone=facts.timezone if facts else None,
-        words=reply.body,
-        answers=answered.get(reply.answers_message_id) if reply.answers_message_id else None,
-        answered_with=ANSWER_WORDS.get(reply.answer_kind or "", reply.answer_kind),
-        alerts=tuple(alerts.get(reply.id, ())),
-        handled_at=reply.handled_at,
-        handled_by=reply.handled_by,
-        note=reply.handled_note,
-    )
-
-
-def _text_item(problem: CriticalProblem, patients: dict[int, _PatientFacts]) -> InboxItem:
-    from followup.sendlog.service import explain_error
-
-    if problem.status == CANCELLED:
-        reason = f"{problem.step} not sent: patient opted out before it"
-    else:
-        reason = f"{problem.step} {problem.status}"
-        if problem.error_code:
-            reason += f" (error {problem.error_code}): {explain_error(problem.error_code)}"
-    facts = patients.get(problem.patient_id)
-    return InboxItem(
-        kind=TEXT,
-        item_id=problem.message_id,
-        urgent=False,
-        at=problem.updated_at,
-        reason=reason,
-        patient_id=problem.patient_id,
-        patient_name=facts.name if facts else None,
-        phone=facts.phone if facts else None,
-        language=facts.language if facts else None,
-        timezone=facts.timezone if facts else None,
-        action="Call the patient: they may not know when to restart their medicine.",
-    )
-
-
-def _unreachable_item(
-    row: tuple[int, int, datetime, int, str | None], patients: dict[int, _PatientFacts]
-) -> InboxItem:
-    patient_id, _first_id, at, failed, code = row
-    rule = CANNOT_RECEIVE.get(code or "")
-    words = rule.words if rule else "the number cannot receive texts"
-    facts = patients.get(patient_id)
-    count = f"; {failed} texts failed" if failed > 1 else ""
-    return InboxItem(
-        kind=UNREACHABLE,
-        item_id=patient_id,
-        urgent=False,
-        at=at,
-        reason=f"cannot receive texts: {words} (Twilio error {code}){count}",
-        patient_id=patient_id,
-        patient_name=facts.name if facts else None,
-        phone=facts.phone if facts else None,
-        language=facts.language if facts else None,
-        timezone=facts.timezone if facts else None,
-        action=rule.action if rule else "Call the patient and check the phone number.",
-    )
-
-
-def _held_item(
-    row: HeldRow, patients: dict[int, _PatientFacts], critical_steps: frozenset[str]
-) -> InboxItem:
-    from followup.patients.pages import step_label
-
-    facts = patients.get(row.patient_id)
-    blocked = None
-    if row.opted_out:
-        blocked = "the patient opted out"
-    elif row.procedure_cancelled:
-        blocked = "the procedure was cancelled"
-    if row.step in critical_steps:
-        action = (
-            "Check Twilio's console or call the patient: they may not know when to restart "
-            "their medicine. Then say what happened."
-        )
-    else:
-        action = "Check Twilio's console or ask the patient whether it arrived; then decide."
-    return InboxItem(
-        kind=UNKNOWN,
-        item_id=row.message_id,
-        urgent=False,
-        at=row.held_at,
-        reason=f"{row.step}: outcome unknown, the provider cannot tell whether it was sent",
-        patient_id=row.patient_id,
-        patient_name=facts.name if facts else None,
-        phone=facts.phone if facts else None,
-        language=facts.language if facts else None,
-        timezone=facts.timezone if facts else None,
-        action=action,
-        step=step_label(row.step),
-        handed_at=row.handed_at,
-        expires_at=row.expires_at,
-        resend_blocked=blocked,
     )

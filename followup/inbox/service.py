@@ -22,6 +22,7 @@ from followup.audit.service import record_audit
 from followup.db import is_postgresql
 from followup.errors import NotFound, ValidationError
 from followup.inbox.held import check_decision, settle_held
+from followup.inbox.items import reply_reason
 from followup.inbox.models import (
     AttentionResolution,
     UnreachableResolution,
@@ -40,7 +41,6 @@ from followup.inbox.queue import (
     held_filter,
     open_failures,
     open_reply_filter,
-    reply_reason,
     unreachable_covered,
 )
 from followup.messaging.models import (
