@@ -4,20 +4,24 @@ lease, when to look next, and the statements a pass reuses (lease renewal, hand-
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from followup.db import in_ids, is_postgresql
+from followup.db import UTCDateTime, is_postgresql
 from followup.messaging.events import (
     MESSAGES,
     add_events,
     event_row,
     status_is,
 )
+from followup.messaging.handover import Claimed, PatientCopy, ProcedureCopy
 from followup.messaging.models import (
     EXPIRED,
     PENDING,
@@ -87,26 +91,10 @@ def claim_due(
     waiting (a patient another claim is taking is left to it, for its next claim). On
     SQLite the UPDATE runs under the database's write lock and sees every committed claim.
     """
-    table = MESSAGES.c
-    ready = (
-        table.due_at <= now,
-        table.expires_at > now,
-        sa.or_(table.not_before.is_(None), table.not_before <= now),
-    )
     postgresql = is_postgresql(session)
-    # The patients another dispatcher holds are passed over here already, not only in the
-    # UPDATE: else their texts, first in due order, could fill the whole `limit`, and the
-    # claim come back empty (its pass thinking itself caught up) while texts of patients
-    # nobody holds wait behind them for that lease to run out.
-    due = (
-        sa.select(table.id, table.patient_id)
-        .where(table.status == PENDING, *ready, ~_held_elsewhere(owner, now))
-        .order_by(table.due_at)
-        .limit(limit)
-    )
-    if postgresql:
-        due = due.with_for_update(skip_locked=True)
-    candidates = session.execute(due).all()
+    due, claim = _claim_statements(postgresql)
+    params = {"p_now": now, "p_owner": owner}
+    candidates = session.execute(due, {**params, "p_limit": limit}).all()
     if not candidates:
         return []
     if postgresql:
@@ -115,29 +103,59 @@ def claim_due(
     ids = [row.id for row in candidates]
     if not ids:
         return []
-    # Every condition again, in the UPDATE: on SQLite the SELECTs hold no lock, and another
-    # process may have claimed, re-planned (a later due time) or deferred a text since.
     claimed = session.scalars(
-        sa.update(MESSAGES)
-        .where(
-            in_ids(session, table.id, ids),
-            status_is(PENDING),
-            *ready,
-            ~_held_elsewhere(owner, now),
-        )
-        .values(
-            status=SENDING,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            claimed_at=now,
-            handed_at=None,
-            updated_at=now,
-        )
-        .returning(table.id),
+        claim,
+        {**params, "p_ids": ids if postgresql else json.dumps(ids), "v_lease": now + lease},
     ).all()
     add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
     mine = set(claimed)
     return [i for i in ids if i in mine]  # in due order
+
+
+@lru_cache(maxsize=2)
+def _claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
+    """The claim's read of due texts and its UPDATE, built once (p_now, p_owner, p_limit;
+    p_ids and v_lease for the UPDATE)."""
+    table = MESSAGES.c
+    now = sa.bindparam("p_now", type_=UTCDateTime())
+    owner = sa.bindparam("p_owner", type_=sa.String())
+    ready = (
+        table.due_at <= now,
+        table.expires_at > now,
+        sa.or_(table.not_before.is_(None), table.not_before <= now),
+    )
+    # The patients another dispatcher holds are passed over here already, not only in the
+    # UPDATE: else their texts, first in due order, could fill the whole `limit`, and the
+    # claim come back empty (its pass thinking itself caught up) while texts of patients
+    # nobody holds wait behind them for that lease to run out.
+    due = (
+        sa.select(table.id, table.patient_id)
+        .where(table.status == PENDING, *ready, ~_held_elsewhere(owner, now))
+        .order_by(table.due_at)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+    )
+    if postgresql:
+        due = due.with_for_update(skip_locked=True)
+        chosen = table.id == sa.any_(sa.bindparam("p_ids", type_=ARRAY(sa.Integer())))
+    else:
+        rows = sa.func.json_each(sa.bindparam("p_ids", type_=sa.Text()))
+        chosen = table.id.in_(sa.select(sa.literal_column("value")).select_from(rows))
+    # Every condition again, in the UPDATE: on SQLite the SELECTs hold no lock, and another
+    # process may have claimed, re-planned (a later due time) or deferred a text since.
+    claim = (
+        sa.update(MESSAGES)
+        .where(chosen, status_is(PENDING), *ready, ~_held_elsewhere(owner, now))
+        .values(
+            status=SENDING,
+            lease_owner=owner,
+            lease_expires_at=sa.bindparam("v_lease", type_=UTCDateTime()),
+            claimed_at=now,
+            handed_at=None,
+            updated_at=now,
+        )
+        .returning(table.id)
+    )
+    return due, claim
 
 
 # The advisory locks' class (their first key): "a dispatcher is claiming this patient's texts".
@@ -158,7 +176,7 @@ def _patients_locked(session: so.Session, patients: list[int]) -> list[int]:
     )
 
 
-def _held_elsewhere(owner: str, now: datetime) -> sa.Exists:
+def _held_elsewhere(owner: sa.ColumnElement[str], now: sa.ColumnElement[datetime]) -> sa.Exists:
     """Another dispatcher holds one of this text's patient's texts under a live lease:
     claimed, or handed over and its answer not yet recorded. A dispatcher that recorded an
     unknown outcome (a timeout) keeps its lease until the reaper asks, at most a lease
@@ -167,7 +185,10 @@ def _held_elsewhere(owner: str, now: datetime) -> sa.Exists:
     table, other = MESSAGES.c, MESSAGES.alias("sibling").c
     return sa.exists().where(
         other.patient_id == table.patient_id,
-        other.status == SENDING,
+        # Through the patient's few texts (their index), never a status index: a claim
+        # checks every candidate, and reading every text in `sending` for each is
+        # quadratic in a busy pass (PostgreSQL, whose statistics saw none in `sending`).
+        other.status.concat("") == SENDING,
         other.lease_owner != owner,
         other.lease_owner.not_like("%" + REAPER_SUFFIX),
         other.lease_expires_at > now,
@@ -251,28 +272,45 @@ def renew_statement() -> sa.Update:
     )
 
 
+_MESSAGE_COLUMNS = (
+    "id", "patient_id", "step", "status", "lease_owner", "due_at", "expires_at", "attempts"
+)  # fmt: skip
+_PATIENT_COLUMNS = tuple(f.name for f in fields(PatientCopy))
+_PROCEDURE_COLUMNS = tuple(f.name for f in fields(ProcedureCopy))
+
+
 @lru_cache(maxsize=1)
 def handover_read() -> sa.Select[Any]:
-    """A group's texts (the columns the hand-over needs) with their patient and procedure,
-    as they are now."""
+    """A group's texts (the columns the hand-over needs) with their patient's and
+    procedure's, as they are now (plain columns: nothing cached in the session)."""
     table = MESSAGES.c
+    patients = cast(sa.Table, Patient.__table__).c
+    procedures = cast(sa.Table, Procedure.__table__).c
     return (
         sa.select(
-            table.id,
-            table.patient_id,
-            table.step,
-            table.status,
-            table.lease_owner,
-            table.due_at,
-            table.expires_at,
-            table.attempts,
-            Patient,
-            Procedure,
+            *(table[name] for name in _MESSAGE_COLUMNS),
+            *(patients[name] for name in _PATIENT_COLUMNS),
+            *(procedures[name] for name in _PROCEDURE_COLUMNS),
         )
         .select_from(MESSAGES)
-        .join(Patient, Patient.id == table.patient_id)
-        .join(Procedure, Procedure.id == table.procedure_id)
+        .join(Patient.__table__, patients.id == table.patient_id)
+        .join(Procedure.__table__, procedures.id == table.procedure_id)
         .where(table.id.in_(sa.bindparam("p_ids", expanding=True)))
-        # The patient and procedure as they are now, not as this session last saw them.
-        .execution_options(populate_existing=True)
     )
+
+
+def read_claimed(session: so.Session, ids: list[int]) -> list[Claimed]:
+    """The texts `ids` with their patient and procedure, as committed (or written by this
+    transaction) now."""
+    claimed = []
+    m, p = len(_MESSAGE_COLUMNS), len(_PATIENT_COLUMNS)
+    for row in session.execute(handover_read(), {"p_ids": ids}):
+        values: Any = tuple(row)
+        claimed.append(
+            Claimed(
+                **dict(zip(_MESSAGE_COLUMNS, values[:m], strict=True)),
+                patient=PatientCopy(*values[m : m + p]),
+                procedure=ProcedureCopy(*values[m + p :]),
+            )
+        )
+    return claimed

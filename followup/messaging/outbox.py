@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from typing import Protocol as Shape
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -34,6 +35,39 @@ OPTED_OUT = "opted out"  # every opt-out cancellation reason contains this (STAR
 PATIENT_OPTED_OUT = f"patient {OPTED_OUT}"  # reason_not_to_send's, for a claimed text
 PLAN_BATCH = 1000
 PLANNER_TABLES = ("patients", "procedures")  # what the plan query joins
+# What the dispatcher's claim reads, statistics taken once planning's first texts are in
+# (PostgreSQL): with none, it sorts every due text on each claim instead of reading the
+# (status, due_at) range in order, and a backlog of thousands is claimed in quadratic time.
+OUTBOX_TABLES = ("messages",)
+
+
+class ProcedureFacts(Shape):
+    """What sending a procedure's text reads of it: a Procedure, or the dispatcher's
+    lighter copy of the columns (handover.py)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def scheduled_at(self) -> datetime | None: ...
+    @property
+    def stop_blood_thinner_on(self) -> date | None: ...
+    @property
+    def blood_thinner(self) -> str | None: ...
+    @property
+    def intro_step(self) -> str | None: ...
+
+
+class PatientFacts(Shape):
+    """What deciding whether a text may go reads of its patient (a Patient, or a copy)."""
+
+    @property
+    def opted_out_at(self) -> datetime | None: ...
+    @property
+    def sms_consent_at(self) -> datetime | None: ...
 
 
 def procedure_anchors(procedure: Procedure) -> Anchors:
@@ -46,7 +80,7 @@ def procedure_anchors(procedure: Procedure) -> Anchors:
 
 
 def render_message(
-    care: CareContext, *, procedure: Procedure, language: str, tz: ZoneInfo, step: str
+    care: CareContext, *, procedure: ProcedureFacts, language: str, tz: ZoneInfo, step: str
 ) -> str:
     """One planned step's text as this procedure's patient receives it (their language, local
     time, blood thinner, and the first text's wording when it is the procedure's first)."""
@@ -163,6 +197,8 @@ def plan_procedures(
             (proc.id, proc.patient_id, t.step, t.due_at, t.expires_at, t.status) for t in planned
         )
     report.planned, report.expired = insert_planned(session, texts, now)
+    if texts:
+        analyze_if_never_analyzed(session, OUTBOX_TABLES)
     ids = [proc.id for proc in procedures]
     values: dict[str, Any] = {"planned_at": now}
     if intro_steps:  # one new version of each procedure row, not one per column set
@@ -242,7 +278,7 @@ def record_opt_out(*, session: so.Session, patient_id: int, now: datetime, reaso
 
 
 def reason_not_to_send(
-    *, patient: Patient, procedure: Procedure, care: CareContext, step: str
+    *, patient: PatientFacts, procedure: ProcedureFacts, care: CareContext, step: str
 ) -> str | None:
     """Why a text must not go out now (None: it may). Checked again at claim time.
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.timing import zone
-from followup.messaging.claims import claim_due, handover_read, renew_statement
+from followup.messaging.claims import claim_due, read_claimed, renew_statement
 from followup.messaging.events import (
     MESSAGES,
     add_events,
@@ -241,8 +241,8 @@ class DispatchPass:
         # A patient's texts in the order they are meant to arrive: the one that introduces
         # the program first, then by due time; each waits for the one before it.
         rows = sorted(
-            session.execute(handover_read(), {"p_ids": ids}).all(),
-            key=lambda r: (r.step != r.Procedure.intro_step, r.due_at, r.id),
+            read_claimed(session, ids),
+            key=lambda r: (r.step != r.procedure.intro_step, r.due_at, r.id),
         )
         going: set[int] = set()  # patients with a text in this group
         events: list[dict[str, Any]] = []
@@ -251,7 +251,7 @@ class DispatchPass:
         deferred: list[dict[str, Any]] = []
         items: list[Item] = []
         for message in rows:
-            patient, procedure = message.Patient, message.Procedure
+            patient, procedure = message.patient, message.procedure
             if message.status != SENDING or message.lease_owner != d.owner:
                 continue  # no longer ours: the guard below would refuse it anyway
             if message.patient_id in going or self.busy[message.patient_id] > 0:
