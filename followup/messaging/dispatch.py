@@ -22,9 +22,11 @@ falls due while it runs:
   slow provider never lets a lease run out under a live dispatcher.
 
 Only the calling thread touches the database (one session: no write contention on SQLite);
-worker threads only call the transport. Transient failures retry with capped, jittered
-exponential backoff until the text's window closes (Retry-After honoured); a "too many
-requests" answer slows the pacer down instead of spending the text's backoff.
+worker threads only call the transport. A transport that makes no network call (the
+console: `in_process`) is called on the calling thread instead, after the same guard.
+Transient failures retry with capped, jittered exponential backoff until the text's window
+closes (Retry-After honoured); a "too many requests" answer slows the pacer down instead of
+spending the text's backoff.
 
 The pass's loop on the database thread (claim, hand over, heartbeat) is in turns.py, its
 worker threads in workers.py; the queue's queries (expire, claim, next wake) in claims.py;
@@ -125,6 +127,9 @@ class Dispatcher:
         self.handover_max_wait = (
             HANDOVER_MAX_WAIT if handover_max_wait is None else handover_max_wait
         )
+        # A transport that makes no network call (the console writes a line) is called on
+        # the pass's own thread: worker threads would only contend with it for the GIL.
+        self.calls_in_place = getattr(transport, "in_process", False) is True
         self._workers: Workers | None = None
         self._stop = threading.Event()
 

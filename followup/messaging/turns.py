@@ -335,12 +335,16 @@ class DispatchPass:
         ]
 
     def start_calls(self, items: list[Item]) -> None:
-        """Give each guarded (and committed) text to a worker thread."""
-        workers = self.d.workers()
+        """Give each guarded (and committed) text to a worker thread; to a transport that
+        does no network call (the console), hand it over here, its answer taken next turn."""
+        workers = None if self.d.calls_in_place else self.d.workers()
         for item in items:
             self.in_flight.add(item.id)
             self.busy[item.patient_id] += 1
-            workers.submit(item, self.answers)
+            if workers is None:
+                self.answers.put(self.d.hand_over(item))
+            else:
+                workers.submit(item, self.answers)
         self.resume_waiting()  # those whose patient's text was not handed over after all
 
     def waiting_ids(self) -> set[int]:

@@ -19,6 +19,8 @@ class ConsoleTransport:
     """Write texts to the terminal (masked) and, when asked, one JSON line each to a file."""
 
     name = "console"
+    # No network call: the dispatcher hands texts over on its own thread, not on workers.
+    in_process = True
 
     def __init__(self, *, stream: TextIO | None = None, file_path: str | None = None) -> None:
         self._stream = stream
