@@ -21,6 +21,7 @@ until no stale text is left: it settles all of them, not one batch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,7 +64,7 @@ from followup.messaging.retries import HANDOVER_MARGIN
 from followup.messaging.status import (
     apply_held_status_reports,
 )
-from followup.messaging.transports.base import CannotTell, SmsTransport
+from followup.messaging.transports.base import CannotTell, SmsTransport, TransientSendError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def reap_stale(
         return max(now, clock.now()) if clock is not None else now
 
     report = ReapReport()
-    while True:
+    throttled: float | None = None  # seconds: the provider asked to slow down (429)
+    while throttled is None:
         # Only texts stale when the pass began: one it puts off (asked again later) or
         # that goes stale meanwhile waits for the next pass, so a pass always ends, however
         # long the provider takes to answer. Each batch is taken under a whole lease from
@@ -128,14 +130,25 @@ def reap_stale(
                     lease=lease,
                     report=report,
                 )
+            throttled = _slow_down(looks.values())
+            if throttled is not None:
+                break
             # The batch's texts not asked about yet: a whole lease again from now. A batch
             # of 500 at a slow provider's list latency outlasts one lease, and another
             # reaper would take its tail and ask about it again meanwhile.
             taken = _renew(session, taken, owner=owner, until=instant() + lease)
-    reap_closed(
-        session=session, transport=transport, now=instant(), owner=owner, lease=lease,
-        batch=batch, report=report, care=care, instant=instant,
-    )  # fmt: skip
+        if throttled is not None:
+            # The provider asked us to slow down (429): the rest of the batch is asked about
+            # after its Retry-After, by a later pass, and this pass asks nothing more.
+            _put_off(session, taken, owner=owner, until=instant() + timedelta(seconds=throttled))
+            report.put_off += len(taken)
+            log.warning("reaper throttled by the provider: %d texts asked later", len(taken))
+            session.commit()
+    if throttled is None:  # copies closed while at the provider: asked about next pass too
+        reap_closed(
+            session=session, transport=transport, now=instant(), owner=owner, lease=lease,
+            batch=batch, report=report, care=care, instant=instant,
+        )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
     applied, dropped = apply_held_status_reports(session=session, now=instant())
@@ -143,6 +156,31 @@ def reap_stale(
     report.early_reports_applied += applied
     report.early_reports_dropped += dropped
     return report
+
+
+# How long a reaper waits before asking again after a 429 that named no Retry-After.
+THROTTLED_PAUSE = 30.0
+
+
+def _slow_down(answers: Iterable[FirstLook]) -> float | None:
+    """Seconds to wait when the provider refused a question as too many (429), else None."""
+    pauses = [
+        answer.retry_after or THROTTLED_PAUSE
+        for answer in answers
+        if isinstance(answer, TransientSendError) and answer.throttled
+    ]
+    return max(pauses) if pauses else None
+
+
+def _put_off(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> None:
+    """Keep texts this reaper holds under its lease until `until`, not asked about yet:
+    stale again then, a later pass (this reaper's or another's) takes and asks them."""
+    settle_leased(
+        session,
+        owner=owner,
+        values={"lease_expires_at": until},
+        rows=[{"id": row.id} for row in rows],
+    )
 
 
 def _renew(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> list[Any]:
@@ -354,8 +392,12 @@ def _ask_again_later(
     exc: Exception,
 ) -> None:
     """The provider could not be asked (or its answer not recorded): keep the text under
-    this reaper's lease and ask again later, less and less often."""
+    this reaper's lease and ask again later, less and less often (and, refused as too
+    many requests, not before the provider's Retry-After)."""
     again = ask_after(now, row.handed_at)
+    pause = _slow_down([exc])
+    if pause is not None:  # a 429: not before its Retry-After
+        again = max(again, now + timedelta(seconds=pause))
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)

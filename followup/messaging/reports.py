@@ -55,6 +55,7 @@ class ReapReport(Report):
     held: int = 0  # the transport cannot be asked: left for a person
     expired: int = 0  # not at the provider and the window has closed
     errors: int = 0  # the provider could not be asked now: asked again later
+    put_off: int = 0  # not asked: the provider asked to slow down (429); a later pass asks
     # Delivery reports that came before their text's SID was recorded (held_status_reports):
     early_reports_applied: int = 0  # its text is recorded now: applied
     early_reports_dropped: int = 0  # no text took its SID in a day: dropped

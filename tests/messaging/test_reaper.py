@@ -12,6 +12,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.db import is_postgresql
+from followup.messaging import reconcile
 from followup.messaging.claims import LEASE, claim_due
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import Message, MessageEvent
@@ -280,3 +281,53 @@ def test_a_text_whose_first_question_failed_is_asked_again_at_the_reapers_next_r
             break
     assert settled_at is not None and settled_at - handed <= timedelta(minutes=2), rounds
     assert answers == []  # asked twice in all
+
+
+class TooManyRequests(ScriptedTransport):
+    """Twilio refusing every list request as too many (429, Retry-After 45 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(provider_has=[])
+        self.questions: list[str] = []  # appended from the reaper's look-up threads
+
+    def find_sent(self, **kwargs: Any) -> SendResult | None:
+        self.questions.append(kwargs["to"])
+        raise TransientSendError("20429", "Too Many Requests", retry_after=45, throttled=True)
+
+
+def test_a_429_to_the_reapers_questions_puts_the_rest_off_until_its_retry_after(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five texts of a dead dispatcher, asked about two at a time. Twilio answers the first
+    # two questions with 429: the pass asks nothing more (not three more 429s, nor the
+    # closed copies' questions); all five stay held until the Retry-After, the two refused
+    # ones too. Then each is asked and settled once, and every patient gets the text once.
+    monkeypatch.setattr(reconcile, "REAP_PART", 2)
+    now, crashing = dead_dispatcher_left(session, care, clock, enroll, 5)
+    busy = TooManyRequests()
+    stale_at = now + LEASE
+    report = reap_stale(session=session, transport=busy, now=stale_at)
+    assert len(busy.questions) == 2
+    assert (report.stale, report.errors, report.put_off, report.requeued) == (5, 2, 3, 0)
+    session.expire_all()
+    held = session.execute(
+        sa.select(Message.status, Message.lease_expires_at).where(Message.step == "no-driving")
+    ).all()
+    # All five wait for the Retry-After: the two refused and the three not asked.
+    assert held == [("sending", stale_at + timedelta(seconds=45))] * 5
+    # Before the Retry-After nothing is asked; after it, all five are.
+    calm = TooManyRequests()
+    assert (
+        reap_stale(session=session, transport=calm, now=stale_at + timedelta(seconds=44)).stale == 0
+    )
+    assert calm.questions == []
+    answering = ScriptedTransport(provider_has=[])
+    later = reap_stale(session=session, transport=answering, now=stale_at + timedelta(hours=1))
+    assert (later.stale, later.requeued, later.put_off) == (5, 5, 0)
+    tick(session, crashing, care, stale_at + timedelta(hours=1))
+    no_driving = [sms.to for sms in crashing.sent if sms.step == "no-driving"]
+    assert len(no_driving) == len(set(no_driving)) == 5  # each patient once
