@@ -209,6 +209,28 @@ def in_ids(
     return column.in_(sa.select(sa.literal_column("value")).select_from(rows))
 
 
+def analyze_if_without_statistics(session: so.Session, tables: tuple[str, ...]) -> list[str]:
+    """ANALYZE those of `tables` PostgreSQL keeps no column statistics for; return their
+    names. For a table this transaction has just filled: unlike `reltuples`, which an
+    ANALYZE rolled back with its transaction leaves set, the statistics go with it, so a
+    failed bulk load is analyzed again by the next. No-op on SQLite."""
+    if not is_postgresql(session):
+        return []
+    have = set(
+        session.scalars(
+            sa.text(
+                "SELECT DISTINCT tablename FROM pg_stats WHERE tablename = ANY(CAST(:tables AS"
+                " text[])) AND schemaname = ANY(current_schemas(false))"
+            ),
+            {"tables": list(tables)},
+        )
+    )
+    missing = [t for t in tables if t not in have]
+    if missing:
+        session.execute(sa.text("ANALYZE " + ", ".join(missing)))
+    return missing
+
+
 def analyze_if_never_analyzed(session: so.Session, tables: tuple[str, ...]) -> list[str]:
     """ANALYZE those of `tables` PostgreSQL has no statistics for yet (a fresh bulk load,
     before autovacuum's first pass); return their names. Without statistics its planner

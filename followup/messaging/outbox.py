@@ -19,7 +19,12 @@ import sqlalchemy.orm as so
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import BEFORE, CareContext, Protocol
 from followup.care.timing import STOP, Anchors, zone
-from followup.db import analyze_if_never_analyzed, in_ids, is_postgresql
+from followup.db import (
+    analyze_if_never_analyzed,
+    analyze_if_without_statistics,
+    in_ids,
+    is_postgresql,
+)
 from followup.messaging.events import add_events, event_row, insert_planned
 from followup.messaging.models import (
     CANCELLED,
@@ -198,7 +203,7 @@ def plan_procedures(
         )
     report.planned, report.expired = insert_planned(session, texts, now)
     if texts:
-        analyze_if_never_analyzed(session, OUTBOX_TABLES)
+        analyze_if_without_statistics(session, OUTBOX_TABLES)
     ids = [proc.id for proc in procedures]
     values: dict[str, Any] = {"planned_at": now}
     if intro_steps:  # one new version of each procedure row, not one per column set

@@ -18,7 +18,7 @@ import sqlalchemy.orm as so
 from followup.care.planner import EXPIRED, PENDING, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.db import analyze_if_never_analyzed, is_postgresql
+from followup.db import analyze_if_never_analyzed, analyze_if_without_statistics, is_postgresql
 from followup.messaging.events import add_events, event_row, insert_planned, settle_leased
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import plan_procedures
@@ -205,6 +205,33 @@ def test_tables_postgresql_never_analyzed_are_analyzed_once(session: so.Session)
         assert analyze_if_never_analyzed(session, ("fresh_bulk_load", "patients")) == []
     finally:
         session.rollback()
+
+
+def test_a_table_filled_by_a_transaction_rolled_back_is_analyzed_again_by_the_next(
+    session: so.Session,
+) -> None:
+    # Planning ANALYZEs `messages` inside its transaction. If that transaction rolls back
+    # (an import that failed), PostgreSQL keeps the table's row count but drops the
+    # statistics: the next planning must analyze it again, not take it as done.
+    if not is_postgresql(session):
+        assert analyze_if_without_statistics(session, ("messages",)) == []
+        return
+    session.execute(sa.text("DROP TABLE IF EXISTS bulk_twice"))
+    session.execute(sa.text("CREATE TABLE bulk_twice (id integer PRIMARY KEY)"))
+    session.commit()
+    try:
+        session.execute(sa.text("INSERT INTO bulk_twice SELECT generate_series(1, 300)"))
+        assert analyze_if_without_statistics(session, ("bulk_twice",)) == ["bulk_twice"]
+        assert analyze_if_without_statistics(session, ("bulk_twice",)) == []
+        session.rollback()
+        session.execute(sa.text("INSERT INTO bulk_twice SELECT generate_series(1, 300)"))
+        assert analyze_if_without_statistics(session, ("bulk_twice",)) == ["bulk_twice"]
+        session.commit()
+        assert analyze_if_without_statistics(session, ("bulk_twice",)) == []
+    finally:
+        session.rollback()
+        session.execute(sa.text("DROP TABLE bulk_twice"))
+        session.commit()
 
 
 def test_one_batch_sets_each_procedures_own_intro_step(
