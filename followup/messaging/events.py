@@ -18,7 +18,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import Grouping
 
-from followup.db import InstantArray, UTCDateTime, array_type, as_utc, is_postgresql
+from followup.db import UTCDateTime, array_type, as_utc, is_postgresql
 from followup.messaging.models import (
     CANCELLED,
     CLOSED_UNSENT,
@@ -232,11 +232,12 @@ def _picked(column: str, position: sa.ColumnElement[int]) -> sa.ColumnElement[An
     """`(:r_<column>)[position]`: one text's value of `column` from the group's array.
     Instants travel as text and only the one picked is cast: timestamptz input is not
     immutable, so a cast of the whole array would run again for every row."""
-    array = array_type(MESSAGES.c[column].type)
-    if isinstance(array, InstantArray):
+    column_type = MESSAGES.c[column].type
+    if isinstance(column_type, UTCDateTime):
         text = postgresql.ARRAY(sa.Text())
         picked = sa.type_coerce(Grouping(sa.bindparam(f"r_{column}", type_=text)), text)
         return sa.cast(picked[position], sa.DateTime(timezone=True))
+    array = postgresql.ARRAY(column_type)
     return sa.type_coerce(Grouping(sa.bindparam(f"r_{column}", type_=array)), array)[position]
 
 
@@ -281,12 +282,12 @@ def settle_leased(
     if source == "arrays":
         params["r_id"] = [row["id"] for row in rows]
         instant = _instant_formatter(session)
-        params.update({f"r_{k}": [_json_value(row[k], instant) for row in rows] for k in per_row})
+        params.update({f"r_{k}": [_group_value(row[k], instant) for row in rows] for k in per_row})
         return set(session.scalars(statement, params))
     if source == "json":
         instant = _instant_formatter(session)
         params["r_rows"] = json.dumps(
-            [[row["id"], *(_json_value(row[k], instant) for k in per_row)] for row in rows]
+            [[row["id"], *(_group_value(row[k], instant) for k in per_row)] for row in rows]
         )
         return set(session.scalars(statement, params))
     ours: set[int] = set()
@@ -295,7 +296,7 @@ def settle_leased(
     return ours
 
 
-def _json_value(value: Any, instant: Callable[[datetime], str]) -> Any:
+def _group_value(value: Any, instant: Callable[[datetime], str]) -> Any:
     """A text's own value as sent in a group (JSON on SQLite, an array on PostgreSQL): an
     instant as text in the column's format, the rest as is."""
     return instant(value) if isinstance(value, datetime) else value
