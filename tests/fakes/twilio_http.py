@@ -11,7 +11,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -364,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         with fake._lock:
             found = [m for m in fake.messages.values() if matches(m, query)]
-        found.sort(key=lambda m: m["_created"], reverse=True)  # newest first, as Twilio lists
+        found.sort(key=_list_key(fake.list_order), reverse=True)  # newest first
         size = min(int(query.get("PageSize") or 50), 1000)
         page = int(query.get("Page") or 0)
         with fake._lock:
@@ -440,7 +442,19 @@ def matches(message: dict[str, Any], query: dict[str, str]) -> bool:
         if name in query:
             if not message["date_sent"]:
                 return False
-            sent = datetime.strptime(message["date_sent"], "%a, %d %b %Y %H:%M:%S %z")
+            sent = parsedate_to_datetime(message["date_sent"])
             if not accept(sent.date().isoformat(), query[name][:10]):
                 return False
     return True
+
+
+def _list_key(order: str) -> Callable[[dict[str, Any]], tuple[bool, datetime]]:
+    """The sort key of a list request's order (FakeTwilio.list_order), newest last."""
+    if order == "created":
+        return lambda m: (False, m["_created"])
+    if order == "sent":  # unsent ones sort as newest
+        return lambda m: (
+            not m["date_sent"],
+            parsedate_to_datetime(m["date_sent"]) if m["date_sent"] else m["_created"],
+        )
+    raise ValueError(f"list_order: {order!r} is neither 'created' nor 'sent'")

@@ -101,6 +101,9 @@ class FakeTwilio:
     # NO_RECORDS (a 200 page without its `messages` key), DROP (the connection closes
     # with no answer) or a number (seconds to wait before answering: a client timeout).
     list_faults: dict[str, dict[int, ListFault]] = field(default_factory=dict)
+    # How list requests order messages, newest first: by creation ("created") or, since
+    # Twilio's documentation does not say which, by DateSent ("sent": unsent ones first).
+    list_order: str = "created"
 
     # --- what happened ------------------------------------------------------------------
     requests: list[RecordedRequest] = field(default_factory=list)

@@ -312,6 +312,31 @@ def test_find_sent_cut_short_before_the_hand_over_is_not_taken_for_absence(
     assert twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now()) is None
 
 
+def test_find_sent_cut_short_is_not_taken_for_absence_when_twilio_lists_by_date_sent(
+    twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
+) -> None:
+    # Should Twilio's "newest first" mean by DateSent: a text created an hour before our
+    # hand-over but queued at Twilio until after it is listed ahead of ours. Were it the
+    # last the capped scan saw, its creation date alone would say "past the hand-over,
+    # nothing more to see", and ours, listed after it, would be found missing and sent
+    # again.
+    twilio_fake.list_order = "sent"
+    since = clock.now()
+    twilio_fake.add_message(to=PHONE, body="the one")  # ours, sent at once
+    clock.advance(timedelta(seconds=1))
+    late = twilio_fake.add_message(to=PHONE, body="old", created=since - timedelta(hours=1),
+                                   status="queued")  # fmt: skip
+    clock.advance(timedelta(seconds=1))
+    twilio_fake.set_status(late["sid"], "delivered")
+    for i in range(RECONCILE_SCAN - 1):
+        clock.advance(timedelta(seconds=1))
+        twilio_fake.add_message(to=PHONE, body=f"newer {i}")
+    with pytest.raises(LookupError):
+        twilio_transport.find_sent(to=PHONE, body="the one", since=since)
+    # Once a text both created and sent before the hand-over ends the scan: absent.
+    assert twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now()) is None
+
+
 def test_find_sent_error_is_raised_not_taken_for_absence(
     twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
 ) -> None:

@@ -284,12 +284,16 @@ class TwilioTransport:
         the earlier text's window holds both messages; taking the newest, it took the
         later text's message, and the later text, whose window does not reach the earlier
         message, was found missing and sent again. A scan that stops at its cap
-        (RECONCILE_SCAN texts) with no match, before it reaches a text created before
-        `since`, has not seen them all, and never will (texts to the number only
-        accumulate): CannotTell (held for a person), never None.
+        (RECONCILE_SCAN texts) with no match, before it reaches a text both created and
+        sent before `since`, has not seen them all, and never will (texts to the number
+        only accumulate): CannotTell (held for a person), never None. Both dates: Twilio
+        does not document whether newest first means by DateCreated or by DateSent. The
+        text looked for was created, and so sent, at or after `since`; in either order,
+        every text listed after one with both dates before `since` has that date before
+        `since` too. A text not sent yet proves nothing.
         """
         seen = 0
-        past_since = False  # the last text looked at was created before `since`
+        past_since = False  # the last text looked at was created and sent before `since`
         earliest: Any = None
         try:
             for message in self._client().messages.stream(
@@ -297,7 +301,7 @@ class TwilioTransport:
             ):
                 seen += 1
                 created = message.date_created
-                past_since = isinstance(created, datetime) and created < since
+                past_since = _before(created, since) and _before(message.date_sent, since)
                 if not isinstance(created, datetime) or created < since:
                     continue
                 direction = str(message.direction or "")
@@ -407,3 +411,8 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None) -> 
     if when.tzinfo is None:
         return None
     return max((when - now).total_seconds(), 0.0)
+
+
+def _before(value: Any, since: datetime) -> bool:
+    """A date Twilio gave (None for a text not sent yet) is before `since`."""
+    return isinstance(value, datetime) and value < since
