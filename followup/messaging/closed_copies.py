@@ -23,14 +23,16 @@ from followup.care.protocol import CareContext
 from followup.db import is_postgresql
 from followup.messaging.events import MESSAGES, NOT_AT_PROVIDER, add_events, event_row
 from followup.messaging.lookup import (
+    REAP_PART,
     RECONCILE_SLACK,
     FirstLook,
     apply_found_status,
-    ask_after,
+    ask_again_at,
     find_unrecorded,
     first_looks,
     group_by,
     guarded,
+    slow_down,
 )
 from followup.messaging.models import (
     CANCELLED,
@@ -78,14 +80,45 @@ def reap_closed(
         return max(now, instant()) if instant is not None else now
 
     while (
-        closed := _take_closed(session, now=now, at=at(), owner=owner, lease=lease, batch=batch)
+        taken := _take_closed(session, now=now, at=at(), owner=owner, lease=lease, batch=batch)
     ) is not None:
-        looks = first_looks(transport, closed)
-        for row in closed:
-            _ask_about_closed(
-                session=session, transport=transport, row=row, first=looks[row.id], now=at(),
-                owner=owner, lease=lease, report=report, care=care,
-            )  # fmt: skip
+        while taken:
+            part, taken = taken[:REAP_PART], taken[REAP_PART:]
+            looks = first_looks(transport, part)
+            for row in part:
+                _ask_about_closed(
+                    session=session, transport=transport, row=row, first=looks[row.id],
+                    now=at(), owner=owner, lease=lease, report=report, care=care,
+                )  # fmt: skip
+            throttled = slow_down(looks.values())
+            if throttled is not None:
+                # Too many questions (429): the rest of the batch is asked about after the
+                # Retry-After, by a later pass, and this pass asks nothing more.
+                put_off = _hold(
+                    session, taken, owner=owner, until=at() + timedelta(seconds=throttled)
+                )
+                report.put_off += len(put_off)
+                log.warning(
+                    "reaper throttled by the provider: %d closed copies asked later", len(put_off)
+                )
+                return
+            # Those not asked about yet: a whole lease again from now (as reap_stale does).
+            taken = _hold(session, taken, owner=owner, until=at() + lease)
+
+
+def _hold(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> list[Any]:
+    """Keep the closed copies this reaper holds, still closed as read, under its lease
+    until `until` (committed); return those still held."""
+    held: set[int] = set()
+    for status, group in group_by(rows, lambda r: r.status).items():
+        held |= guarded(
+            session,
+            [{"id": r.id} for r in group],
+            _closed_under(status, owner),
+            {"lease_expires_at": until},
+        )
+    session.commit()
+    return [row for row in rows if row.id in held]
 
 
 def _take_closed(
@@ -181,7 +214,7 @@ def _ask_about_closed(
             session,
             [{"id": row.id}],
             mine,
-            {"lease_expires_at": ask_after(now, row.handed_at)},
+            {"lease_expires_at": ask_again_at(now, row.handed_at, exc)},
         )
         report.errors += 1
         log.warning(

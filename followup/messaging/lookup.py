@@ -6,6 +6,7 @@ write each pass settles a text with.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,12 @@ from followup.messaging.events import MESSAGES
 from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
 from followup.messaging.retries import RETRY_BACKOFF_MAX
 from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
-from followup.messaging.transports.base import CannotTell, SendResult, SmsTransport
+from followup.messaging.transports.base import (
+    CannotTell,
+    SendResult,
+    SmsTransport,
+    TransientSendError,
+)
 
 RECONCILE_SLACK = timedelta(minutes=2)  # look a little before the hand-over for clock skew
 
@@ -44,8 +50,31 @@ FIND_TRIES = 20  # texts with the same words to one number, looked past at most
 
 
 LOOKUPS_AT_ONCE = 16  # provider look-ups a reaper pass makes at the same time
+# Texts asked about between two renewals of a batch's lease: four rounds of questions side
+# by side, 40 s at a 10 s timeout each, within the 60 s lease.
+REAP_PART = 4 * LOOKUPS_AT_ONCE
+# How long a reaper waits before asking again after a 429 that named no Retry-After.
+THROTTLED_PAUSE = 30.0
 
 FirstLook = SendResult | None | Exception
+
+
+def slow_down(answers: Iterable[FirstLook | Exception]) -> float | None:
+    """Seconds to wait when the provider refused a question as too many (429), else None."""
+    pauses = [
+        answer.retry_after or THROTTLED_PAUSE
+        for answer in answers
+        if isinstance(answer, TransientSendError) and answer.throttled
+    ]
+    return max(pauses) if pauses else None
+
+
+def ask_again_at(now: datetime, handed_at: datetime, exc: Exception) -> datetime:
+    """When to ask again about a text whose question failed with `exc`: `ask_after`, and
+    not before the provider's Retry-After when it refused the question as too many."""
+    again = ask_after(now, handed_at)
+    pause = slow_down([exc])
+    return again if pause is None else max(again, now + timedelta(seconds=pause))
 
 
 def first_looks(

@@ -21,7 +21,6 @@ until no stale text is left: it settles all of them, not one batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,15 +41,16 @@ from followup.messaging.events import (
     status_is,
 )
 from followup.messaging.lookup import (
-    LOOKUPS_AT_ONCE,
+    REAP_PART,
     RECONCILE_SLACK,
     FirstLook,
     apply_found_status,
-    ask_after,
+    ask_again_at,
     find_unrecorded,
     first_looks,
     group_by,
     guarded,
+    slow_down,
 )
 from followup.messaging.models import (
     EXPIRED,
@@ -64,14 +64,11 @@ from followup.messaging.retries import HANDOVER_MARGIN
 from followup.messaging.status import (
     apply_held_status_reports,
 )
-from followup.messaging.transports.base import CannotTell, SmsTransport, TransientSendError
+from followup.messaging.transports.base import CannotTell, SmsTransport
 
 log = logging.getLogger(__name__)
 
 REAP_BATCH = 500
-# Texts asked about between two renewals of a batch's lease: four rounds of questions side
-# by side, 40 s at a 10 s timeout each, within the 60 s lease.
-REAP_PART = 4 * LOOKUPS_AT_ONCE
 
 
 def reap_stale(
@@ -130,7 +127,7 @@ def reap_stale(
                     lease=lease,
                     report=report,
                 )
-            throttled = _slow_down(looks.values())
+            throttled = slow_down(looks.values())
             if throttled is not None:
                 break
             # The batch's texts not asked about yet: a whole lease again from now. A batch
@@ -156,20 +153,6 @@ def reap_stale(
     report.early_reports_applied += applied
     report.early_reports_dropped += dropped
     return report
-
-
-# How long a reaper waits before asking again after a 429 that named no Retry-After.
-THROTTLED_PAUSE = 30.0
-
-
-def _slow_down(answers: Iterable[FirstLook]) -> float | None:
-    """Seconds to wait when the provider refused a question as too many (429), else None."""
-    pauses = [
-        answer.retry_after or THROTTLED_PAUSE
-        for answer in answers
-        if isinstance(answer, TransientSendError) and answer.throttled
-    ]
-    return max(pauses) if pauses else None
 
 
 def _put_off(session: so.Session, rows: list[Any], *, owner: str, until: datetime) -> None:
@@ -394,10 +377,7 @@ def _ask_again_later(
     """The provider could not be asked (or its answer not recorded): keep the text under
     this reaper's lease and ask again later, less and less often (and, refused as too
     many requests, not before the provider's Retry-After)."""
-    again = ask_after(now, row.handed_at)
-    pause = _slow_down([exc])
-    if pause is not None:  # a 429: not before its Retry-After
-        again = max(again, now + timedelta(seconds=pause))
+    again = ask_again_at(now, row.handed_at, exc)
     settle_leased(session, owner=owner, values={"lease_expires_at": again}, rows=[{"id": row.id}])
     report.errors += 1
     log.warning("message %s: reconcile failed (%s); asked again later", row.id, type(exc).__name__)

@@ -11,9 +11,10 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from followup.care import gsm
-from followup.messaging.transports.base import OutgoingSms, SendResult
+from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 
 
 @dataclass
@@ -53,3 +54,15 @@ class ScriptedTransport:
 
     def steps_sent(self) -> list[str]:
         return [sms.step for sms in self.sent]
+
+
+class TooManyRequests(ScriptedTransport):
+    """Twilio refusing every list request as too many (429, Retry-After 45 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(provider_has=[])
+        self.questions: list[str] = []  # appended from the reaper's look-up threads
+
+    def find_sent(self, **kwargs: Any) -> SendResult | None:
+        self.questions.append(kwargs["to"])
+        raise TransientSendError("20429", "Too Many Requests", retry_after=45, throttled=True)

@@ -7,17 +7,19 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
+from followup.messaging import closed_copies
 from followup.messaging.claims import LEASE
 from followup.messaging.dispatch import dispatch_due
 from followup.messaging.models import CANCELLED, SENT, Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.twilio import TwilioTransport
-from tests.fakes.transport import ScriptedTransport
+from tests.fakes.transport import ScriptedTransport, TooManyRequests
 from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.helpers import Enroll, at
 
@@ -100,3 +102,50 @@ def test_the_reaper_asks_about_many_closed_copies_side_by_side_within_its_lease(
     assert len(settled) == COPIES
     assert all(start <= when < start + LEASE for when in settled)
     assert max(settled) > start  # stamped as settled, not at the pass's start
+
+
+def test_a_429_to_the_questions_about_closed_copies_puts_the_rest_off_until_its_retry_after(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five closed copies, asked about two at a time. Twilio answers the first two questions
+    # with 429 (Retry-After 45 s): the pass asks nothing more, and all five wait at least
+    # until then. Afterwards each is asked about once and settled.
+    monkeypatch.setattr(closed_copies, "REAP_PART", 2)
+    copies = closed_while_unknown(session, care, clock, enroll, 5)
+    start = clock.now() + LEASE
+    busy = TooManyRequests()
+    report = reap_stale(session=session, transport=busy, now=start, care=care)
+    assert len(busy.questions) == 2
+    assert (report.errors, report.put_off, report.held, report.reconciled) == (2, 3, 0, 0)
+    session.expire_all()
+    asked_after = dict(
+        session.execute(
+            sa.select(Message.id, Message.lease_expires_at).where(
+                Message.id.in_([c.id for c in copies])
+            )
+        ).all()
+    )
+    retry_after = start + timedelta(seconds=45)
+    assert all(when >= retry_after for when in asked_after.values())
+    assert sorted(asked_after.values()).count(retry_after) >= 3  # the three not asked
+    calm = TooManyRequests()
+    reap_stale(session=session, transport=calm, now=retry_after - timedelta(seconds=1), care=care)
+    assert calm.questions == []
+    answering = ScriptedTransport(provider_has=[])
+    later = reap_stale(
+        session=session, transport=answering, now=start + timedelta(hours=1), care=care
+    )
+    assert (later.errors, later.put_off) == (0, 0)
+    session.expire_all()
+    rows = session.execute(
+        sa.select(Message.status, Message.lease_owner).where(Message.id.in_([c.id for c in copies]))
+    ).all()
+    assert rows == [(CANCELLED, None)] * 5  # asked once each: Twilio has none of them
+    checked = session.scalars(
+        sa.select(MessageEvent.message_id).where(MessageEvent.kind == "checked")
+    ).all()
+    assert sorted(checked) == sorted(c.id for c in copies)

@@ -19,7 +19,7 @@ from followup.messaging.models import Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import SendResult, TransientSendError
 from jobs.scheduler import REAP_EVERY
-from tests.fakes.transport import ScriptedTransport
+from tests.fakes.transport import ScriptedTransport, TooManyRequests
 from tests.messaging.helpers import no_driving_claimed
 from tests.messaging.test_dispatch import Enroll, at, events, statuses, tick
 
@@ -281,18 +281,6 @@ def test_a_text_whose_first_question_failed_is_asked_again_at_the_reapers_next_r
             break
     assert settled_at is not None and settled_at - handed <= timedelta(minutes=2), rounds
     assert answers == []  # asked twice in all
-
-
-class TooManyRequests(ScriptedTransport):
-    """Twilio refusing every list request as too many (429, Retry-After 45 s)."""
-
-    def __init__(self) -> None:
-        super().__init__(provider_has=[])
-        self.questions: list[str] = []  # appended from the reaper's look-up threads
-
-    def find_sent(self, **kwargs: Any) -> SendResult | None:
-        self.questions.append(kwargs["to"])
-        raise TransientSendError("20429", "Too Many Requests", retry_after=45, throttled=True)
 
 
 def test_a_429_to_the_reapers_questions_puts_the_rest_off_until_its_retry_after(
