@@ -73,8 +73,10 @@ def reap_closed(
     Asked side by side (`first_looks`), as the texts left `sending` are: a cancelled clinic
     day or a STOP storm can close a hundred copies whose requests may be at the provider,
     and one question after another at list latency (about 0.5 s) would outlast the lease
-    each batch is taken under. `instant` (the clock) stamps each batch's lease and each
-    copy's answer when they happen; without it, `now`."""
+    each batch is taken under; asked REAP_PART at a time, the rest of the batch's lease
+    renewed after each part. A 429 ends the pass's questions: the rest wait, under this
+    reaper's lease, for the Retry-After. `instant` (the clock) stamps each batch's lease
+    and each copy's answer when they happen; without it, `now`."""
 
     def at() -> datetime:
         return max(now, instant()) if instant is not None else now
