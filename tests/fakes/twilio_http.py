@@ -457,4 +457,11 @@ def _list_key(order: str) -> Callable[[dict[str, Any]], tuple[bool, datetime]]:
             not m["date_sent"],
             parsedate_to_datetime(m["date_sent"]) if m["date_sent"] else m["_created"],
         )
-    raise ValueError(f"list_order: {order!r} is neither 'created' nor 'sent'")
+    if order == "sent-unsent-last":  # DESC with NULLs last (MySQL's default): unsent oldest
+        return lambda m: (
+            bool(m["date_sent"]),
+            parsedate_to_datetime(m["date_sent"]) if m["date_sent"] else m["_created"],
+        )
+    raise ValueError(
+        f"list_order: {order!r} is neither 'created', 'sent' nor 'sent-unsent-last'"
+    )

@@ -102,7 +102,8 @@ class FakeTwilio:
     # with no answer) or a number (seconds to wait before answering: a client timeout).
     list_faults: dict[str, dict[int, ListFault]] = field(default_factory=dict)
     # How list requests order messages, newest first: by creation ("created") or, since
-    # Twilio's documentation does not say which, by DateSent ("sent": unsent ones first).
+    # Twilio's documentation does not say which, by DateSent ("sent": unsent ones first;
+    # "sent-unsent-last": unsent ones after every sent one, as DESC puts NULLs in MySQL).
     list_order: str = "created"
 
     # --- what happened ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from followup.messaging.models import CANCELLED, SENT, Message, MessageEvent
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.twilio import TwilioTransport
 from tests.fakes.transport import ScriptedTransport, TooManyRequests
-from tests.fakes.twilio_server import FakeTwilio
+from tests.fakes.twilio_server import FakeError, FakeTwilio
 from tests.messaging.helpers import Enroll, at
 
 COPIES = 130  # one after another at 0.5 s each: 65 s, past the reaper's 60 s lease
@@ -149,3 +149,38 @@ def test_a_429_to_the_questions_about_closed_copies_puts_the_rest_off_until_its_
         sa.select(MessageEvent.message_id).where(MessageEvent.kind == "checked")
     ).all()
     assert sorted(checked) == sorted(c.id for c in copies)
+
+
+
+def test_review_a_429_from_the_real_twilio_client_stops_the_closed_copies_questions(
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    enroll: Enroll,
+    twilio_fake: FakeTwilio,
+    twilio_transport: TwilioTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Review (d407947): as the test above, but through TwilioTransport and the official
+    # client at the fake Twilio, which answers every list request 429 (Retry-After 45 s).
+    # The official client raises a non-200 list page as a bare TwilioException("Unable to
+    # fetch page", response), with no status or code: `_api_error` makes it an ordinary
+    # transient error (throttled False, Twilio "twilio"), `slow_down` never sees a 429,
+    # and the pass goes on asking every part while Twilio says to slow down; the refused
+    # copies are asked again after ask_after (15 s), not after the Retry-After.
+    monkeypatch.setattr(closed_copies, "REAP_PART", 1)
+    copies = closed_while_unknown(session, care, clock, enroll, 3)
+    start = clock.now() + LEASE
+    clock.set(start)
+    refused = FakeError(20429, 429, "Too Many Requests", retry_after="45")
+    for copy in copies:
+        twilio_fake.list_faults[copy.to_phone or ""] = {0: refused}
+    report = reap_stale(session=session, transport=twilio_transport, now=start, care=care)
+    lists = [r for r in twilio_fake.requests if r.method == "GET" and "To" in r.query]
+    session.expire_all()
+    leases = session.scalars(
+        sa.select(Message.lease_expires_at).where(Message.id.in_([c.id for c in copies]))
+    ).all()
+    assert len(lists) == 1, f"{len(lists)} list requests after Twilio's first 429"
+    assert (report.errors, report.put_off) == (1, 2)
+    assert all(when >= start + timedelta(seconds=45) for when in leases)
