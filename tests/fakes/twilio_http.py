@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -95,6 +95,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header: the fake's own clock (the test's), as Twilio's is its own."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return format_datetime(self.fake.now().astimezone(UTC), usegmt=True)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -462,6 +468,4 @@ def _list_key(order: str) -> Callable[[dict[str, Any]], tuple[bool, datetime]]:
             bool(m["date_sent"]),
             parsedate_to_datetime(m["date_sent"]) if m["date_sent"] else m["_created"],
         )
-    raise ValueError(
-        f"list_order: {order!r} is neither 'created', 'sent' nor 'sent-unsent-last'"
-    )
+    raise ValueError(f"list_order: {order!r} is neither 'created', 'sent' nor 'sent-unsent-last'")

@@ -151,8 +151,7 @@ def test_a_429_to_the_questions_about_closed_copies_puts_the_rest_off_until_its_
     assert sorted(checked) == sorted(c.id for c in copies)
 
 
-
-def test_review_a_429_from_the_real_twilio_client_stops_the_closed_copies_questions(
+def test_a_429_from_the_official_twilio_client_stops_the_closed_copies_questions(
     session: so.Session,
     care: CareContext,
     clock: FakeClock,
@@ -161,13 +160,12 @@ def test_review_a_429_from_the_real_twilio_client_stops_the_closed_copies_questi
     twilio_transport: TwilioTransport,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Review (d407947): as the test above, but through TwilioTransport and the official
-    # client at the fake Twilio, which answers every list request 429 (Retry-After 45 s).
-    # The official client raises a non-200 list page as a bare TwilioException("Unable to
-    # fetch page", response), with no status or code: `_api_error` makes it an ordinary
-    # transient error (throttled False, Twilio "twilio"), `slow_down` never sees a 429,
-    # and the pass goes on asking every part while Twilio says to slow down; the refused
-    # copies are asked again after ask_after (15 s), not after the Retry-After.
+    # As the test above, through TwilioTransport and the official client at the fake
+    # Twilio, which answers every list request 429 (Retry-After 45 s). The client raises a
+    # refused list page as a bare TwilioException("Unable to fetch page", response), with
+    # no status or code of its own: taken for an ordinary error, the pass went on asking
+    # every part while Twilio said to slow down, and asked the refused copies again after
+    # 15 s, not after the Retry-After.
     monkeypatch.setattr(closed_copies, "REAP_PART", 1)
     copies = closed_while_unknown(session, care, clock, enroll, 3)
     start = clock.now() + LEASE

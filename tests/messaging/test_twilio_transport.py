@@ -308,9 +308,15 @@ def test_find_sent_cut_short_before_the_hand_over_is_not_taken_for_absence(
         twilio_fake.add_message(to=PHONE, body=f"newer {i}")
     with pytest.raises(LookupError):
         twilio_transport.find_sent(to=PHONE, body="the one", since=since)
-    # Past the cap and past the hand-over (the newest first, as Twilio lists): absent.
+    # Nor is a scan cut short past texts older than the hand-over: how Twilio orders its
+    # list, and where texts it has not sent yet go, is not documented.
     del twilio_fake.messages[ours["sid"]]
-    assert twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now()) is None
+    with pytest.raises(LookupError):
+        twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now())
+    # Under the cap, the whole list was read: absent.
+    for sid in list(twilio_fake.messages)[:2]:
+        del twilio_fake.messages[sid]
+    assert twilio_transport.find_sent(to=PHONE, body="the one", since=since) is None
 
 
 def test_find_sent_cut_short_is_not_taken_for_absence_when_twilio_lists_by_date_sent(
@@ -334,21 +340,18 @@ def test_find_sent_cut_short_is_not_taken_for_absence_when_twilio_lists_by_date_
         twilio_fake.add_message(to=PHONE, body=f"newer {i}")
     with pytest.raises(LookupError):
         twilio_transport.find_sent(to=PHONE, body="the one", since=since)
-    # Once a text both created and sent before the hand-over ends the scan: absent.
-    assert twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now()) is None
 
 
 @pytest.mark.parametrize("order", ["created", "sent", "sent-unsent-last"])
-def test_review_find_sent_cut_short_never_says_absent_of_a_queued_text_in_any_order(
+def test_find_sent_cut_short_never_says_absent_of_a_queued_text_in_any_order(
     twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock, order: str
 ) -> None:
-    # Review (4aec566): ours is still queued at Twilio (no DateSent yet), RECONCILE_SCAN - 1
-    # newer texts to the number went out after it, and a few older ones before the
-    # hand-over. Listed by DateSent with unsent texts after the sent ones (DESC puts NULLs
-    # last in MySQL; Twilio documents neither the order nor where unsent texts go), the
-    # capped scan ends at an old text both created and sent before `since` and answers
-    # None: "not at Twilio", and the text is sent a second time. It must find ours, or
-    # raise CannotTell: never None.
+    # Ours is still queued at Twilio (no DateSent yet), RECONCILE_SCAN - 1 newer texts to
+    # the number went out after it, and a few older ones before the hand-over. Listed by
+    # DateSent with unsent texts after the sent ones (DESC puts NULLs last in MySQL; Twilio
+    # documents neither the order nor where unsent texts go), the capped scan ends at an
+    # old text both created and sent before `since`: taken for "not at Twilio", the text
+    # would be sent a second time. It must find ours, or raise CannotTell: never None.
     twilio_fake.list_order = order
     since = clock.now()
     for i in range(3):
@@ -365,13 +368,13 @@ def test_review_find_sent_cut_short_never_says_absent_of_a_queued_text_in_any_or
     assert found.provider_sid == ours["sid"]
 
 
-def test_review_find_sent_429_is_raised_as_throttled(
+def test_find_sent_429_is_raised_as_throttled(
     twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
 ) -> None:
-    # Review (d407947 relies on it): the reaper stops its pass on a TransientSendError
-    # marked `throttled`. The official client raises a 429 list page as a bare
-    # TwilioException("Unable to fetch page", response): no status, no code, so find_sent
-    # reports an ordinary error (code "twilio", throttled False).
+    # The reaper stops its pass on a TransientSendError marked `throttled`. The official
+    # client raises a 429 list page as a bare TwilioException("Unable to fetch page",
+    # response), with no status or code of its own: read from the response, not taken for
+    # an ordinary error.
     twilio_fake.list_faults[PHONE] = {0: FakeError(20429, 429, "Too Many Requests", "45")}
     with pytest.raises(TransientSendError) as raised:
         twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now())
@@ -379,17 +382,16 @@ def test_review_find_sent_429_is_raised_as_throttled(
     assert raised.value.retry_after == 45
 
 
-def test_review_find_sent_retry_after_date_is_counted_from_now_not_from_since(
+def test_find_sent_retry_after_date_is_counted_from_now_not_from_since(
     twilio_fake: FakeTwilio, twilio_transport: TwilioTransport, clock: FakeClock
 ) -> None:
-    # Review: a Retry-After given as an HTTP date 45 s ahead is measured from `since` (the
-    # hand-over less the slack: `_api_error(exc, now=since)`), so the wait grows with the
-    # text's age: an hour after the hand-over it says 3645 s.
+    # A Retry-After given as an HTTP date 45 s ahead, about a text handed over an hour
+    # ago: 45 s from the answer (its Date), not 3,645 s from the hand-over.
     until = format_datetime(clock.now() + timedelta(seconds=45), usegmt=True)
     twilio_fake.list_faults[PHONE] = {0: FakeError(20429, 429, "Too Many Requests", until)}
     with pytest.raises(TransientSendError) as raised:
         twilio_transport.find_sent(to=PHONE, body="the one", since=clock.now() - timedelta(hours=1))
-    assert raised.value.retry_after is not None and raised.value.retry_after <= 46
+    assert raised.value.retry_after is not None and 44 <= raised.value.retry_after <= 46
 
 
 def test_find_sent_error_is_raised_not_taken_for_absence(
@@ -413,6 +415,11 @@ def test_retry_after_reads_seconds_and_http_dates(clock: FakeClock) -> None:
     assert retry_after_seconds({"Retry-After": "120"}, now=clock.now()) == 120
     later = "Fri, 06 Mar 2026 20:05:00 GMT"  # clock.now() is 20:00 UTC
     assert retry_after_seconds({"Retry-After": later}, now=clock.now()) == 300
+    # A date is counted from the answer's own Date (Twilio's clock), when it has one.
+    sent = "Fri, 06 Mar 2026 20:04:00 GMT"
+    assert retry_after_seconds({"Retry-After": later, "Date": sent}, now=clock.now()) == 60
+    assert retry_after_seconds({"Retry-After": later, "Date": sent}, now=None) == 60
+    assert retry_after_seconds({"Retry-After": later}, now=None) is None
     assert retry_after_seconds({"Retry-After": "whenever"}, now=clock.now()) is None
     assert retry_after_seconds({}, now=clock.now()) is None
 

@@ -6,6 +6,7 @@ Twilio is not kept: it can quote the phone number, and error messages reach the 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -283,17 +284,16 @@ class TwilioTransport:
         handed over minutes apart are asked about with windows from their hand-overs, and
         the earlier text's window holds both messages; taking the newest, it took the
         later text's message, and the later text, whose window does not reach the earlier
-        message, was found missing and sent again. A scan that stops at its cap
-        (RECONCILE_SCAN texts) with no match, before it reaches a text both created and
-        sent before `since`, has not seen them all, and never will (texts to the number
-        only accumulate): CannotTell (held for a person), never None. Both dates: Twilio
-        does not document whether newest first means by DateCreated or by DateSent. The
-        text looked for was created, and so sent, at or after `since`; in either order,
-        every text listed after one with both dates before `since` has that date before
-        `since` too. A text not sent yet proves nothing.
+        message, was found missing and sent again.
+
+        A scan that stops at its cap (RECONCILE_SCAN texts) with no match has not seen them
+        all, and never will (texts to the number only accumulate): CannotTell (held for a
+        person), never None, however old the last text it saw. Twilio documents neither
+        which date orders its list, newest first (DateCreated or DateSent), nor where a text
+        it has not sent yet goes: listed by DateSent with those last, ours, still queued at
+        Twilio, comes after every text sent since, old ones too.
         """
         seen = 0
-        past_since = False  # the last text looked at was created and sent before `since`
         earliest: Any = None
         try:
             for message in self._client().messages.stream(
@@ -301,7 +301,6 @@ class TwilioTransport:
             ):
                 seen += 1
                 created = message.date_created
-                past_since = _before(created, since) and _before(message.date_sent, since)
                 if not isinstance(created, datetime) or created < since:
                     continue
                 direction = str(message.direction or "")
@@ -313,13 +312,13 @@ class TwilioTransport:
                 ):
                     earliest = message
         except TwilioException as exc:
-            raise self._api_error(exc, now=since, creating=False) from exc
+            raise self._api_error(exc, now=None, creating=False) from exc
         except requests.RequestException as exc:
             raise network_error(exc) from exc
         if earliest is not None:
             return _send_result(earliest)
-        if seen >= RECONCILE_SCAN and not past_since:
-            raise CannotTell(f"{seen} texts to one number listed since the hand-over, at least")
+        if seen >= RECONCILE_SCAN:
+            raise CannotTell(f"{seen} texts to one number listed, at least")
         return None
 
     # --- status poller ----------------------------------------------------------------
@@ -345,6 +344,9 @@ class TwilioTransport:
     ) -> TransientSendError | PermanentSendError:
         raw_code = getattr(exc, "code", None)
         status = getattr(exc, "status", None)
+        page = _refused_page(exc)
+        if page is not None:
+            status, raw_code = page
         code = (
             int(raw_code) if isinstance(raw_code, int | str) and str(raw_code).isdigit() else None
         )
@@ -361,6 +363,24 @@ class TwilioTransport:
                 throttled=http_status == 429 or code == TOO_MANY_REQUESTS,
             )
         return PermanentSendError(label, text, opted_out=decision.outcome is Outcome.OPTED_OUT)
+
+
+def _refused_page(exc: Exception) -> tuple[int, int | None] | None:
+    """The HTTP status and Twilio error code of a list page Twilio refused.
+
+    The official client raises a page answered other than 200 (a 429 among them) as a
+    bare TwilioException("Unable to fetch page", response), with no status or code of its
+    own: they are read from the response it carries.
+    """
+    response = exc.args[1] if len(exc.args) > 1 else None
+    status = getattr(response, "status_code", None)
+    if not isinstance(status, int):
+        return None
+    try:
+        code = json.loads(getattr(response, "text", "") or "{}").get("code")
+    except (TypeError, ValueError, AttributeError):
+        code = None
+    return status, code if isinstance(code, int) else None
 
 
 def _send_result(message: Any) -> SendResult:
@@ -395,24 +415,25 @@ def _never_connected(exc: requests.RequestException) -> bool:
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None) -> float | None:
-    """Read Retry-After: delay-seconds or an HTTP date (relative to `now`)."""
+    """Read Retry-After: delay-seconds or an HTTP date, counted from the answer's own Date
+    (Twilio's clock, so no skew between the two), else from `now`."""
     value = headers.get("Retry-After") if headers else None
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
         return float(value)
-    if now is None:
+    when = _http_date(value)
+    since = _http_date(headers.get("Date")) or now
+    if when is None or since is None:
         return None
+    return max((when - since).total_seconds(), 0.0)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date with its zone, else None."""
     try:
-        when = parsedate_to_datetime(value)
+        when = parsedate_to_datetime(value) if value else None
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max((when - now).total_seconds(), 0.0)
-
-
-def _before(value: Any, since: datetime) -> bool:
-    """A date Twilio gave (None for a text not sent yet) is before `since`."""
-    return isinstance(value, datetime) and value < since
+    return when if when is not None and when.tzinfo is not None else None
