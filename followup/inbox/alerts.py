@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 ALERT_STEP = "staff-alert"  # the step an alert SMS carries through the transport
 ALERT_LEASE = timedelta(minutes=5)  # a claim still `sending` after this: its sender died
+HELD_ALERTS = 500  # held delivery reports applied to alert SMS in one run
 ALERT_RETRY_AFTER = timedelta(minutes=1)  # then 2, 3, ... minutes
 MAX_ALERT_ATTEMPTS = 5
 
@@ -153,6 +154,7 @@ def run_alerts(
     """
     report = AlertReport()
     report.unknown += _settle_stale(session, now)
+    apply_held_alert_reports(session)
     urgent = session.execute(
         sa.select(InboundMessage.id, InboundMessage.received_at)
         .where(open_reply_filter(), InboundMessage.triage == TRIAGE_URGENT)
@@ -188,7 +190,7 @@ def run_alerts(
             values = _send_mail(mailer, recipient, text, escalation, now, report)
         _record_outcome(session, ids, values, now)
         if values.get("provider_sid"):
-            _apply_held_reports(session, values["provider_sid"])
+            apply_held_alert_reports(session, values["provider_sid"])
         session.commit()
         log.info(
             "alerts %s channel=%s role=%s outcome=%s",
@@ -312,22 +314,33 @@ def _send_sms(
     return {"status": ALERT_SENT, "sent_at": now, "provider_sid": result.provider_sid}
 
 
-def _apply_held_reports(session: so.Session, provider_sid: str) -> None:
-    """Delivery reports for this alert SMS that came before its SID was recorded (Twilio
-    may call back first; the webhook kept them): apply them in the order they came."""
+def apply_held_alert_reports(session: so.Session, provider_sid: str | None = None) -> int:
+    """Delivery reports held for alert SMS whose SID is now recorded (Twilio may call back
+    first; the webhook kept them): apply them in the order they came; return how many.
+
+    Right after recording a SID (`provider_sid`), and on every run for all of them: a
+    report the webhook held while the SID's commit was under way (PostgreSQL: it saw
+    neither) comes after the first look, and would otherwise wait until it is dropped.
+    Not committed."""
+    on_an_alert = sa.exists().where(StaffAlert.provider_sid == HeldStatusReport.provider_sid)
+    query = sa.select(HeldStatusReport).where(on_an_alert)
+    if provider_sid is not None:
+        query = query.where(HeldStatusReport.provider_sid == provider_sid)
     held = session.scalars(
-        sa.select(HeldStatusReport)
-        .where(HeldStatusReport.provider_sid == provider_sid)
-        .order_by(HeldStatusReport.received_at, HeldStatusReport.id)
+        query.order_by(HeldStatusReport.received_at, HeldStatusReport.id).limit(HELD_ALERTS)
     ).all()
     for report in held:
         record_alert_status(
-            session=session, provider_sid=provider_sid, status=report.status, now=report.received_at
+            session=session,
+            provider_sid=report.provider_sid,
+            status=report.status,
+            now=report.received_at,
         )
     if held:
         session.execute(
             sa.delete(HeldStatusReport).where(HeldStatusReport.id.in_([h.id for h in held]))
         )
+    return len(held)
 
 
 def _send_mail(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,11 +12,17 @@ from typing import Any, Protocol, runtime_checkable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.messaging.errors import OPT_OUT_CODES, describe_error_code
+from followup.messaging.errors import (
+    ERROR_POLICY,
+    OPT_OUT_CODES,
+    Outcome,
+    describe_error_code,
+)
 from followup.messaging.events import MESSAGES, add_events, event_row
 from followup.messaging.models import (
     DELIVERED,
     FAILED,
+    PENDING,
     REPLY_START,
     SENDING,
     SENT,
@@ -26,6 +33,7 @@ from followup.messaging.models import (
 )
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.messaging.reports import PollReport
+from followup.messaging.retries import next_try
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,11 @@ STATUS_POLL_BATCH = 100
 # the reaper) to record the SID; a text is recorded within seconds, or reaped in minutes.
 HOLD_UNMATCHED = timedelta(days=1)
 HELD_BATCH = 500
+# A text the provider reported failed for a reason that passes (30001, its queue overflowed)
+# is tried again no sooner than this after the failed request: the reaper looks for a later
+# request's copy among the texts created from 2 minutes (RECONCILE_SLACK, for clock skew)
+# before it, and the failed copy, with the same words, must not be in that window.
+REPORTED_RETRY_GAP = timedelta(minutes=5)
 
 # Twilio's message statuses, as ours. Everything before a handset answered is `sent` to us.
 TWILIO_STATUSES: dict[str, str] = {
@@ -139,7 +152,13 @@ def apply_provider_status(
         }
         if target == DELIVERED:
             values["delivered_at"] = now
-        elif target in (FAILED, UNDELIVERED):
+        elif target in (FAILED, UNDELIVERED) and _passes(error_code):
+            retried = _retry_reported(
+                session, which, status=status, error_code=error_code, now=now, kind=kind
+            )
+            if retried:
+                return True
+        if target in (FAILED, UNDELIVERED):
             # Failed after a delivery receipt: not delivered after all (the report stays in
             # the text's history); the dashboard then counts it failed, not both.
             values["delivered_at"] = None
@@ -175,6 +194,65 @@ def apply_provider_status(
             session=session, message_id=message_id, patient_id=patient_id, error_code=code, now=now
         )
     return changed
+
+
+def _passes(error_code: int | None) -> bool:
+    """The error table says this failure passes: the text is retried, not failed."""
+    rule = ERROR_POLICY.get(error_code) if error_code is not None else None
+    return rule is not None and rule.outcome is Outcome.TRANSIENT
+
+
+def _retry_reported(
+    session: so.Session,
+    which: sa.ColumnElement[bool],
+    *,
+    status: str,
+    error_code: int | None,
+    now: datetime,
+    kind: str,
+) -> bool:
+    """A text the provider took and then reported failed for a reason that passes (30001:
+    its queue overflowed, the patient got nothing): back to the queue with backoff, as the
+    same error at the create would, while a try fits its window (the error table, README).
+    Only from `sent`, the copy reported being the one the text carries: a text delivered,
+    or carrying another copy since, is left to the usual forward move. Returns whether it
+    was requeued (else the caller records the failure: no try fits, or not ours)."""
+    table = MESSAGES.c
+    row = session.execute(
+        sa.select(
+            table.id, table.attempts, table.expires_at, table.handed_at, table.sent_at,
+            table.provider_sid,
+        ).where(which, table.status == SENT)
+    ).first()  # fmt: skip
+    if row is None or row.provider_sid is None:
+        return False
+    requested = row.handed_at or row.sent_at or now
+    retry_at = next_try(
+        attempts=row.attempts,
+        expires_at=row.expires_at,
+        now=max(now, requested + REPORTED_RETRY_GAP),
+        rng=random.Random(row.id * 1000 + row.attempts),  # jitter spread across texts  # noqa: S311
+    )
+    if retry_at is None:
+        return False
+    code = str(error_code)
+    why = describe_error_code(error_code) or f"Twilio error {code}"
+    moved = session.execute(
+        sa.update(MESSAGES)
+        .where(table.id == row.id, table.status == SENT, table.provider_sid == row.provider_sid)
+        .values(
+            status=PENDING, not_before=retry_at, provider_sid=None, sent_at=None,
+            delivered_at=None, lease_owner=None, lease_expires_at=None, updated_at=now,
+            error_code=code, error_message=why,
+        )
+        .returning(table.id)
+    ).first()  # fmt: skip
+    if moved is None:
+        return False
+    detail = f"provider status {status}; error {code}; retry at {retry_at.isoformat()}"
+    add_events(session, [event_row(row.id, now, kind, PENDING, detail)])
+    log.warning("message %s reported failed (error %s): retried later", row.id, code)
+    return True
 
 
 def _started_since_request(session: so.Session, message_id: int) -> bool:
@@ -266,14 +344,27 @@ def apply_held_status_reports(
     """Apply held delivery reports whose SID is now on a text, in the order they came (each
     at the time it came); drop those unmatched for HOLD_UNMATCHED. Only `sids` when given
     (the dispatcher, right after recording them). Returns (applied, dropped); not committed.
+
+    Only reports a text now carries are read: reports that match none can pile up for a
+    day (a Messaging Service whose own status callback is this webhook reports every
+    reply and every other sender's text here), and read oldest first with them, a matched
+    one behind HELD_BATCH of them waited a day instead of one reaper round. A staff
+    alert's reports are the alerts job's (`apply_held_alert_reports`); neither drops the
+    other's before HOLD_UNMATCHED.
     """
-    query = sa.select(HeldStatusReport).order_by(HeldStatusReport.received_at, HeldStatusReport.id)
+    held_sid = HeldStatusReport.provider_sid
+    on_a_text = sa.exists().where(MESSAGES.c.provider_sid == held_sid)
+    query = (
+        sa.select(HeldStatusReport)
+        .where(on_a_text)
+        .order_by(HeldStatusReport.received_at, HeldStatusReport.id)
+    )
     if sids is not None:
         if not sids:
             return 0, 0
-        query = query.where(HeldStatusReport.provider_sid.in_(list(sids)))
+        query = query.where(held_sid.in_(list(sids)))
     held = session.scalars(query.limit(HELD_BATCH)).all()
-    applied = dropped = 0
+    applied = 0
     done: list[int] = []
     for report in held:
         found = apply_provider_status(
@@ -287,12 +378,19 @@ def apply_held_status_reports(
         if found is not None:
             applied += 1
             done.append(report.id)
-        elif report.received_at <= now - HOLD_UNMATCHED:
-            dropped += 1
-            done.append(report.id)
-            log.warning("held status report %s matched no text in a day: dropped", report.id)
     if done:
         session.execute(sa.delete(HeldStatusReport).where(HeldStatusReport.id.in_(done)))
+    dropped = 0
+    if sids is None:
+        # Unmatched for a day: nothing of ours carries that SID (another sender's text).
+        gone = session.execute(
+            sa.delete(HeldStatusReport).where(
+                HeldStatusReport.received_at <= now - HOLD_UNMATCHED, ~on_a_text
+            )
+        )
+        dropped = int(getattr(gone, "rowcount", 0) or 0)
+        if dropped:
+            log.warning("%d held status reports matched no text in a day: dropped", dropped)
     return applied, dropped
 
 

@@ -1,5 +1,5 @@
-"""Review: a delivery report for a staff alert's SMS that comes while the alerts job is
-committing the alert's SID (PostgreSQL, READ COMMITTED) is held, and then never applied."""
+"""A delivery report for a staff alert's SMS that comes while the alerts job is committing
+the alert's SID (PostgreSQL, READ COMMITTED) is held, and applied by the next alerts run."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def test_an_alert_sms_failure_reported_while_its_sid_is_committed_reaches_the_al
     # reports (none yet); Twilio's `undelivered` comes now. On PostgreSQL the webhook reads
     # neither the SID nor a text with it, and holds the report; it commits after the job
     # looked. For a patient's text the reaper applies such a report later (and the webhook
-    # retries by id); for an alert nothing ever does: it is dropped after a day and the
-    # queue keeps showing the on-call SMS as sent.
+    # retries by id); for an alert, the next alerts run does (before, nothing did: it was
+    # dropped after a day and the queue kept showing the on-call SMS as sent).
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's webhook waits for the alerts job's write lock: no such window")
     token = twilio_runtime.settings.twilio_auth_token or ""

@@ -1,7 +1,5 @@
-"""Review: how delivery reports (callbacks, held reports, polls) move a text's status.
-
-Each test here failed on the code it was written against; see the review report.
-"""
+"""Delivery reports that do not simply move a text forward: a failure that passes (30001)
+retries the text, and reports held for a SID are applied whatever else is held."""
 
 from __future__ import annotations
 
@@ -14,8 +12,9 @@ from flask.testing import FlaskClient
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging.models import SENT, HeldStatusReport, Message
+from followup.messaging.models import FAILED, PENDING, SENT, HeldStatusReport, Message
 from followup.messaging.reconcile import reap_stale
+from followup.messaging.status import REPORTED_RETRY_GAP
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
@@ -65,8 +64,17 @@ def test_a_failed_report_with_queue_overflow_30001_is_retried_like_the_error_tab
     assert text.status == SENT and text.provider_sid
     creates_before = len(twilio_fake.creates())
 
+    first_sid = text.provider_sid
     clock.advance(timedelta(seconds=20))
-    assert _status(client, twilio_runtime, text.provider_sid, "failed", 30001) == 200
+    assert _status(client, twilio_runtime, first_sid, "failed", 30001) == 200
+    text = messages(session)["no-driving"]
+    assert (text.status, text.provider_sid, text.error_code) == (PENDING, None, "30001")
+
+    # Not before REPORTED_RETRY_GAP after the failed request: the reaper's look for the
+    # next request's copy must not find the failed one (the same words, to the same number).
+    clock.advance(REPORTED_RETRY_GAP - timedelta(minutes=1))
+    dispatch(session, twilio_transport, care, clock.now())
+    assert len(twilio_fake.creates()) == creates_before
 
     # Past any backoff (at most 15 minutes), well inside the window (quiet hours start at
     # 21:00 local; it is 15:20 in New York).
@@ -76,10 +84,39 @@ def test_a_failed_report_with_queue_overflow_30001_is_retried_like_the_error_tab
     assert len(twilio_fake.creates()) == creates_before + 1, (
         f"not retried: {text.status}, {text.error_code} {text.error_message}"
     )
-    assert text.status == SENT
+    assert text.status == SENT and text.provider_sid not in (None, first_sid)
+
+    # Twilio calling back again about the failed copy changes nothing: that SID is no
+    # longer the text's.
+    assert _status(client, twilio_runtime, first_sid, "failed", 30001) == 200
+    assert _status(client, twilio_runtime, first_sid, "sent") == 200
+    again = messages(session)["no-driving"]
+    assert (again.status, again.provider_sid) == (SENT, text.provider_sid)
+    assert len(twilio_fake.creates()) == creates_before + 1
 
 
-# --- 2. held reports: the reaper reads only the oldest 500, matched or not ---------------
+def test_a_failure_that_passes_reported_when_no_try_fits_the_window_fails_the_text(
+    enroll: Callable[..., EnrollmentResult],
+    session: so.Session,
+    twilio_transport: TwilioTransport,
+    twilio_runtime: Runtime,
+    client: FlaskClient,
+    care: CareContext,
+    clock: FakeClock,
+) -> None:
+    # Seconds before the window closes, a retry cannot go out in it: the text fails with
+    # the provider's reason, as any failure does (a critical one reaches the nurses).
+    enroll()
+    dispatch(session, twilio_transport, care, clock.now())
+    text = messages(session)["no-driving"]
+    assert text.provider_sid is not None
+    clock.set(text.expires_at - timedelta(seconds=3))
+    assert _status(client, twilio_runtime, text.provider_sid, "failed", 30001) == 200
+    text = messages(session)["no-driving"]
+    assert (text.status, text.error_code) == (FAILED, "30001")
+
+
+# --- 2. held reports: a matched one is applied behind any number of unmatched ones --------
 
 
 def test_a_held_report_whose_text_is_recorded_is_applied_behind_500_unmatched_ones(
