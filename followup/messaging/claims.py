@@ -178,9 +178,10 @@ def _patients_locked(session: so.Session, patients: list[int]) -> list[int]:
 
 def _held_elsewhere(owner: sa.ColumnElement[str], now: sa.ColumnElement[datetime]) -> sa.Exists:
     """Another dispatcher holds one of this text's patient's texts under a live lease:
-    claimed, or handed over and its answer not yet recorded. A dispatcher that recorded an
-    unknown outcome (a timeout) keeps its lease until the reaper asks, at most a lease
-    longer; a reaper's lease, which may last while the provider cannot be asked, holds up
+    claimed, or handed over and its answer not yet recorded. An unknown outcome the
+    dispatcher recorded (a timeout, a 5xx) waits for the reaper under the reaper's name
+    (until its retry time, which can be a long Retry-After away) and an exception's for a
+    lease; a reaper's lease, which may last while the provider cannot be asked, holds up
     nothing: within a pass, too, a text waits for the answer, not for success."""
     table, other = MESSAGES.c, MESSAGES.alias("sibling").c
     return sa.exists().where(

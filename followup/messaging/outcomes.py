@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.db import in_ids, is_postgresql
+from followup.messaging.claims import reaper_owner
 from followup.messaging.events import (
     MESSAGES,
     add_events,
@@ -34,7 +35,7 @@ from followup.messaging.models import (
 )
 from followup.messaging.replan import maybe_at_provider
 from followup.messaging.reports import DispatchReport
-from followup.messaging.retries import HANDOVER_MARGIN, next_try
+from followup.messaging.retries import HANDOVER_MARGIN, last_moment, next_try
 from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
     PermanentSendError,
@@ -284,7 +285,12 @@ class Outcomes:
                     continue
             retry_at = next_try(
                 attempts=a.item.attempts,
-                expires_at=windows[a.item.id],
+                expires_at=last_moment(
+                    expires_at=windows[a.item.id],
+                    now=a.answered_at,
+                    tz=a.item.tz,
+                    care=self.d.care,
+                ),
                 now=a.answered_at,
                 rng=self.d.rng,
                 retry_after=exc.retry_after,
@@ -337,10 +343,13 @@ class Outcomes:
                 f"{r['lease_expires_at'].isoformat()}"
             )
 
+        # Under the reaper's name from now on: nothing of it is under way any more, and a
+        # dispatcher's lease held to `retry_at` (up to 15 minutes, or a longer Retry-After)
+        # kept every other dispatcher from the patient's other texts all that time.
         ours = self.settle(
             unknown,
             events,
-            values={},
+            values={"lease_owner": reaper_owner(self.d.owner)},
             kind="outcome-unknown",
             status=SENDING,
             detail=asked_after,

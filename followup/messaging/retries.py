@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from followup.care.protocol import CareContext
-from followup.care.timing import quiet_period_end
+from followup.care.timing import local_instant, quiet_period_end
 
 # Never hand a text over closer than this to its expiry or to the start of quiet hours:
 # the request must reach the provider before either, not merely leave before it.
@@ -51,6 +51,37 @@ def next_try(
         return retry_at
     earliest = now + max(MIN_RETRY, timedelta(seconds=retry_after or 0))
     return last_chance if earliest <= last_chance else None
+
+
+def last_moment(
+    *, expires_at: datetime, now: datetime, tz: ZoneInfo, care: CareContext
+) -> datetime:
+    """Until when a text can still be handed over, from `now`: its expiry, or the start of
+    the first quiet hours that last past it (a try inside them would only expire it).
+
+    A retry's backoff is cut short to a last try before this, not before the expiry alone:
+    a text expiring at 05:00, refused until 20:58, had its retry put at 21:08 and expired
+    unsent, when a try at 20:59 still fitted.
+    """
+    quiet = care.quiet_hours
+    if quiet.start == quiet.end:
+        return expires_at
+    moment = now
+    for _ in range(64):  # a night per turn: far more than any window spans
+        if moment >= expires_at:
+            break
+        end = quiet_period_end(moment, tz, quiet)
+        if end is not None:
+            if end >= expires_at - HANDOVER_MARGIN:
+                return moment  # the window closes inside these quiet hours
+            moment = end
+            continue
+        local = moment.astimezone(tz)
+        start = local_instant(local.date(), quiet.start, tz)
+        if start <= moment:
+            start = local_instant(local.date() + timedelta(days=1), quiet.start, tz)
+        moment = start
+    return expires_at
 
 
 def quiet_end_near(instant: datetime, tz: ZoneInfo, care: CareContext) -> datetime | None:
