@@ -1,13 +1,12 @@
-"""Open (a review found it; strict xfail until fixed): a create's request must reach Twilio within HANDOVER_MARGIN of the worker's
-last look at the clock, or not at all ("A request that cannot connect to Twilio (TCP and
-TLS) within 1.5 s is given up unsent and retried, so a slow connection cannot carry it
-past either [expiry or quiet hours]").
+"""A create's request must reach Twilio within HANDOVER_MARGIN of the worker's last look
+at the clock, or not at all: it fails unsent and is retried.
 
-The (connect, read) timeout pair given to requests bounds each socket connect, not the
+The (connect, read) timeout pair given to requests bounded each socket connect, not the
 time to reach Twilio: urllib3 tries every address the name resolves to, each with the
-whole connect timeout, and resolving the name has no timeout at all. api.twilio.com
+whole connect timeout, and resolving the name had no timeout at all. api.twilio.com
 resolves to several addresses; when some of them drop SYNs (a partial outage, a broken
-route), the request reaches Twilio 1.5 s per dead address late, past the margin.
+route), the request reached Twilio 1.5 s per dead address late, past the margin. The
+transport now connects within one budget for the lookup and every address (connect.py).
 
 These tests make connection attempts hang the way the existing connect-timeout test does
 (a listening socket whose accept queue is full: Linux drops the SYN), and route the fake
@@ -110,11 +109,6 @@ def fake_address(fake: FakeTwilio) -> tuple[str, int]:
     return ("127.0.0.1", int(fake.base_url.rsplit(":", 1)[1]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the connect timeout bounds each of the name's addresses, not the name's "
-    "lookup and all its addresses together (README, known limits)",
-)
 @pytest.mark.parametrize(
     ("dead_addresses", "lookup"),
     [(2, 0.0), (0, 2.5)],
@@ -153,11 +147,6 @@ def test_a_create_never_reaches_twilio_later_than_the_hand_over_margin(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the connect timeout bounds each of the name's addresses, not the name's "
-    "lookup and all its addresses together (README, known limits)",
-)
 @pytest.mark.parametrize("limit", ["quiet hours", "expiry"])
 def test_a_text_handed_over_just_before_a_limit_is_not_created_at_twilio_past_it(
     session: so.Session,

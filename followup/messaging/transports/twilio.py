@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Collection, Mapping
@@ -32,6 +33,7 @@ from followup.messaging.transports.base import (
     SendResult,
     TransientSendError,
 )
+from followup.messaging.transports.connect import DeadlineAdapter
 from followup.messaging.transports.pacing import Pacer
 from followup.settings import Settings
 
@@ -68,7 +70,8 @@ def _redact_urllib3_logs() -> None:
             logger.addFilter(_RedactRecipients())
 
 
-# Seconds to connect (TCP and TLS): under the dispatcher's 2 s hand-over margin.
+# Seconds to connect, the name's lookup and every address it has together (connect.py):
+# under the dispatcher's 2 s hand-over margin.
 CONNECT_TIMEOUT = 1.5
 
 
@@ -88,6 +91,12 @@ class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]
         # timeout of its last clock check, or fails unsent; either way before the expiry
         # or the quiet hours the dispatcher kept HANDOVER_MARGIN (2 s) away from.
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        if self.session is not None:
+            # The connect timeout as one budget for the lookup and every address
+            # (connect.py); the pool as large as the client's own default.
+            adapter = DeadlineAdapter(pool_maxsize=min(32, (os.cpu_count() or 1) + 4))
+            self.session.mount("https://", adapter)
+            self.session.mount("http://", adapter)
         _redact_urllib3_logs()
         self._base = urlsplit(base_url.rstrip("/")) if base_url else None
         self._local = threading.local()
