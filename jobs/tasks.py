@@ -94,9 +94,14 @@ def tick(runtime: Runtime, session: so.Session, *, pinned: bool = False) -> Tick
 
     Not at all while this host's clock is far from the database server's (ConfigurationError,
     nothing done), as the worker's loop pauses: its instants would decide quiet hours,
-    expiry and leases. A clock `pinned` (`--now`) ahead of this host's own skips the reaper
-    part: at a future instant a live dispatcher's lease looks run out while it is still
-    sending, and a reaper would find the text not yet at the provider and send it again.
+    expiry and leases. A clock `pinned` (`--now`) keeps its dispatcher's leases on this
+    host's clock, as every other process keeps them: written from a pinned clock an hour
+    behind, they looked run out to a live worker's reaper at once, which found the text
+    not yet at the provider and sent it again. Pinned ahead of this host's, it skips the
+    reaper part: at a future instant a live dispatcher's lease looks run out while it is
+    still sending, and a reaper would find the text not yet at the provider and send it
+    again. (Its reaper pinned behind judges leases later than they ran out, and every
+    write it makes is guarded on its own lease: safe.)
     """
     problem = clock_skew_problem(runtime, session)
     if problem is not None:
@@ -109,6 +114,7 @@ def tick(runtime: Runtime, session: so.Session, *, pinned: bool = False) -> Tick
         owner=runtime.owner,
         concurrency=runtime.settings.dispatch_concurrency,
         reap=not (pinned and _pinned_ahead(runtime, session)),
+        lease_clock=runtime.host_clock if pinned else None,
     )
 
 

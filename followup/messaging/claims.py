@@ -77,9 +77,11 @@ def claim_due(
     owner: str,
     limit: int,
     lease: timedelta = LEASE,
+    lease_now: datetime | None = None,
 ) -> list[int]:
     """Lease up to `limit` due texts to `owner`; return their ids in due order (the caller
-    commits).
+    commits). Due at `now`; leases written and judged at `lease_now` (default `now`: this
+    host's clock for a pass pinned with `--now`, which other processes' leases keep to).
 
     Due order by `due_at` alone: an index range on (status, due_at), never a sort of every
     text due at the same second. A patient's texts are one dispatcher's at a time, so that
@@ -93,7 +95,7 @@ def claim_due(
     """
     postgresql = is_postgresql(session)
     due, claim = _claim_statements(postgresql)
-    params = {"p_now": now, "p_owner": owner}
+    params = {"p_now": now, "p_owner": owner, "p_lease_now": lease_now or now}
     candidates = session.execute(due, {**params, "p_limit": limit}).all()
     if not candidates:
         return []
@@ -105,7 +107,11 @@ def claim_due(
         return []
     claimed = session.scalars(
         claim,
-        {**params, "p_ids": ids if postgresql else json.dumps(ids), "v_lease": now + lease},
+        {
+            **params,
+            "p_ids": ids if postgresql else json.dumps(ids),
+            "v_lease": (lease_now or now) + lease,
+        },
     ).all()
     add_events(session, [event_row(i, now, "claimed", SENDING, f"by {owner}") for i in claimed])
     mine = set(claimed)
@@ -114,10 +120,11 @@ def claim_due(
 
 @lru_cache(maxsize=2)
 def _claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
-    """The claim's read of due texts and its UPDATE, built once (p_now, p_owner, p_limit;
-    p_ids and v_lease for the UPDATE)."""
+    """The claim's read of due texts and its UPDATE, built once (p_now, p_lease_now,
+    p_owner, p_limit; p_ids and v_lease for the UPDATE)."""
     table = MESSAGES.c
     now = sa.bindparam("p_now", type_=UTCDateTime())
+    lease_now = sa.bindparam("p_lease_now", type_=UTCDateTime())
     owner = sa.bindparam("p_owner", type_=sa.String())
     ready = (
         table.due_at <= now,
@@ -130,7 +137,7 @@ def _claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
     # nobody holds wait behind them for that lease to run out.
     due = (
         sa.select(table.id, table.patient_id)
-        .where(table.status == PENDING, *ready, ~_held_elsewhere(owner, now))
+        .where(table.status == PENDING, *ready, ~_held_elsewhere(owner, lease_now))
         .order_by(table.due_at)
         .limit(sa.bindparam("p_limit", type_=sa.Integer()))
     )
@@ -144,7 +151,7 @@ def _claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
     # process may have claimed, re-planned (a later due time) or deferred a text since.
     claim = (
         sa.update(MESSAGES)
-        .where(chosen, status_is(PENDING), *ready, ~_held_elsewhere(owner, now))
+        .where(chosen, status_is(PENDING), *ready, ~_held_elsewhere(owner, lease_now))
         .values(
             status=SENDING,
             lease_owner=owner,

@@ -300,9 +300,8 @@ class Outcomes:
                 # until the reaper has asked the provider, after `retry_at`.
                 # Marked handed over at the request's instant: the reaper must ask, even
                 # when this claim is a newer one (requeued mid-request, claimed again).
-                unknown.append(
-                    {**row, "lease_expires_at": retry_at or windows[a.item.id], "handed_at": a.at}
-                )
+                ask = retry_at or windows[a.item.id]
+                unknown.append({**row, "lease_expires_at": self.d.lease_at(ask), "handed_at": a.at})
             elif retry_at is None:
                 expired.append(row)
             else:
@@ -313,7 +312,7 @@ class Outcomes:
         for r in self.earlier_request_pending(retry, throttled, expired):
             a = requests[r["id"]]
             ask = r.pop("not_before", None) or windows[a.item.id]
-            unknown.append({**r, "lease_expires_at": ask, "handed_at": a.at})
+            unknown.append({**r, "lease_expires_at": self.d.lease_at(ask), "handed_at": a.at})
         at = {a.item.id: a.answered_at for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None}
         self.settle(
@@ -360,7 +359,7 @@ class Outcomes:
         take_back(
             self.session,
             owner=self.d.owner,
-            lease_until=self.d.clock.now() + self.d.lease,
+            lease_until=self.d.lease_at(self.d.clock.now()) + self.d.lease,
             rows=[r for r in unknown if r["id"] not in ours],
             events=events,
             at=at,
@@ -387,6 +386,7 @@ class Outcomes:
             answers=answers,
             events=events,
             report=self.report,
+            lease_at=self.d.lease_at,
         )
 
     def record_withheld(
@@ -436,7 +436,7 @@ class Outcomes:
                 "id": r["id"],
                 "updated_at": r["updated_at"],
                 "handed_at": r["updated_at"],  # the earlier mark is kept
-                "lease_expires_at": r["updated_at"] + self.d.lease,
+                "lease_expires_at": self.d.lease_at(r["updated_at"]) + self.d.lease,
             }
             for r in self.earlier_request_pending(reopened, deferred, lease, expired)
         ]

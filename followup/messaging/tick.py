@@ -27,12 +27,14 @@ def run_tick(
     rng: random.Random | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     reap: bool = True,
+    lease_clock: Clock | None = None,
 ) -> TickReport:
     """Plan, reap and dispatch every due text; each hand-over checked at the clock's instant.
 
     A pinned clock (`followup --now`) stays pinned: every check and time written is then
-    that instant. Without `reap` (a clock pinned ahead of this host's: `jobs.tasks.tick`)
-    the reaper's part is skipped and counted `clock_skewed`.
+    that instant, except the dispatcher's leases, kept on `lease_clock` (this host's) when
+    given, as every other process keeps them. Without `reap` (a clock pinned ahead of this
+    host's: `jobs.tasks.tick`) the reaper's part is skipped and counted `clock_skewed`.
     """
     report = TickReport()
     while True:
@@ -65,6 +67,7 @@ def run_tick(
             owner=owner,
             concurrency=concurrency,
             rng=rng,
+            lease_clock=lease_clock,
         )
     )
     return report

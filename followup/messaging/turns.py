@@ -205,12 +205,14 @@ class DispatchPass:
             size = min(size, max(1, math.ceil(rate * 5)))
         if self.limit is not None:
             size = min(size, self.limit - self.report.claimed)
+        now = self.d.clock.now()
         claimed = claim_due(
             session=self.session,
-            now=self.d.clock.now(),
+            now=now,
             owner=self.d.owner,
             limit=size,
             lease=self.d.lease,
+            lease_now=self.d.lease_at(now),
         )
         # A text re-planned while it waited here and claimed again is queued once: the
         # guard hands a claim over at most once, a second copy would only be refused. One
@@ -356,17 +358,18 @@ class DispatchPass:
         marks the hand-over and writes the body and number (before the call: the reaper
         matches on them). Returns the ids guarded and the monotonic time of the guard."""
         now, guarded = self.d.clock.now(), time.monotonic()
+        lease_now = self.d.lease_at(now)
         ours = settle_leased(
             self.session,
             owner=self.d.owner,
             values={
-                "lease_expires_at": now + self.d.lease,
+                "lease_expires_at": lease_now + self.d.lease,
                 "handed_at": now,
                 "attempts": _ONE_MORE_ATTEMPT,
                 "updated_at": now,
             },
             rows=[{"id": item.id, "body": item.body, "to_phone": item.to} for item in items],
-            lease_unexpired_at=now,
+            lease_unexpired_at=lease_now,
             handover_latest=now + HANDOVER_MARGIN,
         )
         return ours, guarded
@@ -491,7 +494,7 @@ class DispatchPass:
             return
         now = self.d.clock.now()
         kept: set[int] = set()
-        params = {"p_owner": self.d.owner, "v_lease": now + self.d.lease}
+        params = {"p_owner": self.d.owner, "v_lease": self.d.lease_at(now) + self.d.lease}
         for ids in chunks(held):
             kept.update(self.session.scalars(renew_statement(), {**params, "p_ids": ids}))
         self.session.commit()

@@ -36,11 +36,14 @@ def record_raised(
     answers: list[Answer],
     events: list[dict[str, Any]],
     report: DispatchReport,
+    lease_at: Callable[[datetime], datetime] | None = None,
 ) -> None:
     """Texts whose transport call raised what no handler knew: they may or may not have
     gone out. Each stays `sending` under its lease (no longer renewed), marked handed over
     at the request's instant: a text the reaper requeued while this request was under way,
-    and this dispatcher then claimed again, has a new claim not handed over."""
+    and this dispatcher then claimed again, has a new claim not handed over. `lease_at`
+    moves an instant of `now`'s clock to the lease clock (`Dispatcher.lease_at`)."""
+    shift = lease_at or (lambda instant: instant)
     ours = settle_leased(
         session,
         owner=owner,
@@ -56,12 +59,12 @@ def record_raised(
     take_back(
         session,
         owner=owner,
-        lease_until=now + lease,
+        lease_until=shift(now) + lease,
         rows=[
             {
                 "id": a.item.id,
                 "handed_at": a.at,
-                "lease_expires_at": a.answered_at + lease,
+                "lease_expires_at": shift(a.answered_at) + lease,
                 "updated_at": a.answered_at,
                 "_raised": a.unknown,
             }

@@ -1,4 +1,4 @@
-"""Open (a review found it; strict xfail until fixed): `followup --now` pinned *behind* this host's clock, run as a support `tick`
+"""`followup --now` pinned *behind* this host's clock, run as a support `tick`
 beside a live worker.
 
 jobs.tasks.tick skips the reaper only for a clock pinned ahead ("one pinned behind judges
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
@@ -44,11 +43,6 @@ class SlowCreate(ScriptedTransport):
         return super().send(sms)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a tick pinned behind the host's clock writes leases from the pinned clock, "
-    "which a live worker's reaper sees run out (README, `--now` beside live workers)",
-)
 def test_a_tick_pinned_behind_the_hosts_clock_is_not_sent_twice_by_a_live_workers_reaper(
     runtime: Runtime,
     session: so.Session,
