@@ -164,6 +164,7 @@ def poll_statuses(runtime: Runtime) -> PollReport:
             lookup=transport,
             now=runtime.clock.now(),
             older_than=timedelta(minutes=runtime.settings.status_poll_after_minutes),
+            care=runtime.care,
         )
     return report
 

@@ -258,9 +258,11 @@ def _ask_about_closed(
                 log.warning("message %s: a closed copy was found at the provider", row.id)
                 # A 21610 for a copy its patient's opt-out closed comes from that STOP: a
                 # START since stands.
+                # Closed, it stays closed: a failure that passes (30001) is not retried.
                 apply_found_status(
-                    session, row.id, found, now, opt_out=not _opted_back_in(session, row)
-                )
+                    session, row.id, found, now, opt_out=not _opted_back_in(session, row),
+                    retry=False,
+                )  # fmt: skip
     session.commit()
 
 

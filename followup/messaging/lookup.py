@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.care.protocol import CareContext
+from followup.messaging.errors import ERROR_POLICY, Outcome
 from followup.messaging.events import MESSAGES
 from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
 from followup.messaging.retries import RETRY_BACKOFF_MAX
@@ -113,7 +115,9 @@ def find_unrecorded(
     whose SID no other text of ours carries. Two texts can have the same words to one
     number (two procedures of one patient, a phone two patients share): the one recorded
     for the other is looked past, never taken for this one. With `asked`, `first` is the
-    provider's answer to the first question already (`first_looks`)."""
+    provider's answer to the first question already (`first_looks`). A copy that never
+    reached the patient for a reason that passes (`never_reached`) is looked past too: it
+    may be an earlier request's, which a report of its failure put back in the queue."""
     exclude: set[str] = set()
     for attempt in range(FIND_TRIES):
         if attempt == 0 and asked:
@@ -126,6 +130,9 @@ def find_unrecorded(
             )
         if found is None:
             return None
+        if never_reached(found):
+            exclude.add(found.provider_sid)
+            continue
         holder = session.scalar(
             sa.select(Message.id).where(Message.provider_sid == found.provider_sid)
         )
@@ -133,6 +140,18 @@ def find_unrecorded(
             return found
         exclude.add(found.provider_sid)
     raise CannotTell(f"more than {FIND_TRIES} texts with the same words to one number")
+
+
+def never_reached(found: SendResult) -> bool:
+    """A copy the provider took and then failed for a reason that passes (30001: its queue
+    overflowed): the patient got nothing, and the text is tried again as if it had never
+    been there. Taken for a later request's copy (the same words, to the same number, within
+    the look-back), it was recorded as that request's, and the retry it set off sent the
+    text again beside the copy the patient had."""
+    status = TWILIO_STATUSES.get(found.provider_status)
+    rule = ERROR_POLICY.get(found.error_code) if found.error_code is not None else None
+    passes = rule is not None and rule.outcome is Outcome.TRANSIENT
+    return status in (FAILED, UNDELIVERED) and passes
 
 
 ASK_AGAIN_FIRST = timedelta(seconds=15)  # within the reaper's next round (every 20 s)
@@ -154,7 +173,14 @@ def group_by(rows: list[Any], key: Any) -> dict[Any, list[Any]]:
 
 
 def apply_found_status(
-    session: so.Session, message_id: int, found: SendResult, now: datetime, *, opt_out: bool = True
+    session: so.Session,
+    message_id: int,
+    found: SendResult,
+    now: datetime,
+    *,
+    opt_out: bool = True,
+    retry: bool = True,
+    care: CareContext | None = None,
 ) -> None:
     """What the provider says became of a text found there, past `sent`: delivered, or
     failed and undelivered (a failed critical text then reaches the needs-attention queue
@@ -163,6 +189,7 @@ def apply_found_status(
     cannot-receive code puts the patient in the nurses' queue)."""
     if TWILIO_STATUSES.get(found.provider_status) in (DELIVERED, UNDELIVERED, FAILED):
         apply_provider_status(
-            session=session, message_id=message_id, status=found.provider_status,
-            error_code=found.error_code, now=now, kind="reconciled", opt_out=opt_out,
+            session=session, message_id=message_id, reported_sid=found.provider_sid,
+            status=found.provider_status, error_code=found.error_code, now=now,
+            kind="reconciled", opt_out=opt_out, retry=retry, care=care,
         )  # fmt: skip

@@ -86,6 +86,7 @@ class Outcomes:
                 session=self.session,
                 now=self.d.clock.now(),
                 sids=[a.result.provider_sid for a in sent if a.result is not None],
+                care=self.d.care,
             )
 
     @staticmethod

@@ -126,6 +126,7 @@ def reap_stale(
                     owner=owner,
                     lease=lease,
                     report=report,
+                    care=care,
                 )
             throttled = slow_down(looks.values())
             if throttled is not None:
@@ -148,7 +149,7 @@ def reap_stale(
         )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
-    applied, dropped = apply_held_status_reports(session=session, now=instant())
+    applied, dropped = apply_held_status_reports(session=session, now=instant(), care=care)
     session.commit()
     report.early_reports_applied += applied
     report.early_reports_dropped += dropped
@@ -259,6 +260,7 @@ def _reconcile(
     owner: str,
     lease: timedelta,
     report: ReapReport,
+    care: CareContext | None = None,
 ) -> None:
     """Settle one text this reaper holds from what the provider answered (`first`, asked
     beside the batch's others; asked further if that text is another's)."""
@@ -315,7 +317,7 @@ def _reconcile(
                     ],
                 )
                 report.reconciled += 1
-                apply_found_status(session, row.id, found, now)
+                apply_found_status(session, row.id, found, now, care=care)
         else:
             _settle_missing(session, row, now=now, owner=owner, report=report)
     session.commit()

@@ -12,6 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.care.protocol import CareContext
+from followup.care.timing import zone
 from followup.messaging.errors import (
     ERROR_POLICY,
     OPT_OUT_CODES,
@@ -33,7 +35,8 @@ from followup.messaging.models import (
 )
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.messaging.reports import PollReport
-from followup.messaging.retries import next_try
+from followup.messaging.retries import last_moment, next_try
+from followup.patients.models import Patient
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,6 @@ STATUS_POLL_BATCH = 100
 # the reaper) to record the SID; a text is recorded within seconds, or reaped in minutes.
 HOLD_UNMATCHED = timedelta(days=1)
 HELD_BATCH = 500
-# A text the provider reported failed for a reason that passes (30001, its queue overflowed)
-# is tried again no sooner than this after the failed request: the reaper looks for a later
-# request's copy among the texts created from 2 minutes (RECONCILE_SLACK, for clock skew)
-# before it, and the failed copy, with the same words, must not be in that window.
-REPORTED_RETRY_GAP = timedelta(minutes=5)
 
 # Twilio's message statuses, as ours. Everything before a handset answered is `sent` to us.
 TWILIO_STATUSES: dict[str, str] = {
@@ -124,22 +122,33 @@ def apply_provider_status(
     kind: str,
     message_id: int | None = None,
     provider_sid: str | None = None,
+    reported_sid: str | None = None,
     opt_out: bool = True,
+    retry: bool = True,
+    care: CareContext | None = None,
 ) -> bool | None:
     """Record what the provider reported for one text, moving its status only forward.
 
-    The text is named by id or by the provider's SID. The move is one guarded UPDATE (the
-    status must still be below the reported one), so reports applied at the same time, in
-    any order, on SQLite or PostgreSQL, end in the highest status. Every report becomes an
-    event (`kind`) with its error code, applied or not; error 21610 opts the patient out,
-    unless `opt_out` is False (the caller knows the patient opted back in since) or the
-    patient texted START after the text's request (`_started_since_request`).
+    The text is named by id or by the provider's SID; named by id, `reported_sid` is the
+    copy the report is about (a poll's, the reaper's find), and the report counts only
+    while the text still carries that copy: a text retried since carries another. The move
+    is one guarded UPDATE (the status must still be below the reported one), so reports
+    applied at the same time, in any order, on SQLite or PostgreSQL, end in the highest
+    status. Every report becomes an event (`kind`) with its error code, applied or not;
+    error 21610 opts the patient out, unless `opt_out` is False (the caller knows the
+    patient opted back in since) or the patient texted START after the text's request
+    (`_started_since_request`). A failure that passes (30001) retries the text
+    (`_retry_reported`), unless `retry` is False (a copy closed while at the provider stays
+    closed), before quiet hours that outlast its window when `care` is given.
     Returns whether the status changed, or None for an unknown text.
     """
     if (message_id is None) == (provider_sid is None):
         raise ValueError("apply_provider_status needs message_id or provider_sid")
     table = MESSAGES.c
     which = table.id == message_id if message_id is not None else table.provider_sid == provider_sid
+    if reported_sid is not None:
+        which = sa.and_(which, table.provider_sid == reported_sid)
+    copy_named = provider_sid is not None or reported_sid is not None
     target = TWILIO_STATUSES.get(status)
     code = str(error_code) if error_code is not None else None
     row = None
@@ -152,10 +161,11 @@ def apply_provider_status(
         }
         if target == DELIVERED:
             values["delivered_at"] = now
-        elif target in (FAILED, UNDELIVERED) and _passes(error_code):
+        elif target in (FAILED, UNDELIVERED) and retry and copy_named and _passes(error_code):
             retried = _retry_reported(
-                session, which, status=status, error_code=error_code, now=now, kind=kind
-            )
+                session, which, status=status, error_code=error_code, now=now, kind=kind,
+                care=care,
+            )  # fmt: skip
             if retried:
                 return True
         if target in (FAILED, UNDELIVERED):
@@ -210,27 +220,35 @@ def _retry_reported(
     error_code: int | None,
     now: datetime,
     kind: str,
+    care: CareContext | None,
 ) -> bool:
     """A text the provider took and then reported failed for a reason that passes (30001:
     its queue overflowed, the patient got nothing): back to the queue with backoff, as the
-    same error at the create would, while a try fits its window (the error table, README).
+    same error at the create would, while a try fits its window (the error table, README),
+    before quiet hours that outlast it too (`last_moment`, with `care`).
     Only from `sent`, the copy reported being the one the text carries: a text delivered,
     or carrying another copy since, is left to the usual forward move. Returns whether it
-    was requeued (else the caller records the failure: no try fits, or not ours)."""
+    was requeued (else the caller records the failure: no try fits, or not ours). The
+    failed copy's SID goes with it; should the reaper ask about the next request, it looks
+    past that copy as it looks past any that failed so (`lookup.never_reached`)."""
     table = MESSAGES.c
     row = session.execute(
         sa.select(
             table.id, table.attempts, table.expires_at, table.handed_at, table.sent_at,
-            table.provider_sid,
-        ).where(which, table.status == SENT)
+            table.provider_sid, Patient.timezone,
+        )
+        .join(Patient, Patient.id == table.patient_id)
+        .where(which, table.status == SENT)
     ).first()  # fmt: skip
     if row is None or row.provider_sid is None:
         return False
-    requested = row.handed_at or row.sent_at or now
+    window = row.expires_at
+    if care is not None:
+        window = last_moment(expires_at=window, now=now, tz=zone(row.timezone), care=care)
     retry_at = next_try(
         attempts=row.attempts,
-        expires_at=row.expires_at,
-        now=max(now, requested + REPORTED_RETRY_GAP),
+        expires_at=window,
+        now=now,
         rng=random.Random(row.id * 1000 + row.attempts),  # jitter spread across texts  # noqa: S311
     )
     if retry_at is None:
@@ -303,6 +321,7 @@ def record_status_callback(
     status: str,
     error_code: int | None,
     now: datetime,
+    care: CareContext | None = None,
 ) -> bool | None:
     """Apply one status callback; None (and a log line with the SID) for an unknown SID."""
     changed = apply_provider_status(
@@ -312,6 +331,7 @@ def record_status_callback(
         error_code=error_code,
         now=now,
         kind="status-callback",
+        care=care,
     )
     if changed is None:
         log.info("status callback for unknown sid %s (status %s)", provider_sid, status)
@@ -339,7 +359,11 @@ def hold_status_report(
 
 
 def apply_held_status_reports(
-    *, session: so.Session, now: datetime, sids: Collection[str] | None = None
+    *,
+    session: so.Session,
+    now: datetime,
+    sids: Collection[str] | None = None,
+    care: CareContext | None = None,
 ) -> tuple[int, int]:
     """Apply held delivery reports whose SID is now on a text, in the order they came (each
     at the time it came); drop those unmatched for HOLD_UNMATCHED. Only `sids` when given
@@ -374,6 +398,7 @@ def apply_held_status_reports(
             error_code=report.error_code,
             now=report.received_at,
             kind="status-callback",
+            care=care,
         )
         if found is not None:
             applied += 1
@@ -401,6 +426,7 @@ def poll_stale_statuses(
     now: datetime,
     older_than: timedelta,
     limit: int = STATUS_POLL_BATCH,
+    care: CareContext | None = None,
 ) -> PollReport:
     """Ask the provider about texts `sent` for longer than `older_than` (a callback was lost).
 
@@ -427,13 +453,17 @@ def poll_stale_statuses(
             report.errors += 1
             log.warning("message %s: status poll failed (%s)", message.id, type(exc).__name__)
         else:
+            # About the copy asked after, while the text still carries it: one reported
+            # failed (30001) since the batch was read was retried, and carries another.
             if apply_provider_status(
                 session=session,
                 message_id=message.id,
+                reported_sid=message.provider_sid,
                 status=found.status,
                 error_code=found.error_code,
                 now=now,
                 kind="status-polled",
+                care=care,
             ):
                 report.changed += 1
         message.updated_at = now

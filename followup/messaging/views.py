@@ -112,8 +112,9 @@ def status_callback() -> ResponseReturnValue:
     def record(session: so.Session) -> None:
         now = runtime.clock.now()
         message = record_status_callback(
-            session=session, provider_sid=sid, status=reported, error_code=error_code, now=now
-        )
+            session=session, provider_sid=sid, status=reported, error_code=error_code, now=now,
+            care=runtime.care,
+        )  # fmt: skip
         # Not a patient's text: perhaps a staff alert's SMS, or a text whose SID the
         # dispatcher has not committed yet (Twilio can call back first): kept until it has.
         if message is None and not record_alert_status(
