@@ -15,7 +15,6 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
-from followup.messaging.errors import ERROR_POLICY, Outcome
 from followup.messaging.events import MESSAGES
 from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
 from followup.messaging.retries import RETRY_BACKOFF_MAX
@@ -115,9 +114,11 @@ def find_unrecorded(
     whose SID no other text of ours carries. Two texts can have the same words to one
     number (two procedures of one patient, a phone two patients share): the one recorded
     for the other is looked past, never taken for this one. With `asked`, `first` is the
-    provider's answer to the first question already (`first_looks`). A copy that never
-    reached the patient for a reason that passes (`never_reached`) is looked past too: it
-    may be an earlier request's, which a report of its failure put back in the queue."""
+    provider's answer to the first question already (`first_looks`). A copy that failed
+    and set off a retry (`failed_sid`, this text's or another's) is looked past too: it is
+    an earlier request's. Skipping every copy that failed so instead took, for a text whose
+    own copy had just failed, the copy of another text with the same words to that number,
+    and that text was sent again."""
     exclude: set[str] = set()
     for attempt in range(FIND_TRIES):
         if attempt == 0 and asked:
@@ -130,28 +131,16 @@ def find_unrecorded(
             )
         if found is None:
             return None
-        if never_reached(found):
-            exclude.add(found.provider_sid)
-            continue
-        holder = session.scalar(
-            sa.select(Message.id).where(Message.provider_sid == found.provider_sid)
-        )
-        if holder is None or holder == row.id:
+        sid = found.provider_sid
+        holders = session.execute(
+            sa.select(Message.id, Message.provider_sid).where(
+                sa.or_(Message.provider_sid == sid, Message.failed_sid == sid)
+            )
+        ).all()
+        if not holders or any(h.id == row.id and h.provider_sid == sid for h in holders):
             return found
-        exclude.add(found.provider_sid)
+        exclude.add(sid)
     raise CannotTell(f"more than {FIND_TRIES} texts with the same words to one number")
-
-
-def never_reached(found: SendResult) -> bool:
-    """A copy the provider took and then failed for a reason that passes (30001: its queue
-    overflowed): the patient got nothing, and the text is tried again as if it had never
-    been there. Taken for a later request's copy (the same words, to the same number, within
-    the look-back), it was recorded as that request's, and the retry it set off sent the
-    text again beside the copy the patient had."""
-    status = TWILIO_STATUSES.get(found.provider_status)
-    rule = ERROR_POLICY.get(found.error_code) if found.error_code is not None else None
-    passes = rule is not None and rule.outcome is Outcome.TRANSIENT
-    return status in (FAILED, UNDELIVERED) and passes
 
 
 ASK_AGAIN_FIRST = timedelta(seconds=15)  # within the reaper's next round (every 20 s)

@@ -45,6 +45,14 @@ class Message(Base):
             sqlite_where=sa.text(CLOSED_UNSETTLED),
             postgresql_where=sa.text(CLOSED_UNSETTLED),
         ),
+        # The reaper's "whose copy is this?" also asks for copies that failed and were
+        # tried again (rare): only those rows have an entry.
+        sa.Index(
+            "ix_messages_failed_sid",
+            "failed_sid",
+            sqlite_where=sa.text("failed_sid IS NOT NULL"),
+            postgresql_where=sa.text("failed_sid IS NOT NULL"),
+        ),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -65,6 +73,10 @@ class Message(Base):
     body: so.Mapped[str | None] = so.mapped_column(sa.Text())
     to_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
     provider_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
+    # The provider's copy of an earlier request that failed for a reason that passes
+    # (30001) and set off a retry (status.py `_retry_reported`): never this text's copy of
+    # a later request, nor another text's (lookup.py `find_unrecorded`).
+    failed_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     segments: so.Mapped[int | None] = so.mapped_column()
     error_code: so.Mapped[str | None] = so.mapped_column(sa.String(32))
     error_message: so.Mapped[str | None] = so.mapped_column(sa.String(500))

@@ -229,8 +229,9 @@ def _retry_reported(
     Only from `sent`, the copy reported being the one the text carries: a text delivered,
     or carrying another copy since, is left to the usual forward move. Returns whether it
     was requeued (else the caller records the failure: no try fits, or not ours). The
-    failed copy's SID goes with it; should the reaper ask about the next request, it looks
-    past that copy as it looks past any that failed so (`lookup.never_reached`)."""
+    failed copy's SID moves to `failed_sid`: when the reaper asks about a later request of
+    this text, or of another with the same words to the same number, it looks past that
+    copy (`lookup.find_unrecorded`)."""
     table = MESSAGES.c
     row = session.execute(
         sa.select(
@@ -259,7 +260,8 @@ def _retry_reported(
         sa.update(MESSAGES)
         .where(table.id == row.id, table.status == SENT, table.provider_sid == row.provider_sid)
         .values(
-            status=PENDING, not_before=retry_at, provider_sid=None, sent_at=None,
+            status=PENDING, not_before=retry_at, provider_sid=None, failed_sid=row.provider_sid,
+            sent_at=None,
             delivered_at=None, lease_owner=None, lease_expires_at=None, updated_at=now,
             error_code=code, error_message=why,
         )

@@ -1,5 +1,5 @@
 """A copy that failed with 30001 (the text retried) is never taken for a later request's
-copy: the reaper looks past it (`lookup.never_reached`). A review found it taken so after a
+copy: the reaper looks past it (`Message.failed_sid`). A review found it taken so after a
 tick pinned with `--now` (its `handed_at` on the pinned clock, Twilio's dates on the real
 one): the text went out a third time."""
 
