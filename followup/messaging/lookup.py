@@ -16,7 +16,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.messaging.events import MESSAGES
-from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, Message
+from followup.messaging.models import DELIVERED, FAILED, UNDELIVERED, FailedCopy, Message
 from followup.messaging.retries import RETRY_BACKOFF_MAX
 from followup.messaging.status import TWILIO_STATUSES, apply_provider_status
 from followup.messaging.transports.base import (
@@ -115,7 +115,7 @@ def find_unrecorded(
     number (two procedures of one patient, a phone two patients share): the one recorded
     for the other is looked past, never taken for this one. With `asked`, `first` is the
     provider's answer to the first question already (`first_looks`). A copy that failed
-    and set off a retry (`failed_sid`, this text's or another's) is looked past too: it is
+    and set off a retry (`FailedCopy`, this text's or another's) is looked past too: it is
     an earlier request's. Skipping every copy that failed so instead took, for a text whose
     own copy had just failed, the copy of another text with the same words to that number,
     and that text was sent again."""
@@ -132,12 +132,9 @@ def find_unrecorded(
         if found is None:
             return None
         sid = found.provider_sid
-        holders = session.execute(
-            sa.select(Message.id, Message.provider_sid).where(
-                sa.or_(Message.provider_sid == sid, Message.failed_sid == sid)
-            )
-        ).all()
-        if not holders or any(h.id == row.id and h.provider_sid == sid for h in holders):
+        holder = session.scalar(sa.select(Message.id).where(Message.provider_sid == sid))
+        failed = session.get(FailedCopy, sid)
+        if failed is None and (holder is None or holder == row.id):
             return found
         exclude.add(sid)
     raise CannotTell(f"more than {FIND_TRIES} texts with the same words to one number")

@@ -45,14 +45,6 @@ class Message(Base):
             sqlite_where=sa.text(CLOSED_UNSETTLED),
             postgresql_where=sa.text(CLOSED_UNSETTLED),
         ),
-        # The reaper's "whose copy is this?" also asks for copies that failed and were
-        # tried again (rare): only those rows have an entry.
-        sa.Index(
-            "ix_messages_failed_sid",
-            "failed_sid",
-            sqlite_where=sa.text("failed_sid IS NOT NULL"),
-            postgresql_where=sa.text("failed_sid IS NOT NULL"),
-        ),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -73,10 +65,6 @@ class Message(Base):
     body: so.Mapped[str | None] = so.mapped_column(sa.Text())
     to_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
     provider_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
-    # The provider's copy of an earlier request that failed for a reason that passes
-    # (30001) and set off a retry (status.py `_retry_reported`): never this text's copy of
-    # a later request, nor another text's (lookup.py `find_unrecorded`).
-    failed_sid: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     segments: so.Mapped[int | None] = so.mapped_column()
     error_code: so.Mapped[str | None] = so.mapped_column(sa.String(32))
     error_message: so.Mapped[str | None] = so.mapped_column(sa.String(500))
@@ -95,6 +83,19 @@ class MessageEvent(Base):
     kind: so.Mapped[str] = so.mapped_column(sa.String(32))
     status: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     detail: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+
+
+class FailedCopy(Base):
+    """A provider's copy of a text that failed for a reason that passes (30001: its queue
+    overflowed) and set off a retry (status.py `_retry_reported`). Every such copy is kept,
+    however many times the text was tried: it is never a later request's copy, this text's
+    or another's with the same words to the same number (lookup.py `find_unrecorded`)."""
+
+    __tablename__ = "failed_copies"
+
+    provider_sid: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("messages.id"), index=True)
+    failed_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
 
 
 class HeldStatusReport(Base):

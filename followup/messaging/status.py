@@ -29,6 +29,7 @@ from followup.messaging.models import (
     SENDING,
     SENT,
     UNDELIVERED,
+    FailedCopy,
     HeldStatusReport,
     InboundMessage,
     Message,
@@ -229,9 +230,9 @@ def _retry_reported(
     Only from `sent`, the copy reported being the one the text carries: a text delivered,
     or carrying another copy since, is left to the usual forward move. Returns whether it
     was requeued (else the caller records the failure: no try fits, or not ours). The
-    failed copy's SID moves to `failed_sid`: when the reaper asks about a later request of
-    this text, or of another with the same words to the same number, it looks past that
-    copy (`lookup.find_unrecorded`)."""
+    failed copy is kept (`FailedCopy`): when the reaper asks about a later request of this
+    text, or of another with the same words to the same number, it looks past that copy
+    (`lookup.find_unrecorded`)."""
     table = MESSAGES.c
     row = session.execute(
         sa.select(
@@ -260,8 +261,7 @@ def _retry_reported(
         sa.update(MESSAGES)
         .where(table.id == row.id, table.status == SENT, table.provider_sid == row.provider_sid)
         .values(
-            status=PENDING, not_before=retry_at, provider_sid=None, failed_sid=row.provider_sid,
-            sent_at=None,
+            status=PENDING, not_before=retry_at, provider_sid=None, sent_at=None,
             delivered_at=None, lease_owner=None, lease_expires_at=None, updated_at=now,
             error_code=code, error_message=why,
         )
@@ -269,6 +269,8 @@ def _retry_reported(
     ).first()  # fmt: skip
     if moved is None:
         return False
+    session.add(FailedCopy(provider_sid=row.provider_sid, message_id=row.id, failed_at=now))
+    session.flush()
     detail = f"provider status {status}; error {code}; retry at {retry_at.isoformat()}"
     add_events(session, [event_row(row.id, now, kind, PENDING, detail)])
     log.warning("message %s reported failed (error %s): retried later", row.id, code)

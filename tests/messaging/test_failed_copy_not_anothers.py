@@ -3,7 +3,7 @@ the copy of another text with the same words to the same number (a phone two pat
 share). Skipping every copy that failed so (6a1120f, `never_reached`) took the other's:
 recorded delivered though nothing of it reached the phone, while the other, which Twilio
 delivered, was found "not at provider" and sent a second time. Now only a copy recorded as
-failed and retried (`failed_sid`) is looked past."""
+failed and retried (`FailedCopy`) is looked past."""
 
 from __future__ import annotations
 
