@@ -153,6 +153,7 @@ def apply_provider_status(
     target = TWILIO_STATUSES.get(status)
     code = str(error_code) if error_code is not None else None
     row = None
+    retries = False
     if target is not None:
         values: dict[str, object] = {
             "status": target,
@@ -162,13 +163,11 @@ def apply_provider_status(
         }
         if target == DELIVERED:
             values["delivered_at"] = now
-        elif target in (FAILED, UNDELIVERED) and retry and copy_named and _passes(error_code):
-            retried = _retry_reported(
-                session, which, status=status, error_code=error_code, now=now, kind=kind,
-                care=care,
-            )  # fmt: skip
-            if retried:
-                return True
+        retries = target in (FAILED, UNDELIVERED) and retry and copy_named and _passes(error_code)
+        if retries and _retry_reported(
+            session, which, status=status, error_code=error_code, now=now, kind=kind, care=care
+        ):
+            return True
         if target in (FAILED, UNDELIVERED):
             # Failed after a delivery receipt: not delivered after all (the report stays in
             # the text's history); the dashboard then counts it failed, not both.
@@ -187,7 +186,13 @@ def apply_provider_status(
             return None
         if target is not None and row.status in _BELOW[target]:
             # Committed after the UPDATE had looked (PostgreSQL, READ COMMITTED): the
-            # dispatcher recording this SID at that very moment. Once more, by id.
+            # dispatcher recording this SID at that very moment. Once more, by id (and a
+            # failure that passes retried, as it would have been a moment later).
+            if retries and _retry_reported(
+                session, table.id == row.id, status=status, error_code=error_code, now=now,
+                kind=kind, care=care,
+            ):  # fmt: skip
+                return True
             moved = _move_forward(session, table.id == row.id, target, values)
             if moved is not None:
                 row, changed = moved, True

@@ -19,6 +19,7 @@ from followup.inbox.queue import UNREACHABLE, attention_queue
 from followup.messaging.models import (
     DELIVERED,
     FAILED,
+    PENDING,
     SENDING,
     SENT,
     HeldStatusReport,
@@ -165,7 +166,15 @@ def test_a_report_no_text_ever_takes_is_dropped_after_a_day(
     assert _held(session) == []
 
 
+@pytest.mark.parametrize(
+    ("reported", "code", "ends"),
+    [("delivered", None, DELIVERED), ("failed", 30001, PENDING)],
+    ids=["delivered", "failed-30001-retried"],
+)
 def test_a_report_arriving_while_the_sid_is_being_committed_is_applied_not_dropped(
+    reported: str,
+    code: int | None,
+    ends: str,
     engine: sa.Engine,
     session_factory: so.sessionmaker[so.Session],
     session: so.Session,
@@ -175,7 +184,8 @@ def test_a_report_arriving_while_the_sid_is_being_committed_is_applied_not_dropp
     # PostgreSQL, READ COMMITTED: the callback's UPDATE by SID runs while the dispatcher's
     # transaction recording that SID is still open (it matches nothing and does not wait);
     # the dispatcher commits before the callback reads the text again. The report must be
-    # applied, not counted as "kept sent" and lost.
+    # applied, not counted as "kept sent" and lost; a failure that passes (30001) retries
+    # the text there too, not fails it for good.
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's callback waits for the dispatcher's write lock: no such window")
     enroll()
@@ -206,8 +216,8 @@ def test_a_report_arriving_while_the_sid_is_being_committed_is_applied_not_dropp
             changed = record_status_callback(
                 session=callback,
                 provider_sid="SM-racing",
-                status="delivered",
-                error_code=None,
+                status=reported,
+                error_code=code,
                 now=clock.now(),
             )
             callback.commit()
@@ -216,4 +226,4 @@ def test_a_report_arriving_while_the_sid_is_being_committed_is_applied_not_dropp
         callback_engine.dispose()
     assert seen and changed is True
     session.expire_all()
-    assert session.get(Message, text_id).status == DELIVERED  # type: ignore[union-attr]
+    assert session.get(Message, text_id).status == ends  # type: ignore[union-attr]
