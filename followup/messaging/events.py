@@ -26,6 +26,7 @@ from followup.messaging.models import (
     FAILED,
     PENDING,
     SENDING,
+    FailedCopy,
     Message,
 )
 from followup.patients.models import Patient, Procedure
@@ -74,6 +75,9 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
         # copy may have been expired or cancelled (re-planning, a cancellation) or refused
         # by the provider (a later attempt). Never over a text with a SID: a send someone
         # else recorded, or an outcome the provider reported for it.
+        # Nor a copy the provider reported failed since (30001: the text went back to the
+        # queue to be tried again): written back, it stopped that retry for good.
+        failed = cast(sa.Table, FailedCopy.__table__).c
         statement = statement.where(
             sa.or_(
                 table.c.status.in_((PENDING, SENDING)),
@@ -81,7 +85,8 @@ def _per_row_update(columns: tuple[str, ...], *, guard: str | None) -> sa.Update
                     table.c.status.in_((EXPIRED, CANCELLED, FAILED)),
                     table.c.provider_sid.is_(None),
                 ),
-            )
+            ),
+            ~sa.exists().where(failed.provider_sid == sa.bindparam("v_provider_sid")),
         )
     elif guard == "requeued":
         # A maybe-sent text whose lease moved on while its request was under way: taken

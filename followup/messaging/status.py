@@ -35,9 +35,10 @@ from followup.messaging.models import (
     Message,
 )
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
+from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import PollReport
 from followup.messaging.retries import last_moment, next_try
-from followup.patients.models import Patient
+from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def _retry_reported(
     row = session.execute(
         sa.select(
             table.id, table.attempts, table.expires_at, table.handed_at, table.sent_at,
-            table.provider_sid, Patient.timezone,
+            table.provider_sid, table.procedure_id, table.patient_id, Patient.timezone,
         )
         .join(Patient, Patient.id == table.patient_id)
         .where(which, table.status == SENT)
@@ -274,11 +275,23 @@ def _retry_reported(
     ).first()  # fmt: skip
     if moved is None:
         return False
-    session.add(FailedCopy(provider_sid=row.provider_sid, message_id=row.id, failed_at=now))
-    session.flush()
+    if session.get(FailedCopy, row.provider_sid) is None:  # a copy fails once
+        session.add(FailedCopy(provider_sid=row.provider_sid, message_id=row.id, failed_at=now))
+        session.flush()
     detail = f"provider status {status}; error {code}; retry at {retry_at.isoformat()}"
     add_events(session, [event_row(row.id, now, kind, PENDING, detail)])
     log.warning("message %s reported failed (error %s): retried later", row.id, code)
+    if care is not None:
+        # Sent, it kept the times it went at while a nurse's correction re-timed the rest
+        # (re-planning leaves texts that reached the provider alone). Unsent again, it
+        # takes the procedure's current times, as any text waiting for a retry does: a
+        # window the correction closed expires it, a later mark moves it later.
+        procedure = session.get(Procedure, row.procedure_id)
+        patient = session.get(Patient, row.patient_id)
+        if procedure is not None and patient is not None:
+            replan_procedure(
+                session=session, procedure=procedure, patient=patient, care=care, now=now
+            )
     return True
 
 
