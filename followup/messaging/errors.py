@@ -36,6 +36,8 @@ ERROR_POLICY: dict[int, ErrorRule] = {
 }
 
 OPT_OUT_CODES = frozenset(c for c, r in ERROR_POLICY.items() if r.outcome is Outcome.OPTED_OUT)
+# Codes whose failure passes: a text refused (or reported failed) so is tried again.
+RETRIED_CODES = frozenset(c for c, r in ERROR_POLICY.items() if r.outcome is Outcome.TRANSIENT)
 
 
 @dataclass(frozen=True)

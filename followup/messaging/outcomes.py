@@ -35,7 +35,7 @@ from followup.messaging.models import (
 )
 from followup.messaging.replan import maybe_at_provider
 from followup.messaging.reports import DispatchReport
-from followup.messaging.retries import HANDOVER_MARGIN, last_moment, next_try
+from followup.messaging.retries import HANDOVER_MARGIN, retry_time
 from followup.messaging.status import apply_held_status_reports, record_permanent_failure
 from followup.messaging.transports.base import (
     PermanentSendError,
@@ -284,15 +284,12 @@ class Outcomes:
                 if resume < windows[a.item.id] - HANDOVER_MARGIN:
                     throttled.append({**row, "not_before": resume})
                     continue
-            retry_at = next_try(
+            retry_at = retry_time(
                 attempts=a.item.attempts,
-                expires_at=last_moment(
-                    expires_at=windows[a.item.id],
-                    now=a.answered_at,
-                    tz=a.item.tz,
-                    care=self.d.care,
-                ),
+                expires_at=windows[a.item.id],
                 now=a.answered_at,
+                tz=a.item.tz,
+                care=self.d.care,
                 rng=self.d.rng,
                 retry_after=exc.retry_after,
             )

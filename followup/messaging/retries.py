@@ -53,6 +53,26 @@ def next_try(
     return last_chance if earliest <= last_chance else None
 
 
+def retry_time(
+    *,
+    attempts: int,
+    expires_at: datetime,
+    now: datetime,
+    rng: random.Random,
+    tz: ZoneInfo | None = None,
+    care: CareContext | None = None,
+    retry_after: float | None = None,
+) -> datetime | None:
+    """`next_try` within the time the text can still be handed over: before its expiry,
+    and, given the patient's zone and the care context, before quiet hours that outlast it
+    (`last_moment`)."""
+    if tz is not None and care is not None:
+        expires_at = last_moment(expires_at=expires_at, now=now, tz=tz, care=care)
+    return next_try(
+        attempts=attempts, expires_at=expires_at, now=now, rng=rng, retry_after=retry_after
+    )
+
+
 def last_moment(
     *, expires_at: datetime, now: datetime, tz: ZoneInfo, care: CareContext
 ) -> datetime:

@@ -14,12 +14,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import zone
-from followup.messaging.errors import (
-    ERROR_POLICY,
-    OPT_OUT_CODES,
-    Outcome,
-    describe_error_code,
-)
+from followup.messaging.errors import OPT_OUT_CODES, RETRIED_CODES, describe_error_code
 from followup.messaging.events import MESSAGES, add_events, event_row
 from followup.messaging.models import (
     DELIVERED,
@@ -37,7 +32,7 @@ from followup.messaging.models import (
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.messaging.replan import replan_procedure
 from followup.messaging.reports import PollReport
-from followup.messaging.retries import last_moment, next_try
+from followup.messaging.retries import retry_time
 from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)
@@ -164,7 +159,9 @@ def apply_provider_status(
         }
         if target == DELIVERED:
             values["delivered_at"] = now
-        retries = target in (FAILED, UNDELIVERED) and retry and copy_named and _passes(error_code)
+        retries = (
+            target in (FAILED, UNDELIVERED) and retry and copy_named and error_code in RETRIED_CODES
+        )
         if retries and _retry_reported(
             session, which, status=status, error_code=error_code, now=now, kind=kind, care=care
         ):
@@ -213,12 +210,6 @@ def apply_provider_status(
     return changed
 
 
-def _passes(error_code: int | None) -> bool:
-    """The error table says this failure passes: the text is retried, not failed."""
-    rule = ERROR_POLICY.get(error_code) if error_code is not None else None
-    return rule is not None and rule.outcome is Outcome.TRANSIENT
-
-
 def _retry_reported(
     session: so.Session,
     which: sa.ColumnElement[bool],
@@ -250,14 +241,13 @@ def _retry_reported(
     ).first()  # fmt: skip
     if row is None or row.provider_sid is None:
         return False
-    window = row.expires_at
-    if care is not None:
-        window = last_moment(expires_at=window, now=now, tz=zone(row.timezone), care=care)
-    retry_at = next_try(
+    retry_at = retry_time(
         attempts=row.attempts,
-        expires_at=window,
+        expires_at=row.expires_at,
         now=now,
         rng=random.Random(row.id * 1000 + row.attempts),  # jitter spread across texts  # noqa: S311
+        tz=zone(row.timezone),
+        care=care,
     )
     if retry_at is None:
         return False
