@@ -15,10 +15,9 @@ import queue
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.timing import zone
@@ -29,16 +28,15 @@ from followup.messaging.events import (
     chunks,
     event_row,
     settle_leased,
-    status_is,
 )
 from followup.messaging.handover import Answer, Item
-from followup.messaging.models import CANCELLED, EXPIRED, PENDING, SENDING
-from followup.messaging.outbox import PATIENT_OPTED_OUT, reason_not_to_send, render_message
+from followup.messaging.models import PENDING, SENDING
+from followup.messaging.outbox import reason_not_to_send, render_message
 from followup.messaging.outcomes import Outcomes
+from followup.messaging.releases import Releases
 from followup.messaging.reports import DispatchReport
 from followup.messaging.retries import HANDOVER_MARGIN, quiet_end_near
 from followup.messaging.workers import Died
-from followup.patients.models import Patient
 
 if TYPE_CHECKING:
     from followup.messaging.dispatch import Dispatcher
@@ -65,6 +63,7 @@ class DispatchPass:
         self.session = session
         self.report = report
         self.outcomes = Outcomes(dispatcher, session, report)
+        self.releases = Releases(dispatcher, session, report)
         self.limit = limit
         self.ready: deque[int] = deque()  # claimed, not yet handed over
         self.in_flight: set[int] = set()  # handed to a worker, answer not yet recorded
@@ -294,26 +293,17 @@ class DispatchPass:
                     deadline=0.0,
                 )
             )
-        done: set[int] = set()
-        opted_out = cancelled.pop(PATIENT_OPTED_OUT, [])
-        for reason, group in cancelled.items():
-            for i in self.release(group, now, status=CANCELLED):
-                events.append(event_row(i, now, "cancelled", CANCELLED, reason))
-                self.report.cancelled += 1
-                done.add(i)
-        done |= self.cancel_opted_out(opted_out, now, events)
-        done |= self.expire(expired, now, events, default="window closes before it could be sent")
-        done |= self.defer(deferred, now, events)
+        settle = self.releases
+        done = settle.cancel(cancelled, now, events)
+        done |= settle.expire(expired, now, events, default="window closes before it could be sent")
+        done |= settle.defer(deferred, now, events)
         ours, guarded = self.guard(items)
         done |= ours
         # Refused by the guard but still ours: changed since the read (the patient opted
         # out, the procedure was cancelled, the window closed). Back to the queue, where
         # the next read settles it, rather than held until the lease runs out.
         refused = [{"id": item.id} for item in items if item.id not in ours]
-        for i in self.release(refused, now, status=PENDING):
-            events.append(event_row(i, now, "requeued", PENDING, "changed before its hand-over"))
-            self.report.returned += 1
-            done.add(i)
+        done |= settle.requeue(refused, now, events, detail="changed before its hand-over")
         done |= self.waiting_ids()
         for i in ids:
             if i not in done:
@@ -374,94 +364,6 @@ class DispatchPass:
         )
         return ours, guarded
 
-    # --- releases before hand-over --------------------------------------------------------
-
-    def release(
-        self, rows: list[dict[str, Any]], now: datetime, *, status: str, **values: Any
-    ) -> set[int]:
-        """Settle claimed texts before their hand-over: never one already handed over."""
-        return settle_leased(
-            self.session,
-            owner=self.d.owner,
-            values={
-                "status": status,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "updated_at": now,
-                **values,
-            },
-            rows=rows,
-            unhanded=True,
-        )
-
-    def cancel_opted_out(
-        self, rows: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
-    ) -> set[int]:
-        """Cancel claimed texts whose patient was read opted out, if they still are: a START
-        committed since the read passed these texts over (they were not cancelled yet), so
-        cancelling them now would keep them from the patient for good. Those whose patient
-        opted back in go back to the queue. The patient's row is read under a share lock
-        (PostgreSQL; SQLite: the UPDATE's write lock), so a START either sees them cancelled
-        or comes first."""
-        if not rows:
-            return set()
-        table, patients = MESSAGES.c, cast(sa.Table, Patient.__table__).c
-        still_opted_out = sa.exists(
-            sa.select(patients.id)
-            .where(patients.id == table.patient_id, patients.opted_out_at.is_not(None))
-            .with_for_update(read=True)
-        )
-        ids = [row["id"] for row in rows]
-        written: set[int] = set()
-        for chunk in chunks(ids):
-            written.update(
-                self.session.scalars(
-                    sa.update(MESSAGES)
-                    .where(
-                        table.id.in_(chunk),
-                        status_is(SENDING),
-                        table.lease_owner == self.d.owner,
-                        table.handed_at.is_(None),
-                        still_opted_out,
-                    )
-                    .values(status=CANCELLED, lease_owner=None, lease_expires_at=None,
-                            updated_at=now)
-                    .returning(table.id)
-                )
-            )  # fmt: skip
-        for i in written:
-            events.append(event_row(i, now, "cancelled", CANCELLED, PATIENT_OPTED_OUT))
-            self.report.cancelled += 1
-        back = self.release([{"id": i} for i in ids if i not in written], now, status=PENDING)
-        for i in back:
-            events.append(event_row(i, now, "requeued", PENDING, "patient opted back in"))
-            self.report.returned += 1
-        return written | back
-
-    def expire(
-        self,
-        rows: list[dict[str, Any]],
-        now: datetime,
-        events: list[dict[str, Any]],
-        *,
-        default: str,
-    ) -> set[int]:
-        details = {row["id"]: row.get("detail", default) for row in rows}
-        written = self.release([{"id": row["id"]} for row in rows], now, status=EXPIRED)
-        for i in written:
-            events.append(event_row(i, now, "expired", EXPIRED, details[i]))
-            self.report.expired += 1
-        return written
-
-    def defer(
-        self, rows: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
-    ) -> set[int]:
-        written = self.release(rows, now, status=PENDING)
-        for i in written:
-            events.append(event_row(i, now, "deferred", PENDING, "quiet hours"))
-            self.report.deferred += 1
-        return written
-
     def give_back_ready(self, *, stopping: bool = False) -> None:
         """Hand claimed texts back to the queue: the dispatcher is stopping, or the provider
         asked for a long pause (until it is over). The next pass picks them up."""
@@ -469,7 +371,9 @@ class DispatchPass:
         resume = None if stopping else now + timedelta(seconds=self.d.pacer.wait_time())
         ids = list(self.ready)
         self.ready.clear()
-        back = self.release([{"id": i, "not_before": resume} for i in ids], now, status=PENDING)
+        back = self.releases.release(
+            [{"id": i, "not_before": resume} for i in ids], now, status=PENDING
+        )
         kind, detail = (
             ("requeued", "the dispatcher stopped before its hand-over")
             if stopping
