@@ -101,6 +101,14 @@ class Outcomes:
             return "unknown"
         return f"withheld-{answer.withheld}"
 
+    def handed(self, answer: Answer) -> datetime:
+        """When the answer's request was handed over, on the lease clock: the reaper asks
+        the provider for copies created since then (less RECONCILE_SLACK), on the time
+        the provider and every process share. (For a pinned clock, standing still, that
+        is this host's time as the answer is recorded: a call's length later, within the
+        slack.)"""
+        return self.d.lease_at(answer.at)
+
     def record_sent(self, answers: list[Answer], events: list[dict[str, Any]]) -> None:
         if not answers:
             return
@@ -299,7 +307,9 @@ class Outcomes:
                 # Marked handed over at the request's instant: the reaper must ask, even
                 # when this claim is a newer one (requeued mid-request, claimed again).
                 ask = retry_at or windows[a.item.id]
-                unknown.append({**row, "lease_expires_at": self.d.lease_at(ask), "handed_at": a.at})
+                unknown.append(
+                    {**row, "lease_expires_at": self.d.lease_at(ask), "handed_at": self.handed(a)}
+                )
             elif retry_at is None:
                 expired.append(row)
             else:
@@ -310,7 +320,9 @@ class Outcomes:
         for r in self.earlier_request_pending(retry, throttled, expired):
             a = requests[r["id"]]
             ask = r.pop("not_before", None) or windows[a.item.id]
-            unknown.append({**r, "lease_expires_at": self.d.lease_at(ask), "handed_at": a.at})
+            unknown.append(
+                {**r, "lease_expires_at": self.d.lease_at(ask), "handed_at": self.handed(a)}
+            )
         at = {a.item.id: a.answered_at for a in answers}
         released = {"lease_owner": None, "lease_expires_at": None}
         self.settle(

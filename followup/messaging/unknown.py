@@ -48,7 +48,7 @@ def record_raised(
         session,
         owner=owner,
         values={"lease_owner": owner},
-        rows=[{"id": a.item.id, "handed_at": a.at} for a in answers],
+        rows=[{"id": a.item.id, "handed_at": shift(a.at)} for a in answers],
     )
     for a in answers:
         log.error("message %s: transport raised %s; left for the reaper", a.item.id, a.unknown)
@@ -63,7 +63,7 @@ def record_raised(
         rows=[
             {
                 "id": a.item.id,
-                "handed_at": a.at,
+                "handed_at": shift(a.at),
                 "lease_expires_at": shift(a.answered_at) + lease,
                 "updated_at": a.answered_at,
                 "_raised": a.unknown,
