@@ -38,7 +38,7 @@ class CliState:
         return settings
 
     def runtime(self) -> Runtime:
-        runtime = build_runtime(self.settings(), self.clock())
+        runtime = build_runtime(self.settings(), self.clock(), pinned=self.now is not None)
         # Close the database connections when the command ends, however it ends.
         click.get_current_context().call_on_close(runtime.engine.dispose)
         return runtime

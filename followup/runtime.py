@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -34,6 +35,12 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # This host's clock, held against the database server's (`clock` may be pinned).
     host_clock: Clock = field(default_factory=SystemClock)
+    # `clock` is pinned (`followup --now`): the dispatcher's leases and hand-over marks stay
+    # on `host_clock`, the time every other process judges them by.
+    pinned: bool = False
+    # One reaper pass at a time in this process: the reap job's, or the dispatcher loop's
+    # when a text parked for the reaper reaches its retry time (jobs.dispatcher).
+    reaping: threading.Lock = field(default_factory=threading.Lock)
 
 
 def build_care(settings: Settings) -> CareContext:
@@ -58,7 +65,9 @@ def process_owner() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, clock: Clock, *, stream: TextIO | None = None, pinned: bool = False
+) -> Runtime:
     """Build the runtime; protocol or transport problems stop start-up here."""
     care = build_care(settings)
     metrics = Metrics()
@@ -74,4 +83,5 @@ def build_runtime(settings: Settings, clock: Clock, *, stream: TextIO | None = N
         transport=transport,
         owner=process_owner(),
         metrics=metrics,
+        pinned=pinned,
     )

@@ -19,11 +19,12 @@ import sqlalchemy.orm as so
 
 from followup.db import is_retryable
 from followup.logsafe import log_failure
-from followup.messaging.claims import hand_back_unhanded, next_wake
+from followup.messaging.claims import asks_due, hand_back_unhanded, next_wake
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.reports import DispatchReport
 from followup.ops.runs import record_failure, record_run
 from followup.runtime import Runtime
+from jobs import tasks
 from jobs.tasks import clock_skew_problem
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class DispatchLoop:
             clock=runtime.clock,
             owner=runtime.owner,
             concurrency=runtime.settings.dispatch_concurrency,
+            # `--now` (worker, serve): leases on this host's clock, as a pinned tick's.
+            lease_clock=runtime.host_clock if runtime.pinned else None,
         )
 
     def wake(self) -> None:
@@ -70,10 +73,12 @@ class DispatchLoop:
         clock = self.runtime.clock
         claimed = True
         with self.runtime.session_factory() as session:
-            wake_at = next_wake(session=session, now=clock.now())
+            wake_at = next_wake(session=session, now=clock.now(), owner=self.runtime.owner)
             if wake_at is not None and wake_at <= clock.now() and self._clock_skewed(session):
                 return CLOCK_PAUSE.total_seconds()
             if wake_at is not None and wake_at <= clock.now():
+                if asks_due(session=session, now=clock.now()):
+                    self.reap_parked()
                 started = time.monotonic()
                 try:
                     report = self.dispatcher.dispatch(session)
@@ -95,14 +100,31 @@ class DispatchLoop:
                     seconds=time.monotonic() - started,
                     now=clock.now(),
                 )
-                wake_at = next_wake(session=session, now=clock.now())
+                wake_at = next_wake(session=session, now=clock.now(), owner=self.runtime.owner)
         wait = self.poll.total_seconds()
         if wake_at is not None:
             wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
-        # A pass that claimed none while texts were ready: they are another dispatcher's
-        # (its claim under way, or a patient of theirs it holds until an answer comes, up
-        # to a lease): looking again at once would only ask again, 20 times a second.
-        return wait if claimed else max(wait, POLL_EVERY.total_seconds())
+        # A pass that claimed none while texts are still ready: they are another
+        # dispatcher's (its claim under way): looking again at once would only ask again,
+        # 20 times a second. (Texts held for a patient another dispatcher has a text under
+        # way for are not ready to `next_wake`: the loop sleeps until the next one due.)
+        return wait if claimed or wait > 0 else POLL_EVERY.total_seconds()
+
+    def reap_parked(self) -> None:
+        """A text parked for the reaper (its answer left the outcome unknown) reached its
+        retry time: the reaper asks the provider now, and requeues it for this pass if the
+        provider does not have it, instead of at the reap job's next round (up to 20 s
+        later: past a last try squeezed in before quiet hours). Skipped while this
+        process's reap job is under way: that pass settles it and wakes the loop."""
+        started = time.monotonic()
+        report = tasks.reap(self.runtime, unless_under_way=True)
+        record_run(
+            metrics=self.runtime.metrics,
+            job="reap",
+            report=report,
+            seconds=time.monotonic() - started,
+            now=self.runtime.clock.now(),
+        )
 
     def _clock_skewed(self, session: so.Session) -> bool:
         """Whether passes must wait: this host's clock is far from the database server's

@@ -71,12 +71,25 @@ def dispatch(runtime: Runtime) -> DispatchReport:
     return report
 
 
-def reap(runtime: Runtime) -> ReapReport:
-    """Settle texts whose lease ran out in `sending` (unless this host's clock is off)."""
+def reap(runtime: Runtime, *, unless_under_way: bool = False) -> ReapReport:
+    """Settle texts whose lease ran out in `sending` (unless this host's clock is off, or
+    the clock is pinned ahead of it: see `tick`). One pass at a time in a process: after
+    the one under way, or (`unless_under_way`) not at all while one is."""
+    if not runtime.reaping.acquire(blocking=not unless_under_way):
+        return ReapReport()
+    try:
+        return _reap(runtime)
+    finally:
+        runtime.reaping.release()
+
+
+def _reap(runtime: Runtime) -> ReapReport:
     with runtime.session_factory() as session:
         problem = clock_skew_problem(runtime, session)
         if problem is not None:
             log.error("reaper pass skipped: %s", problem)
+            return ReapReport(clock_skewed=1)
+        if runtime.pinned and _pinned_ahead(runtime, session):
             return ReapReport(clock_skewed=1)
         report = reap_stale(
             session=session,

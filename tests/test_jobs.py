@@ -228,12 +228,35 @@ def test_a_tick_pinned_ahead_of_the_real_time_does_not_reap(
     assert tasks.tick(runtime, session, pinned=True).reap.requeued == 1
 
 
+def test_a_worker_pinned_ahead_of_the_real_time_does_not_reap(
+    runtime: Runtime,
+    session: so.Session,
+    enroll: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `followup --now <a day ahead> worker` (or serve): its reap job, every 20 s, would
+    # judge a live worker's leases at the pinned instant, as a pinned tick's reaper would.
+    claimed_then_stale(runtime, session, enroll, owner="live")
+    a_day_ahead = FakeClock(datetime.now(UTC) + timedelta(days=1))
+
+    report = tasks.reap(replace(runtime, clock=a_day_ahead, pinned=True))
+    assert (report.clock_skewed, report.stale) == (1, 0)
+    assert "reaper pass skipped: the clock is pinned 8640" in caplog.text
+    session.expire_all()
+    assert session.scalars(
+        sa.select(Message.lease_owner).where(Message.status == "sending")
+    ).all() == ["live"]
+    # The same clock, not pinned (the tests' own runtime, a fake clock): it reaps.
+    assert tasks.reap(replace(runtime, clock=a_day_ahead)).stale == 1
+
+
 def test_the_loop_does_not_spin_on_texts_another_dispatcher_holds(
     runtime: Runtime, session: so.Session, enroll: Callable[..., Any]
 ) -> None:
     # Another dispatcher holds one of the patient's two due texts (its call under way): the
-    # other is ready but theirs to send next. A pass claims nothing; the loop looks again a
-    # poll later, not 20 times a second for as long as that call lasts.
+    # other is ready but theirs to send next: no pass runs for it (`next_wake` with the
+    # loop's owner), and the loop looks again a poll later, not 20 times a second for as
+    # long as that call lasts.
     from jobs.dispatcher import POLL_EVERY, DispatchLoop
 
     enroll()
@@ -251,6 +274,6 @@ def test_the_loop_does_not_spin_on_texts_another_dispatcher_holds(
     loop = DispatchLoop(runtime)
     try:
         assert loop.step() >= POLL_EVERY.total_seconds()
-        assert (loop.passes, loop.total.claimed) == (1, 0)
+        assert (loop.passes, loop.total.claimed) == (0, 0)
     finally:
         loop.dispatcher.close()

@@ -225,18 +225,42 @@ def hand_back_unhanded(*, session: so.Session, now: datetime, owner: str) -> lis
     return list(ids)
 
 
-def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
+def _parked_for_the_reaper() -> sa.ColumnElement[bool]:
+    """Texts in `sending` under a reaper's name: an answer left the outcome unknown (a 5xx,
+    a timeout), and the provider is asked about them when that lease runs out, at their
+    retry time (outcomes.py), or a reaper is asking about them now. Few: read through the
+    leading status of (status, due_at)."""
+    table = MESSAGES.c
+    return sa.and_(table.status == SENDING, table.lease_owner.like(f"%{REAPER_SUFFIX}"))
+
+
+def asks_due(*, session: so.Session, now: datetime) -> bool:
+    """Whether a text parked for the reaper has reached its retry time: the provider is
+    to be asked about it now, and the text sent again if it does not have it."""
+    table = MESSAGES.c
+    due = sa.exists().where(_parked_for_the_reaper(), table.lease_expires_at <= now)
+    return bool(session.scalar(sa.select(due)))
+
+
+def next_wake(*, session: so.Session, now: datetime, owner: str | None = None) -> datetime | None:
     """When the dispatcher next has work: `now` if a text is ready (or its window closed),
-    else the earliest due time, retry or end of quiet hours, or expiry among pending texts;
-    None if none is pending.
+    else the earliest due time, retry or end of quiet hours, or expiry among pending texts,
+    or retry time of a text parked for the reaper (`asks_due`); None if there is none.
 
     One statement over index ranges of (status, due_at): the next text due after `now`, and
     the backlog already due (a retry's or a deferral's `not_before`, and every expiry: a
     pending text always falls due before its window closes). The dispatcher's idle poll.
+    Without the parked texts' retry times, a last try after a 5xx squeezed in before quiet
+    hours waited for the reaper's next round (every 20 s), usually after 21:00, and the
+    text expired unsent (`tests/messaging/test_unknown_outcome_last_try.py`).
+    For a dispatcher (`owner`), a text another dispatcher holds a text of its patient for
+    is not ready: the loop sleeps until the next text it can send, not a whole poll.
     """
     table = MESSAGES.c
     backlog = sa.and_(table.status == PENDING, table.due_at <= now)
     ready = sa.exists().where(backlog, sa.or_(table.not_before.is_(None), table.not_before <= now))
+    if owner is not None:
+        ready = ready.where(~_held_elsewhere(sa.literal(owner), sa.literal(now, UTCDateTime())))
     next_due = (
         sa.select(table.due_at)
         .where(table.status == PENDING, table.due_at > now)
@@ -250,7 +274,12 @@ def next_wake(*, session: so.Session, now: datetime) -> datetime | None:
         .scalar_subquery()
     )
     next_expiry = sa.select(sa.func.min(table.expires_at)).where(backlog).scalar_subquery()
-    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry)).one()
+    next_ask = (
+        sa.select(sa.func.min(table.lease_expires_at))
+        .where(_parked_for_the_reaper())
+        .scalar_subquery()
+    )
+    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry, next_ask)).one()
     if row[0]:
         return now
     instants = [_aware(value) for value in row[1:] if value is not None]

@@ -158,6 +158,8 @@ def status_is(status: str) -> sa.ColumnElement[bool]:
 
 
 _SETTLE_CACHE: dict[tuple[Any, ...], sa.Update] = {}
+# A hand-over guard's per-text values compared with the patient's, not written to the text.
+HANDOVER_AS_READ = ("language", "timezone")
 
 
 def _settle_statement(
@@ -186,7 +188,11 @@ def _settle_statement(
     if statement is not None:
         return statement
     table = MESSAGES.c
+    patients = cast(sa.Table, Patient.__table__).c
+    # The hand-over guard's values as the text was read (not written): the patient's own.
+    as_read = {k: patients[k] for k in per_row if handover and k in HANDOVER_AS_READ}
     assignments: dict[str, Any] = {k: sa.bindparam(f"v_{k}") for k in plain}
+    read: dict[str, Any] = {}
     assignments.update({k: values[k] for k, _ in exprs})
     if source == "json":
         value: sa.ColumnClause[Any] = sa.literal_column("value")
@@ -201,7 +207,7 @@ def _settle_statement(
             .subquery("r")
         )
         which: sa.ColumnElement[bool] = table.id == json_rows.c.id
-        assignments.update({k: json_rows.c[k] for k in per_row})
+        read = {k: json_rows.c[k] for k in per_row}
     elif source == "arrays":
         # The texts by primary key, each one's values picked from the arrays at its id's
         # position: no join, so no plan that depends on statistics. Joined to the arrays
@@ -210,9 +216,11 @@ def _settle_statement(
         ids = sa.bindparam("r_id", type_=postgresql.ARRAY(sa.Integer()))
         position = sa.func.array_position(ids, table.id)
         which = table.id == sa.any_(ids)
-        assignments.update({k: _picked(k, position) for k in per_row})
+        read = {k: _picked(k, (as_read[k] if k in as_read else table[k]).type, position)
+                for k in per_row}  # fmt: skip
     else:
         which = table.id.in_(sa.bindparam("p_ids", expanding=True))
+    assignments.update({k: v for k, v in read.items() if k not in as_read})
     if "handed_at" in per_row and "handed_at" in assignments:
         # A request's own instant (an answer that leaves its outcome unknown): the reaper
         # asks the provider from the earliest request that may be there, so an earlier one
@@ -231,29 +239,34 @@ def _settle_statement(
         statement = statement.where(table.handed_at.is_(None))
     if handover:
         # What another process may have changed since the hand-over read the text: the
-        # patient opted out, the procedure was cancelled (its texts in `sending` are ours,
-        # so cancelling them is left to this guard).
-        patients = cast(sa.Table, Patient.__table__).c
+        # patient opted out, or a nurse changed the number, language or time zone the text
+        # was rendered with (it goes back to the queue, to be rendered again); the
+        # procedure was cancelled (its texts in `sending` are ours, so cancelling them is
+        # left to this guard).
         procedures = cast(sa.Table, Procedure.__table__).c
-        opted_out = sa.exists().where(
-            patients.id == table.patient_id, patients.opted_out_at.is_not(None)
+        same = [column == read[k] for k, column in as_read.items()]
+        if "to_phone" in read:
+            same.append(patients.phone == read["to_phone"])
+        patient_as_read = sa.exists().where(
+            patients.id == table.patient_id, patients.opted_out_at.is_(None), *same
         )
         cancelled = sa.exists().where(
             procedures.id == table.procedure_id, procedures.status == "cancelled"
         )
         statement = statement.where(
-            table.expires_at > sa.bindparam("p_latest"), ~opted_out, ~cancelled
+            table.expires_at > sa.bindparam("p_latest"), patient_as_read, ~cancelled
         )
     statement = statement.values(assignments).returning(table.id)
     _SETTLE_CACHE[key] = statement
     return statement
 
 
-def _picked(column: str, position: sa.ColumnElement[int]) -> sa.ColumnElement[Any]:
+def _picked(
+    column: str, column_type: sa.types.TypeEngine[Any], position: sa.ColumnElement[int]
+) -> sa.ColumnElement[Any]:
     """`(:r_<column>)[position]`: one text's value of `column` from the group's array.
     Instants travel as text and only the one picked is cast: timestamptz input is not
     immutable, so a cast of the whole array would run again for every row."""
-    column_type = MESSAGES.c[column].type
     if isinstance(column_type, UTCDateTime):
         text = postgresql.ARRAY(sa.Text())
         picked = sa.type_coerce(Grouping(sa.bindparam(f"r_{column}", type_=text)), text)
@@ -279,8 +292,10 @@ def settle_leased(
     the texts' own values in it. With `lease_unexpired_at`, a lease that ran out by then no
     longer counts as ours; with `handover_latest` too (the hand-over guard), a text whose
     window closes by then, whose patient opted out or whose procedure was cancelled is not
-    ours to send either. With `unhanded` (and always for the hand-over guard), only a text
-    not yet handed over under this claim is written: a claim is handed over at most once.
+    ours to send either, nor one whose patient's number (a row's "to_phone"), "language"
+    or "timezone" (compared, not written: HANDOVER_AS_READ) changed since it was read.
+    With `unhanded` (and always for the hand-over guard), only a text not yet handed over
+    under this claim is written: a claim is handed over at most once.
     Returns the ids written.
     """
     if not rows:

@@ -20,6 +20,7 @@ class Item:
     step: str
     to: str
     body: str
+    language: str  # the patient's, as `body` was rendered (the guard checks it is still)
     due_at: datetime
     expires_at: datetime
     attempts: int

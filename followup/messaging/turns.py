@@ -284,8 +284,9 @@ class DispatchPass:
                     id=message.id,
                     patient_id=message.patient_id,
                     step=message.step,
-                    to=patient.phone,  # a changed number is used from the next send on
+                    to=patient.phone,
                     body=body,
+                    language=patient.language,
                     due_at=message.due_at,
                     expires_at=message.expires_at,
                     attempts=message.attempts + 1,
@@ -344,9 +345,12 @@ class DispatchPass:
 
     def guard(self, items: list[Item]) -> tuple[set[int], float]:
         """One guarded UPDATE: still `sending`, our lease unexpired, window open, patient not
-        opted out, at the clock's instant now. It extends the lease, counts the attempt,
-        marks the hand-over and writes the body and number (before the call: the reaper
-        matches on them). Returns the ids guarded and the monotonic time of the guard."""
+        opted out, at the clock's instant now, and the patient's number, language and time
+        zone still those the text was rendered with (a nurse's change committed since the
+        read sends the text back to the queue, to be rendered again). It extends the lease,
+        counts the attempt, marks the hand-over and writes the body and number (before the
+        call: the reaper matches on them). Returns the ids guarded and the monotonic time of
+        the guard."""
         now, guarded = self.d.clock.now(), time.monotonic()
         lease_now = self.d.lease_at(now)
         ours = settle_leased(
@@ -354,11 +358,20 @@ class DispatchPass:
             owner=self.d.owner,
             values={
                 "lease_expires_at": lease_now + self.d.lease,
-                "handed_at": now,
+                "handed_at": lease_now,
                 "attempts": _ONE_MORE_ATTEMPT,
                 "updated_at": now,
             },
-            rows=[{"id": item.id, "body": item.body, "to_phone": item.to} for item in items],
+            rows=[
+                {
+                    "id": item.id,
+                    "body": item.body,
+                    "to_phone": item.to,
+                    "language": item.language,
+                    "timezone": item.tz.key,
+                }
+                for item in items
+            ],
             lease_unexpired_at=lease_now,
             handover_latest=now + HANDOVER_MARGIN,
         )
