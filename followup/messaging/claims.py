@@ -185,7 +185,10 @@ def _patients_locked(session: so.Session, patients: list[int]) -> list[int]:
 
 def _held_elsewhere(owner: sa.ColumnElement[str], now: sa.ColumnElement[datetime]) -> sa.Exists:
     """Another dispatcher holds one of this text's patient's texts under a live lease:
-    claimed, or handed over and its answer not yet recorded. An unknown outcome the
+    claimed, or handed over and its answer not yet recorded; or this one does, handed over
+    by an earlier pass (one whose turn the database rolled back while its call was under
+    way: the next pass, with nothing in flight of its own, sent the patient's next text
+    beside it). An unknown outcome the
     dispatcher recorded (a timeout, a 5xx) waits for the reaper under the reaper's name
     (until its retry time, which can be a long Retry-After away) and an exception's for a
     lease; a reaper's lease, which may last while the provider cannot be asked, holds up
@@ -197,7 +200,7 @@ def _held_elsewhere(owner: sa.ColumnElement[str], now: sa.ColumnElement[datetime
         # checks every candidate, and reading every text in `sending` for each is
         # quadratic in a busy pass (PostgreSQL, whose statistics saw none in `sending`).
         other.status.concat("") == SENDING,
-        other.lease_owner != owner,
+        sa.or_(other.lease_owner != owner, other.handed_at.is_not(None)),
         other.lease_owner.not_like("%" + REAPER_SUFFIX),
         other.lease_expires_at > now,
     )

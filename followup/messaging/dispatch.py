@@ -194,6 +194,8 @@ class Dispatcher:
             return Answer(item, at, at, withheld="lease")
         if started - item.guarded > self.handover_max_wait:
             return Answer(item, at, at, withheld="stale")
+        if self.pacer.paused():  # a 429 came back since this text was guarded
+            return Answer(item, at, at, withheld="throttled")
         if item.expires_at <= at + HANDOVER_MARGIN:
             return Answer(item, at, at, withheld="expired")
         quiet_end = quiet_end_near(at, item.tz, self.care)

@@ -39,7 +39,7 @@ class Answer:
     result: SendResult | None = None
     error: SendError | None = None
     unknown: str | None = None  # the exception type when the transport raised something else
-    withheld: str | None = None  # "expired", "quiet", "lease" or "stale": not sent after all
+    withheld: str | None = None  # "expired", "quiet", "lease", "stale" or "throttled": not sent
     seconds: float = 0.0  # how long the transport call took
     quiet_end: datetime | None = None
 

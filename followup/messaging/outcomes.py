@@ -439,16 +439,23 @@ class Outcomes:
             for kind in ("withheld-lease", "withheld-stale")
             for a in by_kind.get(kind, [])
         ]
+        # Held back by a 429 that came while they waited for a worker: back to the queue
+        # until the pause ends (as `give_back_ready` hands back the texts not yet guarded).
+        pause = timedelta(seconds=self.d.pacer.wait_time())
+        throttled: list[dict[str, Any]] = [
+            {"id": a.item.id, "updated_at": a.at, "not_before": a.at + pause}
+            for a in by_kind.get("withheld-throttled", [])
+        ]
         # Not sent by this claim, but an earlier request may be at the provider: asked
         # about once a lease has run, whether it was to go again or to close.
         asked = [
             {
                 "id": r["id"],
                 "updated_at": r["updated_at"],
-                "handed_at": r["updated_at"],  # the earlier mark is kept
+                "handed_at": self.d.lease_at(r["updated_at"]),  # the earlier mark is kept
                 "lease_expires_at": self.d.lease_at(r["updated_at"]) + self.d.lease,
             }
-            for r in self.earlier_request_pending(reopened, deferred, lease, expired)
+            for r in self.earlier_request_pending(reopened, deferred, lease, throttled, expired)
         ]
         self.settle(
             asked,
@@ -501,5 +508,15 @@ class Outcomes:
             status=PENDING,
             detail=lambda r: "not handed over in time after its checks; not sent",
             counter="returned",
+            at=at,
+        )
+        self.settle(
+            throttled,
+            events,
+            values={"status": PENDING, **released},
+            kind="throttled",
+            status=PENDING,
+            detail=lambda r: "sending paused by the provider; not sent",
+            counter="throttled",
             at=at,
         )

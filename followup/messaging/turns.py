@@ -120,8 +120,11 @@ class DispatchPass:
     def lookahead(self) -> int:
         """Texts guarded ahead of a free slot: as many calls as end during one database turn
         (none while calls are slow), so fast calls never wait for the database. Each waits
-        at most HANDOVER_MAX_WAIT in the pool's queue, normally one turn."""
-        if self.call_seconds is None or self.turn_seconds is None:
+        at most HANDOVER_MAX_WAIT in the pool's queue, normally one turn. None while the
+        rate is limited (TWILIO_MAX_PER_SECOND, or recovering from a 429): a text waiting
+        in the queue behind a slow call holds a token, and those texts went out together
+        when it returned, well over the rate."""
+        if self.call_seconds is None or self.turn_seconds is None or self.d.pacer.rate:
             return 0
         expected = self.d.concurrency * self.turn_seconds / max(self.call_seconds, 1e-4)
         return min(GROUP_MAX, int(expected))
@@ -148,9 +151,12 @@ class DispatchPass:
         return self.limit is not None and self.report.claimed >= self.limit
 
     def wait(self) -> None:
-        """Block until an answer arrives, the pacer allows a hand-over, or a heartbeat is due."""
+        """Block until an answer arrives, the pacer allows a hand-over, or a heartbeat is due.
+        The pacer is waited for only while a slot is free: with every slot taken by a call
+        under way, only an answer frees one (asking the pacer then polled every 1 ms)."""
         timeout = max(self.d.heartbeat.total_seconds() - (time.monotonic() - self.last_beat), 0)
-        if self.ready:
+        free = self.d.concurrency + self.lookahead() - len(self.in_flight) > 0
+        if self.ready and free:
             timeout = min(timeout, max(self.d.pacer.wait_time(), 0.001))
         elif self.caught_up_at is not None and not self.no_more_claims:
             timeout = min(timeout, RECLAIM_EVERY)

@@ -82,13 +82,23 @@ class Pacer:
                 wait = max(wait, (1 - self._tokens) / self._rate)
             return wait
 
+    def paused(self) -> bool:
+        """Whether the provider's "too many requests" pause is still on: no call starts."""
+        with self._lock:
+            return self._monotonic() < self._paused_until
+
     def throttled(self, retry_after: float | None = None) -> float:
-        """The provider said "too many requests": pause, halve the rate; return the pause."""
+        """The provider said "too many requests": pause, halve the rate; return the pause.
+        Halved once a pause: the other calls already under way when the first 429 came
+        were sent at the old rate, and each halving again took the rate to its floor."""
         with self._lock:
             now = self._monotonic()
             self._refill(now)
             pause = min(max(retry_after or 0.0, THROTTLE_PAUSE), MAX_PAUSE)
+            already = now < self._paused_until
             self._paused_until = max(self._paused_until, now + pause)
+            if already:
+                return pause
             self._trim(now)
             recent = len(self._recent) / _WINDOW
             current = self._rate if self._rate is not None else max(recent, MIN_RATE * 2)
