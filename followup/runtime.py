@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -38,9 +37,6 @@ class Runtime:
     # `clock` is pinned (`followup --now`): the dispatcher's leases and hand-over marks stay
     # on `host_clock`, the time every other process judges them by.
     pinned: bool = False
-    # One reaper pass at a time in this process: the reap job's, or the dispatcher loop's
-    # when a text parked for the reaper reaches its retry time (jobs.dispatcher).
-    reaping: threading.Lock = field(default_factory=threading.Lock)
 
 
 def build_care(settings: Settings) -> CareContext:

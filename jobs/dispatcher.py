@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -35,6 +35,8 @@ POLL_EVERY = timedelta(seconds=0.5)
 ERROR_PAUSE = timedelta(seconds=5)  # after a failed pass (database down), try again after
 IDLE_FLOOR = 0.05  # seconds: the next look after a conflict the database rolled back
 STOP_TIMEOUT = 60.0  # seconds a stopping loop waits for the calls in flight
+REAPER_IDLE = 60.0  # seconds the prompt reaper's thread waits for work before it ends
+REAPER_STOP_TIMEOUT = 5.0  # seconds a stopping loop waits for its prompt reaper's pass
 CLOCK_PAUSE = timedelta(seconds=5)  # how often a paused loop holds the clocks again
 
 
@@ -51,6 +53,10 @@ class DispatchLoop:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reap_wanted = threading.Event()  # a prompt reaper pass is wanted
+        self._reaping = threading.Event()  # one is under way
+        self._reaper: threading.Thread | None = None
+        self._reaper_lock = threading.Lock()
 
     def _new_dispatcher(self) -> Dispatcher:
         runtime = self.runtime
@@ -73,11 +79,11 @@ class DispatchLoop:
         clock = self.runtime.clock
         claimed = True
         with self.runtime.session_factory() as session:
-            wake_at = next_wake(session=session, now=clock.now(), owner=self.runtime.owner)
+            wake_at = self._next_wake(session)
             if wake_at is not None and wake_at <= clock.now() and self._clock_skewed(session):
                 return CLOCK_PAUSE.total_seconds()
             if wake_at is not None and wake_at <= clock.now():
-                if asks_due(session=session, now=clock.now()):
+                if not self.runtime.pinned and asks_due(session=session, now=clock.now()):
                     self.reap_parked()
                 started = time.monotonic()
                 try:
@@ -100,7 +106,7 @@ class DispatchLoop:
                     seconds=time.monotonic() - started,
                     now=clock.now(),
                 )
-                wake_at = next_wake(session=session, now=clock.now(), owner=self.runtime.owner)
+                wake_at = self._next_wake(session)
         wait = self.poll.total_seconds()
         if wake_at is not None:
             wait = min(wait, max((wake_at - clock.now()).total_seconds(), 0.0))
@@ -110,21 +116,70 @@ class DispatchLoop:
         # way for are not ready to `next_wake`: the loop sleeps until the next one due.)
         return wait if claimed or wait > 0 else POLL_EVERY.total_seconds()
 
+    def _next_wake(self, session: so.Session) -> datetime | None:
+        """`next_wake` for this loop's dispatcher: leases judged on its lease clock."""
+        now = self.runtime.clock.now()
+        return next_wake(
+            session=session,
+            now=now,
+            owner=self.runtime.owner,
+            lease_now=self.dispatcher.lease_at(now),
+            parked=not self.runtime.pinned,
+        )
+
     def reap_parked(self) -> None:
         """A text parked for the reaper (its answer left the outcome unknown) reached its
-        retry time: the reaper asks the provider now, and requeues it for this pass if the
-        provider does not have it, instead of at the reap job's next round (up to 20 s
-        later: past a last try squeezed in before quiet hours). Skipped while this
-        process's reap job is under way: that pass settles it and wakes the loop."""
-        started = time.monotonic()
-        report = tasks.reap(self.runtime, unless_under_way=True)
-        record_run(
-            metrics=self.runtime.metrics,
-            job="reap",
-            report=report,
-            seconds=time.monotonic() - started,
-            now=self.runtime.clock.now(),
-        )
+        retry time: the prompt reaper (a thread of this loop's) asks the provider now, and
+        requeues it and wakes the loop if the provider does not have it, instead of at the
+        reap job's next round (up to 20 s later: past a last try squeezed in before quiet
+        hours). On a thread of its own: the provider's look-ups (slow when texts get
+        parked) hold up no pass; and beside the reap job's pass, which takes only what was
+        stale when it began. Not for a pinned clock (`--now`): the texts' retry times are
+        on this host's clock, and its reaper may not run."""
+        self._reap_wanted.set()
+        with self._reaper_lock:
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(
+                    target=self._reap_when_wanted, name="prompt-reaper", daemon=True
+                )
+                self._reaper.start()
+
+    def _reap_when_wanted(self) -> None:
+        """The prompt reaper's thread: a pass each time one is wanted; it ends when none
+        has been for REAPER_IDLE (the next `reap_parked` starts another)."""
+        while self._reap_wanted.wait(REAPER_IDLE) and not self._stopping.is_set():
+            self._reaping.set()
+            self._reap_wanted.clear()
+            started = time.monotonic()
+            try:
+                report = tasks.reap(self.runtime, parked_only=True)
+            except Exception as exc:
+                record_failure(
+                    metrics=self.runtime.metrics, job="reap", seconds=time.monotonic() - started
+                )
+                log_failure(log, "prompt reaper pass failed; the reap job settles it", exc=exc)
+                continue
+            finally:
+                self._reaping.clear()
+            record_run(
+                metrics=self.runtime.metrics,
+                job="reap",
+                report=report,
+                seconds=time.monotonic() - started,
+                now=self.runtime.clock.now(),
+            )
+            if report.requeued or report.expired:
+                self.wake()
+
+    def wait_for_reaps(self, timeout: float = 30.0) -> bool:
+        """Block until the prompt reaper has no pass under way or wanted (tests on a fake
+        clock, which must let its thread finish before moving time on)."""
+        deadline = time.monotonic() + timeout
+        while self._reap_wanted.is_set() or self._reaping.is_set():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _clock_skewed(self, session: so.Session) -> bool:
         """Whether passes must wait: this host's clock is far from the database server's
@@ -182,6 +237,7 @@ class DispatchLoop:
         if self.dispatcher.stopping:  # stopped before: its passes would do nothing
             self.dispatcher = self._new_dispatcher()
         self._stopping.clear()
+        self._reap_wanted.clear()
         self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -190,7 +246,11 @@ class DispatchLoop:
         self._stopping.set()
         self.dispatcher.request_stop()
         self._wake.set()
+        self._reap_wanted.set()  # the prompt reaper's thread ends (after its pass under way)
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
             self._thread = None
+        if self._reaper is not None:
+            self._reaper.join(REAPER_STOP_TIMEOUT)
+            self._reaper = None
         self.dispatcher.close()

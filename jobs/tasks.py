@@ -71,19 +71,11 @@ def dispatch(runtime: Runtime) -> DispatchReport:
     return report
 
 
-def reap(runtime: Runtime, *, unless_under_way: bool = False) -> ReapReport:
+def reap(runtime: Runtime, *, parked_only: bool = False) -> ReapReport:
     """Settle texts whose lease ran out in `sending` (unless this host's clock is off, or
-    the clock is pinned ahead of it: see `tick`). One pass at a time in a process: after
-    the one under way, or (`unless_under_way`) not at all while one is."""
-    if not runtime.reaping.acquire(blocking=not unless_under_way):
-        return ReapReport()
-    try:
-        return _reap(runtime)
-    finally:
-        runtime.reaping.release()
-
-
-def _reap(runtime: Runtime) -> ReapReport:
+    the clock is pinned ahead of it: see `tick`). `parked_only`: the dispatcher loop's
+    prompt pass for texts parked for the reaper whose retry time has come (`reap_stale`),
+    under a reaper name of its own, beside the reap job's (as two processes' reapers)."""
     with runtime.session_factory() as session:
         problem = clock_skew_problem(runtime, session)
         if problem is not None:
@@ -95,9 +87,11 @@ def _reap(runtime: Runtime) -> ReapReport:
             session=session,
             transport=runtime.transport,
             now=runtime.clock.now(),
-            owner=reaper_owner(runtime.owner),
+            # The prompt pass's name: one character more (within the column's 64).
+            owner=reaper_owner(f"{runtime.owner}~" if parked_only else runtime.owner),
             care=runtime.care,
             clock=runtime.clock,
+            parked_only=parked_only,
         )
     return report
 

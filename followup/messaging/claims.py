@@ -245,7 +245,14 @@ def asks_due(*, session: so.Session, now: datetime) -> bool:
     return bool(session.scalar(sa.select(due)))
 
 
-def next_wake(*, session: so.Session, now: datetime, owner: str | None = None) -> datetime | None:
+def next_wake(
+    *,
+    session: so.Session,
+    now: datetime,
+    owner: str | None = None,
+    lease_now: datetime | None = None,
+    parked: bool = True,
+) -> datetime | None:
     """When the dispatcher next has work: `now` if a text is ready (or its window closed),
     else the earliest due time, retry or end of quiet hours, or expiry among pending texts,
     or retry time of a text parked for the reaper (`asks_due`); None if there is none.
@@ -257,13 +264,17 @@ def next_wake(*, session: so.Session, now: datetime, owner: str | None = None) -
     hours waited for the reaper's next round (every 20 s), usually after 21:00, and the
     text expired unsent (`tests/messaging/test_unknown_outcome_last_try.py`).
     For a dispatcher (`owner`), a text another dispatcher holds a text of its patient for
-    is not ready: the loop sleeps until the next text it can send, not a whole poll.
+    is not ready: the loop sleeps until the next text it can send, not a whole poll. Leases
+    are judged at `lease_now` (the lease clock's instant, as the claim judges them).
+    Without `parked`, texts parked for the reaper are left out (a loop whose clock is
+    pinned: their retry times are on this host's clock, and its reaper may not run).
     """
     table = MESSAGES.c
     backlog = sa.and_(table.status == PENDING, table.due_at <= now)
     ready = sa.exists().where(backlog, sa.or_(table.not_before.is_(None), table.not_before <= now))
     if owner is not None:
-        ready = ready.where(~_held_elsewhere(sa.literal(owner), sa.literal(now, UTCDateTime())))
+        leases_at = sa.literal(lease_now or now, UTCDateTime())
+        ready = ready.where(~_held_elsewhere(sa.literal(owner), leases_at))
     next_due = (
         sa.select(table.due_at)
         .where(table.status == PENDING, table.due_at > now)
@@ -282,7 +293,8 @@ def next_wake(*, session: so.Session, now: datetime, owner: str | None = None) -
         .where(_parked_for_the_reaper())
         .scalar_subquery()
     )
-    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry, next_ask)).one()
+    asks = [next_ask] if parked else []
+    row = session.execute(sa.select(ready, next_due, next_retry, next_expiry, *asks)).one()
     if row[0]:
         return now
     instants = [_aware(value) for value in row[1:] if value is not None]

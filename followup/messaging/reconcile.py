@@ -30,7 +30,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import Clock
 from followup.db import is_postgresql
-from followup.messaging.claims import LEASE, reaper_owner, renew_statement
+from followup.messaging.claims import LEASE, REAPER_SUFFIX, reaper_owner, renew_statement
 from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
     MESSAGES,
@@ -81,6 +81,7 @@ def reap_stale(
     batch: int = REAP_BATCH,
     care: CareContext | None = None,
     clock: Clock | None = None,
+    parked_only: bool = False,
 ) -> ReapReport:
     """Settle every text left in `sending` after its lease ran out, without sending twice.
 
@@ -93,6 +94,10 @@ def reap_stale(
     closed (START, if it comes later, brings it back). With `clock`, each text is settled
     at the clock's instant when it is (a pass asks the provider about many: its events'
     times are when each was settled, not when the pass began); `now` is the pass's start.
+    `parked_only`: only texts parked for a reaper whose retry time has come (an answer left
+    their outcome unknown), none of a crashed dispatcher's and no closed copies: the
+    dispatcher loop's prompt pass at a retry time (jobs.dispatcher), which must not wait
+    behind the texts a crashed worker left.
     """
 
     def instant() -> datetime:
@@ -109,7 +114,7 @@ def reap_stale(
         # about it while this one does.
         taken = _take_batch(
             session=session, now=now, at=instant(), owner=owner, lease=lease, batch=batch,
-            report=report,
+            report=report, parked_only=parked_only,
         )  # fmt: skip
         if taken is None:
             break
@@ -142,7 +147,8 @@ def reap_stale(
             report.put_off += len(taken)
             log.warning("reaper throttled by the provider: %d texts asked later", len(taken))
             session.commit()
-    if throttled is None:  # copies closed while at the provider: asked about next pass too
+    if throttled is None and not parked_only:
+        # Copies closed while at the provider: asked about next pass too.
         reap_closed(
             session=session, transport=transport, now=instant(), owner=owner, lease=lease,
             batch=batch, report=report, care=care, instant=instant,
@@ -187,6 +193,7 @@ def _take_batch(
     lease: timedelta,
     batch: int,
     report: ReapReport,
+    parked_only: bool = False,
 ) -> list[Any] | None:
     """Lock a batch of texts stale at `now` (the pass's start); requeue those never handed
     over; take the rest's lease, for a whole lease from `at` (the clock's instant now).
@@ -207,6 +214,8 @@ def _take_batch(
         .order_by(Message.lease_expires_at)
         .limit(batch)
     )
+    if parked_only:
+        query = query.where(Message.lease_owner.like(f"%{REAPER_SUFFIX}"))
     if is_postgresql(session):
         query = query.with_for_update(skip_locked=True)
     stale = session.execute(query).all()

@@ -15,9 +15,10 @@ import queue
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.timing import zone
@@ -310,7 +311,11 @@ class DispatchPass:
         # out, the procedure was cancelled, the window closed). Back to the queue, where
         # the next read settles it, rather than held until the lease runs out.
         refused = [{"id": item.id} for item in items if item.id not in ours]
-        done |= settle.requeue(refused, now, events, detail="changed before its hand-over")
+        back = settle.requeue(refused, now, events, detail="changed before its hand-over")
+        done |= back
+        done |= self.hand_back_siblings(
+            {item.patient_id for item in items if item.id in back}, now, events
+        )
         done |= self.waiting_ids()
         for i in ids:
             if i not in done:
@@ -332,6 +337,33 @@ class DispatchPass:
         return [
             replace(item, deadline=deadline, guarded=guarded) for item in items if item.id in ours
         ]
+
+    def hand_back_siblings(
+        self, patients: set[int], now: datetime, events: list[dict[str, Any]]
+    ) -> set[int]:
+        """The other texts this pass claimed of patients whose text the guard sent back to
+        the queue: back with it, so that the next claim takes them together, in order (the
+        introduction first). Kept, they went next, ahead of a welcome sent back for a
+        number changed since its read."""
+        if not patients:
+            return set()
+        table = MESSAGES.c
+        claimed = self.session.scalars(
+            sa.select(table.id).where(
+                table.patient_id.in_(patients),
+                table.status == SENDING,
+                table.lease_owner == self.d.owner,
+                table.handed_at.is_(None),
+            )
+        ).all()
+        detail = "goes again with its patient's text the guard sent back"
+        back = self.releases.requeue([{"id": i} for i in claimed], now, events, detail=detail)
+        self.ready = deque(i for i in self.ready if i not in back)
+        for patient_id in patients:
+            kept = [i for i in self.waiting.pop(patient_id, []) if i not in back]
+            if kept:
+                self.waiting[patient_id] = kept
+        return back
 
     def start_calls(self, items: list[Item]) -> None:
         """Give each guarded (and committed) text to a worker thread; to a transport that

@@ -52,12 +52,19 @@ class ServerErrorUntil(ScriptedTransport):
 def run_worker(runtime: Runtime, clock: FakeClock, *, until: datetime, reap_at: datetime) -> None:
     """A `followup worker` on the fake clock: its dispatcher loop stepping whenever it asks
     to look again (jumping over idle looks to the next wake-up), and its reap job every
-    REAP_EVERY from `reap_at`, which wakes the loop when it requeues."""
+    REAP_EVERY from `reap_at`, which wakes the loop when it requeues (as the loop's prompt
+    reaper does)."""
     loop = DispatchLoop(runtime)
     loop.dispatcher.rng = random.Random(7)
     try:
         while clock.now() < until:
             wait = loop.step()
+            # The prompt reaper's thread (a parked text's retry time came): let it finish;
+            # if it requeued the text, it woke the loop, which looks again at once.
+            assert loop.wait_for_reaps()
+            if loop._wake.is_set():
+                loop._wake.clear()
+                continue
             with runtime.session_factory() as session:
                 wake = next_wake(session=session, now=clock.now())
             step_at = clock.now() + timedelta(seconds=wait)
