@@ -147,29 +147,41 @@ class DispatchLoop:
     def _reap_when_wanted(self) -> None:
         """The prompt reaper's thread: a pass each time one is wanted; it ends when none
         has been for REAPER_IDLE (the next `reap_parked` starts another)."""
-        while self._reap_wanted.wait(REAPER_IDLE) and not self._stopping.is_set():
+        while True:
+            if not self._reap_wanted.wait(REAPER_IDLE):
+                with self._reaper_lock:  # a pass wanted meanwhile is not lost
+                    if self._reap_wanted.is_set():
+                        continue
+                    self._reaper = None
+                    return
+            if self._stopping.is_set():
+                return
             self._reaping.set()
             self._reap_wanted.clear()
-            started = time.monotonic()
             try:
-                report = tasks.reap(self.runtime, parked_only=True)
-            except Exception as exc:
-                record_failure(
-                    metrics=self.runtime.metrics, job="reap", seconds=time.monotonic() - started
-                )
-                log_failure(log, "prompt reaper pass failed; the reap job settles it", exc=exc)
-                continue
+                self._prompt_reap()
             finally:
                 self._reaping.clear()
-            record_run(
-                metrics=self.runtime.metrics,
-                job="reap",
-                report=report,
-                seconds=time.monotonic() - started,
-                now=self.runtime.clock.now(),
+
+    def _prompt_reap(self) -> None:
+        started = time.monotonic()
+        try:
+            report = tasks.reap(self.runtime, parked_only=True)
+        except Exception as exc:
+            record_failure(
+                metrics=self.runtime.metrics, job="reap", seconds=time.monotonic() - started
             )
-            if report.requeued or report.expired:
-                self.wake()
+            log_failure(log, "prompt reaper pass failed; the reap job settles it", exc=exc)
+            return
+        record_run(
+            metrics=self.runtime.metrics,
+            job="reap",
+            report=report,
+            seconds=time.monotonic() - started,
+            now=self.runtime.clock.now(),
+        )
+        if report.requeued or report.expired:
+            self.wake()
 
     def wait_for_reaps(self, timeout: float = 30.0) -> bool:
         """Block until the prompt reaper has no pass under way or wanted (tests on a fake
@@ -250,7 +262,7 @@ class DispatchLoop:
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
             self._thread = None
-        if self._reaper is not None:
-            self._reaper.join(REAPER_STOP_TIMEOUT)
-            self._reaper = None
+        reaper = self._reaper
+        if reaper is not None:
+            reaper.join(REAPER_STOP_TIMEOUT)  # still asking: it ends after its pass
         self.dispatcher.close()

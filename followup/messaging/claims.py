@@ -40,6 +40,16 @@ def reaper_owner(owner: str) -> str:
     return f"{owner}{REAPER_SUFFIX}"
 
 
+def parked_owner(owner: str) -> str:
+    """The name a dispatcher parks a text for the reaper under (an answer left its outcome
+    unknown): a reaper's (its lease holds up none of the patient's texts), but one no
+    reaper pass takes leases under. Parked under the reap job's own name, a text that job
+    was still asking the provider about (its lease run out meanwhile, another reaper took
+    it, found nothing, and it went again with a 5xx) took the job's late "not found" as
+    its own, and went a third time: the patient got it twice."""
+    return f"{owner}^{REAPER_SUFFIX}"
+
+
 def expire_overdue(*, session: so.Session, now: datetime) -> int:
     """Mark pending texts whose window has closed as expired; return how many.
 

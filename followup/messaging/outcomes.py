@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.db import in_ids, is_postgresql
-from followup.messaging.claims import reaper_owner
+from followup.messaging.claims import parked_owner
 from followup.messaging.events import (
     MESSAGES,
     add_events,
@@ -352,13 +352,13 @@ class Outcomes:
                 f"{r['lease_expires_at'].isoformat()}"
             )
 
-        # Under the reaper's name from now on: nothing of it is under way any more, and a
+        # Under a reaper's name from now on: nothing of it is under way any more, and a
         # dispatcher's lease held to `retry_at` (up to 15 minutes, or a longer Retry-After)
         # kept every other dispatcher from the patient's other texts all that time.
         ours = self.settle(
             unknown,
             events,
-            values={"lease_owner": reaper_owner(self.d.owner)},
+            values={"lease_owner": parked_owner(self.d.owner)},
             kind="outcome-unknown",
             status=SENDING,
             detail=asked_after,
