@@ -133,7 +133,7 @@ def _startup_checks(state: CliState) -> Runtime:
 def worker(state: CliState, metrics_port: int | None, metrics_host: str) -> None:
     """Run the scheduler only (plan, dispatch, reap, purge) until SIGINT or SIGTERM."""
     from followup.ops.exporter import MetricsServer
-    from jobs.scheduler import build_scheduler, install_shutdown
+    from jobs.scheduler import build_jobs, install_shutdown, shut_down
 
     runtime = _startup_checks(state)
     exporter: MetricsServer | None = None
@@ -153,11 +153,11 @@ def worker(state: CliState, metrics_port: int | None, metrics_host: str) -> None
                 f"cannot listen on {metrics_host}:{metrics_port}: {exc.strerror or exc}",
                 param_hint="--metrics-port",
             ) from exc
-    scheduler = build_scheduler(runtime, blocking=True)
+    scheduler, loop = build_jobs(runtime, blocking=True)
 
     def stop() -> None:
         if scheduler.running:
-            scheduler.shutdown(wait=True)  # start() returns once running jobs have finished
+            shut_down(scheduler, loop)  # start() returns once running jobs have finished
         else:
             raise SystemExit(0)  # a signal before start(): nothing is running yet
 
@@ -176,12 +176,23 @@ def worker(state: CliState, metrics_port: int | None, metrics_host: str) -> None
 
 
 def _create_first_admin(runtime: Runtime) -> tuple[str, str] | None:
-    """With no staff accounts yet, create an admin; return its email and one-time password."""
+    """With no staff accounts yet, create an admin; return its email and one-time password.
+    None if there were accounts, or another process starting at the same moment (`serve`
+    replicas enabled together on a fresh database) created the admin first: that process
+    shows its password, and this one starts as it would have a moment later (it exited
+    on the unique e-mail)."""
+    from followup.accounts.models import User
     from followup.accounts.service import ensure_first_admin
 
     with runtime.session_factory() as session:
-        created = ensure_first_admin(session=session, now=runtime.clock.now())
-        session.commit()
+        try:
+            created = ensure_first_admin(session=session, now=runtime.clock.now())
+            session.commit()
+        except sqlalchemy.exc.IntegrityError:
+            session.rollback()
+            if session.scalar(sqlalchemy.select(User.id).limit(1)) is None:
+                raise
+            return None
     if created is None:
         return None
     user, password = created
@@ -203,16 +214,16 @@ def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
     from waitress import create_server
 
     from followup.app import create_app
-    from jobs.scheduler import build_scheduler, install_shutdown
+    from jobs.scheduler import build_jobs, install_shutdown, shut_down
 
     runtime = _startup_checks(state)
     first_admin = _create_first_admin(runtime)
     app = create_app(runtime.settings, runtime=runtime)
     server = create_server(app, host=host, port=port)
-    scheduler = (
-        BackgroundScheduler(timezone="UTC")
+    scheduler, loop = (
+        (BackgroundScheduler(timezone="UTC"), None)
         if no_scheduler
-        else build_scheduler(runtime, blocking=False)
+        else build_jobs(runtime, blocking=False)
     )
 
     def stop() -> NoReturn:
@@ -234,8 +245,7 @@ def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
             )
         server.run()
     finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=True)
+        shut_down(scheduler, loop)
         server.close()
         runtime.engine.dispose()
         click.echo("followup stopped")

@@ -118,14 +118,31 @@ def attach_dispatcher(scheduler: BaseScheduler, runtime: Runtime) -> DispatchLoo
     return loop
 
 
-def build_scheduler(runtime: Runtime, *, blocking: bool) -> BaseScheduler:
+def build_jobs(runtime: Runtime, *, blocking: bool) -> tuple[BaseScheduler, DispatchLoop]:
     """A BlockingScheduler for `followup worker`, a BackgroundScheduler for `serve`; each
-    with the interval jobs and the dispatcher's loop."""
+    with the interval jobs and the dispatcher's loop (returned too, for `shut_down`)."""
     scheduler: BaseScheduler = (
         BlockingScheduler(timezone="UTC") if blocking else BackgroundScheduler(timezone="UTC")
     )
     loop = attach_dispatcher(scheduler, runtime)
-    return add_jobs(scheduler, runtime, loop)
+    return add_jobs(scheduler, runtime, loop), loop
+
+
+def build_scheduler(runtime: Runtime, *, blocking: bool) -> BaseScheduler:
+    """`build_jobs`' scheduler alone."""
+    return build_jobs(runtime, blocking=blocking)[0]
+
+
+def shut_down(scheduler: BaseScheduler, loop: DispatchLoop | None) -> None:
+    """Stop sending first, then wait for the jobs under way. The dispatcher loop hands its
+    claimed texts back and ends once its calls under way have answered; APScheduler stops
+    it only after the jobs under way (a reap pass at a slow provider: minutes), and a
+    worker told to stop kept claiming and sending texts until then, and past systemd's
+    stop timeout."""
+    if loop is not None:
+        loop.stop()
+    if scheduler.running:
+        scheduler.shutdown(wait=True)
 
 
 def install_shutdown(stop: Callable[[], None]) -> None:
