@@ -188,7 +188,9 @@ def _create_first_admin(runtime: Runtime) -> tuple[str, str] | None:
         try:
             created = ensure_first_admin(session=session, now=runtime.clock.now())
             session.commit()
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, ValidationError):
+            # The unique e-mail refused it, or `create_user` found it in use: created
+            # elsewhere since `ensure_first_admin` found no user.
             session.rollback()
             if session.scalar(sqlalchemy.select(User.id).limit(1)) is None:
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -37,6 +38,9 @@ class Runtime:
     # `clock` is pinned (`followup --now`): the dispatcher's leases and hand-over marks stay
     # on `host_clock`, the time every other process judges them by.
     pinned: bool = False
+    # Set when the process is told to stop (`jobs.scheduler.shut_down`): the reaper and the
+    # status poll end between their parts, inside the service manager's stop timeout.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def build_care(settings: Settings) -> CareContext:

@@ -138,8 +138,10 @@ def shut_down(scheduler: BaseScheduler, loop: DispatchLoop | None) -> None:
     claimed texts back and ends once its calls under way have answered; APScheduler stops
     it only after the jobs under way (a reap pass at a slow provider: minutes), and a
     worker told to stop kept claiming and sending texts until then, and past systemd's
-    stop timeout."""
+    stop timeout. The reap and status-poll passes end after the part under way (what is
+    left goes to the next reaper at once, or the next poll)."""
     if loop is not None:
+        loop.runtime.stopping.set()  # the reap and status-poll passes end after their part
         loop.stop()
     if scheduler.running:
         scheduler.shutdown(wait=True)

@@ -92,6 +92,7 @@ def reap(runtime: Runtime, *, parked_only: bool = False) -> ReapReport:
             care=runtime.care,
             clock=runtime.clock,
             parked_only=parked_only,
+            stopping=runtime.stopping.is_set,
         )
     return report
 
@@ -172,6 +173,7 @@ def poll_statuses(runtime: Runtime) -> PollReport:
             now=runtime.clock.now(),
             older_than=timedelta(minutes=runtime.settings.status_poll_after_minutes),
             care=runtime.care,
+            stopping=runtime.stopping.is_set,
         )
     return report
 

@@ -21,6 +21,7 @@ until no stale text is left: it settles all of them, not one batch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,6 +83,7 @@ def reap_stale(
     care: CareContext | None = None,
     clock: Clock | None = None,
     parked_only: bool = False,
+    stopping: Callable[[], bool] | None = None,
 ) -> ReapReport:
     """Settle every text left in `sending` after its lease ran out, without sending twice.
 
@@ -97,7 +99,10 @@ def reap_stale(
     `parked_only`: only texts parked for a reaper whose retry time has come (an answer left
     their outcome unknown), none of a crashed dispatcher's and no closed copies: the
     dispatcher loop's prompt pass at a retry time (jobs.dispatcher), which must not wait
-    behind the texts a crashed worker left.
+    behind the texts a crashed worker left. Once `stopping()` (the process is told to
+    stop), the pass ends after the part under way: the rest of its batch goes back stale
+    at once, for the next reaper (a worker asking a slow provider about a dead worker's
+    texts outlived systemd's stop timeout and was killed mid-pass).
     """
 
     def instant() -> datetime:
@@ -136,6 +141,11 @@ def reap_stale(
             throttled = slow_down(looks.values())
             if throttled is not None:
                 break
+            if stopping is not None and stopping() and taken:
+                _put_off(session, taken, owner=owner, until=instant())
+                session.commit()
+                taken = []
+                break
             # The batch's texts not asked about yet: a whole lease again from now. A batch
             # of 500 at a slow provider's list latency outlasts one lease, and another
             # reaper would take its tail and ask about it again meanwhile.
@@ -147,7 +157,9 @@ def reap_stale(
             report.put_off += len(taken)
             log.warning("reaper throttled by the provider: %d texts asked later", len(taken))
             session.commit()
-    if throttled is None and not parked_only:
+        if stopping is not None and stopping():
+            break
+    if throttled is None and not parked_only and not (stopping is not None and stopping()):
         # Copies closed while at the provider: asked about next pass too.
         reap_closed(
             session=session, transport=transport, now=instant(), owner=owner, lease=lease,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -439,11 +439,13 @@ def poll_stale_statuses(
     older_than: timedelta,
     limit: int = STATUS_POLL_BATCH,
     care: CareContext | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> PollReport:
     """Ask the provider about texts `sent` for longer than `older_than` (a callback was lost).
 
     A text asked about and still `sent` is asked about again `older_than` later (its
-    updated_at marks the last look), until STATUS_POLL_GIVE_UP after it was sent.
+    updated_at marks the last look), until STATUS_POLL_GIVE_UP after it was sent. Ends
+    early once `stopping()` (the process is told to stop): the rest wait for the next poll.
     """
     stale = session.scalars(
         sa.select(Message)
@@ -458,6 +460,8 @@ def poll_stale_statuses(
     ).all()
     report = PollReport(checked=len(stale))
     for message in stale:
+        if stopping is not None and stopping():
+            break
         assert message.provider_sid is not None  # noqa: S101 - the query asked for it
         try:
             found = lookup.fetch_status(message.provider_sid)
