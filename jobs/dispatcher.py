@@ -250,6 +250,7 @@ class DispatchLoop:
             self.dispatcher = self._new_dispatcher()
         self._stopping.clear()
         self._reap_wanted.clear()
+        self.runtime.stopping.clear()  # started again after a stop (`shut_down`)
         self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
         self._thread.start()
 

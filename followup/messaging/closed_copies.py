@@ -67,6 +67,7 @@ def reap_closed(
     report: ReapReport,
     care: CareContext | None,
     instant: Callable[[], datetime] | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> None:
     """Ask the provider about every marked closed copy whose time to ask had come at `now`.
 
@@ -76,14 +77,23 @@ def reap_closed(
     each batch is taken under; asked REAP_PART at a time, the rest of the batch's lease
     renewed after each part. A 429 ends the pass's questions: the rest wait, under this
     reaper's lease, for the Retry-After. `instant` (the clock) stamps each batch's lease
-    and each copy's answer when they happen; without it, `now`."""
+    and each copy's answer when they happen; without it, `now`. Once `stopping()` (the
+    process is told to stop), the pass ends after the part under way, the rest held only
+    until now: the next reaper asks about them."""
 
     def at() -> datetime:
         return max(now, instant()) if instant is not None else now
 
+    def stop() -> bool:
+        return stopping is not None and stopping()
+
     while (
-        taken := _take_closed(session, now=now, at=at(), owner=owner, lease=lease, batch=batch)
-    ) is not None:
+        not stop()
+        and (
+            taken := _take_closed(session, now=now, at=at(), owner=owner, lease=lease, batch=batch)
+        )
+        is not None
+    ):
         while taken:
             part, taken = taken[:REAP_PART], taken[REAP_PART:]
             looks = first_looks(transport, part)
@@ -103,6 +113,9 @@ def reap_closed(
                 log.warning(
                     "reaper throttled by the provider: %d closed copies asked later", len(put_off)
                 )
+                return
+            if stop():
+                _hold(session, taken, owner=owner, until=at())
                 return
             # Those not asked about yet: a whole lease again from now (as reap_stale does).
             taken = _hold(session, taken, owner=owner, until=at() + lease)

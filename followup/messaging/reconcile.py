@@ -159,11 +159,11 @@ def reap_stale(
             session.commit()
         if stopping is not None and stopping():
             break
-    if throttled is None and not parked_only and not (stopping is not None and stopping()):
+    if throttled is None and not parked_only:
         # Copies closed while at the provider: asked about next pass too.
         reap_closed(
             session=session, transport=transport, now=instant(), owner=owner, lease=lease,
-            batch=batch, report=report, care=care, instant=instant,
+            batch=batch, report=report, care=care, instant=instant, stopping=stopping,
         )  # fmt: skip
     # Delivery reports that came before their text was recorded (the dispatcher applies
     # those of its own answers at once; this catches the rest, e.g. texts reconciled here).
