@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,18 +100,28 @@ def test_a_worker_sigtermed_during_a_slow_reap_job_dispatches_nothing_more(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
     try:
         # The reap job's first round (20 s after start) asks Twilio about the dead texts.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             r.method == "GET" and "To" in r.query for r in list(fake.requests)
         ):
-            assert process.poll() is None, process.communicate()[0]
+            assert process.poll() is None, "".join(lines)
             time.sleep(0.05)
         assert time.monotonic() < deadline, "the reap job never asked Twilio"
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
-        time.sleep(1.0)  # the dispatcher's pass under way ends, its claims handed back
+        # The worker has begun stopping (its handler runs on its main thread, which a
+        # loaded machine may schedule late) ...
+        deadline = time.monotonic() + 30
+        while not any("shutting down" in line for line in list(lines)):
+            assert time.monotonic() < deadline, "the worker never handled SIGTERM"
+            time.sleep(0.05)
+        time.sleep(1.0)  # ... and the dispatcher's pass under way ends, claims handed back
         # A nurse enrolls a patient while this worker is stopping.
         with factory() as session:
             [late] = seed(
@@ -132,10 +143,13 @@ def test_a_worker_sigtermed_during_a_slow_reap_job_dispatches_nothing_more(
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:
-            output = process.communicate(timeout=120)[0]
+            process.wait(timeout=120)
         except subprocess.TimeoutExpired:  # pragma: no cover
             process.kill()
-            output = process.communicate()[0]
+            process.wait()
+        reader.join(10)
+        process.stdout.close()
+        output = "".join(lines)
         took = time.monotonic() - stopped_at
         fake.stop()
         engine.dispose()
