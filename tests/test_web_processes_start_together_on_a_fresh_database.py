@@ -104,5 +104,8 @@ def test_web_processes_started_together_on_a_fresh_database_all_start(
         f"{len(crashed)} of {PROCESSES} serve processes started together exited at start-up: "
         f"{crashed}"
     )
-    with engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
+    finally:
+        engine.dispose()  # else its pooled connection is left open for the next test
