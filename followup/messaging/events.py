@@ -36,6 +36,14 @@ CHUNK = 500  # ids per IN list
 # would walk every Message the session holds, on each statement).
 MESSAGES = cast(sa.Table, Message.__table__)
 
+ERROR_TEXT = 500  # characters of a provider's error message kept on the text
+
+# A text not sent after all: its hand-over mark and attempt are taken back.
+UNDO_HANDOVER: dict[str, Any] = {
+    "handed_at": None,
+    "attempts": MESSAGES.c.attempts - 1,
+}
+
 
 # One JSON array of rows, unpacked by the database: on PostgreSQL an element's fields as
 # text (->>), cast by the column; on SQLite as stored. json_each numbers its rows from 0 and

@@ -43,7 +43,7 @@ def test_a_worker_pinned_ahead_does_not_run_the_reaper_at_every_look_for_a_parke
         tz=midday_zone(host.now()),
     )
     # Parked for the reaper by this worker's earlier pass: a 500 a minute ago, retry in 5
-    # minutes (this host's clock, as `Outcomes.record_transient` writes it through `lease_at`).
+    # minutes (this host's clock, as `transient.record_transient` writes it through `lease_at`).
     session.execute(
         sa.update(Message)
         .where(Message.id == text_id)
