@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as Shape
 from zoneinfo import ZoneInfo
 
@@ -272,6 +272,26 @@ def locked_patient(session: so.Session, patient_id: int) -> Patient | None:
     return session.get(
         Patient, patient_id, populate_existing=True, with_for_update={"key_share": True}
     )
+
+
+def locked_procedure(session: so.Session, procedure_id: int) -> Procedure | None:
+    """The procedure as committed now, its row locked until the caller commits (PostgreSQL:
+    FOR NO KEY UPDATE, as its own UPDATE takes; SQLite: the database's write lock, taken by
+    a no-op write first, as SQLite's reads before a transaction's first write lock nothing).
+
+    A change that checks the procedure's status and re-plans its texts from it must read it
+    so: read unlocked, a cancellation or completion committed meanwhile in another request
+    is overwritten (a cancelled procedure completed again and its aftercare sent; a finished
+    one's aftercare cancelled by a reschedule planned from the booking it no longer has)."""
+    if is_postgresql(session):
+        return session.get(
+            Procedure, procedure_id, populate_existing=True, with_for_update={"key_share": True}
+        )
+    table = cast(sa.Table, Procedure.__table__)
+    session.execute(
+        sa.update(table).where(table.c.id == procedure_id).values(planned_at=table.c.planned_at)
+    )
+    return session.get(Procedure, procedure_id, populate_existing=True)
 
 
 def record_opt_out(*, session: so.Session, patient_id: int, now: datetime, reason: str) -> int:

@@ -422,6 +422,13 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
     if is_postgresql(session):
         query = query.with_for_update(of=(Procedure, Patient), skip_locked=True)
     rows = session.execute(query).all()
+    if rows and not is_postgresql(session):
+        # SQLite locks nothing it reads before the transaction's first write: a nurse's
+        # correction committed between this read and the re-plan's write lock would be
+        # re-planned from the times it replaced. Read again under the write lock.
+        table = cast(sa.Table, Procedure.__table__)
+        session.execute(sa.update(table).where(sa.false()).values(planned_at=table.c.planned_at))
+        rows = session.execute(query).all()
     maybe = maybe_at_provider(session, [carrier_id for _, _, carrier_id in rows])
     replanned = 0
     for procedure, patient, carrier_id in rows:

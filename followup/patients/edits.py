@@ -22,7 +22,7 @@ from followup.messaging.models import (
     PENDING,
     Message,
 )
-from followup.messaging.outbox import cancel_pending, record_opt_out
+from followup.messaging.outbox import cancel_pending, locked_procedure, record_opt_out
 from followup.messaging.replan import (
     ProcedureTimes,
     decide_replan,
@@ -57,7 +57,7 @@ def change_completion_time(
     it is cancelled and the texts after it are planned. For a completed one it corrects
     the time.
     """
-    procedure = session.get(Procedure, procedure_id)
+    procedure = locked_procedure(session, procedure_id)
     if procedure is None:
         raise NotFound(f"no procedure {procedure_id}")
     patient = procedure.patient
@@ -183,7 +183,7 @@ def reschedule_procedure(
 
 def cancel_procedure(*, session: so.Session, procedure_id: int, now: datetime, actor: str) -> int:
     """Cancel a procedure and its pending texts; return how many texts were cancelled."""
-    procedure = session.get(Procedure, procedure_id)
+    procedure = locked_procedure(session, procedure_id)
     if procedure is None:
         raise NotFound(f"no procedure {procedure_id}")
     procedure.status = "cancelled"
@@ -206,7 +206,7 @@ def cancel_procedure(*, session: so.Session, procedure_id: int, now: datetime, a
 
 
 def _patient_procedure(session: so.Session, patient_id: int, procedure_id: int) -> Procedure:
-    procedure = session.get(Procedure, procedure_id)
+    procedure = locked_procedure(session, procedure_id)
     if procedure is None or procedure.patient_id != patient_id:
         raise NotFound(f"no procedure {procedure_id} for patient {patient_id}")
     return procedure
