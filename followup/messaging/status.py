@@ -18,6 +18,7 @@ from followup.messaging.errors import OPT_OUT_CODES, RETRIED_CODES, describe_err
 from followup.messaging.events import MESSAGES, add_events, event_row
 from followup.messaging.models import (
     DELIVERED,
+    EXPIRED,
     FAILED,
     PENDING,
     REPLY_START,
@@ -225,8 +226,9 @@ def _retry_reported(
     same error at the create would, while a try fits its window (the error table, README),
     before quiet hours that outlast it too (`last_moment`, with `care`).
     Only from `sent`, the copy reported being the one the text carries: a text delivered,
-    or carrying another copy since, is left to the usual forward move. Returns whether it
-    was requeued (else the caller records the failure: no try fits, or not ours). The
+    or carrying another copy since, is left to the usual forward move. When no try fits,
+    the text expires (the patient got nothing: its introduction goes to the next text).
+    Returns whether it was requeued or expired (else the caller records the report). The
     failed copy is kept (`FailedCopy`): when the reaper asks about a later request of this
     text, or of another with the same words to the same number, it looks past that copy
     (`lookup.find_unrecorded`)."""
@@ -249,17 +251,19 @@ def _retry_reported(
         tz=zone(row.timezone),
         care=care,
     )
-    if retry_at is None:
-        return False
     code = str(error_code)
     why = describe_error_code(error_code) or f"Twilio error {code}"
+    # No try fits: the patient got nothing, as when the create is refused so at its
+    # window's end: expired, not failed, and without the copy, so that the introduction
+    # it carried is given by the next text (`replan_lost_intros`), as it is then.
     moved = session.execute(
         sa.update(MESSAGES)
         .where(table.id == row.id, table.status == SENT, table.provider_sid == row.provider_sid)
         .values(
-            status=PENDING, not_before=retry_at, provider_sid=None, sent_at=None,
-            delivered_at=None, lease_owner=None, lease_expires_at=None, updated_at=now,
-            error_code=code, error_message=why,
+            status=PENDING if retry_at else EXPIRED, not_before=retry_at, provider_sid=None,
+            sent_at=None, delivered_at=None, lease_owner=None, lease_expires_at=None,
+            updated_at=now, error_code=code,
+            error_message=why if retry_at else f"{why}; no retry fits before its expiry",
         )
         .returning(table.id)
     ).first()  # fmt: skip
@@ -268,6 +272,11 @@ def _retry_reported(
     if session.get(FailedCopy, row.provider_sid) is None:  # a copy fails once
         session.add(FailedCopy(provider_sid=row.provider_sid, message_id=row.id, failed_at=now))
         session.flush()
+    if retry_at is None:
+        detail = f"provider status {status}; error {code}; no retry fits before its expiry"
+        add_events(session, [event_row(row.id, now, kind, EXPIRED, detail)])
+        log.warning("message %s reported failed (error %s): expired, no retry fits", row.id, code)
+        return True
     detail = f"provider status {status}; error {code}; retry at {retry_at.isoformat()}"
     add_events(session, [event_row(row.id, now, kind, PENDING, detail)])
     log.warning("message %s reported failed (error %s): retried later", row.id, code)

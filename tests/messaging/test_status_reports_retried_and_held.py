@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging.models import FAILED, PENDING, SENT, HeldStatusReport, Message
+from followup.messaging.models import EXPIRED, PENDING, SENT, HeldStatusReport, Message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.validation import EnrollmentResult
@@ -92,7 +92,7 @@ def test_a_failed_report_with_queue_overflow_30001_is_retried_like_the_error_tab
     assert len(twilio_fake.creates()) == creates_before + 1
 
 
-def test_a_failure_that_passes_reported_when_no_try_fits_the_window_fails_the_text(
+def test_a_failure_that_passes_reported_when_no_try_fits_the_window_expires_the_text(
     enroll: Callable[..., EnrollmentResult],
     session: so.Session,
     twilio_transport: TwilioTransport,
@@ -101,8 +101,9 @@ def test_a_failure_that_passes_reported_when_no_try_fits_the_window_fails_the_te
     care: CareContext,
     clock: FakeClock,
 ) -> None:
-    # Seconds before the window closes, a retry cannot go out in it: the text fails with
-    # the provider's reason, as any failure does (a critical one reaches the nurses).
+    # Seconds before the window closes, a retry cannot go out in it: the patient got
+    # nothing, and the text expires with the provider's reason, as the same refusal at the
+    # create expires it (a critical one reaches the nurses: expired is one of its problems).
     enroll()
     dispatch(session, twilio_transport, care, clock.now())
     text = messages(session)["no-driving"]
@@ -110,7 +111,8 @@ def test_a_failure_that_passes_reported_when_no_try_fits_the_window_fails_the_te
     clock.set(text.expires_at - timedelta(seconds=3))
     assert _status(client, twilio_runtime, text.provider_sid, "failed", 30001) == 200
     text = messages(session)["no-driving"]
-    assert (text.status, text.error_code) == (FAILED, "30001")
+    assert (text.status, text.error_code, text.provider_sid) == (EXPIRED, "30001", None)
+    assert "no retry fits" in (text.error_message or "")
 
 
 # --- 2. held reports: a matched one is applied behind any number of unmatched ones --------
