@@ -34,9 +34,9 @@ class AttentionResolution(Base):
 class UnreachableResolution(Base):
     """A "cannot receive texts" item a nurse handled.
 
-    It covers every permanent failure of the patient's texts up to `message_id` (the
-    newest failure when it was handled), and every later failure to the same number: a
-    landline stays a landline, so the item comes back only for a new number.
+    It covers every permanent failure of the patient's texts that had failed when it was
+    handled (`message_id` is the newest of them), and every later failure to that text's
+    number: a landline stays a landline, so the item comes back only for a new number.
     """
 
     __tablename__ = "unreachable_resolutions"

@@ -325,7 +325,12 @@ def critical_queries(critical_steps: frozenset[str], unhandled_only: bool) -> li
 
 
 def unreachable_covered() -> sa.ColumnElement[bool]:
-    """A failure already covered by a handled "cannot receive texts" item."""
+    """A failure already covered by a handled "cannot receive texts" item: one that had
+    failed when the item was handled (its last change is the failure: a failed text is
+    written no more), or a later one to the number the item was about. Not by id: texts
+    do not fail in the order they were planned (a welcome planned for a lost introduction
+    goes before the procedure's other texts), and a later failure on a new number with a
+    lower id went unseen."""
     covering = so.aliased(Message)
     return (
         sa.select(UnreachableResolution.id)
@@ -333,7 +338,7 @@ def unreachable_covered() -> sa.ColumnElement[bool]:
         .where(
             UnreachableResolution.patient_id == Message.patient_id,
             sa.or_(
-                UnreachableResolution.message_id >= Message.id,
+                Message.updated_at <= UnreachableResolution.handled_at,
                 covering.to_phone == Message.to_phone,
             ),
         )

@@ -204,13 +204,18 @@ def _handle_unreachable(
 ) -> str:
     if session.get(Patient, patient_id) is None:
         raise NotFound(f"no patient {patient_id}")
+    # The newest failure (its number is the one later failures to the same are covered
+    # for): the last to fail, not the highest id (texts do not fail in the order planned).
     newest = session.scalar(
-        sa.select(sa.func.max(Message.id)).where(
+        sa.select(Message.id)
+        .where(
             Message.patient_id == patient_id,
             Message.status.in_(FAILURE_STATUSES),
             Message.error_code.in_(sorted(CANNOT_RECEIVE)),
             ~unreachable_covered(),
         )
+        .order_by(Message.updated_at.desc(), Message.id.desc())
+        .limit(1)
     )
     if newest is None:
         raise ValidationError("item", "was already handled: nothing is open for this patient")
