@@ -230,6 +230,11 @@ def quiet_period_end(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -> date
     if quiet.start > quiet.end and local.time() >= quiet.start:
         end_day += timedelta(days=1)
     end = local_instant(end_day, quiet.end, tz)
+    if end <= instant:
+        # The end falls in the hour the clocks repeat (fall back), and `instant` is in its
+        # second pass: quiet hours end at the end's second occurrence, not "now" (a text
+        # deferred to now was deferred again at every pass, the loop spinning until then).
+        end = datetime.combine(end_day, quiet.end).replace(tzinfo=tz, fold=1).astimezone(UTC)
     # A DST jump can only push the end later; never hand back an earlier instant.
     return max(end, instant.astimezone(UTC))
 
