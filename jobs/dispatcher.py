@@ -36,7 +36,7 @@ ERROR_PAUSE = timedelta(seconds=5)  # after a failed pass (database down), try a
 IDLE_FLOOR = 0.05  # seconds: the next look after a conflict the database rolled back
 STOP_TIMEOUT = 60.0  # seconds a stopping loop waits for the calls in flight
 REAPER_IDLE = 60.0  # seconds the prompt reaper's thread waits for work before it ends
-REAPER_STOP_TIMEOUT = 5.0  # seconds a stopping loop waits for its prompt reaper's pass
+REAPER_STOP_TIMEOUT = 5.0  # seconds a stopping loop waits at least for its prompt reaper
 CLOCK_PAUSE = timedelta(seconds=5)  # how often a paused loop holds the clocks again
 
 
@@ -260,10 +260,15 @@ class DispatchLoop:
         self.dispatcher.request_stop()
         self._wake.set()
         self._reap_wanted.set()  # the prompt reaper's thread ends (after its pass under way)
+        deadline = time.monotonic() + STOP_TIMEOUT
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
             self._thread = None
         reaper = self._reaper
         if reaper is not None:
-            reaper.join(REAPER_STOP_TIMEOUT)  # still asking: it ends after its pass
+            # Still asking: it ends after its part (told by Runtime.stopping), as the reap
+            # job's pass does, which the scheduler waits for. Waited for as long, within the
+            # same stop timeout: a daemon thread cut short at exit wrote none of the answers
+            # it had, and its texts stayed held under its lease for a minute.
+            reaper.join(max(deadline - time.monotonic(), REAPER_STOP_TIMEOUT))
         self.dispatcher.close()

@@ -97,7 +97,10 @@ def reap_closed(
         while taken:
             part, taken = taken[:REAP_PART], taken[REAP_PART:]
             looks = first_looks(transport, part)
-            for row in part:
+            for i, row in enumerate(part):
+                if stop():  # settling one may ask again: what is left goes back stale
+                    taken = part[i:] + taken
+                    break
                 _ask_about_closed(
                     session=session, transport=transport, row=row, first=looks[row.id],
                     now=at(), owner=owner, lease=lease, report=report, care=care,

@@ -102,7 +102,8 @@ def reap_stale(
     behind the texts a crashed worker left. Once `stopping()` (the process is told to
     stop), the pass ends after the part under way: the rest of its batch goes back stale
     at once, for the next reaper (a worker asking a slow provider about a dead worker's
-    texts outlived systemd's stop timeout and was killed mid-pass).
+    texts outlived systemd's stop timeout and was killed mid-pass); within a part, no text
+    is settled once told to stop (settling one may ask the provider again).
     """
 
     def instant() -> datetime:
@@ -126,7 +127,12 @@ def reap_stale(
         while taken:
             part, taken = taken[:REAP_PART], taken[REAP_PART:]
             looks = first_looks(transport, part)
-            for row in part:
+            for i, row in enumerate(part):
+                if stopping is not None and stopping():
+                    # A text's settling may ask again, one text after another (a failed
+                    # copy looked past): told to stop, what is left goes back stale.
+                    taken = part[i:] + taken
+                    break
                 _reconcile(
                     session=session,
                     transport=transport,
