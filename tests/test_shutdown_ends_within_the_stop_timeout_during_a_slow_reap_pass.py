@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -28,9 +28,8 @@ from followup.clock import FakeClock
 from followup.messaging.models import Message
 from followup.messaging.transports.base import SendResult
 from followup.runtime import Runtime
-from jobs.scheduler import build_jobs, shut_down
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import midday_zone, seed
+from tests.messaging.helpers import midday_zone, seconds_to_stop_during_the_reap_job, seed
 
 DEAD = 128  # texts a killed worker left handed over
 LIST_DELAY = 9.0  # seconds Twilio takes to answer each list request (under the timeout)
@@ -72,21 +71,7 @@ def test_shut_down_during_a_slow_reap_pass_ends_within_the_stop_timeout(
     )
     session.commit()
     transport = SlowList()
-    worker = Runtime(**{**runtime.__dict__, "transport": transport})
-    scheduler, loop = build_jobs(worker, blocking=False)
-    scheduler.start()
-    took: float | None = None
-    try:
-        scheduler.modify_job("reap", next_run_time=datetime.now(UTC))  # its round comes
-        assert transport.asked.wait(30), "the reap job never asked Twilio"
-        time.sleep(0.5)
-        started = time.monotonic()
-        shut_down(scheduler, loop)  # SIGTERM
-        took = time.monotonic() - started
-    finally:
-        if scheduler.running:  # pragma: no cover
-            scheduler.shutdown(wait=True)
-        loop.stop()
+    took = seconds_to_stop_during_the_reap_job(runtime, transport)
     assert took < STOP_TIMEOUT, (
         f"shut_down took {took:.0f} s (systemd SIGKILLs the worker after {STOP_TIMEOUT:.0f} s, "
         f"mid-pass): it waits for the reap job's whole pass over {DEAD} texts at a slow "

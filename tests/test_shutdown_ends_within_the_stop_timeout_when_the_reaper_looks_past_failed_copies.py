@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -32,9 +32,8 @@ from followup.clock import FakeClock
 from followup.messaging.models import SENDING, FailedCopy, Message
 from followup.messaging.transports.base import SendResult
 from followup.runtime import Runtime
-from jobs.scheduler import build_jobs, shut_down
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import midday_zone, seed
+from tests.messaging.helpers import midday_zone, seconds_to_stop_during_the_reap_job, seed
 
 RETRIED = 7  # a dead worker's texts, each retried after a 30001 on its first copy
 LIST_DELAY = 9.0  # seconds Twilio takes to answer each list request (under the timeout)
@@ -101,21 +100,7 @@ def test_shut_down_while_the_reaper_looks_past_failed_copies_ends_within_the_sto
         )
     session.commit()
     transport = SlowListWithFailedCopies()
-    worker = Runtime(**{**runtime.__dict__, "transport": transport, "stopping": threading.Event()})
-    scheduler, loop = build_jobs(worker, blocking=False)
-    scheduler.start()
-    took: float | None = None
-    try:
-        scheduler.modify_job("reap", next_run_time=datetime.now(UTC))  # its round comes
-        assert transport.asked.wait(30), "the reap job never asked Twilio"
-        time.sleep(0.5)
-        started = time.monotonic()
-        shut_down(scheduler, loop)  # SIGTERM
-        took = time.monotonic() - started
-    finally:
-        if scheduler.running:  # pragma: no cover
-            scheduler.shutdown(wait=True)
-        loop.stop()
+    took = seconds_to_stop_during_the_reap_job(runtime, transport)
     assert took < STOP_TIMEOUT, (
         f"shut_down took {took:.0f} s (systemd SIGKILLs the worker after {STOP_TIMEOUT:.0f} s, "
         f"mid-pass): told to stop during its part's first questions, the reap pass still "

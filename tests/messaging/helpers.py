@@ -4,6 +4,8 @@ history, and the scenes the race tests start from."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +41,9 @@ from followup.messaging.turns import DispatchPass
 from followup.patients.edits import change_completion_time
 from followup.patients.models import Patient, Procedure
 from followup.patients.validation import EnrollmentResult
+from followup.runtime import Runtime
 from followup.settings import Settings
+from jobs.scheduler import build_jobs, shut_down
 from tests.fakes.transport import ScriptedTransport
 from tests.fakes.twilio_server import FakeTwilio
 
@@ -335,3 +339,23 @@ def listed_then_settled(
         reap_stale(session=other_session, transport=transport, now=later)
         other_session.commit()
         dispatch(session, transport, care, later)
+
+
+def seconds_to_stop_during_the_reap_job(runtime: Runtime, transport: Any) -> float:
+    """Start a worker's jobs on `transport` (whose `asked` Event is set once Twilio is asked),
+    bring the reap job's round, and once that pass is asking, stop as SIGTERM does
+    (`shut_down`): return how long the stop took, in seconds of the real clock."""
+    worker = Runtime(**{**runtime.__dict__, "transport": transport, "stopping": threading.Event()})
+    scheduler, loop = build_jobs(worker, blocking=False)
+    scheduler.start()
+    try:
+        scheduler.modify_job("reap", next_run_time=datetime.now(UTC))  # its round comes
+        assert transport.asked.wait(30), "the reap job never asked Twilio"
+        time.sleep(0.5)
+        started = time.monotonic()
+        shut_down(scheduler, loop)  # SIGTERM
+        return time.monotonic() - started
+    finally:
+        if scheduler.running:  # pragma: no cover
+            scheduler.shutdown(wait=True)
+        loop.stop()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -32,9 +32,8 @@ from followup.messaging.models import CANCELLED, Message
 from followup.messaging.reconcile import reap_stale
 from followup.messaging.transports.base import SendResult
 from followup.runtime import Runtime
-from jobs.scheduler import build_jobs, shut_down
 from tests.fakes.transport import ScriptedTransport
-from tests.messaging.helpers import Enroll, at
+from tests.messaging.helpers import Enroll, at, seconds_to_stop_during_the_reap_job
 
 STOP_TIMEOUT = 60.0  # systemd's TimeoutStopSec for the worker
 
@@ -123,21 +122,7 @@ def test_shut_down_during_a_slow_pass_over_closed_copies_ends_within_the_stop_ti
     closed_while_unknown(session, care, clock, enroll, 128)
     clock.set(clock.now() + LEASE)
     transport = Asked(delay=9.0)
-    worker = Runtime(**{**runtime.__dict__, "transport": transport, "stopping": threading.Event()})
-    scheduler, loop = build_jobs(worker, blocking=False)
-    scheduler.start()
-    took: float | None = None
-    try:
-        scheduler.modify_job("reap", next_run_time=datetime.now(UTC))  # its round comes
-        assert transport.asked.wait(30), "the reap job never asked Twilio"
-        time.sleep(0.5)
-        started = time.monotonic()
-        shut_down(scheduler, loop)  # SIGTERM
-        took = time.monotonic() - started
-    finally:
-        if scheduler.running:  # pragma: no cover
-            scheduler.shutdown(wait=True)
-        loop.stop()
+    took = seconds_to_stop_during_the_reap_job(runtime, transport)
     assert took < STOP_TIMEOUT, (
         f"shut_down took {took:.0f} s (systemd SIGKILLs the worker after {STOP_TIMEOUT:.0f} s, "
         f"mid-pass): the reap job's pass over closed copies went on to ask Twilio about "
