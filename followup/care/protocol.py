@@ -493,9 +493,12 @@ class CareContext:
             "clinic_phone": self.clinic_phone,
             "emergency_number": self.emergency_number,
             "blood_thinner": blood_thinner or "",
+            # Once the procedure is done, the texts before it can no longer come: a booked
+            # patient's first text after it counted them ("about 8 texts", 5 to come).
             "text_count": str(
                 protocol.text_count(
-                    booked=scheduled_at is not None, has_blood_thinner=has_blood_thinner
+                    booked=scheduled_at is not None and completed_at is None,
+                    has_blood_thinner=has_blood_thinner,
                 )
             ),
         }
