@@ -54,6 +54,8 @@ CONDITIONS = frozenset({"blood_thinner"})
 BEFORE = "before"
 AFTER = "after"
 # What the first text a patient receives must carry (carriers' opt-in confirmation).
+# The anchors a text can name, by the placeholder that names them.
+NAMED_BY_TEXT = {"scheduled": "{procedure_time}", "stop": "{stop_date}"}
 INTRO_WORDS = {
     "en": ("HELP", "STOP", "Msg & data rates may apply"),
     "es": ("HELP", "STOP", "Pueden aplicarse tarifas de mensajes y datos"),
@@ -84,6 +86,15 @@ class Step:
     def phase(self) -> str:
         """BEFORE the procedure (timed from the booking) or AFTER it (from completion)."""
         return BEFORE if self.send.anchor in BEFORE_ANCHORS else AFTER
+
+    def names(self, anchor: str) -> bool:
+        """Whether a text of this step names the booked time ("scheduled") or the
+        blood-thinner stop date ("stop"): sent, it is wrong once that moves."""
+        placeholder = NAMED_BY_TEXT.get(anchor)
+        variants = (self.texts, self.texts_blood_thinner or {}, self.texts_first or {})
+        return placeholder is not None and any(
+            placeholder in text for texts in variants for text in texts.values()
+        )
 
     def applies(self, *, has_blood_thinner: bool) -> bool:
         """Tell whether this step's condition holds for a procedure."""

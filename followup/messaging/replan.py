@@ -27,9 +27,11 @@ from followup.db import in_ids, is_postgresql
 from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
 from followup.messaging.models import (
     CANCELLED,
+    DELIVERED,
     EXPIRED,
     PENDING,
     SENDING,
+    SENT,
     Message,
     MessageEvent,
 )
@@ -67,9 +69,11 @@ class ProcedureTimes:
 @dataclass(frozen=True)
 class ReplanDecision:
     """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it,
-    "retime" it (handed over, outcome unknown: new times, same status), or "close" it (a
+    "retime" it (handed over, outcome unknown: new times, same status), "close" it (a
     text before the procedure, handed over, outcome unknown, when the procedure is finished:
-    its window closes now, so it is never sent again)."""
+    its window closes now, so it is never sent again), or "resend" it (a text before the
+    procedure that reached the provider naming the booked time or stop date a reschedule
+    moved: planned again, to go with the new one)."""
 
     step: str
     action: str
@@ -88,12 +92,15 @@ def decide_replan(
     intro_step: str | None = None,
     maybe_reached: Collection[str] = (),
     refused: Collection[str] = (),
+    moved: Collection[str] = (),
 ) -> tuple[list[ReplanDecision], str | None, bool]:
     """Decide, writing nothing, how a procedure's texts follow its status and times.
 
     `intro_step` is the text chosen to introduce the program (HELP, STOP, the rates);
     `maybe_reached` the steps closed (cancelled, expired) whose last request's outcome came
-    back unknown after their closing: the patient may have them. Returns the decisions in
+    back unknown after their closing: the patient may have them. `moved`: the anchors a
+    reschedule changed ("scheduled", "stop"); a text before the procedure the provider took
+    that names one of them is sent again with the new value. Returns the decisions in
     protocol order, the step that should introduce the program, and whether that choice is
     to be written (False while the text chosen before carries it).
     """
@@ -188,6 +195,24 @@ def decide_replan(
         if message is not None and _outcome_open(message):
             decisions.append(ReplanDecision(step.key, "retime", planned=planned_text))
             continue
+        if (
+            message is not None
+            and not finished
+            and step.phase == BEFORE
+            and message.status in (SENT, DELIVERED)
+            and message.provider_sid is not None
+            and planned_text.status == PENDING
+            and any(step.names(anchor) for anchor in moved)
+        ):
+            # The patient has it with the old date or time (the stop date they were texted
+            # is the only one they know): it goes again, with the new one.
+            reason = "sent with the old " + (
+                "stop date" if "stop" in moved and step.names("stop") else "booked time"
+            )
+            decisions.append(
+                ReplanDecision(step.key, "resend", planned=planned_text, reason=reason)
+            )
+            continue
         # The welcome chosen as the intro comes back if closed without reaching the
         # patient (cancelled at completion or by an opt-out, expired after Twilio did not
         # have it); never one Twilio took or may have.
@@ -239,14 +264,22 @@ def _unsent_retry(message: Message) -> bool:
 
 
 def replan_procedure(
-    *, session: so.Session, procedure: Procedure, patient: Patient, care: CareContext, now: datetime
+    *,
+    session: so.Session,
+    procedure: Procedure,
+    patient: Patient,
+    care: CareContext,
+    now: datetime,
+    moved: Collection[str] = (),
 ) -> list[Message]:
     """Bring a procedure's unsent texts in line with its current status, times and details.
 
     A booked procedure keeps the welcome and the steps before it; a completed one the steps
     after it: what is left of the steps before it is cancelled ("procedure finished").
-    Texts the provider accepted (or may have), and texts cancelled on purpose, are left alone;
-    one refused for now (a transient error, waiting for its retry) follows the new times.
+    Texts the provider accepted (or may have), and texts cancelled on purpose, are left alone,
+    but for those before the procedure naming a booked time or stop date a reschedule moved
+    (`moved`): they go again with the new one. One refused for now (a transient error,
+    waiting for its retry) follows the new times.
     Returns the procedure's texts after the change, in due order.
     """
     existing = procedure_messages(session=session, procedure_id=procedure.id, lock=True)
@@ -266,6 +299,7 @@ def replan_procedure(
         intro_step=procedure.intro_step,
         maybe_reached=maybe_reached,
         refused=refused,
+        moved=moved,
     )
     if write_intro and intro_key is not None:
         # With no text left to carry it, the intro's text stays as chosen (not carried): a
@@ -312,6 +346,10 @@ def replan_procedure(
                 )
             )  # fmt: skip
             continue
+        if decision.action == "resend" and message is not None and decision.planned is not None:
+            if receiving:
+                _resend(message, decision.planned, decision.reason or "", now, events)
+            continue
         if decision.action != "plan" or decision.planned is None or not receiving:
             continue
         planned_text = decision.planned
@@ -348,6 +386,32 @@ def replan_procedure(
     procedure.planned_at = now if receiving else None
     add_events(session, events)
     return sorted(existing.values(), key=lambda m: m.due_at)
+
+
+def _resend(
+    message: Message,
+    planned: PlannedText,
+    reason: str,
+    now: datetime,
+    events: list[dict[str, Any]],
+) -> None:
+    """A text the provider took, planned again as a new one (a reschedule moved what it
+    names). Its copy at the provider is in its history (the "sent" event with its SID); a
+    late report about that copy finds no text and is dropped, and the reaper, asking about
+    the new request, looks only at copies created since it (with other words, too)."""
+    old_sid = message.provider_sid
+    message.status = planned.status
+    message.due_at, message.expires_at = planned.due_at, planned.expires_at
+    message.attempts = 0
+    message.not_before = message.handed_at = message.claimed_at = None
+    message.lease_owner = message.lease_expires_at = None
+    message.provider_sid = message.sent_at = message.delivered_at = None
+    message.body = message.to_phone = None
+    message.segments = None
+    message.error_code = message.error_message = None
+    message.updated_at = now
+    detail = f"{reason} (sid {old_sid}): planned again with the new one"
+    events.append(event_row(message.id, now, "replanned", planned.status, detail[:500]))
 
 
 def procedure_messages(

@@ -163,10 +163,11 @@ def reschedule_procedure(
         procedure, scheduled_at, stop_blood_thinner_on, zone(patient.timezone), now
     )
     previous = procedure.scheduled_at
+    moved = _moved(procedure, value, stop_on)
     procedure.scheduled_at = value
     procedure.stop_blood_thinner_on = stop_on
     messages = replan_procedure(
-        session=session, procedure=procedure, patient=patient, care=care, now=now
+        session=session, procedure=procedure, patient=patient, care=care, now=now, moved=moved
     )
     record_audit(
         session=session,
@@ -179,6 +180,16 @@ def reschedule_procedure(
         + (f"; stop blood thinner on {stop_on.isoformat()}" if stop_on else ""),
     )
     return messages
+
+
+def _moved(procedure: Procedure, scheduled_at: datetime, stop_on: date | None) -> set[str]:
+    """The anchors a reschedule changes: the booked time, the blood-thinner stop date."""
+    moved = set()
+    if procedure.scheduled_at != scheduled_at:
+        moved.add("scheduled")
+    if procedure.stop_blood_thinner_on != stop_on:
+        moved.add("stop")
+    return moved
 
 
 def cancel_procedure(*, session: so.Session, procedure_id: int, now: datetime, actor: str) -> int:
@@ -263,6 +274,9 @@ def _change_rows(
         intro_step=procedure.intro_step,
         maybe_reached=maybe_reached,
         refused=refused,
+        moved=_moved(procedure, times.scheduled_at, times.stop_blood_thinner_on)
+        if times.scheduled_at is not None and procedure.status == "scheduled"
+        else (),
     )
     rows = []
     for decision in decisions:
@@ -274,6 +288,14 @@ def _change_rows(
         elif decision.action == "close":
             note = "being sent now; if it does not reach the patient, it is not sent again"
             rows.append(CompletionRow(label, now_at, "-", f"{note}: {decision.reason}"))
+        elif decision.action == "resend" and decision.planned is not None:
+            note = (
+                f"{decision.reason}: sent again with the new one"
+                if receiving
+                else f"{decision.reason}: not sent again (the patient cannot receive texts)"
+            )
+            new_at = short_local(decision.planned.due_at, tz) if receiving else now_at
+            rows.append(CompletionRow(label, now_at, new_at, note))
         elif decision.action == "retime" and decision.planned is not None:
             planned = decision.planned
             note = "being sent now; if it does not reach the patient, " + (
