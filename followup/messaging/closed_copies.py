@@ -21,7 +21,13 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.db import is_postgresql
-from followup.messaging.events import MESSAGES, NOT_AT_PROVIDER, add_events, event_row
+from followup.messaging.events import (
+    FOUND_AT_PROVIDER,
+    MESSAGES,
+    NOT_AT_PROVIDER,
+    add_events,
+    event_row,
+)
 from followup.messaging.lookup import (
     REAP_PART,
     RECONCILE_SLACK,
@@ -268,7 +274,7 @@ def _ask_about_closed(
                 guarded(session, [{"id": row.id}], mine, {"lease_expires_at": now + lease})
                 report.errors += 1
             if ours:
-                detail = f"found at provider though {row.status}: sid {found.provider_sid}"
+                detail = f"{FOUND_AT_PROVIDER} though {row.status}: sid {found.provider_sid}"
                 add_events(session, [event_row(row.id, now, "reconciled", SENT, detail)])
                 report.reconciled += 1
                 log.warning("message %s: a closed copy was found at the provider", row.id)

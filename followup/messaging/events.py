@@ -469,6 +469,7 @@ def _planned_events(postgres: bool) -> sa.TextClause:
 # How the reaper's event details begin when the provider does not have a text it asked
 # about: what re-planning reads as "that request did not reach the patient".
 NOT_AT_PROVIDER = "not at provider"
+FOUND_AT_PROVIDER = "found at provider"  # the reaper found the request's copy and recorded it
 
 
 def event_row(

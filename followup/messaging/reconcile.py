@@ -34,6 +34,7 @@ from followup.db import is_postgresql
 from followup.messaging.claims import LEASE, REAPER_SUFFIX, reaper_owner, renew_statement
 from followup.messaging.closed_copies import reap_closed
 from followup.messaging.events import (
+    FOUND_AT_PROVIDER,
     MESSAGES,
     NOT_AT_PROVIDER,
     add_events,
@@ -339,7 +340,7 @@ def _reconcile(
                             now,
                             "reconciled",
                             SENT,
-                            f"found at provider: sid {found.provider_sid}",
+                            f"{FOUND_AT_PROVIDER}: sid {found.provider_sid}",
                         )
                     ],
                 )

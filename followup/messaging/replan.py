@@ -24,7 +24,12 @@ from followup.care.planner import PlannedText, choose_intro
 from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import zone
 from followup.db import in_ids, is_postgresql
-from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
+from followup.messaging.events import (
+    FOUND_AT_PROVIDER,
+    NOT_AT_PROVIDER,
+    add_events,
+    event_row,
+)
 from followup.messaging.models import (
     CANCELLED,
     DELIVERED,
@@ -545,8 +550,10 @@ def request_facts(session: so.Session, existing: dict[str, Message]) -> tuple[se
 
 def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
     """Those of `ids` a request of which may have reached the provider: an unknown outcome
-    that no later answer of the reaper's (NOT_AT_PROVIDER) settled. A newer hand-over's
-    refusal, a cancellation or an expiry says nothing of an older request."""
+    that no later answer of the reaper's settled (NOT_AT_PROVIDER; or FOUND_AT_PROVIDER: the
+    copy was recorded, and what became of it is known by its SID, or `failed_copies` once a
+    30001 expired the text without it). A newer hand-over's refusal, a cancellation or an
+    expiry says nothing of an older request."""
     if not ids:
         return set()
     maybe: dict[int, bool] = {}
@@ -554,12 +561,14 @@ def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
         sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
         .where(
             in_ids(session, MessageEvent.message_id, ids),
-            MessageEvent.kind.in_(("requeued", "expired", "checked", "outcome-unknown")),
+            MessageEvent.kind.in_(
+                ("requeued", "expired", "checked", "outcome-unknown", "reconciled")
+            ),
         )
         .order_by(MessageEvent.id)
     ):
         if kind == "outcome-unknown":
             maybe[message_id] = True
-        elif (detail or "").startswith(NOT_AT_PROVIDER):
+        elif (detail or "").startswith((NOT_AT_PROVIDER, FOUND_AT_PROVIDER)):
             maybe[message_id] = False
     return {message_id for message_id, value in maybe.items() if value}
