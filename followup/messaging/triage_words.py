@@ -225,12 +225,13 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "severe pain",
         {
             "en": (
-                "severe pain", "pain ~ severe", "unbearable", "excruciating", "worst pain",
-                "terrible pain", "pain ~ terrible", "agony",
+                # "~": "severe back pain", "terrible leg pain" (a spine patient's words)
+                "severe ~ pain", "pain ~ severe", "unbearable", "excruciating", "worst ~ pain",
+                "terrible ~ pain", "horrible ~ pain", "pain ~ terrible", "agony",
             ),
             "es": (
                 "dolor ~ insoportable", "insoportable", "dolor ~ fuerte", "mucho dolor",
-                "dolor terrible", "dolor horrible",
+                "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte",
             ),
         },
     ),
