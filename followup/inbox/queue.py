@@ -47,9 +47,10 @@ from followup.messaging.models import (
     UNDELIVERED,
     InboundMessage,
     Message,
+    MessageEvent,
 )
+from followup.messaging.outbox import OPTED_OUT
 from followup.messaging.retries import HANDOVER_MARGIN
-from followup.patients.models import Patient
 
 REPLY = "reply"
 TEXT = "text"
@@ -288,16 +289,31 @@ def handled_as_it_is() -> sa.Exists:
     )
 
 
+def cancelled_by_an_opt_out() -> sa.ColumnElement[bool]:
+    """The text's last cancellation was an opt-out's (its event names it): why it was not
+    sent, whatever the patient has said since. Read from the patient's opt-out now, a
+    restart cancelled by STOP left the queue unhandled when the patient texted START after
+    its window had closed (it stays cancelled: never sent), and one cancelled with its
+    procedure came in as "opted out before it" once the patient texted STOP."""
+    cancel = so.aliased(MessageEvent)
+    last = (
+        sa.select(sa.func.max(cancel.id))
+        .where(cancel.message_id == Message.id, cancel.kind == "cancelled")
+        .correlate(Message)
+        .scalar_subquery()
+    )
+    return sa.exists().where(MessageEvent.id == last, MessageEvent.detail.contains(OPTED_OUT))
+
+
 def critical_problem(critical_steps: frozenset[str]) -> sa.ColumnElement[bool]:
     """A critical text a person must follow up, handled or not, as one condition on a text
     (the send log's filter); `critical_queries` finds the same texts by index, a query per
     status."""
-    opted_out = sa.select(Patient.id).where(Patient.opted_out_at.is_not(None))
     return sa.and_(
         Message.step.in_(sorted(critical_steps)),
         sa.or_(
             Message.status.in_(CRITICAL_PROBLEM_STATUSES),
-            sa.and_(Message.status == CANCELLED, Message.patient_id.in_(opted_out)),
+            sa.and_(Message.status == CANCELLED, cancelled_by_an_opt_out()),
         ),
     )
 
@@ -313,12 +329,8 @@ def critical_queries(critical_steps: frozenset[str], unhandled_only: bool) -> li
         for status in CRITICAL_PROBLEM_STATUSES
     ]
     queries.append(
-        sa.select(Message.id, Message.updated_at)
-        .join(Patient, Patient.id == Message.patient_id)
-        .where(
-            Message.step.in_(steps),
-            Message.status == CANCELLED,
-            Patient.opted_out_at.is_not(None),
+        sa.select(Message.id, Message.updated_at).where(
+            Message.step.in_(steps), Message.status == CANCELLED, cancelled_by_an_opt_out()
         )
     )
     return [q.where(~handled) for q in queries] if unhandled_only else queries

@@ -64,7 +64,10 @@ def test_queue_lists_urgent_first_then_oldest_first_with_every_kind(
         .values(status="expired", updated_at=NOW + timedelta(minutes=1))
     )
     record_opt_out(
-        session=session, patient_id=bo.patient.id, now=NOW + timedelta(minutes=2), reason="STOP"
+        session=session,
+        patient_id=bo.patient.id,
+        now=NOW + timedelta(minutes=2),
+        reason=f"STOP: {OPTED_OUT}",
     )
     session.commit()
     question = reply(session, patient_id=ada.patient.id, sid="SM1", at=NOW + timedelta(minutes=3))
