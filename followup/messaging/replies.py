@@ -316,6 +316,13 @@ def record_inbound(
         if stored is None:
             raise
         return InboundResult(stored, duplicate=True, reply=_stored_answer(session, stored, care))
+    if answer_kind == ANSWER_READING and patient_id is not None:
+        # Two questions a second apart: each request read "not answered lately" before the
+        # other's reply was stored. Decided again under the patient's row lock (SQLite: the
+        # write lock the flush took), the later one sees the first's and stays unanswered.
+        locked_patient(session, patient_id)
+        if _answered_lately(session, patient_id, from_phone, now, other_than=inbound.id):
+            inbound.answer_kind = inbound.answer_body = answer = answer_kind = None
     if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, patients):
         # Changes nothing, and confirms nothing (our own Spanish opt-out answer).
         log.info("inbound %s: a later reply of the patient's came first; kept", inbound.id)
@@ -387,21 +394,31 @@ def _answer_kind(
         return ANSWER_URGENT
     if classified.triage == TRIAGE_RECORDED:
         return ANSWER_PAIN
+    return None if _answered_lately(session, patient_id, from_phone, now) else ANSWER_READING
+
+
+def _answered_lately(
+    session: so.Session,
+    patient_id: int | None,
+    from_phone: str,
+    now: datetime,
+    other_than: int | None = None,
+) -> bool:
+    """Whether the sender got the reading answer within READING_ANSWER_EVERY (a reply of
+    theirs other than `other_than` carries it)."""
     sender = (
         InboundMessage.patient_id == patient_id
         if patient_id is not None
         else InboundMessage.from_phone == from_phone[:32]
     )
-    answered_lately = session.scalar(
-        sa.select(InboundMessage.id)
-        .where(
-            sender,
-            InboundMessage.answer_kind == ANSWER_READING,
-            InboundMessage.received_at > now - READING_ANSWER_EVERY,
-        )
-        .limit(1)
+    query = sa.select(InboundMessage.id).where(
+        sender,
+        InboundMessage.answer_kind == ANSWER_READING,
+        InboundMessage.received_at > now - READING_ANSWER_EVERY,
     )
-    return ANSWER_READING if answered_lately is None else None
+    if other_than is not None:
+        query = query.where(InboundMessage.id != other_than)
+    return session.scalar(query.limit(1)) is not None
 
 
 def _answer_text(
