@@ -33,6 +33,7 @@ One enrollment per Procedure, with its subject Patient:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -415,22 +416,57 @@ def _consent_problem(consent: Consent, ref: str, now: datetime) -> str | None:
         return f"the SMS Consent ({ref}) denies texts"
     period = provision.period if provision is not None else None
     if period is not None:
-        if period.end is not None and _instant(period.end, end=True) < now:
+        bounds: dict[str, datetime] = {}
+        for name, value in (("end", period.end), ("start", period.start)):
+            if value is None:
+                continue
+            instant = _instant(value, end=name == "end")
+            if instant is None:
+                return (
+                    f"the SMS Consent ({ref}) provision.period.{name} {str(value)!r} is not a "
+                    "FHIR dateTime (YYYY, YYYY-MM, YYYY-MM-DD or a time with its offset)"
+                )
+            bounds[name] = instant
+        if "end" in bounds and bounds["end"] < now:
             return f"the SMS Consent ({ref}) ended {period.end}"
-        if period.start is not None and _instant(period.start, end=False) > now:
+        if "start" in bounds and bounds["start"] > now:
             return f"the SMS Consent ({ref}) starts {period.start}"
     return None
 
 
-def _instant(value: Any, *, end: bool) -> datetime:
-    """A FHIR dateTime as an instant (a bare date counts whole: from its start, or for an
-    end until the next day, in UTC)."""
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?")
+
+
+def _instant(value: Any, *, end: bool) -> datetime | None:
+    """A FHIR dateTime as an instant, or None when it is not one. A partial one (a year,
+    a year and month, a date) counts whole, in UTC: from its start, or for an end until
+    the start of the next year, month or day."""
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, date):
+        if end and value == date.max:
+            return datetime.max.replace(tzinfo=UTC)
         day = date.fromordinal(value.toordinal() + (1 if end else 0))
         return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    text = str(value).strip()
+    partial = _PARTIAL_DATE.fullmatch(text)
+    if partial is not None:
+        year, month = int(partial[1]), int(partial[2] or 1)
+        if not 1 <= year <= 9999 or not 1 <= month <= 12:
+            return None
+        if end and partial[2] is None:
+            year += 1
+        elif end:
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        if year > 9999:  # the end of 9999: in effect for as long as anything is
+            return datetime.max.replace(tzinfo=UTC)
+        return datetime(year, month, 1, tzinfo=UTC)
+    try:
+        if len(text) == len("YYYY-MM-DD"):
+            return _instant(date.fromisoformat(text), end=end)
+        return _instant(datetime.fromisoformat(text), end=end)
+    except ValueError:
+        return None
 
 
 def _procedure_item(resource: _Resource, patient: _PatientFacts) -> ImportItem:
