@@ -20,11 +20,11 @@ One enrollment per Procedure, with its subject Patient:
 - `Procedure.identifier[0].value` (else `Procedure/<id>`) is the external id that makes a
   second import of the same file add nothing.
 - Patient: `name` (official, else usual, else the first) given and family; the mobile is
-  the `telecom` with system `phone` (or `sms`) and use `mobile` (lowest rank first); the
-  language is the `communication` marked preferred (else the first), by its BCP 47 code's
-  language (`es-MX` is `es`; none given: English); the time zone is the core extension
-  TIMEZONE_URL (valueCode, IANA), else DEFAULT_TIMEZONE. A patient recorded deceased is
-  refused.
+  the `telecom` with system `phone` (or `sms`) and use `mobile` in use now (its `period`,
+  if any, includes now), lowest rank first; the language is the `communication` marked
+  preferred (else the first), by its BCP 47 code's language (`es-MX` is `es`; none given:
+  English); the time zone is the core extension TIMEZONE_URL (valueCode, IANA), else
+  DEFAULT_TIMEZONE. A patient recorded deceased is refused.
 - Consent: each patient needs an `active` Consent whose `patient` is them, with category
   coding SMS_CONSENT_SYSTEM|sms and `provision.type` permit (or no provision type),
   in effect now (`provision.period`). An active SMS Consent that denies refuses the patient.
@@ -285,7 +285,7 @@ def _items(collected: _Collected, *, default_timezone: str, now: datetime) -> li
                 )
             )
             continue
-        patient_facts = _patient_facts(resource, keys, consents, default_timezone)
+        patient_facts = _patient_facts(resource, keys, consents, default_timezone, now)
         for key in keys:
             facts[key] = patient_facts
     with_procedure: set[int] = set()
@@ -321,6 +321,7 @@ def _patient_facts(
     keys: set[str],
     consents: dict[str, list[str | None]],
     default_timezone: str,
+    now: datetime,
 ) -> _PatientFacts:
     patient = resource.model
     assert isinstance(patient, Patient)  # noqa: S101 - sorted by resourceType
@@ -340,7 +341,7 @@ def _patient_facts(
         resource=resource,
         first=first,
         last=last,
-        phone=_mobile(patient),
+        phone=_mobile(patient, now),
         language=_language(patient),
         timezone=_extension_code(patient, TIMEZONE_URL) or default_timezone,
         deceased=bool(patient.deceasedBoolean) or patient.deceasedDateTime is not None,
@@ -357,14 +358,32 @@ def _name(patient: Patient) -> tuple[str, str]:
     return " ".join(str(given) for given in name.given or []), str(name.family or "")
 
 
-def _mobile(patient: Patient) -> str:
-    mobiles = [
+def _mobiles(patient: Any) -> list[Any]:
+    """The patient's mobile ContactPoints with a number, whatever their period."""
+    return [
         point
-        for point in patient.telecom or []
+        for point in getattr(patient, "telecom", None) or []
         if point.system in ("phone", "sms") and point.use == "mobile" and point.value
     ]
+
+
+def _mobile(patient: Patient, now: datetime) -> str:
+    """The mobile to text: of those in use now (their `period`, if any, includes `now`),
+    the lowest rank. A number the patient gave up is never used, whatever its rank."""
+    mobiles = [point for point in _mobiles(patient) if _in_use(point.period, now)]
     mobiles.sort(key=lambda point: point.rank if point.rank is not None else 1_000_000)
     return str(mobiles[0].value) if mobiles else ""
+
+
+def _in_use(period: Any, now: datetime) -> bool:
+    """Whether a FHIR Period (None: always) includes `now`; an unreadable bound does not."""
+    if period is None:
+        return True
+    start = _instant(period.start, end=False) if period.start is not None else None
+    end = _instant(period.end, end=True) if period.end is not None else None
+    if (period.start is not None and start is None) or (period.end is not None and end is None):
+        return False
+    return (start is None or start <= now) and (end is None or now <= end)
 
 
 def _language(patient: Patient) -> str:
@@ -499,7 +518,11 @@ def _procedure_item(resource: _Resource, patient: _PatientFacts) -> ImportItem:
     if patient.consent_problem is not None:
         errors["consent"] = patient.consent_problem
     if not patient.phone:
-        errors["phone"] = "has no mobile number (system phone, use mobile)"
+        errors["phone"] = (
+            "has no mobile number in use now (each one's period has ended or not begun)"
+            if _mobiles(patient.resource.model)
+            else "has no mobile number (system phone, use mobile)"
+        )
     form = EnrollmentForm(
         first_name=patient.first,
         last_name=patient.last,
