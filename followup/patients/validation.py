@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -281,8 +282,7 @@ def validate_enrollment(
     )
     if not form.consent:
         errors["consent"] = "the patient must agree to receive texts"
-    if len((form.external_id or "").strip()) > MAX_EXTERNAL_ID_LENGTH:
-        errors["external_id"] = f"is longer than {MAX_EXTERNAL_ID_LENGTH} characters"
+    check("external_id", lambda: _parse_external_id(form.external_id))
     if errors:
         raise InvalidEnrollment(errors, choices)
     assert first is not None and last is not None and phone is not None  # noqa: S101
@@ -304,13 +304,32 @@ def validate_enrollment(
     )
 
 
+def refuse_control_characters(value: str, *, field: str) -> str:
+    """Return `value`, or raise ValidationError(field) when it holds a control character
+    (Unicode category Cc: NUL, tab, line breaks, ...): free text is one line of print.
+
+    A damaged export or a cell pasted from a binary field carries them; PostgreSQL refuses
+    a NUL in text (the whole INSERT fails) and SQLite would store it in the record."""
+    bad = next((char for char in value if unicodedata.category(char) == "Cc"), None)
+    if bad is not None:
+        raise ValidationError(field, f"contains a control character (U+{ord(bad):04X}); retype it")
+    return value
+
+
 def _parse_name(raw: str, field: str) -> str:
     value = (raw or "").strip()
     if not value:
         raise ValidationError(field, "is required")
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationError(field, f"is longer than {MAX_NAME_LENGTH} characters")
-    return value
+    return refuse_control_characters(value, field=field)
+
+
+def _parse_external_id(raw: str | None) -> str | None:
+    value = (raw or "").strip()
+    if len(value) > MAX_EXTERNAL_ID_LENGTH:
+        raise ValidationError("external_id", f"is longer than {MAX_EXTERNAL_ID_LENGTH} characters")
+    return refuse_control_characters(value, field="external_id") or None
 
 
 def _parse_kind(raw: str, care: CareContext) -> str:
@@ -395,7 +414,7 @@ def means_none(name: str) -> bool:
 
 def parse_blood_thinner(raw: str | None, *, takes: bool) -> str | None:
     """Check the blood thinner's name against the yes/no answer; return it (None on no)."""
-    name = " ".join((raw or "").split())
+    name = refuse_control_characters(" ".join((raw or "").split()), field="blood_thinner")
     if not takes:
         if name and not means_none(name):
             raise ValidationError(

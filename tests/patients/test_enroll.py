@@ -79,6 +79,10 @@ def test_enrollment_saves_patient_procedure_plan_and_audit(
         ({"blood_thinner": "Xarelto™"}, "blood_thinner", "cannot carry"),
         ({"consent": False}, "consent", "must agree"),
         ({"first_name": "  "}, "first_name", "is required"),
+        ({"first_name": "A\x00da"}, "first_name", "control character (U+0000)"),
+        ({"last_name": "Mor\teno"}, "last_name", "control character (U+0009)"),
+        ({"blood_thinner": "Eli\x1bquis"}, "blood_thinner", "control character (U+001B)"),
+        ({"external_id": "CASE\x00-1"}, "external_id", "control character (U+0000)"),
     ],
 )
 def test_bad_enrollment_names_the_field_and_writes_nothing(
