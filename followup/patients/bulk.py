@@ -26,6 +26,7 @@ from followup.patients.service import (
     OPTED_OUT_PHONE,
     SAME_PHONE_AND_TIME,
     Stored,
+    lock_phones,
     patient_values,
     preview_enrollment,
     procedure_values,
@@ -115,6 +116,8 @@ def enroll_bulk(
             outcomes[index] = BulkOutcome(REFUSED, dict(row.format_errors))
             continue
         accepted.append((index, enrollment))
+    if not dry_run:  # a check-only import writes nothing: it waits for nobody
+        lock_phones(session=session, phones=[enrollment.phone for _, enrollment in accepted])
     stored = stored_for(session, [enrollment for _, enrollment in accepted])
     to_write: list[tuple[int, Enrollment]] = []
     for index, enrollment in accepted:

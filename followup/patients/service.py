@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -13,6 +15,7 @@ import sqlalchemy.orm as so
 from followup.audit.service import record_audit
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
+from followup.db import is_postgresql
 from followup.errors import ValidationError
 from followup.messaging.models import (
     Message,
@@ -69,6 +72,9 @@ def enroll_patient(
     the texts before it (its post-procedure texts come with `complete_procedure`).
     """
     enrollment = validate_enrollment(form=form, care=care, region=region, now=now)
+    # Held until the caller commits: an import or another nurse enrolling the same phone
+    # at the same moment waits, then finds this enrollment (a preview takes no lock).
+    lock_phones(session=session, phones=[enrollment.phone])
     refuse_duplicates(session=session, enrollment=enrollment)
     patient = Patient(**patient_values(enrollment, now=now, actor=actor))
     session.add(patient)
@@ -153,6 +159,44 @@ class Stored:
 
 
 LOOKUP_BATCH = 1000  # values per IN (...) list
+
+# The advisory locks' class (their first key): "an enrollment is checking and writing this
+# phone" (messaging.claims holds 0x46550001).
+PHONE_ENROLLMENT_LOCK = 0x46550002
+
+
+def _phone_lock_key(phone: str) -> int:
+    """A stable 32-bit key for an E.164 phone (the same in every process and release); two
+    phones sharing one only wait for each other."""
+    digest = hashlib.blake2b(phone.encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_phones(*, session: so.Session, phones: Iterable[str]) -> None:
+    """Serialize enrollments of these phones until the transaction ends; call it before
+    the duplicate check (`stored_for`), so the check sees any enrollment of the same phone
+    another request is writing, committed, instead of both inserting the same patient.
+
+    PostgreSQL: a transaction-level advisory lock per phone, taken in key order so that
+    two imports of overlapping files cannot deadlock. SQLite: the database's write lock,
+    taken by a no-op UPDATE, as pysqlite begins a transaction only at its first write and
+    the reads before it lock nothing (one writer at a time: every phone at once)."""
+    keys = sorted({_phone_lock_key(phone) for phone in phones})
+    if not keys:
+        return
+    if is_postgresql(session):
+        # unnest yields the sorted keys in order, so they are locked in that order.
+        session.execute(
+            sa.text(
+                "SELECT pg_advisory_xact_lock(:lock_class, k)"
+                " FROM unnest(CAST(:keys AS integer[])) AS k"
+            ),
+            {"keys": keys, "lock_class": PHONE_ENROLLMENT_LOCK},
+        )
+        return
+    # SQLite takes its write lock for any UPDATE, whether or not a row matches.
+    table = cast(sa.Table, Patient.__table__)
+    session.execute(sa.update(table).where(sa.false()).values(phone=table.c.phone))
 
 
 def stored_for(session: so.Session, enrollments: Sequence[Enrollment]) -> Stored:
