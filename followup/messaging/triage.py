@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -137,14 +137,20 @@ def _one_edit_apart(a: str, b: str) -> bool:
     return False
 
 
-def match_at(pattern: Pattern, words: Sequence[str], start: int) -> int | None:
-    """Match `pattern` at words[start]; return the index after the match, or None."""
+def match_at(
+    pattern: Pattern, words: Sequence[str], start: int, unskipped: Collection[str] = ()
+) -> int | None:
+    """Match `pattern` at words[start]; return the index after the match, or None. A gap
+    ("~") never skips a word of `unskipped` (a warning sign's negations: "pain not
+    severe", "el dolor no es muy fuerte" say it is not)."""
 
     def walk(p: int, w: int) -> int | None:
         if p == len(pattern):
             return w
         if pattern[p] == "~":
             for skip in range(GAP + 1):
+                if skip and w + skip - 1 < len(words) and words[w + skip - 1] in unskipped:
+                    return None
                 end = walk(p + 1, w + skip)
                 if end is not None:
                     return end
@@ -214,7 +220,7 @@ def find_warning_signs(text: str) -> list[Found]:
         matches: list[tuple[SymptomRule, str, Pattern, int, int]] = []
         for rule, language, pattern in compiled.rules:
             for start in range(len(words)):
-                end = match_at(pattern, words, start)
+                end = match_at(pattern, words, start, compiled.negations)
                 if end is not None:
                     matches.append((rule, language, pattern, start, end))
         # Other warning words may sit between a negation and the one it negates ("no
@@ -292,25 +298,53 @@ def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
 
 
 def pain_in_words(text: str) -> int | None:
-    """A pain score stated in words: "my pain is 8", "dolor 9/10", "8 out of 10".
+    """A pain score stated in words: "my pain is 8", "dolor 9/10", "8 out of 10"; of
+    several, the highest ("my pain went from a 3 to an 8", "yesterday 3/10, today 9/10").
 
     Returns the number as written (it may be above 10: "pain 12/10"); None if no score.
     """
     words = [w for clause in clauses(normalize(text)) for w in clause]
+    scores: list[int] = []
+    last: int | None = None  # where the score before was stated
     for index, word in enumerate(words):
         value = _number(word)
         if value is None:
             continue
+        before = words[max(0, index - 4) : index]
+        if word in _TEN and before[-1:] in (["of"], ["de"], ["en"], ["sobre"], ["/"]):
+            continue  # the "10" of "8 out of 10", "9/10"
         following = words[index + 1 : index + 4]
         if following[:2] == ["out", "of"] or following[:1] in (["de"], ["en"]):
-            if "10" in following[1:3] or "diez" in following[1:3] or "ten" in following[1:3]:
-                return value
+            if _TEN & set(following[1:3]):
+                scores.append(value)
+                last = index
+                continue
         if following[:1] and following[0] in SCORE_UNITS_AFTER:
             continue
-        if any(w in PAIN_WORDS for w in words[max(0, index - 4) : index]):
-            return value
-    match = re.search(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))
-    return int(match.group(1)) if match else None
+        if last is None:
+            counted = any(w in PAIN_WORDS for w in before)
+        else:
+            # A later number counts when the words since the score before say the pain
+            # changed ("from a 3 to an 8", "was 3 this morning, now 9", "de 3 a 8", "7 or
+            # 8": the score now, or a range's top) or name the pain again; not any number
+            # near a pain word ("pain 4 since day 8").
+            since = set(words[last + 1 : index])
+            counted = index - last <= SCORE_CHANGE_WINDOW and bool(
+                since & (SCORE_CHANGES | PAIN_WORDS)
+            )
+        if counted:
+            scores.append(value)
+            last = index
+    scores += [int(n) for n in re.findall(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))]
+    return max(scores) if scores else None
+
+
+_TEN = frozenset({"10", "ten", "diez"})
+SCORE_CHANGE_WINDOW = 5  # words from one score to the next it changes to
+# Words between two scores that make the second the score now, or a range's top.
+SCORE_CHANGES = frozenset(
+    {"to", "now", "today", "tonight", "then", "or", "a", "hoy", "ahora", "o", "y"}
+)
 
 
 def _number(word: str) -> int | None:

@@ -231,7 +231,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             ),
             "es": (
                 "dolor ~ insoportable", "insoportable", "dolor ~ fuerte", "mucho dolor",
-                "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte",
+                "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte", "dolor ~ severo",
+                "dolor ~ intenso", "severo ~ dolor", "intenso ~ dolor",
             ),
         },
     ),
@@ -256,6 +257,7 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "blood thinner*", "blood pressure", "blood sugar", "blood test*", "blood work",
         "fell asleep", "fall asleep", "falling asleep", "red cross", "weak tea",
         "room temperature", "drain cleaner", "blood thin*",
+        "worst of ~ pain",  # "the worst of the pain is over": getting better
     ),
     "es": (
         "adelgaz* ~ sangre", "diluy* ~ sangre", "diluir ~ sangre", "aguar ~ sangre",
