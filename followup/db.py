@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -152,6 +153,13 @@ def commit_with_retry(
                 attempts,
             )
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def advisory_key(value: str) -> int:
+    """A stable 32-bit key for a PostgreSQL advisory lock on a text (a phone): the same in
+    every process and release; two texts sharing one only wait for each other."""
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def is_postgresql(session: so.Session) -> bool:

@@ -29,6 +29,7 @@ import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.care.timing import ClinicHours, zone
+from followup.db import advisory_key, is_postgresql
 from followup.messaging import triage as words
 from followup.messaging.hours import when_read
 from followup.messaging.models import (
@@ -66,6 +67,9 @@ SPANISH_HELP_WORDS = frozenset({"AYUDA"})
 OPT_OUT_TYPES = {"STOP": REPLY_STOP, "START": REPLY_START, "HELP": REPLY_HELP}
 PAIN_ALERT = 7  # a pain score at or above this is urgent
 PAIN_CHECK_STEP = "pain-check"
+# The advisory lock's class for a number on no file while its reply's answer is decided
+# (messaging.claims holds 0x46550001, patients.service 0x46550002).
+UNKNOWN_SENDER_LOCK = 0x46550003
 READING_ANSWER_EVERY = timedelta(hours=12)  # "a nurse will read it": once per patient per 12 h
 
 # The automatic answers, per kind and language. Placeholders: clinic_name, clinic_phone,
@@ -316,11 +320,16 @@ def record_inbound(
         if stored is None:
             raise
         return InboundResult(stored, duplicate=True, reply=_stored_answer(session, stored, care))
-    if answer_kind == ANSWER_READING and patient_id is not None:
+    if answer_kind == ANSWER_READING:
         # Two questions a second apart: each request read "not answered lately" before the
-        # other's reply was stored. Decided again under the patient's row lock (SQLite: the
-        # write lock the flush took), the later one sees the first's and stays unanswered.
-        locked_patient(session, patient_id)
+        # other's reply was stored. Decided again under the patient's row lock (a number on
+        # no file: a lock on the number; SQLite: the write lock the flush took), the later
+        # one sees the first's and stays unanswered.
+        if patient_id is not None:
+            locked_patient(session, patient_id)
+        elif is_postgresql(session):
+            key = advisory_key(from_phone[:32])
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(UNKNOWN_SENDER_LOCK, key)))
         if _answered_lately(session, patient_id, from_phone, now, other_than=inbound.id):
             inbound.answer_kind = inbound.answer_body = answer = answer_kind = None
     if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, patients):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import sqlalchemy.orm as so
 from followup.audit.service import record_audit
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
-from followup.db import is_postgresql
+from followup.db import advisory_key, is_postgresql
 from followup.errors import ValidationError
 from followup.messaging.models import (
     Message,
@@ -165,13 +164,6 @@ LOOKUP_BATCH = 1000  # values per IN (...) list
 PHONE_ENROLLMENT_LOCK = 0x46550002
 
 
-def _phone_lock_key(phone: str) -> int:
-    """A stable 32-bit key for an E.164 phone (the same in every process and release); two
-    phones sharing one only wait for each other."""
-    digest = hashlib.blake2b(phone.encode("utf-8"), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 def lock_phones(*, session: so.Session, phones: Iterable[str]) -> None:
     """Serialize enrollments of these phones until the transaction ends; call it before
     the duplicate check (`stored_for`), so the check sees any enrollment of the same phone
@@ -181,7 +173,7 @@ def lock_phones(*, session: so.Session, phones: Iterable[str]) -> None:
     two imports of overlapping files cannot deadlock. SQLite: the database's write lock,
     taken by a no-op UPDATE, as pysqlite begins a transaction only at its first write and
     the reads before it lock nothing (one writer at a time: every phone at once)."""
-    keys = sorted({_phone_lock_key(phone) for phone in phones})
+    keys = sorted({advisory_key(phone) for phone in phones})
     if not keys:
         return
     if is_postgresql(session):

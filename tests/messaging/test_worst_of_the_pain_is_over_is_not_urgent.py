@@ -1,4 +1,4 @@
-""""The worst of the pain is over" says the pain is getting better. Since 0bfb029 the
+""" "The worst of the pain is over" says the pain is getting better. Since 0bfb029 the
 severe-pain term "worst ~ pain" lets two words sit between ("the worst back pain"), and
 "worst OF THE pain" fills that gap: the patient who writes that they are improving is
 filed urgent ("severe pain"), the on-call nurse is paged, at night too, and the patient is
