@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -22,7 +22,7 @@ import sqlalchemy.orm as so
 
 from followup.care.planner import PlannedText, choose_intro
 from followup.care.protocol import BEFORE, CareContext
-from followup.care.timing import zone
+from followup.care.timing import defer_past_quiet_hours, zone
 from followup.db import in_ids, is_postgresql
 from followup.messaging.events import (
     FOUND_AT_PROVIDER,
@@ -210,10 +210,17 @@ def decide_replan(
             and any(step.names(anchor) for anchor in moved)
         ):
             # The patient has it with the old date or time (the stop date they were texted
-            # is the only one they know): it goes again, with the new one.
+            # is the only one they know): it goes again, with the new one; at once (out of
+            # quiet hours) when its new time would come after the time the old one was
+            # due, or the patient acts on the old date first (stops warfarin on it, comes
+            # in on the old day). The day-before reminder is then that early text.
             reason = "sent with the old " + (
                 "stop date" if "stop" in moved and step.names("stop") else "booked time"
             )
+            if planned_text.due_at > message.due_at:
+                soon = defer_past_quiet_hours(now, tz, care.quiet_hours)
+                if soon < planned_text.due_at:
+                    planned_text = replace(planned_text, due_at=soon)
             decisions.append(
                 ReplanDecision(step.key, "resend", planned=planned_text, reason=reason)
             )
