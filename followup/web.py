@@ -172,8 +172,11 @@ def init_web(app: Flask) -> None:
 
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-    # Before CSRFProtect reads any form: only a signed-in user's import upload may be large.
+    # Before CSRFProtect reads any form: only a signed-in user's import upload may be large,
+    # and a signed-out request is refused before its form is read (a signed-out POST over
+    # the request limit got the Import page's 413, with its recent imports, from reading it).
     app.before_request(_upload_limit)
+    app.before_request(_gate)
     csrf = CSRFProtect(app)
     csrf.exempt(twilio_bp)  # Twilio signs its webhooks; it cannot send our form token
 
@@ -197,7 +200,6 @@ def init_web(app: Flask) -> None:
     app.extensions["followup.limiter"] = rate_limiter
     install_sign_in_throttles(app, rate_limiter)
 
-    app.before_request(_gate)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_session)
     app.register_error_handler(CSRFError, _csrf_error)

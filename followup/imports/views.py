@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from followup.imports.csvformat import COLUMNS, template_csv
@@ -71,6 +72,8 @@ def index() -> ResponseReturnValue:
 
 @bp.errorhandler(RequestEntityTooLarge)
 def too_large(_exc: RequestEntityTooLarge) -> ResponseReturnValue:
+    if not current_user.is_authenticated:  # the Import page is for signed-in staff only
+        return "Please sign in first.", 401
     form = ImportForm(formdata=None)
     form.files.errors = [
         f"is larger than {MAX_IMPORT_BYTES // 1_048_576} MB; split the file. Nothing was imported."
