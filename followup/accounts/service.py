@@ -9,6 +9,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -17,6 +18,7 @@ from zxcvbn import zxcvbn
 
 from followup.accounts.models import ROLES, User, UserSession
 from followup.audit.service import record_audit
+from followup.db import is_postgresql
 from followup.errors import NotFound, ValidationError
 
 log = logging.getLogger(__name__)
@@ -370,8 +372,25 @@ def start_session(
     lifetime: timedelta,
     client_address: str | None,
     user_agent: str | None,
-) -> str:
-    """Open a session for a user who just signed in; return the token for the cookie."""
+) -> str | None:
+    """Open a session for a user who just signed in; return the token for the cookie, or
+    None when the account changed since the password was checked (`user` as read then).
+
+    The user's row is locked first (PostgreSQL: FOR UPDATE; SQLite: the write lock) and read
+    again: a password change or an admin's reset that committed between the check and this
+    insert ended every session before this one existed, and a sign-in with the old
+    password stayed open for the shift. Locked, the change either comes first (refused
+    here) or waits and then ends this session too."""
+    checked_hash, user_id = user.password_hash, user.id
+    if is_postgresql(session):
+        fresh = session.get(User, user_id, populate_existing=True, with_for_update=True)
+    else:
+        table = cast(sa.Table, User.__table__)
+        session.execute(sa.update(table).where(table.c.id == user_id).values(id=table.c.id))
+        fresh = session.get(User, user_id, populate_existing=True)
+    if fresh is None or not fresh.active or fresh.password_hash != checked_hash:
+        log.info("sign-in of user %s refused: the account changed since its check", user_id)
+        return None
     token = secrets.token_urlsafe(32)
     session.add(
         UserSession(

@@ -17,6 +17,7 @@ from followup.accounts.models import User
 from followup.accounts.service import (
     SIGN_IN_FAILED,
     ActiveSession,
+    SignInResult,
     change_password,
     create_user,
     end_session_by_admin,
@@ -113,8 +114,9 @@ def throttled_sign_in() -> ResponseReturnValue:
     return render_template("accounts/login.html", form=form, error=SIGN_IN_FAILED), 401
 
 
-def _begin(user: User, *, must_change_password: bool = False) -> None:
-    """Open a new server-side session for `user` and put its token in a fresh cookie."""
+def _begin(user: User, *, must_change_password: bool = False) -> bool:
+    """Open a new server-side session for `user` and put its token in a fresh cookie;
+    False when the account changed since its password was checked (nothing opened)."""
     token = start_session(
         session=db(),
         user=user,
@@ -124,12 +126,15 @@ def _begin(user: User, *, must_change_password: bool = False) -> None:
         user_agent=request.user_agent.string,
     )
     db().commit()
+    if token is None:
+        return False
     session.clear()  # a fresh session: nothing from before signing in survives
     active = ActiveSession(id=0, user_id=user.id, email=user.email, role=user.role)
     login_user(StaffUser.from_session(active, token))
     session.permanent = True
     if must_change_password:
         session[MUST_CHANGE_PASSWORD] = True
+    return True
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -146,8 +151,11 @@ def login() -> ResponseReturnValue:
             client_address=client_address(),
         )
         db().commit()  # the audit row is kept either way
+        if result.user is not None and not _begin(
+            result.user, must_change_password=result.must_change_password
+        ):
+            result = SignInResult(user=None, error=SIGN_IN_FAILED)
         if result.user is not None:
-            _begin(result.user, must_change_password=result.must_change_password)
             if result.must_change_password:
                 flash("You signed in with a one-time password: choose your own now.")
                 return redirect("/account/password")
