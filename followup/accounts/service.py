@@ -194,6 +194,18 @@ def sign_in(
     return SignInResult(user=user, must_change_password=password.startswith(ONE_TIME_PREFIX))
 
 
+def password_generation(*, session: so.Session, email: str, key: bytes) -> str:
+    """A keyed fingerprint of the account's current password ("-" for no such account):
+    it changes with every change or reset (the sign-in throttle's key carries it)."""
+    email = (email or "").strip().lower()
+    current = (
+        session.scalar(sa.select(User.password_hash).where(User.email == email))
+        if email and len(email) <= EMAIL_MAX_LENGTH
+        else None
+    )
+    return typed_fingerprint(current, key=key) if current else "-"
+
+
 def record_throttled_sign_in(
     *, session: so.Session, email: str, now: datetime, fingerprint_key: bytes, client_address: str
 ) -> None:

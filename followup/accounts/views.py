@@ -24,6 +24,7 @@ from followup.accounts.service import (
     list_users,
     open_session_counts,
     open_sessions,
+    password_generation,
     record_throttled_sign_in,
     reset_password,
     set_user_active,
@@ -84,13 +85,18 @@ def _failed(response: Response) -> bool:
 
 
 def _account_and_address() -> str:
-    """The throttle's key: the address and the typed email's keyed fingerprint.
+    """The throttle's key: the address, the typed email's keyed fingerprint and, for an
+    account, its password's: an admin's reset (or a change) starts a new count, so the
+    one-time password works at the computer where the forgotten one failed.
 
-    Any email, known or not, is counted alike. The fingerprint is keyed because the
-    limiter may log its keys, and the email box sometimes holds a password.
+    Any email, known or not, is counted alike (one look-up each). The fingerprints are
+    keyed because the limiter may log its keys, and the email box sometimes holds a
+    password.
     """
     email = (request.form.get("email") or "").strip().lower()[:512]
-    return f"{client_address()}/{typed_fingerprint(email, key=_fingerprint_key())}"
+    key = _fingerprint_key()
+    generation = password_generation(session=db(), email=email, key=key)
+    return f"{client_address()}/{typed_fingerprint(email, key=key)}/{generation}"
 
 
 def _fingerprint_key() -> bytes:
