@@ -237,7 +237,21 @@ def _claim(
     owner: str,
 ) -> list[tuple[int, int]]:
     """Claim the alerts in `pairs` (reply id, round) for one recipient; return (alert id,
-    round) for those this process now owns: new rows, and retries whose time has come."""
+    round) for those this process now owns: new rows, and retries whose time has come.
+    Only for replies still unhandled now: the run read them before sending to the
+    recipients before this one (seconds each), and a nurse may have handled one since
+    (the escalation phone was paged "still unhandled" after she had)."""
+    still_open = set(
+        session.scalars(
+            sa.select(InboundMessage.id).where(
+                InboundMessage.id.in_(sorted({reply_id for reply_id, _ in pairs})),
+                open_reply_filter(),
+            )
+        )
+    )
+    pairs = [(reply_id, round_) for reply_id, round_ in pairs if reply_id in still_open]
+    if not pairs:
+        return []
     insert = _insert(session)
     rows = [
         {
