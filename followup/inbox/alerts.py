@@ -61,11 +61,13 @@ MAX_ALERT_ATTEMPTS = 5
 
 
 class MailError(Exception):
-    """The mail server did not take an alert; `permanent` when retrying cannot help."""
+    """The mail server did not take an alert; `permanent` when retrying cannot help;
+    `maybe_sent` when the whole e-mail went before the failure (the server may have it)."""
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.maybe_sent = maybe_sent
 
 
 class Mailer(Protocol):
@@ -368,6 +370,10 @@ def _send_mail(
     try:
         mailer.send(to=address, subject=subject, body=body)
     except MailError as exc:
+        if exc.maybe_sent:
+            # Like an SMS whose request may have reached Twilio: never sent twice.
+            report.unknown += 1
+            return {"status": ALERT_UNKNOWN, "error": f"{exc}; may have gone: not resent"}
         if exc.permanent:
             report.failed += 1
             return {"status": ALERT_FAILED, "error": str(exc)}

@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from followup.inbox.alerts import MailError
@@ -65,35 +66,51 @@ class SmtpMailer:
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         message.set_content(body)
+        # How far the e-mail got: "data" once its text is on its way (the server may then
+        # take it whatever happens to its answer), "taken" once the server said so.
+        progress: set[str] = set()
         try:
             if self.scheme == "smtps":
                 context = ssl.create_default_context()
                 with smtplib.SMTP_SSL(
                     self.host, self.port, timeout=self.timeout, context=context
                 ) as server:
-                    self._deliver(server, message)
+                    self._deliver(server, message, progress)
             else:
                 with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as server:
                     if self.scheme == "smtp+starttls":
                         server.starttls(context=ssl.create_default_context())
-                    self._deliver(server, message)
-        except smtplib.SMTPRecipientsRefused as exc:
+                    self._deliver(server, message, progress)
+        except (smtplib.SMTPException, OSError) as exc:
+            if "taken" in progress:
+                return  # only the goodbye (QUIT) failed: the server has the e-mail
+            if "data" in progress and not isinstance(exc, smtplib.SMTPResponseException):
+                # No answer to the end of the e-mail (a timeout, a hang-up): the server may
+                # have taken it, and a resend would alert the mailbox twice.
+                raise MailError(
+                    f"no answer from the mail server after the e-mail ({type(exc).__name__})",
+                    permanent=False,
+                    maybe_sent=True,
+                ) from exc
+            raise self._refused(exc) from exc
+
+    @staticmethod
+    def _refused(exc: smtplib.SMTPException | OSError) -> MailError:
+        """The MailError for a failure before the server could have the e-mail."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
-            raise MailError(
+            return MailError(
                 f"the mail server refused the address (SMTP {codes[0] if codes else '?'})",
                 permanent=all(code >= 500 for code in codes),
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            raise MailError(
+            )
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return MailError(
                 f"the mail server refused the e-mail (SMTP {exc.smtp_code})",
                 permanent=exc.smtp_code >= 500,
-            ) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise MailError(
-                f"could not reach the mail server ({type(exc).__name__})", permanent=False
-            ) from exc
+            )
+        return MailError(f"could not reach the mail server ({type(exc).__name__})", permanent=False)
 
-    def _deliver(self, server: smtplib.SMTP, message: EmailMessage) -> None:
+    def _deliver(self, server: smtplib.SMTP, message: EmailMessage, progress: set[str]) -> None:
         if self.username:
             try:
                 server.login(self.username, self.password or "")
@@ -105,7 +122,15 @@ class SmtpMailer:
                     + (f" (SMTP {code})" if code else ""),
                     permanent=False,
                 ) from exc
+        data = server.data
+
+        def data_marked(msg: Any) -> tuple[int, bytes]:
+            progress.add("data")  # DATA, then the text: from here the server may have it
+            return data(msg)
+
+        server.data = data_marked  # type: ignore[method-assign]
         server.send_message(message)
+        progress.add("taken")
 
 
 def build_mailer(settings: Settings) -> SmtpMailer | None:
