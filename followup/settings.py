@@ -187,6 +187,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             if not value:
                 raise ConfigurationError(f"{name} must be set when FOLLOWUP_ENV=production")
         check_secret_key(secret_key)
+        check_clinic_phone(clinic_phone or "", get("DEFAULT_REGION") or "US")
 
     region = (get("DEFAULT_REGION") or "US").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -376,6 +377,23 @@ def secret_key_bits(key: str) -> float:
     return min(n * per_char, float(compressed))
 
 
+def check_clinic_phone(text: str, region: str) -> None:
+    """Production: CLINIC_PHONE is a number a patient's phone can dial (every text tells
+    them to call it), not the example's "555-0100" nor a placeholder; its formatting is
+    kept as the clinic writes it."""
+    try:
+        number = phonenumbers.parse(text, region.upper())
+    except phonenumbers.NumberParseException as exc:
+        raise ConfigurationError(
+            f"CLINIC_PHONE {text!r} is not a phone number patients can call"
+        ) from exc
+    if text.strip() == Settings.clinic_phone or not phonenumbers.is_valid_number(number):
+        raise ConfigurationError(
+            f"CLINIC_PHONE {text!r} is not a number patients can call: give the whole number, "
+            "area code included"
+        )
+
+
 def _phone_setting(text: str | None, name: str, region: str) -> str | None:
     """Parse a staff phone number setting into E.164."""
     if text is None:
@@ -406,6 +424,16 @@ def parse_quiet_hours(text: str) -> QuietHours:
         raise ConfigurationError(f"QUIET_HOURS {text!r} must look like 21:00-08:00")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
     try:
-        return QuietHours(time(h1, m1), time(h2, m2))
+        quiet = QuietHours(time(h1, m1), time(h2, m2))
     except ValueError as exc:
         raise ConfigurationError(f"QUIET_HOURS {text!r} is not a valid time range") from exc
+    # Empty ("21:00-21:00") or the wrong way round ("08:00-21:00": quiet all day, texts at
+    # 3 a.m.): the hours must cover the middle of the night.
+    if not quiet.contains(NIGHT):
+        raise ConfigurationError(
+            f"QUIET_HOURS {text!r} must cover the night (e.g. 21:00-08:00), {NIGHT:%H:%M} included"
+        )
+    return quiet
+
+
+NIGHT = time(3, 0)  # quiet hours must include this local time

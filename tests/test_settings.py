@@ -131,7 +131,7 @@ def test_new_settings_are_refused_with_the_setting_named(
         settings_from_mapping(values)
 
 
-PRODUCTION = {"FOLLOWUP_ENV": "production", "CLINIC_NAME": "C", "CLINIC_PHONE": "1"}
+PRODUCTION = {"FOLLOWUP_ENV": "production", "CLINIC_NAME": "C", "CLINIC_PHONE": "(202) 555-0143"}
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from followup.audit.models import AuditEvent
 from followup.audit.service import record_audit
 from followup.db import is_postgresql
 from followup.imports.service import forget_old_reports
@@ -187,6 +188,32 @@ def purge_expired(
     return report
 
 
+def _scrub_handled_notes(session: so.Session, ids: list[int]) -> None:
+    """The staff notes an earlier release copied into the audit trail when an item of these
+    patients was handled ("reply 7 handled: called Ada back on ..."): the event stays,
+    its note goes."""
+    event = AuditEvent
+    records = sa.or_(
+        sa.and_(
+            event.record_type == "inbound_message",
+            event.record_id.in_(
+                sa.select(InboundMessage.id).where(InboundMessage.patient_id.in_(ids))
+            ),
+        ),
+        sa.and_(
+            event.record_type == "message",
+            event.record_id.in_(sa.select(Message.id).where(Message.patient_id.in_(ids))),
+        ),
+        sa.and_(event.record_type == "patient", event.record_id.in_(ids)),
+    )
+    session.execute(
+        sa.update(event)
+        .where(event.action == "attention.handled", records, event.detail.contains(": "))
+        .values(detail=f"handled; note {REMOVED}")
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _purge_patients(
     *,
     session: so.Session,
@@ -222,6 +249,7 @@ def _purge_patients(
         .values(note=REMOVED)
         .execution_options(synchronize_session=False)
     )
+    _scrub_handled_notes(session, ids)
     replies = _empty_replies(session, InboundMessage.patient_id.in_(ids))
     session.execute(
         sa.update(Procedure)
