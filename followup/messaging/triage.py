@@ -219,8 +219,15 @@ def find_warning_signs(text: str) -> list[Found]:
         words = _mask_not_symptoms(clause, compiled)
         matches: list[tuple[SymptomRule, str, Pattern, int, int]] = []
         for rule, language, pattern in compiled.rules:
+            # A gap never skips a negation ("pain not severe"), but in a term that is a
+            # negation itself ("no siento ~ pierna*") one stresses it ("ni las piernas").
+            unskipped = (
+                frozenset()
+                if pattern[0].rstrip("*") in compiled.negations or pattern[0] in _SELF_NEGATING
+                else compiled.negations
+            )
             for start in range(len(words)):
-                end = match_at(pattern, words, start, compiled.negations)
+                end = match_at(pattern, words, start, unskipped)
                 if end is not None:
                     matches.append((rule, language, pattern, start, end))
         # Other warning words may sit between a negation and the one it negates ("no
@@ -298,53 +305,135 @@ def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
 
 
 def pain_in_words(text: str) -> int | None:
-    """A pain score stated in words: "my pain is 8", "dolor 9/10", "8 out of 10"; of
-    several, the highest ("my pain went from a 3 to an 8", "yesterday 3/10, today 9/10").
+    """A pain score stated in words: "my pain is 8", "dolor 9/10", "8 out of 10"; of several,
+    the pain now: "went from a 3 to an 8", "was 3 yesterday, it is 8 today" and "del 3 al 8"
+    are 8, "3 now, it was 9 yesterday" and "down from 8 to 3" are 3, "7 or 8" is 8.
 
+    The first score follows a pain word or is written as one ("3/10", "3 out of 10"); a
+    later number counts only when tied to the one before ("to", "now", "is", "or" ...), so
+    "pain 3 now. walked 8 blocks", "pain 2, appointment 9/10" and "day 7" are not scores.
     Returns the number as written (it may be above 10: "pain 12/10"); None if no score.
     """
-    words = [w for clause in clauses(normalize(text)) for w in clause]
-    scores: list[int] = []
-    last: int | None = None  # where the score before was stated
+    words: list[str] = []
+    clause_of: list[int] = []
+    for number, clause in enumerate(clauses(normalize(text))):
+        words += clause
+        clause_of += [number] * len(clause)
+    scores: list[tuple[int, str]] = []  # (value, "now" / "past" / "")
+    last = 0  # where the score before was stated
     for index, word in enumerate(words):
         value = _number(word)
-        if value is None:
+        if value is None or _not_a_score(words, clause_of, index):
             continue
         before = words[max(0, index - 4) : index]
-        if word in _TEN and before[-1:] in (["of"], ["de"], ["en"], ["sobre"], ["/"]):
-            continue  # the "10" of "8 out of 10", "9/10"
-        following = words[index + 1 : index + 4]
-        if following[:2] == ["out", "of"] or following[:1] in (["de"], ["en"]):
-            if _TEN & set(following[1:3]):
-                scores.append(value)
-                last = index
+        stated = _stated_as_score(words, index)
+        if scores:
+            if not _tied(words, clause_of, index, last) and not _time_after(
+                words, clause_of, index
+            ):
                 continue
-        if following[:1] and following[0] in SCORE_UNITS_AFTER:
+        elif not stated and not any(w in PAIN_WORDS for w in before):
             continue
-        if last is None:
-            counted = any(w in PAIN_WORDS for w in before)
-        else:
-            # A later number counts when the words since the score before say the pain
-            # changed ("from a 3 to an 8", "was 3 this morning, now 9", "de 3 a 8", "7 or
-            # 8": the score now, or a range's top) or name the pain again; not any number
-            # near a pain word ("pain 4 since day 8").
-            since = set(words[last + 1 : index])
-            counted = index - last <= SCORE_CHANGE_WINDOW and bool(
-                since & (SCORE_CHANGES | PAIN_WORDS)
-            )
-        if counted:
-            scores.append(value)
-            last = index
-    scores += [int(n) for n in re.findall(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))]
-    return max(scores) if scores else None
+        when = _tense(words, clause_of, index)
+        if scores and RANGE_WORDS & _words_before(words, index):
+            value = max(value, scores.pop()[0])  # "7 or 8": a range counts as its top
+        scores.append((value, when))
+        last = index
+    if not scores:
+        match = re.search(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))
+        return int(match.group(1)) if match else None
+    now = [value for value, when in scores if when == "now"]
+    if now:
+        return now[-1]
+    not_past = [value for value, when in scores if when != "past"]
+    return (not_past or [value for value, _ in scores])[-1]
+
+
+def _not_a_score(words: list[str], clause_of: list[int], index: int) -> bool:
+    """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
+    before = words[index - 1] if index else ""
+    if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
+        return True
+    if before in NOT_SCORE_BEFORE:
+        return True
+    after = index + 1
+    return (
+        after < len(words)
+        and clause_of[after] == clause_of[index]
+        and words[after] in SCORE_UNITS_AFTER
+    )
+
+
+def _stated_as_score(words: list[str], index: int) -> bool:
+    following = words[index + 1 : index + 4]
+    if following[:2] == ["out", "of"] or following[:1] in (["de"], ["en"], ["/"]):
+        return bool(_TEN & set(following[1:3]))
+    return False
+
+
+def _words_before(words: list[str], index: int) -> set[str]:
+    """The word before words[index], and the one before it when that is an article ("to an
+    8", "es un 8")."""
+    found = {words[index - 1]} if index >= 1 else set()
+    if index >= 2 and words[index - 1] in ARTICLES:
+        found.add(words[index - 2])
+    return found
+
+
+def _tied(words: list[str], clause_of: list[int], index: int, last: int) -> bool:
+    """A later number tied to the score before by the word in front of it, in the same
+    clause, or in one that speaks of the pain or of now ("pain was 3 this morning, it's 8
+    now"; not "pain is a 2. My visit is 9/10")."""
+    if not SCORE_LINKS & _words_before(words, index):
+        return False
+    clause = [w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]]
+    return clause_of[last] == clause_of[index] or bool((PAIN_WORDS | NOW_WORDS) & set(clause))
+
+
+def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
+    after = index + 1
+    return after < len(words) and clause_of[after] == clause_of[index] and words[after] in NOW_WORDS
+
+
+def _changed_to(words: list[str], index: int) -> bool:
+    """The number is what the pain changed to: "to 8", "to an 8", "al 8", "de 8 a 3" (a
+    Spanish "a" between two numbers; an English "a" is an article: "was a 3")."""
+    prev = words[index - 1] if index >= 1 else ""
+    before = words[index - 2] if index >= 2 else ""
+    if prev in ("to", "al"):
+        return True
+    if prev == "a":
+        return _number(before) is not None
+    return prev in ARTICLES and before in ("to", "al")
+
+
+def _tense(words: list[str], clause_of: list[int], index: int) -> str:
+    """Whether a score is the pain now, a past one, or neither said: the nearest marker in
+    its clause decides (the word after, the word before, then further out)."""
+    if _changed_to(words, index):
+        return "now"  # "to an 8", "al 8", "de 8 a 3": what it changed to
+    for offset in (1, -1, 2, -2, -3):
+        near = index + offset
+        if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
+            if words[near] in NOW_WORDS:
+                return "now"
+            if words[near] in PAST_WORDS:
+                return "past"
+    return ""
 
 
 _TEN = frozenset({"10", "ten", "diez"})
-SCORE_CHANGE_WINDOW = 5  # words from one score to the next it changes to
-# Words between two scores that make the second the score now, or a range's top.
-SCORE_CHANGES = frozenset(
-    {"to", "now", "today", "tonight", "then", "or", "a", "hoy", "ahora", "o", "y"}
-)
+ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
+RANGE_WORDS = frozenset({"or", "o"})
+NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
+PAST_WORDS = frozenset(
+    {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
+     "fue", "de", "del", "desde"}
+)  # fmt: skip
+# The word in front of a later number that ties it to the score before.
+SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
+# Words before a number that make it no score: a day, a date, a time.
+NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana"})
 
 
 def _number(word: str) -> int | None:

@@ -279,7 +279,7 @@ NEGATIONS = frozenset(
         "no", "not", "don't", "didn't", "doesn't", "isn't", "aren't", "wasn't", "weren't",
         "haven't", "hasn't", "hadn't", "never", "without", "denies", "deny", "nor",
         "neither", "none", "nothing", "zero", "nope", "sin", "ni", "nunca", "tampoco", "ningún",
-        "ninguna", "ninguno", "nada", "jamás",
+        "ninguna", "ninguno", "nada", "jamás", "less", "menos",
     }
 )  # fmt: skip
 POST_NEGATIONS: Sequence[str] = (
@@ -300,7 +300,8 @@ NEGATION_BRIDGES = frozenset(
         "las", "los", "un", "una", "más", "me", "se", "le", "siento", "está", "están",
         "estoy", "nada", "de", "veo", "noto", "parece", "ya", "mucho", "mucha", "nuevo",
         "nueva", "tanto", "tanta", "muy", "o", "u", "ni", "señal", "señales", "signos",
-        "síntomas", "infección", "pierna", "piernas", "creo", "que", "tenga",
+        "síntomas", "infección", "pierna", "piernas", "creo", "que", "tenga", "es", "tan",
+        "as", "so", "is",
     }
 )  # fmt: skip
 # After one of these, "I" carries a negation too: "I don't think I have a fever".
