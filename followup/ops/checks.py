@@ -32,7 +32,7 @@ _SETTING_NAME = re.compile(r"^([A-Z][A-Z0-9_]{2,})\b")
 # that every broken setting is reported in one run (never used for anything else).
 _STAND_INS = {
     "CLINIC_NAME": "Clinic",
-    "CLINIC_PHONE": "555-0100",
+    "CLINIC_PHONE": "+1 202 555 0143",
     "PUBLIC_BASE_URL": "https://example.invalid",
     "SMTP_URL": "smtp://localhost",
     "EMERGENCY_NUMBER": "911",
