@@ -33,6 +33,7 @@ from followup.imports.source import (
     ParsedImport,
     Upload,
     detect_format,
+    printable,
 )
 from followup.logsafe import log_failure
 from followup.messaging.models import EXPIRED
@@ -356,10 +357,10 @@ def run_import(*, runtime: Runtime, run_id: int, uploads: list[Upload]) -> None:
                 {
                     "run_id": run_id,
                     "seq": row.seq,
-                    "ref": row.ref[:200],
-                    "patient": row.patient[:250],
+                    "ref": printable(row.ref)[:200],
+                    "patient": printable(row.patient)[:250],
                     "outcome": row.outcome,
-                    "detail": row.detail,
+                    "detail": printable(row.detail),
                     "patient_id": row.patient_id,
                 }
                 for row in rows

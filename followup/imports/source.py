@@ -9,6 +9,7 @@ a bad one is refused on its own in the report while the others import.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,15 @@ def detect_format(upload: Upload) -> str:
 
 def patient_label(first: str, last: str, phone: str) -> str:
     """How the report names a patient: the name and the phone's last 4 digits only."""
-    name = " ".join(f"{first or ''} {last or ''}".split()) or "(no name)"
+    # A control character (a NUL PostgreSQL refuses to store) shows as U+FFFD: the row is
+    # refused for it, and its report line must not stop the import.
+    name = " ".join(printable(f"{first or ''} {last or ''}").split()) or "(no name)"
     digits = "".join(ch for ch in phone or "" if ch.isdigit())
     return f"{name} (phone ending {digits[-4:]})" if len(digits) >= 4 else name
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters (but tab and newline) shown as U+FFFD."""
+    return "".join(
+        "\ufffd" if unicodedata.category(ch) == "Cc" and ch not in "\t\n" else ch for ch in text
+    )

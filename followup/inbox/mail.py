@@ -122,13 +122,16 @@ class SmtpMailer:
                     + (f" (SMTP {code})" if code else ""),
                     permanent=False,
                 ) from exc
-        data = server.data
+        send = server.send
 
-        def data_marked(msg: Any) -> tuple[int, bytes]:
-            progress.add("data")  # DATA, then the text: from here the server may have it
-            return data(msg)
+        def send_marked(payload: Any) -> None:
+            # Commands go as text; the e-mail itself, after the server's "354 go ahead", as
+            # bytes: from then on the server may have it, whatever becomes of its answer.
+            if isinstance(payload, bytes | bytearray):
+                progress.add("data")
+            send(payload)
 
-        server.data = data_marked  # type: ignore[method-assign]
+        server.send = send_marked  # type: ignore[method-assign, assignment]
         server.send_message(message)
         progress.add("taken")
 

@@ -51,6 +51,7 @@ from followup.messaging.models import (
 from followup.messaging.opt_in import record_opt_in
 from followup.messaging.outbox import OPTED_OUT, locked_patient, record_opt_out
 from followup.patients.models import Patient
+from followup.patients.service import lock_phones
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,19 @@ def record_inbound(
             session.execute(sa.select(sa.func.pg_advisory_xact_lock(UNKNOWN_SENDER_LOCK, key)))
         if _answered_lately(session, patient_id, from_phone, now, other_than=inbound.id):
             inbound.answer_kind = inbound.answer_body = answer = answer_kind = None
+    if classified.kind in (REPLY_STOP, REPLY_START):
+        # An enrollment of this number under way (a nurse's, an import's) holds the phone's
+        # lock until it commits: waited for and read again, its new patient is opted out
+        # (or in) with the rest, not left out to be texted after the STOP.
+        lock_phones(session=session, phones=[from_phone])
+        patients = list(
+            session.scalars(
+                sa.select(Patient)
+                .where(Patient.phone == from_phone)
+                .order_by(Patient.id)
+                .execution_options(populate_existing=True)
+            )
+        )
     if classified.kind in (REPLY_STOP, REPLY_START) and _overtaken(session, inbound, patients):
         # Changes nothing, and confirms nothing (our own Spanish opt-out answer).
         log.info("inbound %s: a later reply of the patient's came first; kept", inbound.id)
