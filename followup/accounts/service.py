@@ -182,15 +182,8 @@ def sign_in(
             detail=_join("account deactivated", where),
         )
         return SignInResult(user=None, error=SIGN_IN_FAILED)
-    record_audit(
-        session=session,
-        actor=user.email,
-        action="user.signed_in",
-        now=now,
-        record_type="user",
-        record_id=user.id,
-        detail=where,
-    )
+    # "user.signed_in" is written with the session it opens (`start_session`), which may
+    # still refuse it: an account changed since this check.
     return SignInResult(user=user, must_change_password=password.startswith(ONE_TIME_PREFIX))
 
 
@@ -400,9 +393,28 @@ def start_session(
         table = cast(sa.Table, User.__table__)
         session.execute(sa.update(table).where(table.c.id == user_id).values(id=table.c.id))
         fresh = session.get(User, user_id, populate_existing=True)
+    where = f"from {client_address}" if client_address else None
     if fresh is None or not fresh.active or fresh.password_hash != checked_hash:
         log.info("sign-in of user %s refused: the account changed since its check", user_id)
+        record_audit(
+            session=session,
+            actor=user.email,
+            action="user.sign_in_failed",
+            now=now,
+            record_type="user",
+            record_id=user_id,
+            detail=_join("the account changed during the sign-in", where),
+        )
         return None
+    record_audit(
+        session=session,
+        actor=user.email,
+        action="user.signed_in",
+        now=now,
+        record_type="user",
+        record_id=user_id,
+        detail=where,
+    )
     token = secrets.token_urlsafe(32)
     session.add(
         UserSession(
