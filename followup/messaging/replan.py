@@ -359,8 +359,9 @@ def replan_procedure(
             )  # fmt: skip
             continue
         if decision.action == "resend" and message is not None and decision.planned is not None:
-            if receiving:
-                _resend(message, decision.planned, decision.reason or "", now, events)
+            # Also for a patient opted out now: the dispatcher cancels it for the opt-out,
+            # and START brings it back, as any text the opt-out kept from them.
+            _resend(message, decision.planned, decision.reason or "", now, events)
             continue
         if decision.action != "plan" or decision.planned is None or not receiving:
             continue

@@ -292,9 +292,9 @@ def _change_rows(
             note = (
                 f"{decision.reason}: sent again with the new one"
                 if receiving
-                else f"{decision.reason}: not sent again (the patient cannot receive texts)"
+                else f"{decision.reason}: sent again with the new one if the patient texts START"
             )
-            new_at = short_local(decision.planned.due_at, tz) if receiving else now_at
+            new_at = short_local(decision.planned.due_at, tz)
             rows.append(CompletionRow(label, now_at, new_at, note))
         elif decision.action == "retime" and decision.planned is not None:
             planned = decision.planned
