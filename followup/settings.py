@@ -187,11 +187,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             if not value:
                 raise ConfigurationError(f"{name} must be set when FOLLOWUP_ENV=production")
         check_secret_key(secret_key)
-        region_given = (get("DEFAULT_REGION") or "US").upper()  # checked below
-        check_clinic_phone(
-            clinic_phone or "",
-            region_given if region_given in phonenumbers.SUPPORTED_REGIONS else "US",
-        )
+        region_given = (get("DEFAULT_REGION") or "US").upper()
+        if region_given in phonenumbers.SUPPORTED_REGIONS:  # else that is the one error
+            check_clinic_phone(clinic_phone or "", region_given)
 
     region = (get("DEFAULT_REGION") or "US").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:

@@ -18,6 +18,7 @@ counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -167,6 +168,7 @@ def purge_expired(
         reply_ids = list(session.scalars(query))
         if not reply_ids:
             break
+        _scrub_handled_notes(session, reply_ids=reply_ids)
         report.unknown_replies += _empty_replies(session, InboundMessage.id.in_(reply_ids))
         session.commit()
     # Import reports name the rows they imported: they go after 30 days, imports or not.
@@ -188,23 +190,32 @@ def purge_expired(
     return report
 
 
-def _scrub_handled_notes(session: so.Session, ids: list[int]) -> None:
-    """The staff notes an earlier release copied into the audit trail when an item of these
-    patients was handled ("reply 7 handled: called Ada back on ..."): the event stays,
-    its note goes."""
+def _scrub_handled_notes(
+    session: so.Session, *, patient_ids: Sequence[int] = (), reply_ids: Sequence[int] = ()
+) -> None:
+    """The staff notes that handling a queue item copies into the audit trail ("reply 7
+    handled: called Ada back on ..."), for these patients' replies, texts and items, and
+    for these replies from numbers on no file: the event stays, its note goes."""
     event = AuditEvent
     records = sa.or_(
         sa.and_(
             event.record_type == "inbound_message",
-            event.record_id.in_(
-                sa.select(InboundMessage.id).where(InboundMessage.patient_id.in_(ids))
+            sa.or_(
+                event.record_id.in_(
+                    sa.select(InboundMessage.id).where(
+                        InboundMessage.patient_id.in_(list(patient_ids))
+                    )
+                ),
+                event.record_id.in_(list(reply_ids)),
             ),
         ),
         sa.and_(
             event.record_type == "message",
-            event.record_id.in_(sa.select(Message.id).where(Message.patient_id.in_(ids))),
+            event.record_id.in_(
+                sa.select(Message.id).where(Message.patient_id.in_(list(patient_ids)))
+            ),
         ),
-        sa.and_(event.record_type == "patient", event.record_id.in_(ids)),
+        sa.and_(event.record_type == "patient", event.record_id.in_(list(patient_ids))),
     )
     session.execute(
         sa.update(event)
@@ -249,7 +260,7 @@ def _purge_patients(
         .values(note=REMOVED)
         .execution_options(synchronize_session=False)
     )
-    _scrub_handled_notes(session, ids)
+    _scrub_handled_notes(session, patient_ids=ids)
     replies = _empty_replies(session, InboundMessage.patient_id.in_(ids))
     session.execute(
         sa.update(Procedure)
