@@ -282,6 +282,11 @@ def _negated_before(
         return False  # "no siento las piernas", "can't feel my legs": a negation already
     for index in range(start - 1, max(0, start - NEGATION_WINDOW) - 1, -1):
         word = words[index]
+        if word in LESSENING:
+            # "less severe", "menos intenso": of the word right after only, and not "more
+            # or less numb" / "más o menos débil" (somewhat); "me duele menos, tengo
+            # fiebre" says nothing of the fever.
+            return index == start - 1 and words[index - 1 : index] not in (["or"], ["o"])
         if word in c.negations:
             return True
         carries = (
@@ -323,13 +328,17 @@ def pain_in_words(text: str) -> int | None:
     last = 0  # where the score before was stated
     for index, word in enumerate(words):
         value = _number(word)
-        if value is None or _not_a_score(words, clause_of, index):
+        if value is None or _not_a_score(words, clause_of, index, bool(scores)):
+            continue
+        if scores and value > 10:
             continue
         before = words[max(0, index - 4) : index]
         stated = _stated_as_score(words, index)
         if scores:
-            if not _tied(words, clause_of, index, last) and not _time_after(
-                words, clause_of, index
+            if (
+                not _tied(words, clause_of, index, last)
+                and not _time_after(words, clause_of, index)
+                and not _restated(words, clause_of, index)
             ):
                 continue
         elif not stated and not any(w in PAIN_WORDS for w in before):
@@ -349,11 +358,13 @@ def pain_in_words(text: str) -> int | None:
     return (not_past or [value for value, _ in scores])[-1]
 
 
-def _not_a_score(words: list[str], clause_of: list[int], index: int) -> bool:
+def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
     """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
     before = words[index - 1] if index else ""
     if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
         return True
+    if before == "at" and not later:
+        return False
     if before in NOT_SCORE_BEFORE:
         return True
     after = index + 1
@@ -384,10 +395,28 @@ def _tied(words: list[str], clause_of: list[int], index: int, last: int) -> bool
     """A later number tied to the score before by the word in front of it, in the same
     clause, or in one that speaks of the pain or of now ("pain was 3 this morning, it's 8
     now"; not "pain is a 2. My visit is 9/10")."""
-    if not SCORE_LINKS & _words_before(words, index):
+    links = SCORE_LINKS & _words_before(words, index)
+    if not links:
         return False
+    if links <= {"is", "es"}:
+        # "is" ties only what is said of the pain ("it is 8", "pain is still 8"), not
+        # "my pulse is 72", "my appointment is 9".
+        at = index - 1 if words[index - 1] in ("is", "es") else index - 2
+        if at < 1 or words[at - 1] not in PAIN_WORDS | NOW_WORDS | IS_OF_THE_PAIN:
+            return False
     clause = [w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]]
     return clause_of[last] == clause_of[index] or bool((PAIN_WORDS | NOW_WORDS) & set(clause))
+
+
+def _restated(words: list[str], clause_of: list[int], index: int) -> bool:
+    """A later number with its own pain word or "now" word shortly before it, in its clause
+    ("ayer dolor 3, hoy dolor 8", "yesterday it hurt 3 today it hurts 8")."""
+    near = [
+        w
+        for i, w in enumerate(words[max(0, index - 3) : index], max(0, index - 3))
+        if clause_of[i] == clause_of[index]
+    ]
+    return bool((PAIN_WORDS | NOW_WORDS) & set(near))
 
 
 def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
@@ -423,6 +452,8 @@ def _tense(words: list[str], clause_of: list[int], index: int) -> str:
 
 
 _TEN = frozenset({"10", "ten", "diez"})
+LESSENING = frozenset({"less", "menos"})
+IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
 ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
 RANGE_WORDS = frozenset({"or", "o"})
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})

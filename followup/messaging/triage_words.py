@@ -301,7 +301,7 @@ NEGATION_BRIDGES = frozenset(
         "estoy", "nada", "de", "veo", "noto", "parece", "ya", "mucho", "mucha", "nuevo",
         "nueva", "tanto", "tanta", "muy", "o", "u", "ni", "señal", "señales", "signos",
         "síntomas", "infección", "pierna", "piernas", "creo", "que", "tenga", "es", "tan",
-        "as", "so", "is",
+        "as", "so",
     }
 )  # fmt: skip
 # After one of these, "I" carries a negation too: "I don't think I have a fever".
