@@ -394,27 +394,19 @@ def start_session(
         session.execute(sa.update(table).where(table.c.id == user_id).values(id=table.c.id))
         fresh = session.get(User, user_id, populate_existing=True)
     where = f"from {client_address}" if client_address else None
-    if fresh is None or not fresh.active or fresh.password_hash != checked_hash:
-        log.info("sign-in of user %s refused: the account changed since its check", user_id)
-        record_audit(
-            session=session,
-            actor=user.email,
-            action="user.sign_in_failed",
-            now=now,
-            record_type="user",
-            record_id=user_id,
-            detail=_join("the account changed during the sign-in", where),
-        )
-        return None
+    refused = fresh is None or not fresh.active or fresh.password_hash != checked_hash
     record_audit(
         session=session,
         actor=user.email,
-        action="user.signed_in",
+        action="user.sign_in_failed" if refused else "user.signed_in",
         now=now,
         record_type="user",
         record_id=user_id,
-        detail=where,
+        detail=_join("the account changed during the sign-in", where) if refused else where,
     )
+    if refused:
+        log.info("sign-in of user %s refused: the account changed since its check", user_id)
+        return None
     token = secrets.token_urlsafe(32)
     session.add(
         UserSession(
