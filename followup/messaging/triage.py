@@ -235,7 +235,7 @@ def find_warning_signs(text: str) -> list[Found]:
         symptom_words = {i for *_, start, end in matches for i in range(start, end)}
         for rule, language, pattern, start, end in matches:
             negated = _negated_before(
-                pattern, words, start, symptom_words, compiled
+                pattern, words, start, symptom_words, compiled, rule.key in LESSENED
             ) or _negated_after(words[end : end + POST_NEGATION_WINDOW + 1], compiled)
             found.append(Found(rule, language, negated))
     fever = _fever_in_numbers(text)
@@ -272,10 +272,16 @@ def _fever_in_numbers(text: str) -> Found | None:
 
 
 _SELF_NEGATING = frozenset({"cant", "couldnt", "unable", "lost", "losing"})
+LESSENED = frozenset({"severe-pain"})  # the signs of a degree "less" lowers
 
 
 def _negated_before(
-    pattern: Pattern, words: Sequence[str], start: int, symptom_words: set[int], c: _Compiled
+    pattern: Pattern,
+    words: Sequence[str],
+    start: int,
+    symptom_words: set[int],
+    c: _Compiled,
+    lessened: bool = False,
 ) -> bool:
     """A negation shortly before words[start], with only words that carry it between."""
     if pattern[0].rstrip("*") in c.negations or pattern[0] in _SELF_NEGATING:
@@ -283,10 +289,12 @@ def _negated_before(
     for index in range(start - 1, max(0, start - NEGATION_WINDOW) - 1, -1):
         word = words[index]
         if word in LESSENING:
-            # "less severe", "menos intenso": of the word right after only, and not "more
-            # or less numb" / "más o menos débil" (somewhat); "me duele menos, tengo
-            # fiebre" says nothing of the fever.
-            return index == start - 1 and words[index - 1 : index] not in (["or"], ["o"])
+            # "less severe", "menos intenso": a degree lowered, of the word right after
+            # only, and not "more or less" / "más o menos" (somewhat). Of a sign that is
+            # there or not, it says it is there: "less bleeding", "menos fiebre".
+            return (
+                lessened and index == start - 1 and words[index - 1 : index] not in (["or"], ["o"])
+            )
         if word in c.negations:
             return True
         carries = (
@@ -335,15 +343,18 @@ def pain_in_words(text: str) -> int | None:
         before = words[max(0, index - 4) : index]
         stated = _stated_as_score(words, index)
         if scores:
+            # Tied to the score before, or a score of its own ("2 at rest, 8 out of 10
+            # when I stand up"), unless its clause is about a date ("appointment 9/10").
             if (
                 not _tied(words, clause_of, index, last)
                 and not _time_after(words, clause_of, index)
                 and not _restated(words, clause_of, index)
+                and not (stated and not _about_a_date(words, clause_of, index))
             ):
                 continue
         elif not stated and not any(w in PAIN_WORDS for w in before):
             continue
-        when = _tense(words, clause_of, index)
+        when = _tense(words, clause_of, index, stated)
         if scores and RANGE_WORDS & _words_before(words, index):
             value = max(value, scores.pop()[0])  # "7 or 8": a range counts as its top
         scores.append((value, when))
@@ -382,12 +393,24 @@ def _stated_as_score(words: list[str], index: int) -> bool:
     return False
 
 
+def _unhedged(words: list[str], index: int) -> int:
+    """Where the number at words[index] stands once the hedges before it are passed over
+    ("to about 8", "to like an 8", "a casi 9" read as "to 8", "a 9")."""
+    at = index
+    if at >= 2 and words[at - 1] in ARTICLES and words[at - 2] in HEDGES:
+        at -= 1
+    while at >= 1 and words[at - 1] in HEDGES:
+        at -= 1
+    return at
+
+
 def _words_before(words: list[str], index: int) -> set[str]:
-    """The word before words[index], and the one before it when that is an article ("to an
-    8", "es un 8")."""
-    found = {words[index - 1]} if index >= 1 else set()
-    if index >= 2 and words[index - 1] in ARTICLES:
-        found.add(words[index - 2])
+    """The word before words[index] (past any hedge), and the one before it when that is an
+    article ("to an 8", "es un 8")."""
+    at = _unhedged(words, index)
+    found = {words[at - 1]} if at >= 1 else set()
+    if at >= 2 and words[at - 1] in ARTICLES:
+        found.add(words[at - 2])
     return found
 
 
@@ -419,6 +442,11 @@ def _restated(words: list[str], clause_of: list[int], index: int) -> bool:
     return bool((PAIN_WORDS | NOW_WORDS) & set(near))
 
 
+def _about_a_date(words: list[str], clause_of: list[int], index: int) -> bool:
+    clause = {w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]}
+    return bool(clause & DATE_WORDS)
+
+
 def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
     after = index + 1
     return after < len(words) and clause_of[after] == clause_of[index] and words[after] in NOW_WORDS
@@ -427,8 +455,9 @@ def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
 def _changed_to(words: list[str], index: int) -> bool:
     """The number is what the pain changed to: "to 8", "to an 8", "al 8", "de 8 a 3" (a
     Spanish "a" between two numbers; an English "a" is an article: "was a 3")."""
-    prev = words[index - 1] if index >= 1 else ""
-    before = words[index - 2] if index >= 2 else ""
+    at = _unhedged(words, index)
+    prev = words[at - 1] if at >= 1 else ""
+    before = words[at - 2] if at >= 2 else ""
     if prev in ("to", "al"):
         return True
     if prev == "a":
@@ -436,12 +465,13 @@ def _changed_to(words: list[str], index: int) -> bool:
     return prev in ARTICLES and before in ("to", "al")
 
 
-def _tense(words: list[str], clause_of: list[int], index: int) -> str:
+def _tense(words: list[str], clause_of: list[int], index: int, stated: bool = False) -> str:
     """Whether a score is the pain now, a past one, or neither said: the nearest marker in
-    its clause decides (the word after, the word before, then further out)."""
+    its clause decides (the word after, the word before, then further out; past the "de 10"
+    of a score written "8 de 10")."""
     if _changed_to(words, index):
         return "now"  # "to an 8", "al 8", "de 8 a 3": what it changed to
-    for offset in (1, -1, 2, -2, -3):
+    for offset in (-1, -2, -3) if stated else (1, -1, 2, -2, -3):
         near = index + offset
         if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
             if words[near] in NOW_WORDS:
@@ -453,6 +483,14 @@ def _tense(words: list[str], clause_of: list[int], index: int) -> str:
 
 _TEN = frozenset({"10", "ten", "diez"})
 LESSENING = frozenset({"less", "menos"})
+HEDGES = frozenset(
+    {"about", "like", "nearly", "almost", "around", "maybe", "roughly", "casi", "como",
+     "unos", "unas", "alrededor", "aproximadamente"}
+)  # fmt: skip
+# Words of a clause about a date, whose "9/10" is no score ("follow up visit 9/10").
+DATE_WORDS = frozenset(
+    {"appointment", "appt", "visit", "see", "date", "cita", "consulta", "fecha", "turno"}
+)
 IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
 ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
 RANGE_WORDS = frozenset({"or", "o"})

@@ -401,7 +401,7 @@ PAIN_WORDS = frozenset({"pain", "dolor", "duele", "hurts", "hurt", "painful"})
 SCORE_UNITS_AFTER = frozenset(
     {"am", "pm", "days", "day", "dias", "dia", "hours", "hour", "horas", "hora", "h",
      "min", "mins", "minutes", "minutos", "weeks", "semanas", "years", "anos", "mg", "pills",
-     "pastillas", "times", "veces", "o'clock"}
+     "pastillas", "times", "veces", "o'clock", "oclock"}
 )  # fmt: skip
 
 # Words that tell a reply is in Spanish, besides the Spanish words of the warning signs.
