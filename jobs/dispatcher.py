@@ -251,8 +251,9 @@ class DispatchLoop:
         self._stopping.clear()
         self._reap_wanted.clear()
         self.runtime.stopping.clear()  # started again after a stop (`shut_down`)
-        self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
+        self._thread = thread
+        thread.start()  # a stop (a signal's) may land in here: the thread then ends at once
 
     def stop(self) -> None:
         """Finish the pass under way (handing claimed texts back), then stop."""
@@ -261,11 +262,13 @@ class DispatchLoop:
         self._wake.set()
         self._reap_wanted.set()  # the prompt reaper's thread ends (after its pass under way)
         deadline = time.monotonic() + STOP_TIMEOUT
-        if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        # Not started yet: the signal that stops us landed inside start(); the thread, once
+        # started, sees _stopping and ends at once (joining it raised, and the worker hung).
+        if thread is not None and thread.ident is not None:
+            thread.join(STOP_TIMEOUT)
         reaper = self._reaper
-        if reaper is not None:
+        if reaper is not None and reaper.ident is not None:
             # Still asking: it ends after its part (told by Runtime.stopping), as the reap
             # job's pass does, which the scheduler waits for. Waited for as long, within the
             # same stop timeout: a daemon thread cut short at exit wrote none of the answers
