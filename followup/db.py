@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -160,6 +160,30 @@ def advisory_key(value: str) -> int:
     every process and release; two texts sharing one only wait for each other."""
     digest = hashlib.blake2b(value.encode("utf-8"), digest_size=4).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def sqlite_write_lock(session: so.Session, table: sa.Table) -> None:
+    """SQLite: take the database's write lock now, by an UPDATE that changes nothing (the
+    driver begins a transaction only at its first write, so the reads before it lock
+    nothing and may be overwritten by what another request commits meanwhile). PostgreSQL
+    locks rows instead: nothing to do."""
+    if is_postgresql(session):
+        return
+    key = next(iter(table.primary_key.columns))
+    session.execute(sa.update(table).where(sa.false()).values({key.name: key}))
+
+
+def locked_get(
+    session: so.Session, model: type[T], ident: int, *, key_share: bool = False
+) -> T | None:
+    """The row as committed now, locked until the transaction ends: PostgreSQL FOR UPDATE
+    (FOR NO KEY UPDATE with `key_share`, as the row's own UPDATE takes), SQLite the
+    database's write lock."""
+    if is_postgresql(session):
+        lock: Any = {"key_share": True} if key_share else True
+        return session.get(model, ident, populate_existing=True, with_for_update=lock)
+    sqlite_write_lock(session, cast(sa.Table, model.__table__))  # type: ignore[attr-defined]
+    return session.get(model, ident, populate_existing=True)
 
 
 def is_postgresql(session: so.Session) -> bool:

@@ -9,7 +9,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -18,7 +17,7 @@ from zxcvbn import zxcvbn
 
 from followup.accounts.models import ROLES, User, UserSession
 from followup.audit.service import record_audit
-from followup.db import is_postgresql
+from followup.db import locked_get
 from followup.errors import NotFound, ValidationError
 
 log = logging.getLogger(__name__)
@@ -387,12 +386,7 @@ def start_session(
     password stayed open for the shift. Locked, the change either comes first (refused
     here) or waits and then ends this session too."""
     checked_hash, user_id = user.password_hash, user.id
-    if is_postgresql(session):
-        fresh = session.get(User, user_id, populate_existing=True, with_for_update=True)
-    else:
-        table = cast(sa.Table, User.__table__)
-        session.execute(sa.update(table).where(table.c.id == user_id).values(id=table.c.id))
-        fresh = session.get(User, user_id, populate_existing=True)
+    fresh = locked_get(session, User, user_id)
     where = f"from {client_address}" if client_address else None
     refused = fresh is None or not fresh.active or fresh.password_hash != checked_hash
     record_audit(

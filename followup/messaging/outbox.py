@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 from typing import Protocol as Shape
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,7 @@ from followup.db import (
     analyze_if_without_statistics,
     in_ids,
     is_postgresql,
+    locked_get,
 )
 from followup.messaging.events import add_events, event_row, insert_planned
 from followup.messaging.models import (
@@ -283,15 +284,7 @@ def locked_procedure(session: so.Session, procedure_id: int) -> Procedure | None
     so: read unlocked, a cancellation or completion committed meanwhile in another request
     is overwritten (a cancelled procedure completed again and its aftercare sent; a finished
     one's aftercare cancelled by a reschedule planned from the booking it no longer has)."""
-    if is_postgresql(session):
-        return session.get(
-            Procedure, procedure_id, populate_existing=True, with_for_update={"key_share": True}
-        )
-    table = cast(sa.Table, Procedure.__table__)
-    session.execute(
-        sa.update(table).where(table.c.id == procedure_id).values(planned_at=table.c.planned_at)
-    )
-    return session.get(Procedure, procedure_id, populate_existing=True)
+    return locked_get(session, Procedure, procedure_id, key_share=True)
 
 
 def record_opt_out(*, session: so.Session, patient_id: int, now: datetime, reason: str) -> int:

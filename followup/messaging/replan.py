@@ -23,7 +23,7 @@ import sqlalchemy.orm as so
 from followup.care.planner import PlannedText, choose_intro
 from followup.care.protocol import BEFORE, CareContext
 from followup.care.timing import defer_past_quiet_hours, zone
-from followup.db import in_ids, is_postgresql
+from followup.db import in_ids, is_postgresql, sqlite_write_lock
 from followup.messaging.events import (
     FOUND_AT_PROVIDER,
     NOT_AT_PROVIDER,
@@ -447,12 +447,7 @@ def procedure_messages(
         if is_postgresql(session):
             query = query.with_for_update(of=Message)
         else:
-            table = cast(sa.Table, Procedure.__table__)
-            session.execute(
-                sa.update(table)
-                .where(table.c.id == procedure_id)
-                .values(planned_at=table.c.planned_at)
-            )
+            sqlite_write_lock(session, cast(sa.Table, Procedure.__table__))
     return {m.step: m for m in session.scalars(query)}
 
 
@@ -503,8 +498,7 @@ def replan_lost_intros(*, session: so.Session, care: CareContext, now: datetime)
         # SQLite locks nothing it reads before the transaction's first write: a nurse's
         # correction committed between this read and the re-plan's write lock would be
         # re-planned from the times it replaced. Read again under the write lock.
-        table = cast(sa.Table, Procedure.__table__)
-        session.execute(sa.update(table).where(sa.false()).values(planned_at=table.c.planned_at))
+        sqlite_write_lock(session, cast(sa.Table, Procedure.__table__))
         rows = session.execute(query).all()
     maybe = maybe_at_provider(session, [carrier_id for _, _, carrier_id in rows])
     replanned = 0

@@ -30,6 +30,7 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.care.timing import ClinicHours, zone
 from followup.db import advisory_key, is_postgresql
+from followup.messaging import pain_scores
 from followup.messaging import triage as words
 from followup.messaging.hours import when_read
 from followup.messaging.models import (
@@ -182,9 +183,9 @@ def classify_reply(
     language = "es" if words.spanish_words(body) else None
     signs = words.find_warning_signs(body)
     present = [s for s in signs if not s.negated]
-    score = words.pain_in_words(body)
+    score = pain_scores.pain_in_words(body)
     if score is None and pain_check_sent:
-        score = words.bare_score(body)
+        score = pain_scores.bare_score(body)
     stored_score = score if score is not None and 0 <= score <= 10 else None
     reasons = [s.rule.reason for s in present]
     if score is not None and score >= PAIN_ALERT:

@@ -1,4 +1,5 @@
-"""Triage matching: find the warning signs, pain scores, closings and questions in a reply.
+"""Triage matching: find the warning signs, closings and questions in a reply (its pain
+score is pain_scores.py's).
 
 The words live in followup.messaging.triage_words (how a term is written is told there);
 this module normalises a reply the same way as the words (lower case, accents dropped,
@@ -28,14 +29,10 @@ from followup.messaging.triage_words import (
     NEGATIONS,
     NOT_FUZZY,
     NOT_SYMPTOMS,
-    NUMBER_WORDS,
-    PAIN_WORDS,
     POST_NEGATION_WINDOW,
     POST_NEGATIONS,
     QUESTION_STARTS,
     SCOPE_ENDS,
-    SCORE_FILLERS,
-    SCORE_UNITS_AFTER,
     SPANISH_HINTS,
     TEMPERATURE_WORDS,
     URGENT_RULES,
@@ -273,6 +270,7 @@ def _fever_in_numbers(text: str) -> Found | None:
 
 _SELF_NEGATING = frozenset({"cant", "couldnt", "unable", "lost", "losing"})
 LESSENED = frozenset({"severe-pain"})  # the signs of a degree "less" lowers
+LESSENING = frozenset({"less", "menos"})
 
 
 def _negated_before(
@@ -315,230 +313,6 @@ def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
         if any(match_at(p, after, index) is not None for p in c.post_negations):
             return True
     return False
-
-
-def pain_in_words(text: str) -> int | None:
-    """A pain score stated in words: "my pain is 8", "dolor 9/10", "8 out of 10"; of several,
-    the pain now: "went from a 3 to an 8", "was 3 yesterday, it is 8 today" and "del 3 al 8"
-    are 8, "3 now, it was 9 yesterday" and "down from 8 to 3" are 3, "7 or 8" is 8.
-
-    The first score follows a pain word or is written as one ("3/10", "3 out of 10"); a
-    later number counts only when tied to the one before ("to", "now", "is", "or" ...), so
-    "pain 3 now. walked 8 blocks", "pain 2, appointment 9/10" and "day 7" are not scores.
-    Returns the number as written (it may be above 10: "pain 12/10"); None if no score.
-    """
-    words: list[str] = []
-    clause_of: list[int] = []
-    for number, clause in enumerate(clauses(normalize(text))):
-        words += clause
-        clause_of += [number] * len(clause)
-    scores: list[tuple[int, str]] = []  # (value, "now" / "past" / "")
-    last = 0  # where the score before was stated
-    for index, word in enumerate(words):
-        value = _number(word)
-        if value is None or _not_a_score(words, clause_of, index, bool(scores)):
-            continue
-        if scores and value > 10:
-            continue
-        before = words[max(0, index - 4) : index]
-        stated = _stated_as_score(words, index)
-        if scores:
-            # Tied to the score before, or a score of its own ("2 at rest, 8 out of 10
-            # when I stand up"), unless its clause is about a date ("appointment 9/10").
-            if (
-                not _tied(words, clause_of, index, last)
-                and not _time_after(words, clause_of, index)
-                and not _restated(words, clause_of, index)
-                and not (stated and not _about_a_date(words, clause_of, index))
-            ):
-                continue
-        elif not stated and not any(w in PAIN_WORDS for w in before):
-            continue
-        when = _tense(words, clause_of, index, stated)
-        if scores and RANGE_WORDS & _words_before(words, index):
-            value = max(value, scores.pop()[0])  # "7 or 8": a range counts as its top
-        scores.append((value, when))
-        last = index
-    if not scores:
-        match = re.search(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))
-        return int(match.group(1)) if match else None
-    now = [value for value, when in scores if when == "now"]
-    if now:
-        return now[-1]
-    not_past = [value for value, when in scores if when != "past"]
-    return (not_past or [value for value, _ in scores])[-1]
-
-
-def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
-    """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
-    before = words[index - 1] if index else ""
-    if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
-        return True
-    if before == "at" and not later:
-        return False
-    if before in NOT_SCORE_BEFORE:
-        return True
-    after = index + 1
-    return (
-        after < len(words)
-        and clause_of[after] == clause_of[index]
-        and words[after] in SCORE_UNITS_AFTER
-    )
-
-
-def _stated_as_score(words: list[str], index: int) -> bool:
-    following = words[index + 1 : index + 4]
-    if following[:2] == ["out", "of"] or following[:1] in (["de"], ["en"], ["/"]):
-        return bool(_TEN & set(following[1:3]))
-    return False
-
-
-def _unhedged(words: list[str], index: int) -> int:
-    """Where the number at words[index] stands once the hedges before it are passed over
-    ("to about 8", "to like an 8", "a casi 9" read as "to 8", "a 9")."""
-    at = index
-    if at >= 2 and words[at - 1] in ARTICLES and words[at - 2] in HEDGES:
-        at -= 1
-    while at >= 1 and words[at - 1] in HEDGES:
-        at -= 1
-    return at
-
-
-def _words_before(words: list[str], index: int) -> set[str]:
-    """The word before words[index] (past any hedge), and the one before it when that is an
-    article ("to an 8", "es un 8")."""
-    at = _unhedged(words, index)
-    found = {words[at - 1]} if at >= 1 else set()
-    if at >= 2 and words[at - 1] in ARTICLES:
-        found.add(words[at - 2])
-    return found
-
-
-def _tied(words: list[str], clause_of: list[int], index: int, last: int) -> bool:
-    """A later number tied to the score before by the word in front of it, in the same
-    clause, or in one that speaks of the pain or of now ("pain was 3 this morning, it's 8
-    now"; not "pain is a 2. My visit is 9/10")."""
-    links = SCORE_LINKS & _words_before(words, index)
-    if not links:
-        return False
-    if links <= {"is", "es"}:
-        # "is" ties only what is said of the pain ("it is 8", "pain is still 8"), not
-        # "my pulse is 72", "my appointment is 9".
-        at = index - 1 if words[index - 1] in ("is", "es") else index - 2
-        if at < 1 or words[at - 1] not in PAIN_WORDS | NOW_WORDS | IS_OF_THE_PAIN:
-            return False
-    clause = [w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]]
-    return clause_of[last] == clause_of[index] or bool((PAIN_WORDS | NOW_WORDS) & set(clause))
-
-
-def _restated(words: list[str], clause_of: list[int], index: int) -> bool:
-    """A later number with its own pain word or "now" word shortly before it, in its clause
-    ("ayer dolor 3, hoy dolor 8", "yesterday it hurt 3 today it hurts 8")."""
-    near = [
-        w
-        for i, w in enumerate(words[max(0, index - 3) : index], max(0, index - 3))
-        if clause_of[i] == clause_of[index]
-    ]
-    return bool((PAIN_WORDS | NOW_WORDS) & set(near))
-
-
-def _about_a_date(words: list[str], clause_of: list[int], index: int) -> bool:
-    clause = {w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]}
-    return bool(clause & DATE_WORDS)
-
-
-def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
-    after = index + 1
-    return after < len(words) and clause_of[after] == clause_of[index] and words[after] in NOW_WORDS
-
-
-def _changed_to(words: list[str], index: int) -> bool:
-    """The number is what the pain changed to: "to 8", "to an 8", "al 8", "de 8 a 3" (a
-    Spanish "a" between two numbers; an English "a" is an article: "was a 3")."""
-    at = _unhedged(words, index)
-    prev = words[at - 1] if at >= 1 else ""
-    before = words[at - 2] if at >= 2 else ""
-    if prev in ("to", "al"):
-        return True
-    if prev == "a":
-        return _number(before) is not None
-    return prev in ARTICLES and before in ("to", "al")
-
-
-def _tense(words: list[str], clause_of: list[int], index: int, stated: bool = False) -> str:
-    """Whether a score is the pain now, a past one, or neither said: the nearest marker in
-    its clause decides (the word after, the word before, then further out; past the "de 10"
-    of a score written "8 de 10")."""
-    if _changed_to(words, index):
-        return "now"  # "to an 8", "al 8", "de 8 a 3": what it changed to
-    for offset in (-1, -2, -3) if stated else (1, -1, 2, -2, -3):
-        near = index + offset
-        if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
-            if words[near] in NOW_WORDS:
-                return "now"
-            if words[near] in PAST_WORDS:
-                return "past"
-    return ""
-
-
-_TEN = frozenset({"10", "ten", "diez"})
-LESSENING = frozenset({"less", "menos"})
-HEDGES = frozenset(
-    {"about", "like", "nearly", "almost", "around", "maybe", "roughly", "casi", "como",
-     "unos", "unas", "alrededor", "aproximadamente"}
-)  # fmt: skip
-# Words of a clause about a date, whose "9/10" is no score ("follow up visit 9/10").
-DATE_WORDS = frozenset(
-    {"appointment", "appt", "visit", "see", "date", "cita", "consulta", "fecha", "turno"}
-)
-IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
-ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
-RANGE_WORDS = frozenset({"or", "o"})
-NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
-PAST_WORDS = frozenset(
-    {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
-     "fue", "de", "del", "desde"}
-)  # fmt: skip
-# The word in front of a later number that ties it to the score before.
-SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
-# Words before a number that make it no score: a day, a date, a time.
-NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana"})
-
-
-def _number(word: str) -> int | None:
-    # isdecimal, not isdigit: "፩" or "²" are digits int() cannot read (a reply crashed on one).
-    if word.isdecimal() and len(word) <= 2:
-        return int(word)
-    return NUMBER_WORDS.get(word)
-
-
-_BARE_SCORE_RE = re.compile(r"^(?:(\d{1,2})|([a-z]+))(?:\s*(?:/|out of|de)\s*(?:10|ten|diez))?$")
-
-
-_DENOMINATOR_RE = re.compile(r"(?:\b(?:out of|of|de|en|sobre)\s*|/\s*)(?:10|ten|diez)\b")
-_SCORE_TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)?|[a-z]+")
-_NEGATIVE_RE = re.compile(r"(?<!\d)(?<!\d )-\s*\d")  # "-1", not the range "8-9"
-
-
-def bare_score(text: str) -> int | None:
-    """The reply is only a number 0-10: "8", "8/10", "eight", "ocho", or a short answer
-    around it ("it's a 9", "about 8", "9 of 10", "como un 8"; "7 or 8" is 8)."""
-    plain = normalize(text).strip().rstrip(".!")
-    match = _BARE_SCORE_RE.match(plain)
-    if match:
-        value = int(match.group(1)) if match.group(1) else NUMBER_WORDS.get(match.group(2) or "")
-        return value if value is not None and 0 <= value <= 10 else None
-    if _NEGATIVE_RE.search(plain):
-        return None  # "-1": not a score, whatever else it is
-    numbers: list[int] = []
-    for word in _SCORE_TOKEN_RE.findall(_DENOMINATOR_RE.sub(" ", plain)):
-        if word in SCORE_FILLERS:
-            continue
-        value = _number(word)
-        if value is None or value > 10:
-            return None  # another word, a decimal, a number that is no score: not only a score
-        numbers.append(value)
-    return max(numbers) if 1 <= len(numbers) <= 2 else None
 
 
 def is_closing(text: str) -> bool:

@@ -14,7 +14,7 @@ import sqlalchemy.orm as so
 from followup.audit.service import record_audit
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
 from followup.care.protocol import CareContext
-from followup.db import advisory_key, is_postgresql
+from followup.db import advisory_key, is_postgresql, sqlite_write_lock
 from followup.errors import ValidationError
 from followup.messaging.models import (
     Message,
@@ -186,9 +186,7 @@ def lock_phones(*, session: so.Session, phones: Iterable[str]) -> None:
             {"keys": keys, "lock_class": PHONE_ENROLLMENT_LOCK},
         )
         return
-    # SQLite takes its write lock for any UPDATE, whether or not a row matches.
-    table = cast(sa.Table, Patient.__table__)
-    session.execute(sa.update(table).where(sa.false()).values(phone=table.c.phone))
+    sqlite_write_lock(session, cast(sa.Table, Patient.__table__))
 
 
 def stored_for(session: so.Session, enrollments: Sequence[Enrollment]) -> Stored:
