@@ -70,6 +70,39 @@ def pain_in_words(text: str) -> int | None:
     return (not_past or [value for value, _ in scores])[-1]
 
 
+def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
+    """Numbers from `floor` to 10 in the reply, above the `score` read from it, that could
+    be a pain score the reading passed over: not a time, a day, a date, an amount, the "10"
+    of "8/10", nor said of the past ("it was 9 yesterday", "down from 8").
+
+    A reply whose score was read low but names such a number ("pain was 4 yesterday. 8 when
+    i get up") is not filed away as that low score: a nurse reads it."""
+    words: list[str] = []
+    clause_of: list[int] = []
+    for number, clause in enumerate(clauses(normalize(text))):
+        words += clause
+        clause_of += [number] * len(clause)
+    found: list[int] = []
+    for index, word in enumerate(words):
+        value = _number(word)
+        if value is None or not score < value <= 10 or value < floor:
+            continue
+        if _not_a_score(words, clause_of, index) or _about_a_date(words, clause_of, index):
+            continue
+        after = index + 1
+        if (
+            after < len(words)
+            and clause_of[after] == clause_of[index]
+            and words[after] not in AFTER_A_SCORE
+            and _number(words[after]) is None
+        ):
+            continue  # it counts something: "walked 8 blocks", "9 grandkids"
+        if _tense(words, clause_of, index, _stated_as_score(words, index)) == "past":
+            continue
+        found.append(value)
+    return found
+
+
 def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
     """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
     before = words[index - 1] if index else ""
@@ -129,7 +162,11 @@ def _tied(words: list[str], clause_of: list[int], index: int, last: int) -> bool
         if at < 1 or words[at - 1] not in PAIN_WORDS | NOW_WORDS | IS_OF_THE_PAIN:
             return False
     clause = [w for w, c in zip(words, clause_of, strict=True) if c == clause_of[index]]
-    return clause_of[last] == clause_of[index] or bool((PAIN_WORDS | NOW_WORDS) & set(clause))
+    if clause_of[last] == clause_of[index] or (PAIN_WORDS | NOW_WORDS) & set(clause):
+        return True
+    # "pain was 4 yesterday, it's 8": a clause opening on "it", right after the score's,
+    # speaks of the same pain.
+    return clause[0] in ("it", "its") and clause_of[last] == clause_of[index] - 1
 
 
 def _restated(words: list[str], clause_of: list[int], index: int) -> bool:
@@ -149,8 +186,18 @@ def _about_a_date(words: list[str], clause_of: list[int], index: int) -> bool:
 
 
 def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
+    """A time of day just after the number: "8 now", "8 today", "8 this morning"."""
     after = index + 1
-    return after < len(words) and clause_of[after] == clause_of[index] and words[after] in NOW_WORDS
+    if after >= len(words) or clause_of[after] != clause_of[index]:
+        return False
+    if words[after] in NOW_WORDS:
+        return True
+    return (
+        words[after] in ("this", "esta")
+        and after + 1 < len(words)
+        and clause_of[after + 1] == clause_of[index]
+        and words[after + 1] in DAYPARTS
+    )
 
 
 def _changed_to(words: list[str], index: int) -> bool:
@@ -194,6 +241,15 @@ DATE_WORDS = frozenset(
 IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
 ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
 RANGE_WORDS = frozenset({"or", "o"})
+# Words that may follow a pain score in its clause ("8 when I stand", "9 at night", "8/10");
+# any other word after a number says what it counts ("8 blocks", "9 grandkids").
+AFTER_A_SCORE = frozenset(
+    {"when", "whenever", "if", "after", "while", "at", "in", "on", "with", "by", "now",
+     "today", "tonight", "this", "still", "again", "or", "to", "out", "of", "/", "and",
+     "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
+     "todavia", "otra", "o", "de", "al", "sobre"}
+)  # fmt: skip
+DAYPARTS = frozenset({"morning", "afternoon", "evening", "manana", "tarde", "noche"})
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
 PAST_WORDS = frozenset(
     {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",

@@ -196,7 +196,18 @@ def classify_reply(
 
     question = words.is_question(body)
     negated = sorted({s.rule.reason for s in signs})
-    if stored_score is not None and not question and not negated and not media_count:
+    passed_over = (
+        pain_scores.higher_numbers(body, score=stored_score, floor=PAIN_ALERT)
+        if stored_score is not None
+        else []
+    )
+    if (
+        stored_score is not None
+        and not question
+        and not negated
+        and not media_count
+        and not passed_over
+    ):
         return Classified(
             REPLY_PAIN, TRIAGE_RECORDED, f"pain score {stored_score} of 10", stored_score, language
         )
@@ -205,6 +216,8 @@ def classify_reply(
     why: list[str] = []
     if stored_score is not None:
         why.append(f"pain score {stored_score} of 10")
+    if passed_over:
+        why.append(f"also names {max(passed_over)}: is that the pain now?")
     if media_count:
         why.append("sent a picture or file")
     if negated:
