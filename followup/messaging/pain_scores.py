@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from followup.messaging.triage import clauses, normalize
+from followup.messaging.triage import clauses, normalize, tokens
 from followup.messaging.triage_words import (
     NUMBER_WORDS,
     PAIN_WORDS,
@@ -103,21 +103,35 @@ def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
     return found
 
 
+def unplaced_high_number(text: str, *, floor: int) -> int | None:
+    """In a reply that speaks of pain but gives no score the reading can place ("an 8 today
+    for the pain", "9 with pain meds"), the highest number from `floor` to 10 that could be
+    one; None if there is none, or the reply does not speak of pain."""
+    words = tokens(normalize(text))
+    if not PAIN_WORDS & set(words):
+        return None
+    found = higher_numbers(text, score=-1, floor=floor)
+    # "can I drive after 7?": a time, not a score
+    pairs = zip(words[1:], words, strict=False)
+    times = {_number(word) for word, before in pairs if before in TIME_WORDS}
+    return max((value for value in found if value not in times), default=None)
+
+
 def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
     """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
     before = words[index - 1] if index else ""
     if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
         return True
-    if before == "at" and not later:
-        return False
-    if before in NOT_SCORE_BEFORE:
-        return True
     after = index + 1
-    return (
+    if (
         after < len(words)
         and clause_of[after] == clause_of[index]
         and words[after] in SCORE_UNITS_AFTER
-    )
+    ):
+        return True  # "at 9 pm", "8 days"
+    if before == "at" and not later:
+        return False
+    return before in NOT_SCORE_BEFORE
 
 
 def _stated_as_score(words: list[str], index: int) -> bool:
@@ -249,6 +263,7 @@ AFTER_A_SCORE = frozenset(
      "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
      "todavia", "otra", "o", "de", "al", "sobre"}
 )  # fmt: skip
+TIME_WORDS = frozenset({"after", "before", "until", "till", "despues", "antes", "hasta"})
 DAYPARTS = frozenset({"morning", "afternoon", "evening", "manana", "tarde", "noche"})
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
 PAST_WORDS = frozenset(

@@ -190,6 +190,10 @@ def classify_reply(
     reasons = [s.rule.reason for s in present]
     if score is not None and score >= PAIN_ALERT:
         reasons.insert(0, f"pain score {score} of 10")
+    elif score is None:
+        unplaced = pain_scores.unplaced_high_number(body, floor=PAIN_ALERT)
+        if unplaced is not None:
+            reasons.insert(0, f"speaks of pain and names {unplaced}: a pain score of {unplaced}?")
     if reasons:
         kind = REPLY_PAIN if not present else REPLY_SYMPTOM
         return Classified(kind, TRIAGE_URGENT, "; ".join(reasons), stored_score, language)

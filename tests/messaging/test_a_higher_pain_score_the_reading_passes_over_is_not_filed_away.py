@@ -93,3 +93,37 @@ def test_a_low_score_beside_a_past_score_a_date_or_a_time_is_still_recorded(
     session.expire_all()
     [row] = session.scalars(sa.select(InboundMessage)).all()
     assert row.triage == "recorded", (body, row.triage, row.triage_reason)
+
+
+@pytest.mark.parametrize("body", ["an 8 today for the pain", "9 with pain meds", "9. pain is bad"])
+def test_a_reply_of_pain_with_a_high_number_the_reading_cannot_place_is_urgent(
+    body: str,
+    reply: Callable[..., tuple[int, str]],
+    session: so.Session,
+    pain_checked: EnrollmentResult,
+) -> None:
+    """Read as no score at all, these waited in the reading queue, at night until the
+    clinic opened, for a pain of 8 or 9."""
+    status, answer = reply(body)
+    assert status == 200
+    session.expire_all()
+    [row] = session.scalars(sa.select(InboundMessage)).all()
+    texts = _answer(answer)
+    assert row.triage == "urgent", (body, row.triage, row.triage_reason)
+    assert any("call us now" in t for t in texts), texts
+
+
+@pytest.mark.parametrize(
+    "body", ["pain meds at 9 pm?", "can i drive after 7? no pain", "i have 9 grandkids and no pain"]
+)
+def test_a_time_or_a_count_beside_pain_words_is_not_urgent(
+    body: str,
+    reply: Callable[..., tuple[int, str]],
+    session: so.Session,
+    pain_checked: EnrollmentResult,
+) -> None:
+    status, _ = reply(body)
+    assert status == 200
+    session.expire_all()
+    [row] = session.scalars(sa.select(InboundMessage)).all()
+    assert row.triage == "reading", (body, row.triage, row.triage_reason)
