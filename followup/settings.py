@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -219,6 +221,12 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     ):
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise ConfigurationError(f"{name} must be an http:// or https:// URL")
+    if production and api_base_url is not None and not _https_or_loopback(api_base_url):
+        # The account's auth token goes with every request, and every text's body.
+        raise ConfigurationError(
+            "TWILIO_API_BASE_URL must be an https:// URL when FOLLOWUP_ENV=production "
+            "(http:// only to this machine: 127.0.0.1, ::1 or localhost)"
+        )
 
     emergency_number = get("EMERGENCY_NUMBER") or EMERGENCY_NUMBERS.get(region)
     if emergency_number is None:
@@ -407,6 +415,19 @@ def _phone_setting(text: str | None, name: str, region: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         raise ConfigurationError(f"{name} {text!r} is not a valid phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bounded_number(text: str, name: str, *, low: float, high: float) -> float:

@@ -234,3 +234,38 @@ def test_session_and_throttle_settings_are_read() -> None:
 def test_production_refuses_a_placeholder_key(key: str) -> None:
     with pytest.raises(ConfigurationError, match="SECRET_KEY is a placeholder"):
         settings_from_mapping({**PRODUCTION, "SECRET_KEY": key})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.org", "http://10.0.0.5:8080", "http://twilio-proxy.internal"]
+)
+def test_production_refuses_twilio_over_plain_http_beyond_this_machine(url: str) -> None:
+    """Every request to Twilio carries the account's auth token and every text's body."""
+    with pytest.raises(ConfigurationError, match="TWILIO_API_BASE_URL must be an https://"):
+        settings_from_mapping(
+            {
+                **PRODUCTION,
+                "SECRET_KEY": "x" * 8 + "Q7v#pL2m@Zr9!kW4sT6^bN1yE3uH5jD8",
+                "TWILIO_API_BASE_URL": url,
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.example.org",
+        "http://127.0.0.1:8099",
+        "http://localhost:8099",
+        "http://[::1]:8099",
+    ],
+)
+def test_production_takes_twilio_over_https_or_to_this_machine(url: str) -> None:
+    settings = settings_from_mapping(
+        {
+            **PRODUCTION,
+            "SECRET_KEY": "x" * 8 + "Q7v#pL2m@Zr9!kW4sT6^bN1yE3uH5jD8",
+            "TWILIO_API_BASE_URL": url,
+        }
+    )
+    assert settings.twilio_api_base_url == url
