@@ -114,12 +114,17 @@ class AlertSettings:
         return f"{self.public_base_url.rstrip('/')}/attention" if self.public_base_url else None
 
 
-def alert_text(*, count: int, escalation: bool, settings: AlertSettings) -> str:
-    """The alert's words: a count and a link, never a name, a phone or the reply's words."""
+def alert_text(
+    *, count: int, escalation: bool, settings: AlertSettings, first_failed: bool = False
+) -> str:
+    """The alert's words: a count and a link, never a name, a phone or the reply's words.
+    An escalation brought forward because every first alert failed says so."""
     what = f"{count} urgent repl{'y' if count == 1 else 'ies'} waiting"
     where = settings.queue_url or "open Needs attention in followup"
     text = f"{what}: {where}"
-    if escalation:
+    if escalation and first_failed:
+        text = f"Still unhandled, the first alert could not be sent: {text}"
+    elif escalation:
         minutes = int(settings.escalate_after.total_seconds() // 60)
         text = f"Still unhandled after {minutes} min: {text}"
     return text
@@ -168,8 +173,10 @@ def run_alerts(
     if not urgent:
         return report
     due: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    first_failed = _first_round_failed(session, [reply_id for reply_id, _ in urgent])
     for reply_id, received_at in urgent:
-        rounds = [FIRST] + ([ESCALATION] if received_at <= now - settings.escalate_after else [])
+        late = received_at <= now - settings.escalate_after
+        rounds = [FIRST] + ([ESCALATION] if late or reply_id in first_failed else [])
         for round_ in rounds:
             for target in settings.recipients(round_):
                 due[target].append((reply_id, round_))
@@ -181,8 +188,14 @@ def run_alerts(
         if not claimed:
             continue
         report.claimed += len(claimed)
+        escalated = {reply_id for reply_id, round_ in pairs if round_ == ESCALATION}
         escalation = any(round_ == ESCALATION for _, round_ in claimed)
-        text = alert_text(count=len(urgent), escalation=escalation, settings=settings)
+        text = alert_text(
+            count=len(urgent),
+            escalation=escalation,
+            settings=settings,
+            first_failed=escalation and escalated <= first_failed,
+        )
         ids = [alert_id for alert_id, _ in claimed]
         if channel == SMS:
             assert sms is not None  # noqa: S101 - checked above
@@ -202,6 +215,22 @@ def run_alerts(
             values["status"],
         )
     return report
+
+
+def _first_round_failed(session: so.Session, reply_ids: list[int]) -> set[int]:
+    """The replies whose every first alert failed for good (refused, reported undelivered,
+    out of tries): nobody was reached, so the escalation does not wait its minutes."""
+    if not reply_ids:
+        return set()
+    not_failed = sa.func.sum(sa.case((StaffAlert.status != ALERT_FAILED, 1), else_=0))
+    return set(
+        session.scalars(
+            sa.select(StaffAlert.inbound_message_id)
+            .where(StaffAlert.inbound_message_id.in_(reply_ids), StaffAlert.round == FIRST)
+            .group_by(StaffAlert.inbound_message_id)
+            .having(not_failed == 0)
+        )
+    )
 
 
 def _settle_stale(session: so.Session, now: datetime) -> int:

@@ -12,11 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
 from aiosmtpd.controller import Controller
+from flask.testing import FlaskClient
 
+from followup.inbox.models import StaffAlert
+from followup.messaging.models import InboundMessage
+from followup.runtime import Runtime
 from followup.settings import Settings
+from tests.fakes.twilio_server import FakeTwilio
 from tests.messaging.conftest import (  # noqa: F401 - fixtures for the tests here
+    PUBLIC_BASE_URL,
     client,
+    post_signed,
+    reply_form,
     twilio_fake,
     twilio_runtime,
     twilio_settings,
@@ -98,3 +108,35 @@ def settings(tmp_path: Path, smtp_server: SmtpServer) -> Settings:
         smtp_url=smtp_server.url,
         escalate_after_minutes=15,
     )
+
+
+ALERT = f"1 urgent reply waiting: {PUBLIC_BASE_URL}/attention"
+
+
+@pytest.fixture
+def urgent_reply(
+    client: FlaskClient,  # noqa: F811 - the fixture imported above
+    twilio_runtime: Runtime,  # noqa: F811
+    enroll: Any,
+    session: so.Session,
+) -> int:
+    """Ada Moreno texts that her leg is numb, through the signed webhook; the reply's id."""
+    enroll(first_name="Ada", last_name="Moreno")
+    token = twilio_runtime.settings.twilio_auth_token or ""
+    status, _ = post_signed(client, "/twilio/inbound", reply_form("my leg is numb"), token=token)
+    assert status == 200
+    return int(session.scalars(sa.select(InboundMessage.id)).one())
+
+
+def alert_rows(session: so.Session) -> list[tuple[int, str, str, str]]:
+    """(round, channel, recipient, status) of every alert, oldest first."""
+    session.expire_all()
+    return [
+        (a.round, a.channel, a.recipient, a.status)
+        for a in session.scalars(sa.select(StaffAlert).order_by(StaffAlert.id))
+    ]
+
+
+def sms_to(twilio_fake: FakeTwilio, number: str) -> list[str]:  # noqa: F811
+    """The bodies of the texts the fake Twilio was asked to send to `number`."""
+    return [f["Body"] for f in twilio_fake.creates() if f["To"] == number]

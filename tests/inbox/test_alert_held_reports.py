@@ -17,13 +17,12 @@ from followup.messaging.models import HeldStatusReport
 from followup.runtime import Runtime
 from jobs import tasks
 from tests.fakes.twilio_server import FakeTwilio
-from tests.inbox.conftest import ONCALL
-from tests.inbox.test_alerts import alert_rows, urgent_reply  # noqa: F401 - fixture
+from tests.inbox.conftest import ONCALL, alert_rows
 from tests.messaging.conftest import post_signed
 
 
 def test_an_alert_sms_failure_reported_while_its_sid_is_committed_reaches_the_alert(
-    urgent_reply: int,  # noqa: F811
+    urgent_reply: int,
     twilio_runtime: Runtime,
     twilio_fake: FakeTwilio,
     client: FlaskClient,

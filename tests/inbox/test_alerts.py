@@ -28,37 +28,19 @@ from followup.runtime import Runtime
 from jobs import tasks
 from tests.fakes.transport import ScriptedTransport
 from tests.fakes.twilio_server import FakeTwilio
-from tests.inbox.conftest import ALERT_EMAIL, ESCALATION, ONCALL, REFUSED_EMAIL, SmtpServer
+from tests.inbox.conftest import (
+    ALERT,
+    ALERT_EMAIL,
+    ESCALATION,
+    ONCALL,
+    REFUSED_EMAIL,
+    SmtpServer,
+    alert_rows,
+    sms_to,
+)
 from tests.messaging.conftest import PUBLIC_BASE_URL, post_signed, reply_form
 
 Enroll = Callable[..., EnrollmentResult]
-ALERT = f"1 urgent reply waiting: {PUBLIC_BASE_URL}/attention"
-
-
-@pytest.fixture
-def urgent_reply(
-    client: FlaskClient, twilio_runtime: Runtime, enroll: Enroll, session: so.Session
-) -> int:
-    """Ada Moreno texts that her leg is numb, through the signed webhook; the reply's id."""
-    enroll(first_name="Ada", last_name="Moreno")
-    token = twilio_runtime.settings.twilio_auth_token or ""
-    status, _ = post_signed(client, "/twilio/inbound", reply_form("my leg is numb"), token=token)
-    assert status == 200
-    from followup.messaging.models import InboundMessage
-
-    return int(session.scalars(sa.select(InboundMessage.id)).one())
-
-
-def alert_rows(session: so.Session) -> list[tuple[int, str, str, str]]:
-    session.expire_all()
-    return [
-        (a.round, a.channel, a.recipient, a.status)
-        for a in session.scalars(sa.select(StaffAlert).order_by(StaffAlert.id))
-    ]
-
-
-def sms_to(twilio_fake: FakeTwilio, number: str) -> list[str]:
-    return [f["Body"] for f in twilio_fake.creates() if f["To"] == number]
 
 
 def test_an_urgent_reply_alerts_on_call_by_sms_and_email_at_once(

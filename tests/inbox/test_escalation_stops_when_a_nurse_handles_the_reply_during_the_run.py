@@ -13,35 +13,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
-import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask.testing import FlaskClient
 
 from followup.clock import FakeClock
 from followup.inbox.alerts import AlertSettings, run_alerts
 from followup.inbox.service import mark_handled
-from followup.messaging.models import InboundMessage
 from followup.messaging.transports.base import OutgoingSms, SendResult
 from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
 from tests.fakes.transport import ScriptedTransport
 from tests.inbox.conftest import ESCALATION, ONCALL
-from tests.messaging.conftest import post_signed, reply_form
 
 Enroll = Callable[..., EnrollmentResult]
-
-
-@pytest.fixture
-def urgent_reply(
-    client: FlaskClient, twilio_runtime: Runtime, enroll: Enroll, session: so.Session
-) -> int:
-    """Ada Moreno texts that her leg is numb, through the signed webhook; the reply's id."""
-    enroll(first_name="Ada", last_name="Moreno")
-    token = twilio_runtime.settings.twilio_auth_token or ""
-    status, _ = post_signed(client, "/twilio/inbound", reply_form("my leg is numb"), token=token)
-    assert status == 200
-    return int(session.scalars(sa.select(InboundMessage.id)).one())
 
 
 def test_no_escalation_page_for_a_reply_a_nurse_handled_while_the_run_was_sending(
