@@ -313,6 +313,13 @@ def _too_many(exc: RateLimitExceeded) -> ResponseReturnValue:
         from followup.accounts.views import throttled_sign_in
 
         return throttled_sign_in()
+    if request.endpoint == "accounts.password":
+        log.warning("password change throttled for user %s", getattr(current_user, "id", None))
+        return _error_page(
+            429,
+            "Too many wrong current passwords. Wait 15 minutes and try again, or ask an admin "
+            "to reset your password.",
+        )
     log.info("rate limit reached on %s", request.path)
     return _error_page(429, "Too many requests from here. Wait a few minutes and try again.")
 

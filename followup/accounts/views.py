@@ -6,7 +6,7 @@ import hashlib
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session
+from flask import Blueprint, Flask, abort, flash, g, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from flask_limiter import Limiter
@@ -60,8 +60,23 @@ FAILURES_PER_ADDRESS = "10 per minute; 30 per 15 minutes; 200 per day"
 FAILURES_PER_ACCOUNT_AND_ADDRESS = "5 per 15 minutes; 10 per hour; 20 per day"
 
 
+# Wrong current passwords typed on the change-password page, per signed-in account: a
+# session left open on a ward computer is no way to guess the owner's password.
+WRONG_CURRENT_PASSWORDS = "5 per 15 minutes; 20 per day"
+WRONG_CURRENT_PASSWORD = "followup.wrong_current_password"  # noqa: S105 - a g key
+
+
 def install_sign_in_throttles(app: Flask, limiter: Limiter) -> None:
-    """Put the sign-in throttles on POST /login (Flask-Limiter; counted on failure only)."""
+    """Put the sign-in throttles on POST /login, and the wrong-current-password throttle on
+    POST /account/password (Flask-Limiter; counted on failure only)."""
+    change: Any = app.view_functions["accounts.password"]
+    app.view_functions["accounts.password"] = limiter.limit(
+        WRONG_CURRENT_PASSWORDS,
+        key_func=lambda: f"user:{staff().id}",
+        methods=["POST"],
+        deduct_when=lambda _response: bool(g.get(WRONG_CURRENT_PASSWORD)),
+        scope="password-change:account",
+    )(change)
     view: Any = app.view_functions["accounts.login"]
     view = limiter.limit(
         FAILURES_PER_ACCOUNT_AND_ADDRESS,
@@ -196,6 +211,7 @@ def password() -> ResponseReturnValue:
             )
         except ValidationError as exc:
             db().rollback()
+            g.setdefault(WRONG_CURRENT_PASSWORD, exc.field == "current_password")
             form[exc.field].errors = [exc.message]
             return render_template("accounts/password.html", form=form, forced=forced), 422
         db().commit()  # every session of this user has ended, this one included

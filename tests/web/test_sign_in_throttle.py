@@ -179,3 +179,43 @@ def test_no_typed_password_is_readable_on_the_audit_page(
         "Tr0ub4dor" not in (e.actor + (e.detail or ""))
         for e in session.scalars(sa.select(AuditEvent))
     )
+
+
+def test_wrong_current_passwords_on_the_change_page_are_throttled_per_account(
+    app: Flask, staff: dict[str, int], signed_in: Callable[[str], Browser], clock: FakeClock
+) -> None:
+    """A session left open on a ward computer let anyone guess its owner's password on
+    /account/password, as fast as they could post, with no limit at all."""
+    browser = signed_in(NURSE)
+
+    def change(current: str) -> int:
+        token = csrf_from(browser.get("/account/password"))
+        form = {
+            "csrf_token": token,
+            "current_password": current,
+            "new_password": "a brand new passphrase of mine",
+            "confirm_password": "a brand new passphrase of mine",
+        }
+        return browser.client.post("/account/password", data=form).status_code
+
+    assert [change(f"guess number {n}") for n in range(5)] == [422] * 5
+    assert change(PASSWORD) == 429  # the right one too, until the window ends
+    other = signed_in(ADMIN)  # another account is not held up
+    assert other.get("/account/password").status_code == 200
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert change(PASSWORD) == 302  # changed
+
+
+def test_other_mistakes_on_the_change_page_are_not_counted(
+    app: Flask, staff: dict[str, int], signed_in: Callable[[str], Browser]
+) -> None:
+    browser = signed_in(NURSE)
+    for _ in range(7):
+        token = csrf_from(browser.get("/account/password"))
+        form = {
+            "csrf_token": token,
+            "current_password": PASSWORD,
+            "new_password": "a brand new passphrase of mine",
+            "confirm_password": "a typo in the confirmation",
+        }
+        assert browser.client.post("/account/password", data=form).status_code == 422
