@@ -22,12 +22,11 @@ from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
 from followup.inbox.queue import attention_queue
 from followup.sendlog.chart import daily_chart
+from followup.sendlog.dashboard import DailyCache, dashboard
 from followup.sendlog.forms import LogFilterForm
 from followup.sendlog.service import (
-    DailyCache,
     check_filter,
     csv_lines,
-    dashboard,
     explain_error,
     iter_log,
     local_time,

@@ -28,7 +28,7 @@ from followup.messaging.reconcile import reap_stale
 from followup.messaging.retries import HANDOVER_MARGIN
 from followup.patients.edits import cancel_procedure
 from followup.patients.validation import EnrollmentResult
-from followup.sendlog.service import dashboard
+from followup.sendlog.dashboard import dashboard
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.helpers import NEW_YORK, at, dispatch, event_details, event_kinds
 

@@ -25,7 +25,8 @@ from followup.patients.validation import EnrollmentResult
 from followup.retention.models import PurgedPatient
 from followup.retention.service import REMOVED, PurgeReport, preview_purge, purge_expired
 from followup.runtime import Runtime
-from followup.sendlog.service import csv_row, dashboard
+from followup.sendlog.dashboard import dashboard
+from followup.sendlog.service import csv_row
 from jobs.scheduler import build_scheduler
 from tests.conftest import START
 from tests.test_cli import Cli

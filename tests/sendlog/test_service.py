@@ -13,10 +13,10 @@ from followup.inbox.queue import critical_text_problems
 from followup.messaging.models import Message
 from followup.messaging.outbox import OPTED_OUT, record_opt_out
 from followup.patients.validation import EnrollmentResult
+from followup.sendlog.dashboard import dashboard
 from followup.sendlog.service import (
     LogFilter,
     csv_lines,
-    dashboard,
     decode_cursor,
     iter_log,
     log_page,
@@ -199,7 +199,7 @@ def test_dashboard_counts_local_days_and_groups_failures(
 def test_dashboard_cache_keeps_closed_days_and_counts_the_live_two_every_time(
     session: so.Session, three_patients: list[EnrollmentResult]
 ) -> None:
-    from followup.sendlog.service import CLOSED_DAY_TTL, DailyCache
+    from followup.sendlog.dashboard import CLOSED_DAY_TTL, DailyCache
 
     cache = DailyCache()
     ada = three_patients[0].patient.id
