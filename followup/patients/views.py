@@ -43,9 +43,9 @@ from followup.patients.pages import (
     consent_wording,
     describe_input_time,
     patient_detail,
-    preview_new_enrollment,
     search_patients,
 )
+from followup.patients.preview import preview_new_enrollment
 from followup.patients.service import enroll_patient
 from followup.patients.validation import AmbiguousTime, EnrollmentForm, InvalidEnrollment
 from followup.web import db, runtime, staff

@@ -26,7 +26,7 @@ from followup.patients.edits import (
     reschedule_procedure,
 )
 from followup.patients.models import Patient, Procedure
-from followup.patients.pages import preview_new_enrollment
+from followup.patients.preview import preview_new_enrollment
 from followup.patients.service import enroll_patient
 from followup.patients.validation import (
     AmbiguousTime,
