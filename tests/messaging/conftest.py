@@ -5,8 +5,9 @@ enrolled patient."""
 from __future__ import annotations
 
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +19,7 @@ from twilio.request_validator import RequestValidator
 from followup.app import create_app
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock, SystemClock
-from followup.messaging.models import SENT
+from followup.messaging.models import SENT, InboundMessage
 from followup.messaging.transports.twilio import TwilioTransport
 from followup.patients.validation import EnrollmentResult
 from followup.runtime import Runtime
@@ -137,6 +138,31 @@ def reply(client: FlaskClient, twilio_runtime: Runtime) -> Callable[..., tuple[i
         return post_signed(client, "/twilio/inbound", reply_form(body, **extra), token=token)
 
     return _reply
+
+
+@dataclass(frozen=True)
+class Triaged:
+    """A reply as stored (its triage, reason, pain score) and the texts answered to it."""
+
+    row: InboundMessage
+    texts: list[str]
+
+
+@pytest.fixture
+def triaged(reply: Callable[..., tuple[int, str]], session: so.Session) -> Callable[[str], Triaged]:
+    """Send one reply through the signed webhook; the stored reply and its answer."""
+
+    def _triaged(body: str) -> Triaged:
+        status, answer = reply(body)
+        assert status == 200
+        session.expire_all()
+        [row] = session.scalars(sa.select(InboundMessage)).all()
+        root = ET.fromstring(answer) if answer else None  # noqa: S314 - our own response
+        return Triaged(
+            row, [m.text or "" for m in root.iter("Message")] if root is not None else []
+        )
+
+    return _triaged
 
 
 @pytest.fixture
