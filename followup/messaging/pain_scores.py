@@ -263,7 +263,9 @@ AFTER_A_SCORE = frozenset(
      "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
      "todavia", "otra", "o", "de", "al", "sobre"}
 )  # fmt: skip
-TIME_WORDS = frozenset({"after", "before", "until", "till", "despues", "antes", "hasta"})
+TIME_WORDS = frozenset(
+    {"after", "before", "until", "till", "since", "despues", "antes", "hasta", "desde"}
+)
 DAYPARTS = frozenset({"morning", "afternoon", "evening", "manana", "tarde", "noche"})
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
 PAST_WORDS = frozenset(
@@ -273,7 +275,7 @@ PAST_WORDS = frozenset(
 # The word in front of a later number that ties it to the score before.
 SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
 # Words before a number that make it no score: a day, a date, a time.
-NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana"})
+NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana", "since"})
 
 
 def _number(word: str) -> int | None:

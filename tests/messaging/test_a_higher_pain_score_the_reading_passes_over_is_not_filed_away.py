@@ -84,7 +84,13 @@ def test_a_reply_of_pain_with_a_high_number_the_reading_cannot_place_is_urgent(
 
 
 @pytest.mark.parametrize(
-    "body", ["pain meds at 9 pm?", "can i drive after 7? no pain", "i have 9 grandkids and no pain"]
+    "body",
+    [
+        "pain meds at 9 pm?",
+        "can i drive after 7? no pain",
+        "i have 9 grandkids and no pain",
+        "pain since 8 this morning",  # since 8 o'clock, no score: a nurse reads it
+    ],
 )
 def test_a_time_or_a_count_beside_pain_words_is_not_urgent(
     body: str, triaged: Triage, pain_checked: EnrollmentResult
