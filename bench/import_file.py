@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fresh_database  # noqa: E402
 from followup.db import make_engine, make_session_factory  # noqa: E402
 from followup.imports.csvformat import HEADER  # noqa: E402
-from followup.imports.fhirformat import BLOOD_THINNER_URL, CPT_SYSTEM, SMS_CONSENT_SYSTEM  # noqa: E402
+from followup.imports.fhirformat import BLOOD_THINNER_URL, CPT_SYSTEM  # noqa: E402
+from followup.imports.fhirpatient import SMS_CONSENT_SYSTEM  # noqa: E402
 from followup.imports.service import import_items, parse_uploads, write_report_csv  # noqa: E402
 from followup.imports.source import read_path  # noqa: E402
 from followup.runtime import build_care  # noqa: E402

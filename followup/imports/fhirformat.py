@@ -28,14 +28,16 @@ One enrollment per Procedure, with its subject Patient:
 - Consent: each patient needs an `active` Consent whose `patient` is them, with category
   coding SMS_CONSENT_SYSTEM|sms and `provision.type` permit (or no provision type),
   in effect now (`provision.period`). An active SMS Consent that denies refuses the patient.
+
+The Patient's fields and the Consent's are read in fhirpatient.py; this module finds the
+resources, ties them together and reads the Procedure.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import pydantic
@@ -44,6 +46,17 @@ from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 
+from followup.imports.fhirpatient import (
+    SMS_CONSENT_CODE,
+    SMS_CONSENT_SYSTEM,
+    extension_code,
+    is_sms_consent,
+    mobile_in_use,
+    mobile_points,
+    patient_language,
+    patient_name,
+    sms_consent_problem,
+)
 from followup.imports.source import (
     FHIR_BUNDLE,
     FHIR_NDJSON,
@@ -61,8 +74,6 @@ from followup.patients.validation import EnrollmentForm
 
 BLOOD_THINNER_URL = "https://followup.example/fhir/StructureDefinition/blood-thinner"
 TIMEZONE_URL = "http://hl7.org/fhir/StructureDefinition/timezone"
-SMS_CONSENT_SYSTEM = "http://hl7.org/fhir/contact-point-system"
-SMS_CONSENT_CODE = "sms"
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 CPT_KINDS = {
     "22510": "vertebroplasty",
@@ -325,7 +336,7 @@ def _patient_facts(
 ) -> _PatientFacts:
     patient = resource.model
     assert isinstance(patient, Patient)  # noqa: S101 - sorted by resourceType
-    first, last = _name(patient)
+    first, last = patient_name(patient)
     problems = [problem for key in keys for problem in consents.get(key, [])]
     if not problems:
         consent_problem: str | None = (
@@ -341,69 +352,12 @@ def _patient_facts(
         resource=resource,
         first=first,
         last=last,
-        phone=_mobile(patient, now),
-        language=_language(patient),
-        timezone=_extension_code(patient, TIMEZONE_URL) or default_timezone,
+        phone=mobile_in_use(patient, now),
+        language=patient_language(patient),
+        timezone=extension_code(patient, TIMEZONE_URL) or default_timezone,
         deceased=bool(patient.deceasedBoolean) or patient.deceasedDateTime is not None,
         consent_problem=consent_problem,
     )
-
-
-def _name(patient: Patient) -> tuple[str, str]:
-    names = list(patient.name or [])
-    by_use = {name.use: name for name in reversed(names)}
-    name = by_use.get("official") or by_use.get("usual") or (names[0] if names else None)
-    if name is None:
-        return "", ""
-    return " ".join(str(given) for given in name.given or []), str(name.family or "")
-
-
-def _mobiles(patient: Any) -> list[Any]:
-    """The patient's mobile ContactPoints with a number, whatever their period."""
-    return [
-        point
-        for point in getattr(patient, "telecom", None) or []
-        if point.system in ("phone", "sms") and point.use == "mobile" and point.value
-    ]
-
-
-def _mobile(patient: Patient, now: datetime) -> str:
-    """The mobile to text: of those in use now (their `period`, if any, includes `now`),
-    the lowest rank. A number the patient gave up is never used, whatever its rank."""
-    mobiles = [point for point in _mobiles(patient) if _in_use(point.period, now)]
-    mobiles.sort(key=lambda point: point.rank if point.rank is not None else 1_000_000)
-    return str(mobiles[0].value) if mobiles else ""
-
-
-def _in_use(period: Any, now: datetime) -> bool:
-    """Whether a FHIR Period (None: always) includes `now`; an unreadable bound does not."""
-    if period is None:
-        return True
-    start = _instant(period.start, end=False) if period.start is not None else None
-    end = _instant(period.end, end=True) if period.end is not None else None
-    if (period.start is not None and start is None) or (period.end is not None and end is None):
-        return False
-    return (start is None or start <= now) and (end is None or now <= end)
-
-
-def _language(patient: Patient) -> str:
-    spoken = list(patient.communication or [])
-    spoken.sort(key=lambda item: not item.preferred)
-    for item in spoken:
-        concept = item.language
-        codes = [coding.code for coding in concept.coding or [] if coding.code]
-        if codes:
-            return str(codes[0]).split("-")[0].lower()
-        if concept.text:
-            return str(concept.text).strip().lower()
-    return "en"
-
-
-def _extension_code(patient: Patient, url: str) -> str | None:
-    for extension in patient.extension or []:
-        if extension.url == url and extension.valueCode:
-            return str(extension.valueCode)
-    return None
 
 
 def _consents_by_patient(consents: list[_Resource], now: datetime) -> dict[str, list[str | None]]:
@@ -413,79 +367,10 @@ def _consents_by_patient(consents: list[_Resource], now: datetime) -> dict[str, 
         consent = resource.model
         assert isinstance(consent, Consent)  # noqa: S101 - sorted by resourceType
         patient = _reference(consent.patient)
-        if patient is None or not _is_sms(consent):
+        if patient is None or not is_sms_consent(consent):
             continue
-        by_patient.setdefault(patient, []).append(_consent_problem(consent, resource.ref, now))
+        by_patient.setdefault(patient, []).append(sms_consent_problem(consent, resource.ref, now))
     return by_patient
-
-
-def _is_sms(consent: Consent) -> bool:
-    return any(
-        coding.system == SMS_CONSENT_SYSTEM and coding.code == SMS_CONSENT_CODE
-        for concept in consent.category or []
-        for coding in concept.coding or []
-    )
-
-
-def _consent_problem(consent: Consent, ref: str, now: datetime) -> str | None:
-    if consent.status != "active":
-        return f"the SMS Consent ({ref}) is {consent.status}, not active"
-    provision = consent.provision
-    if provision is not None and provision.type == "deny":
-        return f"the SMS Consent ({ref}) denies texts"
-    period = provision.period if provision is not None else None
-    if period is not None:
-        bounds: dict[str, datetime] = {}
-        for name, value in (("end", period.end), ("start", period.start)):
-            if value is None:
-                continue
-            instant = _instant(value, end=name == "end")
-            if instant is None:
-                return (
-                    f"the SMS Consent ({ref}) provision.period.{name} {str(value)!r} is not a "
-                    "FHIR dateTime (YYYY, YYYY-MM, YYYY-MM-DD or a time with its offset)"
-                )
-            bounds[name] = instant
-        if "end" in bounds and bounds["end"] < now:
-            return f"the SMS Consent ({ref}) ended {period.end}"
-        if "start" in bounds and bounds["start"] > now:
-            return f"the SMS Consent ({ref}) starts {period.start}"
-    return None
-
-
-_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?")
-
-
-def _instant(value: Any, *, end: bool) -> datetime | None:
-    """A FHIR dateTime as an instant, or None when it is not one. A partial one (a year,
-    a year and month, a date) counts whole, in UTC: from its start, or for an end until
-    the start of the next year, month or day."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        if end and value == date.max:
-            return datetime.max.replace(tzinfo=UTC)
-        day = date.fromordinal(value.toordinal() + (1 if end else 0))
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    text = str(value).strip()
-    partial = _PARTIAL_DATE.fullmatch(text)
-    if partial is not None:
-        year, month = int(partial[1]), int(partial[2] or 1)
-        if not 1 <= year <= 9999 or not 1 <= month <= 12:
-            return None
-        if end and partial[2] is None:
-            year += 1
-        elif end:
-            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        if year > 9999:  # the end of 9999: in effect for as long as anything is
-            return datetime.max.replace(tzinfo=UTC)
-        return datetime(year, month, 1, tzinfo=UTC)
-    try:
-        if len(text) == len("YYYY-MM-DD"):
-            return _instant(date.fromisoformat(text), end=end)
-        return _instant(datetime.fromisoformat(text), end=end)
-    except ValueError:
-        return None
 
 
 def _procedure_item(resource: _Resource, patient: _PatientFacts) -> ImportItem:
@@ -520,7 +405,7 @@ def _procedure_item(resource: _Resource, patient: _PatientFacts) -> ImportItem:
     if not patient.phone:
         errors["phone"] = (
             "has no mobile number in use now (each one's period has ended or not begun)"
-            if _mobiles(patient.resource.model)
+            if mobile_points(patient.resource.model)
             else "has no mobile number (system phone, use mobile)"
         )
     form = EnrollmentForm(

@@ -16,7 +16,8 @@ from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from followup.imports.csvformat import COLUMNS, template_csv
-from followup.imports.fhirformat import BLOOD_THINNER_URL, SMS_CONSENT_SYSTEM, TIMEZONE_URL
+from followup.imports.fhirformat import BLOOD_THINNER_URL, TIMEZONE_URL
+from followup.imports.fhirpatient import SMS_CONSENT_SYSTEM
 from followup.imports.forms import ImportForm
 from followup.imports.models import QUEUED, RUNNING
 from followup.imports.service import (

@@ -11,9 +11,9 @@ from followup.imports.csvformat import HEADER
 from followup.imports.fhirformat import (
     BLOOD_THINNER_URL,
     CPT_SYSTEM,
-    SMS_CONSENT_SYSTEM,
     TIMEZONE_URL,
 )
+from followup.imports.fhirpatient import SMS_CONSENT_SYSTEM
 
 # START (conftest) is Friday 2026-03-06 15:00 in New York.
 DONE = {
