@@ -32,7 +32,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from followup.accounts.service import ActiveSession, resume_session
+from followup.accounts.sessions import ActiveSession, resume_session
 from followup.bounds import MAX_ID
 from followup.care.texts import short_local
 from followup.care.timing import zone

@@ -16,22 +16,24 @@ from followup.accounts.forms import LoginForm, NewUserForm, PasswordForm
 from followup.accounts.models import User
 from followup.accounts.service import (
     SIGN_IN_FAILED,
-    ActiveSession,
     SignInResult,
     change_password,
     create_user,
-    end_session_by_admin,
     list_users,
-    open_session_counts,
-    open_sessions,
     password_generation,
     record_throttled_sign_in,
     reset_password,
     set_user_active,
     sign_in,
+    typed_fingerprint,
+)
+from followup.accounts.sessions import (
+    ActiveSession,
+    end_session_by_admin,
+    open_session_counts,
+    open_sessions,
     sign_out,
     start_session,
-    typed_fingerprint,
 )
 from followup.errors import NotFound, ValidationError
 from followup.web import (
