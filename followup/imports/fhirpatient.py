@@ -39,9 +39,16 @@ def mobile_points(patient: Any) -> list[Any]:
 
 def mobile_in_use(patient: Patient, now: datetime) -> str:
     """The mobile to text: of those in use now (their `period`, if any, includes `now`),
-    the lowest rank. A number the patient gave up is never used, whatever its rank."""
+    one with no end in sight before one the record says will stop (the texts run for weeks:
+    "in use until Friday" would lose the rest), then the lowest rank. A number the patient
+    gave up is never used, whatever its rank."""
     mobiles = [point for point in mobile_points(patient) if _in_use(point.period, now)]
-    mobiles.sort(key=lambda point: point.rank if point.rank is not None else 1_000_000)
+    mobiles.sort(
+        key=lambda point: (
+            point.period is not None and point.period.end is not None,
+            point.rank if point.rank is not None else 1_000_000,
+        )
+    )
     return str(mobiles[0].value) if mobiles else ""
 
 

@@ -84,3 +84,32 @@ def test_a_patient_whose_mobiles_are_all_out_of_their_period_is_refused_naming_i
     )
     session.expire_all()
     assert list(session.scalars(sa.select(Patient.phone))) == []
+
+
+def test_a_mobile_that_stops_soon_gives_way_to_one_with_no_end(
+    run_import: Importer, session: so.Session
+) -> None:
+    """The first-ranked mobile is a loaner in use until next week; the weeks of aftercare
+    (the pain check on day 7, the blood-thinner texts) would go to a number the patient
+    hands back. The record's other mobile, with no end, is the one to text."""
+    record = patient(
+        "p1",
+        telecom=[
+            {
+                "system": "phone",
+                "use": "mobile",
+                "value": "(202) 555-0143",
+                "rank": 1,
+                "period": {"start": "2026-02-01", "end": "2026-03-10"},  # March 2026 now
+            },
+            {"system": "phone", "use": "mobile", "value": "(202) 555-0188", "rank": 2},
+        ],
+    )
+
+    result = run_import(
+        {"b.json": bundle(record, procedure("x1", "Patient/p1"), consent("c1", "Patient/p1"))}
+    )
+
+    assert result.rows[0].outcome == "planned"
+    session.expire_all()
+    assert list(session.scalars(sa.select(Patient.phone))) == ["+12025550188"]
