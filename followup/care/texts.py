@@ -45,13 +45,19 @@ def clock_time(local: datetime, language: str) -> str:
     return f"{hour}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
 
 
+def spanish_hour_article(local: datetime) -> str:
+    """The article Spanish puts before a clock time: "la 1:30", "las 3:30" (one is singular)."""
+    return "la" if local.hour % 12 == 1 else "las"
+
+
 def describe_local_time(instant: datetime, tz: ZoneInfo, language: str) -> str:
     """Say an instant in the patient's zone: "4:00 PM on Sunday, November 24"."""
     local = instant.astimezone(tz)
     weekday = _WEEKDAYS[language][local.weekday()]
     month = _MONTHS[language][local.month - 1]
     if language == "es":
-        return f"las {clock_time(local, language)} del {weekday} {local.day} de {month}"
+        article = spanish_hour_article(local)
+        return f"{article} {clock_time(local, language)} del {weekday} {local.day} de {month}"
     return f"{clock_time(local, language)} on {weekday}, {month} {local.day}"
 
 

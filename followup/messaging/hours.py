@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from followup.care.texts import clock_time
+from followup.care.texts import clock_time, spanish_hour_article
 from followup.care.timing import ClinicHours, local_instant
 
 CLOSING_SOON = timedelta(minutes=30)  # open for less than this: say the next opening instead
@@ -109,7 +109,7 @@ def _describe_opening(opening: datetime, today: date, language: str) -> str:
             if days == 1
             else f"el {_DAYS['es'][opening.weekday()]}"
         )
-        return f"cuando abra la clínica, {day} a las {at}"
+        return f"cuando abra la clínica, {day} a {spanish_hour_article(opening)} {at}"
     day = (
         "today"
         if days == 0
