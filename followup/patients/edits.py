@@ -14,9 +14,7 @@ import sqlalchemy.orm as so
 from followup.audit.service import record_audit
 from followup.care.protocol import CareContext
 from followup.care.texts import short_local
-from followup.care.timing import (
-    zone,
-)
+from followup.care.timing import Anchors, zone
 from followup.errors import NotFound, ValidationError
 from followup.messaging.models import (
     PENDING,
@@ -284,7 +282,11 @@ def _change_rows(
         if decision.action == "cancel":
             rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
         elif decision.action == "keep":
-            rows.append(CompletionRow(label, now_at, now_at, f"unchanged: {decision.reason}"))
+            early = _sent_too_early(
+                existing.get(decision.step), care=care, kind=procedure.kind, times=times, tz=tz
+            )
+            note = early or f"unchanged: {decision.reason}"
+            rows.append(CompletionRow(label, now_at, now_at, note))
         elif decision.action == "close":
             note = "being sent now; if it does not reach the patient, it is not sent again"
             rows.append(CompletionRow(label, now_at, "-", f"{note}: {decision.reason}"))
@@ -316,6 +318,30 @@ def _change_rows(
             note = "will be sent" if planned.status == PENDING else "expired: its window has passed"
             rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
     return rows
+
+
+def _sent_too_early(
+    message: Message | None, *, care: CareContext, kind: str, times: ProcedureTimes, tz: ZoneInfo
+) -> str | None:
+    """The note for a text that went out naming its own time ("You may restart your Eliquis
+    from 3:30 PM") before that time counted from the changed procedure (a completion
+    corrected to later): nothing takes it back, so the nurse is told to call."""
+    if message is None or message.sent_at is None or message.provider_sid is None:
+        return None
+    step = care.protocol(kind).step(message.step)
+    variants = (step.texts, step.texts_blood_thinner or {}, step.texts_first or {})
+    if not any("{from_time}" in text for texts in variants for text in texts.values()):
+        return None
+    try:
+        new_time = step.send.resolve(Anchors(completed_at=times.completed_at), tz)
+    except ValueError:  # nothing to count from after the change
+        return None
+    if message.sent_at >= new_time:
+        return None
+    return (
+        f"sent {short_local(message.sent_at, tz)}, before its time from the new completion "
+        f"({short_local(new_time, tz)}): call the patient, who may act on it too early"
+    )
 
 
 def _input_value(value: datetime, tz: ZoneInfo) -> str:
