@@ -14,7 +14,7 @@ import sqlalchemy.orm as so
 from followup.audit.service import record_audit
 from followup.care.protocol import CareContext
 from followup.care.texts import short_local
-from followup.care.timing import Anchors, zone
+from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
 from followup.messaging.models import (
     PENDING,
@@ -30,6 +30,7 @@ from followup.messaging.replan import (
 )
 from followup.patients.models import Patient, Procedure
 from followup.patients.pages import STAFF_OPT_OUT_REASON, get_patient, local_with_clinic, step_label
+from followup.patients.sent import sent_too_early
 from followup.patients.validation import (
     MAX_PAST_COMPLETION,
     parse_language,
@@ -282,9 +283,10 @@ def _change_rows(
         if decision.action == "cancel":
             rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
         elif decision.action == "keep":
-            early = _sent_too_early(
-                existing.get(decision.step), care=care, kind=procedure.kind, times=times, tz=tz
-            )
+            early = sent_too_early(
+                existing.get(decision.step), care=care, kind=procedure.kind, tz=tz,
+                completed_at=times.completed_at,
+            )  # fmt: skip
             note = early or f"unchanged: {decision.reason}"
             rows.append(CompletionRow(label, now_at, now_at, note))
         elif decision.action == "close":
@@ -318,30 +320,6 @@ def _change_rows(
             note = "will be sent" if planned.status == PENDING else "expired: its window has passed"
             rows.append(CompletionRow(label, now_at, short_local(planned.due_at, tz), note))
     return rows
-
-
-def _sent_too_early(
-    message: Message | None, *, care: CareContext, kind: str, times: ProcedureTimes, tz: ZoneInfo
-) -> str | None:
-    """The note for a text that went out naming its own time ("You may restart your Eliquis
-    from 3:30 PM") before that time counted from the changed procedure (a completion
-    corrected to later): nothing takes it back, so the nurse is told to call."""
-    if message is None or message.sent_at is None or message.provider_sid is None:
-        return None
-    step = care.protocol(kind).step(message.step)
-    variants = (step.texts, step.texts_blood_thinner or {}, step.texts_first or {})
-    if not any("{from_time}" in text for texts in variants for text in texts.values()):
-        return None
-    try:
-        new_time = step.send.resolve(Anchors(completed_at=times.completed_at), tz)
-    except ValueError:  # nothing to count from after the change
-        return None
-    if message.sent_at >= new_time:
-        return None
-    return (
-        f"sent {short_local(message.sent_at, tz)}, before its time from the new completion "
-        f"({short_local(new_time, tz)}): call the patient, who may act on it too early"
-    )
 
 
 def _input_value(value: datetime, tz: ZoneInfo) -> str:

@@ -46,6 +46,7 @@ from followup.patients.pages import (
     search_patients,
 )
 from followup.patients.preview import preview_new_enrollment
+from followup.patients.sent import told_to_stop_blood_thinner
 from followup.patients.service import enroll_patient
 from followup.patients.validation import AmbiguousTime, EnrollmentForm, InvalidEnrollment
 from followup.web import db, runtime, staff
@@ -439,6 +440,11 @@ def cancel(patient_id: int) -> ResponseReturnValue:
         _put_errors(form, exc)
         return _detail(patient_id, UNPROCESSABLE, cancel_forms={procedure_id: form})
     flash(f"Procedure cancelled; {count} pending texts cancelled.")
+    warning = told_to_stop_blood_thinner(
+        session=db(), procedure_id=procedure_id, care=runtime().care
+    )
+    if warning is not None:
+        flash(warning)
     return redirect(f"/patients/{patient_id}")
 
 

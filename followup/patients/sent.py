@@ -1,0 +1,89 @@
+"""What a nurse must be told about texts that already went out when a procedure changes:
+nothing takes a text back, so where its words are now wrong in a way that matters (a
+blood thinner restarted too early, or stopped for a procedure that will not happen),
+staff call the patient."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.care.protocol import BEFORE, CareContext
+from followup.care.texts import describe_date, short_local
+from followup.care.timing import Anchors
+from followup.messaging.models import Message
+from followup.patients.models import Procedure
+
+
+def sent_too_early(
+    message: Message | None,
+    *,
+    care: CareContext,
+    kind: str,
+    tz: ZoneInfo,
+    completed_at: datetime | None,
+) -> str | None:
+    """The note for a text that went out naming its own time ("You may restart your Eliquis
+    from 3:30 PM") before that time counted from the new completion (one corrected to
+    later); None when there is no such text."""
+    if message is None or message.sent_at is None or message.provider_sid is None:
+        return None
+    step = care.protocol(kind).step(message.step)
+    variants = (step.texts, step.texts_blood_thinner or {}, step.texts_first or {})
+    if not any("{from_time}" in text for texts in variants for text in texts.values()):
+        return None
+    try:
+        new_time = step.send.resolve(Anchors(completed_at=completed_at), tz)
+    except ValueError:  # nothing to count from after the change
+        return None
+    if message.sent_at >= new_time:
+        return None
+    return (
+        f"sent {short_local(message.sent_at, tz)}, before its time from the new completion "
+        f"({short_local(new_time, tz)}): call the patient, who may act on it too early"
+    )
+
+
+def told_to_stop_blood_thinner(
+    *, session: so.Session, procedure_id: int, care: CareContext
+) -> str | None:
+    """For a cancelled procedure: staff's warning when a text before it that tells the
+    patient to stop (or not to take) their blood thinner reached the provider; nothing
+    tells the patient when to take it again."""
+    procedure = session.get(Procedure, procedure_id)
+    if procedure is None or procedure.blood_thinner is None:
+        return None
+    protocol = care.protocols.get(procedure.kind)
+    if protocol is None:
+        return None
+    steps = [
+        step.key
+        for step in protocol.phase_steps(BEFORE, has_blood_thinner=True)
+        if any(
+            "{blood_thinner}" in step.template(language, has_blood_thinner=True, first=False)
+            for language in step.texts
+        )
+    ]
+    sent = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(
+            Message.procedure_id == procedure_id,
+            Message.step.in_(steps),
+            Message.provider_sid.is_not(None),
+        )
+    )
+    if not sent:
+        return None
+    when = (
+        f" on {describe_date(procedure.stop_blood_thinner_on, 'en')}"
+        if procedure.stop_blood_thinner_on is not None
+        else ""
+    )
+    return (
+        f"The patient was texted to stop their {procedure.blood_thinner}{when} for this "
+        "procedure: call them about when to take it again."
+    )
