@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.protocol import BEFORE, CareContext
+from followup.care.protocol import AFTER, BEFORE, CareContext
 from followup.care.texts import describe_date, short_local
 from followup.care.timing import Anchors
 from followup.messaging.models import Message
@@ -50,40 +50,44 @@ def sent_too_early(
 def told_to_stop_blood_thinner(
     *, session: so.Session, procedure_id: int, care: CareContext
 ) -> str | None:
-    """For a cancelled procedure: staff's warning when a text before it that tells the
-    patient to stop (or not to take) their blood thinner reached the provider; nothing
-    tells the patient when to take it again."""
+    """For a cancelled procedure, staff's warning when the patient stopped their blood
+    thinner for it (a text before it told them to, or it was done) and no text told them
+    when to take it again (the restart, cancelled with the rest); None otherwise."""
     procedure = session.get(Procedure, procedure_id)
     if procedure is None or procedure.blood_thinner is None:
         return None
     protocol = care.protocols.get(procedure.kind)
     if protocol is None:
         return None
-    steps = [
-        step.key
-        for step in protocol.phase_steps(BEFORE, has_blood_thinner=True)
-        if any(
+    restart, stop = [], []
+    for step in protocol.steps:
+        if not step.applies(has_blood_thinner=True) or step.intro:
+            continue
+        if step.phase == AFTER and step.when == "blood_thinner":
+            restart.append(step.key)
+        elif step.phase == BEFORE and any(
             "{blood_thinner}" in step.template(language, has_blood_thinner=True, first=False)
             for language in step.texts
-        )
-    ]
-    sent = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Message)
-        .where(
-            Message.procedure_id == procedure_id,
-            Message.step.in_(steps),
-            Message.provider_sid.is_not(None),
+        ):
+            stop.append(step.key)
+    sent = set(
+        session.scalars(
+            sa.select(Message.step).where(
+                Message.procedure_id == procedure_id,
+                Message.step.in_(restart + stop),
+                Message.provider_sid.is_not(None),
+            )
         )
     )
-    if not sent:
+    if sent & set(restart) or (procedure.completed_at is None and not sent & set(stop)):
         return None
     when = (
         f" on {describe_date(procedure.stop_blood_thinner_on, 'en')}"
-        if procedure.stop_blood_thinner_on is not None
+        if procedure.stop_blood_thinner_on is not None and sent & set(stop)
         else ""
     )
+    told = "was texted to stop" if sent & set(stop) else "stopped"
     return (
-        f"The patient was texted to stop their {procedure.blood_thinner}{when} for this "
-        "procedure: call them about when to take it again."
+        f"The patient {told} their {procedure.blood_thinner}{when} for this procedure, and no "
+        "text will tell them when to take it again: call them."
     )

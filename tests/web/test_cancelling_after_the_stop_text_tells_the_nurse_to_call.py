@@ -1,10 +1,11 @@
-"""A booked procedure cancelled after the patient was texted to stop their blood thinner.
+"""A procedure cancelled after the patient stopped their blood thinner for it.
 
 The patient got "Stop taking your warfarin on Saturday, March 7"; the procedure is then
 cancelled. Every pending text is cancelled with it, and no text will ever tell the patient
 when to take their warfarin again: a patient off an anticoagulant for a procedure that
 will not happen. The nurse who cancels it saw only "Procedure cancelled; 1 pending texts
-cancelled." The page now tells her to call the patient."""
+cancelled." The page now tells her to call the patient. The same holds for a procedure
+cancelled once done (entered in error, say) before its restart text went out."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from tests.web.conftest import NURSE, Browser
 
 Enroll = Callable[..., EnrollmentResult]
 WARNING = (
-    "The patient was texted to stop their warfarin on Saturday, March 7 for this procedure: "
-    "call them about when to take it again."
+    "The patient was texted to stop their warfarin on Saturday, March 7 for this procedure, "
+    "and no text will tell them when to take it again: call them."
 )
 
 
@@ -75,4 +76,41 @@ def test_cancelling_before_any_blood_thinner_text_went_out_says_nothing_more(
     clock.set(ny("2026-03-04T12:00"))
     page = _cancel(signed_in, result)
     assert "Procedure cancelled; 2 pending texts cancelled." in page
-    assert "call them about when to take it again" not in page
+    assert "no text will tell them when to take it again" not in page
+
+
+def test_cancelling_a_done_procedure_before_its_restart_went_out_tells_the_nurse_to_call(
+    signed_in: Callable[[str], Browser],
+    enroll: Enroll,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    clock.set(ny("2026-03-06T14:35"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    send_due(session, transport, care, ny("2026-03-06T14:35"))  # no driving
+    clock.set(ny("2026-03-07T12:00"))
+    page = _cancel(signed_in, result)
+    assert (
+        "The patient stopped their Eliquis for this procedure, and no text will tell them "
+        "when to take it again: call them."
+    ) in page
+
+
+def test_cancelling_a_done_procedure_after_its_restart_went_out_says_nothing_more(
+    signed_in: Callable[[str], Browser],
+    enroll: Enroll,
+    session: so.Session,
+    care: CareContext,
+    clock: FakeClock,
+    transport: ScriptedTransport,
+) -> None:
+    clock.set(ny("2026-03-06T14:35"))
+    result = enroll(completed_at="2026-03-06T14:30", blood_thinner="Eliquis")
+    for moment in ("2026-03-06T14:35", "2026-03-07T10:00", "2026-03-08T15:30"):
+        send_due(session, transport, care, ny(moment))
+    assert any("You may restart your Eliquis" in sms.body for sms in transport.sent)
+    clock.set(ny("2026-03-08T16:00"))
+    page = _cancel(signed_in, result)
+    assert "no text will tell them when to take it again" not in page
