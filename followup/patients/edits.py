@@ -30,7 +30,7 @@ from followup.messaging.replan import (
 )
 from followup.patients.models import Patient, Procedure
 from followup.patients.pages import STAFF_OPT_OUT_REASON, get_patient, local_with_clinic, step_label
-from followup.patients.sent import sent_too_early
+from followup.patients.sent import sent_too_early, sent_with_old_value
 from followup.patients.validation import (
     MAX_PAST_COMPLETION,
     parse_language,
@@ -263,6 +263,11 @@ def _change_rows(
 
     receiving = patient.can_receive_texts()
     maybe_reached, refused = request_facts(session, existing)
+    moved = (
+        _moved(procedure, times.scheduled_at, times.stop_blood_thinner_on)
+        if times.scheduled_at is not None and procedure.status == "scheduled"
+        else set()
+    )
     decisions, _, _ = decide_replan(
         times=times,
         existing=existing,
@@ -273,9 +278,7 @@ def _change_rows(
         intro_step=procedure.intro_step,
         maybe_reached=maybe_reached,
         refused=refused,
-        moved=_moved(procedure, times.scheduled_at, times.stop_blood_thinner_on)
-        if times.scheduled_at is not None and procedure.status == "scheduled"
-        else (),
+        moved=moved,
     )
     rows = []
     for decision in decisions:
@@ -283,11 +286,11 @@ def _change_rows(
         if decision.action == "cancel":
             rows.append(CompletionRow(label, now_at, "-", f"cancelled: {decision.reason}"))
         elif decision.action == "keep":
-            early = sent_too_early(
-                existing.get(decision.step), care=care, kind=procedure.kind, tz=tz,
-                completed_at=times.completed_at,
-            )  # fmt: skip
-            note = early or f"unchanged: {decision.reason}"
+            message = existing.get(decision.step)
+            warning = sent_too_early(
+                message, care=care, kind=procedure.kind, tz=tz, completed_at=times.completed_at
+            ) or sent_with_old_value(message, care=care, kind=procedure.kind, moved=moved)
+            note = warning or f"unchanged: {decision.reason}"
             rows.append(CompletionRow(label, now_at, now_at, note))
         elif decision.action == "close":
             note = "being sent now; if it does not reach the patient, it is not sent again"

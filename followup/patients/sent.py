@@ -5,6 +5,7 @@ staff call the patient."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -14,8 +15,13 @@ import sqlalchemy.orm as so
 from followup.care.protocol import AFTER, BEFORE, CareContext
 from followup.care.texts import describe_date, short_local
 from followup.care.timing import Anchors
-from followup.messaging.models import Message
+from followup.messaging.models import DELIVERED, SENT, Message
 from followup.patients.models import Procedure
+
+
+def _reached(message: Message) -> bool:
+    """The provider took it and has not reported it undelivered or failed."""
+    return message.status in (SENT, DELIVERED) and message.provider_sid is not None
 
 
 def sent_too_early(
@@ -29,7 +35,7 @@ def sent_too_early(
     """The note for a text that went out naming its own time ("You may restart your Eliquis
     from 3:30 PM") before that time counted from the new completion (one corrected to
     later); None when there is no such text."""
-    if message is None or message.sent_at is None or message.provider_sid is None:
+    if message is None or message.sent_at is None or not _reached(message):
         return None
     step = care.protocol(kind).step(message.step)
     variants = (step.texts, step.texts_blood_thinner or {}, step.texts_first or {})
@@ -45,6 +51,22 @@ def sent_too_early(
         f"sent {short_local(message.sent_at, tz)}, before its time from the new completion "
         f"({short_local(new_time, tz)}): call the patient, who may act on it too early"
     )
+
+
+def sent_with_old_value(
+    message: Message | None, *, care: CareContext, kind: str, moved: Collection[str]
+) -> str | None:
+    """The note for a text before the procedure that went out naming the booked time or
+    stop date a reschedule moves, and that is not sent again with the new one (its new
+    time has passed: a stop date moved to today, after the reminder's window)."""
+    if message is None or not _reached(message):
+        return None
+    step = care.protocol(kind).step(message.step)
+    named = [anchor for anchor in ("stop", "scheduled") if anchor in moved and step.names(anchor)]
+    if not named:
+        return None
+    what = "stop date" if named[0] == "stop" else "booked time"
+    return f"sent with the old {what}; the new one cannot be texted in time: call the patient"
 
 
 def told_to_stop_blood_thinner(
