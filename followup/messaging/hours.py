@@ -82,9 +82,17 @@ def _window_end(hours: ClinicHours, local: datetime, tz: ZoneInfo) -> datetime |
 
 
 def when_read(
-    hours: ClinicHours, now: datetime, clinic_tz: ZoneInfo, language: str
+    hours: ClinicHours,
+    now: datetime,
+    clinic_tz: ZoneInfo,
+    language: str,
+    patient_tz: ZoneInfo | None = None,
 ) -> tuple[str, str]:
-    """When a nurse will read a reply sent at `now`, and the staffed hours, in words."""
+    """When a nurse will read a reply sent at `now`, and the staffed hours, in words.
+
+    The opening is said on the patient's own calendar and clock (`patient_tz`): a patient
+    in Honolulu texting Monday at 8 PM is read "tomorrow at 3:00 AM" their time, not
+    "today at 8:00 AM" (the clinic's Tuesday in New York). The hours stay the clinic's."""
     local = now.astimezone(clinic_tz)
     end = _window_end(hours, local, clinic_tz)
     if end is not None and end - now >= CLOSING_SOON:
@@ -94,7 +102,10 @@ def when_read(
         if opening is None:
             when = "lo antes posible" if language == "es" else "as soon as possible"
         else:
-            when = _describe_opening(opening.astimezone(clinic_tz), local.date(), language)
+            theirs = patient_tz or clinic_tz
+            when = _describe_opening(
+                opening.astimezone(theirs), now.astimezone(theirs).date(), language
+            )
     return when, describe_clinic_hours(hours, language)
 
 

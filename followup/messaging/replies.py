@@ -483,7 +483,7 @@ def _answer_text(
     }
     if kind == ANSWER_READING:
         tz = zone(clinic_zone)
-        when, hours = when_read(clinic_hours, now, tz, language)
+        when, hours = when_read(clinic_hours, now, tz, language, zone(patient_zone))
         if patient_zone != clinic_zone:
             hours += f" ({now.astimezone(tz).tzname()})"
         values.update(when=when, hours=hours)

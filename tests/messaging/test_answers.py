@@ -261,3 +261,22 @@ def test_every_reply_kind_on_the_clock_of_the_reply(
     assert "when the clinic opens, on Monday at 8:00 AM" in text
     [row] = inbound_rows(session)
     assert row.received_at == datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
+
+
+def test_reading_answer_says_the_clinics_opening_on_the_patients_own_day_and_clock(
+    client: FlaskClient,
+    twilio_runtime: Runtime,
+    enroll: Callable[..., EnrollmentResult],
+    session: so.Session,
+    clock: FakeClock,
+) -> None:
+    """A patient in Honolulu texts on Monday at 8 PM there: Tuesday 01:00 in New York, where
+    the clinic opens at 8:00. They were told "when the clinic opens, today at 8:00 AM": on
+    their Monday evening, an opening that had passed. It is tomorrow at 3:00 AM their time."""
+    enroll(timezone="Pacific/Honolulu", completed_at="2026-03-06T08:00")
+    clock.set(datetime(2026, 11, 17, 6, 0, tzinfo=UTC))  # Mon 20:00 HST, Tue 01:00 EST
+    token = twilio_runtime.settings.twilio_auth_token or ""
+    _, xml = post_signed(client, "/twilio/inbound", reply_form("Can I shower?"), token=token)
+    [text] = twiml_messages(xml)
+    assert "A nurse will read your message when the clinic opens, tomorrow at 3:00 AM." in text
+    assert "Monday to Friday, 8:00 AM to 5:00 PM (EST)" in text
