@@ -56,9 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fresh_database  # noqa: E402
 from followup.care.protocol import CareContext  # noqa: E402
 from followup.db import make_engine, make_session_factory  # noqa: E402
+from followup.messaging.lost_intros import replan_lost_intros  # noqa: E402
 from followup.messaging.models import Message, MessageEvent  # noqa: E402
 from followup.messaging.outbox import plan_procedures  # noqa: E402
-from followup.messaging.replan import replan_lost_intros  # noqa: E402
 from followup.patients.models import Patient, Procedure  # noqa: E402
 from followup.runtime import build_care  # noqa: E402
 from followup.settings import Settings  # noqa: E402

@@ -18,10 +18,10 @@ from followup.inbox.alerts import AlertReport, AlertSettings, run_alerts
 from followup.inbox.mail import build_mailer
 from followup.messaging.claims import reaper_owner
 from followup.messaging.dispatch import dispatch_due
+from followup.messaging.lost_intros import replan_lost_intros
 from followup.messaging.models import SENDING, Message
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import replan_lost_intros
 from followup.messaging.reports import (
     DispatchReport,
     PlanReport,

@@ -10,9 +10,9 @@ from followup.care.protocol import CareContext
 from followup.clock import Clock
 from followup.messaging.claims import reaper_owner
 from followup.messaging.dispatch import DEFAULT_CONCURRENCY, dispatch_due
+from followup.messaging.lost_intros import replan_lost_intros
 from followup.messaging.outbox import plan_procedures
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import replan_lost_intros
 from followup.messaging.reports import TickReport
 from followup.messaging.transports.base import SmsTransport
 

@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-import followup.messaging.replan as replan_module
+import followup.messaging.lost_intros as lost_intros_module
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import Message
@@ -68,7 +68,7 @@ def test_a_lost_intros_replan_does_not_undo_a_completion_time_corrected_meanwhil
         corrected.append("committed")
 
     nurse_thread = threading.Thread(target=correct, name="nurse")
-    real = replan_module.maybe_at_provider
+    real = lost_intros_module.maybe_at_provider
 
     def after_the_jobs_read(session: so.Session, ids: list[int]) -> Any:
         if ids and not nurse_thread.is_alive() and not corrected:
@@ -76,8 +76,8 @@ def test_a_lost_intros_replan_does_not_undo_a_completion_time_corrected_meanwhil
             nurse_thread.join(timeout=2.0)  # a job holding the rows: it goes on first
         return real(session, ids)
 
-    monkeypatch.setattr(replan_module, "maybe_at_provider", after_the_jobs_read)
-    replan_module.replan_lost_intros(session=session, care=care, now=at_run)
+    monkeypatch.setattr(lost_intros_module, "maybe_at_provider", after_the_jobs_read)
+    lost_intros_module.replan_lost_intros(session=session, care=care, now=at_run)
     session.commit()
     nurse_thread.join(timeout=60.0)
     assert corrected == ["committed"]

@@ -18,10 +18,10 @@ from followup.care.timing import zone
 from followup.clock import FakeClock
 from followup.db import is_postgresql
 from followup.messaging.events import NOT_AT_PROVIDER, add_events, event_row
+from followup.messaging.lost_intros import replan_lost_intros
 from followup.messaging.models import Message, MessageEvent
 from followup.messaging.outbox import render_message
 from followup.messaging.reconcile import reap_stale
-from followup.messaging.replan import replan_lost_intros
 from followup.messaging.tick import run_tick
 from followup.messaging.transports.base import OutgoingSms, SendResult, TransientSendError
 from followup.patients.edits import (
