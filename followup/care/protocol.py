@@ -62,12 +62,31 @@ INTRO_WORDS = {
 }
 # An emergency number written out instead of {emergency_number}: wrong for other regions.
 _LITERAL_EMERGENCY_RE = re.compile(r"(?<![\d-])(911|112|999|000|111)(?![\d-])")
-_KEY_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# A sent text before the procedure naming a date a reschedule moved is corrected at once by a
+# text of its own (`correction_key`), besides its step's usual text for the new date: a key
+# keeps room for the mark in the outbox's 64-character step column.
+CORRECTION_MARK = ".correction"
+MAX_KEY_LENGTH = 64 - len(CORRECTION_MARK)
+_KEY_RE = re.compile(rf"^[a-z][a-z0-9-]{{0,{MAX_KEY_LENGTH - 1}}}$")
 _STEP_FIELDS = frozenset(
     {"key", "send", "expires", "when", "critical", "intro", "text", "text_blood_thinner"}
     | {"first_text"}
 )
 PACKAGED_DIR = Path(__file__).with_name("protocols")
+
+
+def correction_key(key: str) -> str:
+    """The outbox key of the correction of a step's text (sent at once after a reschedule)."""
+    return key + CORRECTION_MARK
+
+
+def is_correction(key: str) -> bool:
+    return key.endswith(CORRECTION_MARK)
+
+
+def step_key(key: str) -> str:
+    """The protocol step an outbox key is a text of (a correction's is its step's)."""
+    return key.removesuffix(CORRECTION_MARK)
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,8 @@ class Protocol:
     source: str
 
     def step(self, key: str) -> Step:
+        """The step of that key, or of the correction keyed so (same words, same rules)."""
+        key = step_key(key)
         for step in self.steps:
             if step.key == key:
                 return step
@@ -271,7 +292,9 @@ def _parse_step(raw: object, *, clinic: _Clinic, where: str) -> Step:
         raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
     key = raw.get("key")
     if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise ValueError("key must be lower-case letters, digits and dashes")
+        raise ValueError(
+            f"key must be lower-case letters, digits and dashes, at most {MAX_KEY_LENGTH}"
+        )
     send = parse_timing(str(raw.get("send", "")))
     expires = parse_timing(str(raw.get("expires", "")))
     if expires.anchor != send.anchor:

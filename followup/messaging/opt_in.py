@@ -13,9 +13,10 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.planner import plan_step
-from followup.care.protocol import BEFORE, CareContext
+from followup.care.protocol import BEFORE, CareContext, is_correction
 from followup.care.timing import zone
 from followup.db import in_ids, is_postgresql
+from followup.messaging.corrections import correction_plan
 from followup.messaging.events import add_events, event_row
 from followup.messaging.models import CANCELLED, PENDING, Message, MessageEvent
 from followup.messaging.outbox import (
@@ -126,6 +127,14 @@ def reopen(
     )
     if planned.status != PENDING:
         return _intro_lost(patient, procedure, message)  # its window has passed
+    if is_correction(message.step):
+        # At once, as it was to go, unless its step's text comes soon: that says it.
+        planned, both = correction_plan(
+            planned=planned, key=message.step, now=now, tz=zone(patient.timezone),
+            quiet_hours=care.quiet_hours,
+        )  # fmt: skip
+        if not both:
+            return STAYS
     message.status = PENDING
     message.due_at = planned.due_at
     message.expires_at = planned.expires_at

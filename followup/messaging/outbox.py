@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.planner import PlannedText, choose_intro, plan_procedure
-from followup.care.protocol import BEFORE, CareContext, Protocol
+from followup.care.protocol import BEFORE, CareContext, Protocol, step_key
 from followup.care.timing import STOP, Anchors, zone
 from followup.db import (
     analyze_if_never_analyzed,
@@ -306,7 +306,7 @@ def reason_not_to_send(
     if procedure.status == "cancelled":
         return "procedure cancelled"
     protocol = care.protocols.get(procedure.kind)
-    if protocol is None or all(s.key != step for s in protocol.steps):
+    if protocol is None or all(s.key != step_key(step) for s in protocol.steps):
         return "step no longer in the care protocol"
     protocol_step = protocol.step(step)
     if procedure.status == "scheduled":

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.planner import PlannedText, choose_intro
-from followup.care.protocol import BEFORE, CareContext
-from followup.care.timing import defer_past_quiet_hours, zone
+from followup.care.protocol import BEFORE, CareContext, correction_key, is_correction, step_key
+from followup.care.timing import zone
 from followup.db import in_ids, is_postgresql, sqlite_write_lock
+from followup.messaging.corrections import correction_plan, held, still_to_go
 from followup.messaging.events import (
     FOUND_AT_PROVIDER,
     NOT_AT_PROVIDER,
@@ -31,11 +32,9 @@ from followup.messaging.events import (
 )
 from followup.messaging.models import (
     CANCELLED,
-    DELIVERED,
     EXPIRED,
     PENDING,
     SENDING,
-    SENT,
     Message,
     MessageEvent,
 )
@@ -73,9 +72,11 @@ class ReplanDecision:
     """What re-planning does to one step: "plan" it (new or moved), "cancel" it, "keep" it,
     "retime" it (handed over, outcome unknown: new times, same status), "close" it (a
     text before the procedure, handed over, outcome unknown, when the procedure is finished:
-    its window closes now, so it is never sent again), or "resend" it (a text before the
+    its window closes now, so it is never sent again), "resend" it (a text before the
     procedure that reached the provider naming the booked time or stop date a reschedule
-    moved: planned again, to go with the new one)."""
+    moved: corrected at once with the new one, by its step's row or, when the step's
+    usual text still goes too, by a correction's, `corrections.py`), or "renew" it (that
+    sent text's row, planned again at its usual time for the new date)."""
 
     step: str
     action: str
@@ -102,9 +103,11 @@ def decide_replan(
     `maybe_reached` the steps closed (cancelled, expired) whose last request's outcome came
     back unknown after their closing: the patient may have them. `moved`: the anchors a
     reschedule changed ("scheduled", "stop"); a text before the procedure the provider took
-    that names one of them is sent again with the new value. Returns the decisions in
-    protocol order, the step that should introduce the program, and whether that choice is
-    to be written (False while the text chosen before carries it).
+    that names one of them is corrected at once with the new value, and its step's usual
+    text still goes at its time unless that is soon after (`corrections.py`). Returns the
+    decisions in protocol order (a step's correction beside it), the step that should
+    introduce the program, and whether that choice is to be written (False while the text
+    chosen before carries it).
     """
     protocol = care.protocol(kind)
     planned = phase_plan(protocol=protocol, row=times, tz=tz, care=care, now=now)
@@ -117,7 +120,7 @@ def decide_replan(
     closing = {
         key
         for key, message in existing.items()
-        if finished and phases.get(key) == BEFORE and _outcome_open(message)
+        if finished and phases.get(step_key(key)) == BEFORE and _outcome_open(message)
     }
     # Texts before the procedure that will not go out after it (cancelled or closed here)
     # never carried the introduction to the patient (or may not have).
@@ -125,7 +128,7 @@ def decide_replan(
         key
         for key, message in existing.items()
         if finished
-        and phases.get(key) == BEFORE
+        and phases.get(step_key(key)) == BEFORE
         and (message.status == PENDING or _claimed_only(message))
     }
 
@@ -181,6 +184,49 @@ def decide_replan(
     for step in protocol.steps:
         message = existing.get(step.key)
         planned_text = wanted.get(step.key)
+        correction = existing.get(correction_key(step.key))
+        if (
+            planned_text is not None
+            and planned_text.status == PENDING
+            and not finished
+            and step.phase == BEFORE
+            and not (message is not None and _outcome_open(message))
+            and any(step.names(anchor) for anchor in moved)
+            and (held(message) or held(correction) or still_to_go(correction))
+        ):
+            # The patient has it with the old date or time (the stop date they were texted
+            # is the only one they know), or a correction is still to go: corrected at
+            # once, so that they do not act on the old date first (stop warfarin on it,
+            # come in on the old day); the step's text still goes at its usual time for
+            # the new date, unless that is soon after (corrections.py).
+            reason = "sent with the old " + (
+                "stop date" if "stop" in moved and step.names("stop") else "booked time"
+            )
+            fix, both = correction_plan(
+                planned=planned_text, key=correction_key(step.key), now=now, tz=tz,
+                quiet_hours=care.quiet_hours,
+            )  # fmt: skip
+            if both:
+                decisions.append(
+                    ReplanDecision(fix.step, "plan" if still_to_go(correction) else "resend",
+                                   planned=fix, reason=reason)
+                )  # fmt: skip
+                if held(message):
+                    decisions.append(
+                        ReplanDecision(step.key, "renew", planned=planned_text, reason=reason)
+                    )
+                    continue
+            else:  # one text, at once: the step's own
+                planned_text = replace(fix, step=step.key)
+                if still_to_go(correction):
+                    decisions.append(
+                        ReplanDecision(fix.step, "cancel", reason="its step's text goes at once")
+                    )
+                if held(message):
+                    decisions.append(
+                        ReplanDecision(step.key, "resend", planned=planned_text, reason=reason)
+                    )
+                    continue
         if planned_text is None:
             if message is not None and (message.status == PENDING or _claimed_only(message)):
                 reason = (
@@ -196,31 +242,6 @@ def decide_replan(
             continue
         if message is not None and _outcome_open(message):
             decisions.append(ReplanDecision(step.key, "retime", planned=planned_text))
-            continue
-        if (
-            message is not None
-            and not finished
-            and step.phase == BEFORE
-            and message.status in (SENT, DELIVERED)
-            and message.provider_sid is not None
-            and planned_text.status == PENDING
-            and any(step.names(anchor) for anchor in moved)
-        ):
-            # The patient has it with the old date or time (the stop date they were texted
-            # is the only one they know): it goes again, with the new one; at once (out of
-            # quiet hours) when its new time would come after the time the old one was
-            # due, or the patient acts on the old date first (stops warfarin on it, comes
-            # in on the old day). The day-before reminder is then that early text.
-            reason = "sent with the old " + (
-                "stop date" if "stop" in moved and step.names("stop") else "booked time"
-            )
-            if planned_text.due_at > message.due_at:
-                soon = defer_past_quiet_hours(now, tz, care.quiet_hours)
-                if soon < planned_text.due_at:
-                    planned_text = replace(planned_text, due_at=soon)
-            decisions.append(
-                ReplanDecision(step.key, "resend", planned=planned_text, reason=reason)
-            )
             continue
         # The welcome chosen as the intro comes back if closed without reaching the
         # patient (cancelled at completion or by an opt-out, expired after Twilio did not
@@ -245,7 +266,37 @@ def decide_replan(
             decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
         decisions.append(ReplanDecision(step.key, "plan", planned=planned_text))
+    decisions.extend(_corrections_left(existing, decisions, wanted, finished))
+    order = {step.key: index for index, step in enumerate(protocol.steps)}
+    decisions.sort(key=lambda d: order.get(step_key(d.step), len(order)))
     return decisions, intro_key, not intro_given
+
+
+def _corrections_left(
+    existing: dict[str, Message],
+    decisions: list[ReplanDecision],
+    wanted: dict[str, PlannedText],
+    finished: bool,
+) -> list[ReplanDecision]:
+    """The corrections no move decided: one still to go keeps its time (it goes at once
+    after the move that made it) unless its step's text no longer goes (the procedure
+    finished, the step no longer applies): then it is cancelled, or its window closed if
+    handed over (as its step's text)."""
+    decided = {d.step for d in decisions}
+    left = []
+    for key, message in existing.items():
+        if not is_correction(key) or key in decided:
+            continue
+        if finished or step_key(key) not in wanted:
+            reason = "procedure finished" if finished else "step no longer applies"
+            if still_to_go(message):
+                left.append(ReplanDecision(key, "cancel", reason=reason))
+                continue
+            if finished and _outcome_open(message):
+                left.append(ReplanDecision(key, "close", reason=reason))
+                continue
+        left.append(ReplanDecision(key, "keep", reason=message.status))
+    return left
 
 
 def _claimed_only(message: Message) -> bool:
@@ -355,10 +406,17 @@ def replan_procedure(
                 )
             )  # fmt: skip
             continue
-        if decision.action == "resend" and message is not None and decision.planned is not None:
+        if decision.action in ("resend", "renew") and decision.planned is not None:
             # Also for a patient opted out now: the dispatcher cancels it for the opt-out,
             # and START brings it back, as any text the opt-out kept from them.
-            _resend(message, decision.planned, decision.reason or "", now, events)
+            if message is None:  # a correction's first
+                message = Message(
+                    procedure_id=procedure.id, patient_id=patient.id, step=decision.step,
+                    attempts=0, created_at=now,
+                )  # fmt: skip
+                session.add(message)
+                existing[decision.step] = message
+            _resend(session, message, decision, now, events)
             continue
         if decision.action != "plan" or decision.planned is None or not receiving:
             continue
@@ -399,19 +457,21 @@ def replan_procedure(
 
 
 def _resend(
+    session: so.Session,
     message: Message,
-    planned: PlannedText,
-    reason: str,
+    decision: ReplanDecision,
     now: datetime,
     events: list[dict[str, Any]],
 ) -> None:
-    """A text the provider took, planned again as a new one (a reschedule moved what it
-    names). Its copy at the provider is in its history (the "sent" event with its SID); a
-    late report about that copy finds no text and is dropped, and the reaper, asking about
-    the new request, looks only at copies created since it (with other words, too)."""
+    """A text planned again as a new one: the correction of one the provider took (a
+    reschedule moved what it names), or its step's usual text for the new date ("renew").
+    A copy at the provider is in its history (the "sent" event with its SID); a late
+    report about that copy finds no text and is dropped, and the reaper, asking about the
+    new request, looks only at copies created since it (with other words, too)."""
+    assert decision.planned is not None  # noqa: S101 - resend and renew plan a text
     old_sid = message.provider_sid
-    message.status = planned.status
-    message.due_at, message.expires_at = planned.due_at, planned.expires_at
+    message.status = decision.planned.status
+    message.due_at, message.expires_at = decision.planned.due_at, decision.planned.expires_at
     message.attempts = 0
     message.not_before = message.handed_at = message.claimed_at = None
     message.lease_owner = message.lease_expires_at = None
@@ -420,8 +480,16 @@ def _resend(
     message.segments = None
     message.error_code = message.error_message = None
     message.updated_at = now
-    detail = f"{reason} (sid {old_sid}): planned again with the new one"
-    events.append(event_row(message.id, now, "replanned", planned.status, detail[:500]))
+    session.flush()  # a correction's first: its id, for its history
+    was = f" (sid {old_sid})" if old_sid else ""
+    detail = f"{decision.reason}{was}: " + (
+        "planned again at its time before the new date (corrected at once)"
+        if decision.action == "renew"
+        else "a correction, with the new one"
+        if is_correction(decision.step)
+        else "planned again with the new one"
+    )
+    events.append(event_row(message.id, now, "replanned", message.status, detail[:500]))
 
 
 def procedure_messages(

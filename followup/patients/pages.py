@@ -11,7 +11,7 @@ import phonenumbers
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.protocol import CareContext
+from followup.care.protocol import CareContext, is_correction, step_key
 from followup.care.texts import short_local
 from followup.care.timing import (
     zone,
@@ -82,6 +82,8 @@ STAFF_OPT_OUT_REASON = "opted out by phone call, recorded by staff"
 
 def step_label(step: str) -> str:
     """A step's name for staff screens."""
+    if is_correction(step):
+        return f"{step_label(step_key(step))} (correction)"
     return STEP_LABELS.get(step, step.replace("-", " ").capitalize())
 
 

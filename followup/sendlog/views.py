@@ -18,6 +18,7 @@ from markupsafe import Markup
 from wtforms import SelectChoice
 
 from followup.audit.service import record_audit
+from followup.care.protocol import NAMED_BY_TEXT, correction_key
 from followup.care.timing import zone
 from followup.errors import NotFound, ValidationError
 from followup.inbox.queue import attention_queue
@@ -80,7 +81,11 @@ def _daily_cache() -> DailyCache:
 
 def _filter_form() -> LogFilterForm:
     form = LogFilterForm(request.args)
-    steps = sorted({s.key for p in runtime().care.protocols.values() for s in p.steps})
+    protocol_steps = [s for p in runtime().care.protocols.values() for s in p.steps]
+    steps = sorted(
+        {s.key for s in protocol_steps}
+        | {correction_key(s.key) for s in protocol_steps if any(map(s.names, NAMED_BY_TEXT))}
+    )
     form.step.choices = [SelectChoice("", "Any step"), *(SelectChoice(s, s) for s in steps)]
     return form
 

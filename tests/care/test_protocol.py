@@ -261,6 +261,16 @@ def test_every_text_gives_the_configured_emergency_number(settings: object) -> N
     assert body.endswith("En una emergencia, llame al 999.") and "911" not in body
 
 
+def test_a_key_too_long_for_its_correction_s_outbox_key_is_refused(tmp_path: Path) -> None:
+    # A correction after a reschedule is keyed "<step>.correction" in the outbox's
+    # 64-character step column: a 54-character key would not fit it.
+    write_protocols(tmp_path, step(key="s" * 54))
+    with pytest.raises(ConfigurationError, match="at most 53"):
+        load(tmp_path)
+    write_protocols(tmp_path, step(key="s" * 53))
+    load(tmp_path)
+
+
 def test_a_text_that_writes_911_itself_is_refused(tmp_path: Path) -> None:
     write_protocols(tmp_path, step(en="{clinic_name}: {clinic_phone}, {emergency_number} or 911."))
     with pytest.raises(ConfigurationError, match="write {emergency_number}, not the number"):
