@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from followup.messaging.triage_words import (
+    ANSWERED_BY,
+    ANSWERS,
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
     DEGREE_WORDS,
@@ -29,11 +31,14 @@ from followup.messaging.triage_words import (
     NEGATIONS,
     NOT_FUZZY,
     NOT_SYMPTOMS,
+    PARTICIPLE_ENDINGS,
     POST_NEGATION_WINDOW,
     POST_NEGATIONS,
     QUESTION_STARTS,
     SCOPE_ENDS,
+    SPANISH_HE,
     SPANISH_HINTS,
+    SUBJECTS,
     TEMPERATURE_WORDS,
     URGENT_RULES,
     WORRYING_EMOJI,
@@ -294,11 +299,16 @@ def _negated_before(
                 lessened and index == start - 1 and words[index - 1 : index] not in (["or"], ["o"])
             )
         if word in c.negations:
-            return True
+            # "no my chest hurts": an answer, then what is wrong
+            return not (word in ANSWERS and words[index + 1] in ANSWERED_BY)
+        after_think = index > 0 and words[index - 1] in NEGATION_BRIDGES_BEFORE_I
         carries = (
-            word in c.bridges
+            (word in SUBJECTS and after_think)
+            or (
+                word in c.bridges
+                and (word != SPANISH_HE or words[index + 1].endswith(PARTICIPLE_ENDINGS))
+            )
             or index in symptom_words
-            or (word == "i" and index > 0 and words[index - 1] in NEGATION_BRIDGES_BEFORE_I)
         )
         if not carries:
             return False

@@ -304,8 +304,20 @@ NEGATION_BRIDGES = frozenset(
         "as", "so",
     }
 )  # fmt: skip
-# After one of these, "I" carries a negation too: "I don't think I have a fever".
+# After one of these, a subject carries a negation too: "I don't think I have a fever".
 NEGATION_BRIDGES_BEFORE_I = frozenset({"think", "believe", "guess"})
+SUBJECTS = frozenset({"i", "he", "she", "we", "they"})
+# Spanish "he" (I have) carries a negation before a participle ("no he tenido fiebre"),
+# not as English "he": "no he has a fever" answers no, then says he has one.
+SPANISH_HE = "he"
+PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
+# "No" then one of these at once is an answer, not a denial of what follows ("no my
+# chest hurts", "No the bleeding won't stop", "no el dolor es insoportable"): a denial
+# runs "no fever", "no more bleeding", "I don't have the chills".
+ANSWERS = frozenset({"no", "nope", "nah"})
+ANSWERED_BY = frozenset(
+    {"my", "the", "her", "his", "our", "your", "their", "mi", "mis", "su", "sus", "el"}
+)
 NEGATION_WINDOW = 5
 POST_NEGATION_WINDOW = 3
 SCOPE_ENDS = frozenset(
