@@ -34,6 +34,15 @@ class SymptomRule:
 
 # --- warning signs: each makes a reply urgent unless negated ("no fever") -----------------
 
+# Spanish "cannot", said by the patient or of them, now or before: "no puedo caminar", "no
+# puede caminar", "no me puedo mover", "no se puede parar", "no pudo", "no ha podido".
+_CANNOT_ES = ("no pued*", "no me pued*", "no se pued*", "no le pued*", "no pud*", "no ~ podido")
+
+
+def _cannot_es(*actions: str) -> tuple[str, ...]:
+    return tuple(f"{cannot} {action}" for cannot in _CANNOT_ES for action in actions)
+
+
 URGENT_RULES: tuple[SymptomRule, ...] = (
     SymptomRule(
         "legs",
@@ -50,10 +59,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "do not feel my ~ leg*", "do not feel my ~ feet", "do not feel my ~ foot",
             ),
             "es": (
-                "no siento ~ pierna*", "no siento ~ pies", "no siento ~ pie",
-                "no puedo mover ~ pierna*", "no puedo mover ~ pies", "no me puedo mover",
-                "no puedo mover", "no puedo sentir ~ pierna*", "no puedo sentir ~ pies",
-                "no puedo sentir ~ pie", "perdí ~ sensibilidad", "paraliz*",
+                "no sient* ~ pierna*", "no sient* ~ pies", "no sient* ~ pie",
+                *_cannot_es("mover", "sentir ~ pierna*", "sentir ~ pies", "sentir ~ pie"),
+                "perdí* ~ sensibilidad", "no tengo sensibilidad", "no tiene* sensibilidad",
+                "sin sensibilidad", "paraliz*",
             ),
         },
     ),
@@ -67,7 +76,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             ),
             "es": (
                 "entumec*", "entumes*", "entumid*", "adormec*", "adormes*", "hormigue*",
-                "dormid* ~ pierna*", "pierna* ~ dormid*",
+                "dormid* ~ pierna*", "pierna* ~ dormid*", "se me duerm* ~ pierna*",
+                "se le duerm* ~ pierna*", "pierna* se ~ duerm*", "cosquilleo",
             ),
         },
     ),
@@ -84,9 +94,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "no strength in ~ leg*", "leg* ~ no strength",
             ),
             "es": (
-                "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no puedo caminar",
-                "no puedo andar", "no puedo pararme", "no me puedo parar",
-                "no he podido caminar", "no he podido andar", "no pude caminar",
+                "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no tiene* fuerza*",
+                *_cannot_es("caminar", "andar", "pararme", "pararse", "ponerme de pie",
+                            "ponerse de pie"),
+                "no me puedo parar", "no se puede parar",
             ),
         },
     ),
@@ -106,11 +117,15 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "no control ~ bowel*",
             ),
             "es": (
-                "no puedo orinar", "no controlo ~ orina", "no controlo ~ vejiga",
-                "no controlo ~ intestino*", "me orino", "me oriné", "me hice pipí",
-                "me hice popó", "me hice del baño", "perdí el control ~ vejiga",
-                "perdí el control ~ orina", "perdí el control ~ intestino*",
-                "no aguanto ~ orina", "se me sale ~ orina", "incontinencia",
+                *_cannot_es("orinar", "hacer pipí"), "no he orinado", "no ha orinado",
+                "no han orinado", "no control* ~ orina", "no control* ~ vejiga",
+                "no control* ~ intestino*", "me orin*", "se orin*", "me he orinado",
+                "se ha orinado", "me hice pipí", "me hice popó", "me hice del baño",
+                "me hice encima", "se hizo pipí", "se hizo popó", "se hizo del baño",
+                "se hizo encima",
+                "perdí* el control ~ vejiga", "perdí* el control ~ orina",
+                "perdí* el control ~ intestino*", "no aguant* ~ orina", "se ~ sale ~ orina",
+                "incontinencia",
             ),
         },
     ),
@@ -133,6 +148,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             ),
             "es": (
                 "fiebre*", "fiebr", "calentura", "temperatura alta", "tengo temperatura",
+                "tiene* temperatura",
                 "escalofrío*", "escalosfrío*", "calofrío*", "calosfrío*", "tirit*",
             ),
         },
@@ -166,7 +182,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "infection at the needle site",
         {
             "en": ("infect*", "infeccion*"),
-            "es": ("infecci*", "infectad*", "infectó", "se infectó"),
+            "es": ("infecci*", "infectad*", "infectó", "se infectó", "herida ~ caliente"),
         },
     ),
     SymptomRule(
@@ -207,8 +223,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "out of breath", "struggling to breath*", "breathless",
             ),
             "es": (
-                "no puedo respirar", "me falta ~ aire", "falta de aire", "dificultad para respirar",
-                "me cuesta respirar", "me ahogo", "ahogo",
+                *_cannot_es("respirar"), "falta* ~ aire", "dificultad para respirar",
+                "cuesta* respirar", "ahog*",
             ),
         },
     ),
@@ -217,7 +233,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "a fall",
         {
             "en": ("fell", "fallen", "a fall", "i fall", "tripped", "slipped"),
-            "es": ("me caí", "caída", "me he caído", "caído", "caí", "me resbalé"),
+            "es": (
+                "me caí", "caída", "me he caído", "caído", "caí", "se cayó", "nos caímos",
+                "me resbalé", "se resbaló",
+            ),
         },
     ),
     SymptomRule(
@@ -232,7 +251,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "es": (
                 "dolor ~ insoportable", "insoportable", "dolor ~ fuerte", "mucho dolor",
                 "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte", "dolor ~ severo",
-                "dolor ~ intenso", "severo ~ dolor", "intenso ~ dolor",
+                "dolor ~ intenso", "severo ~ dolor", "intenso ~ dolor", "duele* mucho",
+                "duele* muchísimo", "no aguant* ~ dolor",
             ),
         },
     ),
@@ -263,6 +283,10 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "adelgaz* ~ sangre", "diluy* ~ sangre", "diluir ~ sangre", "aguar ~ sangre",
         "presión ~ sangre", "azúcar ~ sangre", "análisis de sangre", "examen de sangre",
         "me caí dormid*", "vino rojo", "cruz roja",
+        # a dressing that came off is no fall: "se cayó la gasa", "la curita se cayó"
+        "se cayó ~ gasa", "se cayó ~ curit*", "se cayó ~ vend*", "se cayó ~ apósito",
+        "gasa ~ se cayó", "curit* ~ se cayó", "vend* ~ se cayó", "apósito ~ se cayó",
+        "mucho menos",  # "me duele mucho menos": much less, not a lot
     ),
 }  # fmt: skip
 
