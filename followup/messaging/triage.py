@@ -68,12 +68,16 @@ def tokens(text: str) -> list[str]:
 
 
 def clauses(text: str) -> list[list[str]]:
-    """Split normalised text into clauses of tokens: punctuation and SCOPE_ENDS cut them."""
+    """Split normalised text into clauses of tokens: punctuation and SCOPE_ENDS cut them,
+    but not inside a warning sign's words ("pins and needles")."""
     result: list[list[str]] = []
     for part in _CLAUSE_RE.split(text):
         current: list[str] = []
-        for token in tokens(part):
-            if token in _SCOPE_ENDS:
+        found = tokens(part)
+        for index, token in enumerate(found):
+            if token in _SCOPE_ENDS and (
+                tuple(found[index - 1 : index + 2]) not in _joined() or not current
+            ):
                 if current:
                     result.append(current)
                 current = []
@@ -103,6 +107,17 @@ def compile_term(term: str) -> Pattern:
 
 
 _SCOPE_ENDS = frozenset(normalize(w) for w in SCOPE_ENDS)
+
+
+@lru_cache(maxsize=1)
+def _joined() -> frozenset[tuple[str, ...]]:
+    """A SCOPE_ENDS word inside a warning sign's term, with the words either side of it."""
+    return frozenset(
+        pattern[i - 1 : i + 2]
+        for _rule, _language, pattern in _compiled().rules
+        for i in range(1, len(pattern) - 1)
+        if pattern[i] in _SCOPE_ENDS
+    )
 
 
 def _token_matches(pattern: str, token: str) -> bool:

@@ -43,17 +43,35 @@ def _cannot_es(*actions: str) -> tuple[str, ...]:
     return tuple(f"{cannot} {action}" for cannot in _CANNOT_ES for action in actions)
 
 
+# English "cannot", now or before: "can't pee", "unable to", "haven't been able to".
+_CANNOT_EN = (
+    "can't", "couldn't", "could not", "unable to", "not able to", "wasn't able to",
+    "weren't able to", "haven't been able to", "hasn't been able to", "not been able to",
+)  # fmt: skip
+
+
+def _cannot_en(*actions: str) -> tuple[str, ...]:
+    return tuple(f"{cannot} {action}" for cannot in _CANNOT_EN for action in actions)
+
+
+def _of_anyone(*phrases: str) -> tuple[str, ...]:
+    """Said by the patient or of them: "wet myself", "wet herself", "wet himself"."""
+    return tuple(f"{p} {self}" for p in phrases for self in ("myself", "herself", "himself"))
+
+
 URGENT_RULES: tuple[SymptomRule, ...] = (
     SymptomRule(
         "legs",
         "cannot feel or move the legs",
         {
             "en": (
-                "can't ~ feel ~ leg*", "can't ~ feel ~ feet", "can't ~ feel ~ foot",
-                "can't ~ move ~ leg*", "can't ~ move ~ feet", "can't ~ move ~ foot",
-                "unable to feel ~ leg*", "unable to move ~ leg*", "no feeling in ~ leg*",
-                "not able to feel ~ leg*", "not able to move ~ leg*", "couldn't feel ~ leg*",
-                "couldn't move ~ leg*", "could not feel ~ leg*", "could not move ~ leg*",
+                *_cannot_en("~ feel ~ leg*", "~ feel ~ feet", "~ feel ~ foot", "~ move ~ leg*",
+                            "~ move ~ feet", "~ move ~ foot", "~ feel ~ below ~ waist",
+                            "~ feel ~ waist down"),
+                "no ~ feeling in ~ leg*", "no ~ feeling in ~ feet", "no ~ feeling in ~ foot",
+                "no ~ sensation in ~ leg*", "no ~ sensation in ~ feet",
+                "no ~ sensation in ~ foot", "leg* ~ won't move", "leg* ~ won't work",
+                "leg* ~ don't work", "leg* ~ not working", "leg* ~ stopped working",
                 "lost feeling", "losing feeling", "paralyz*", "paralys*",
                 "don't feel my ~ leg*", "don't feel my ~ feet", "don't feel my ~ foot",
                 "do not feel my ~ leg*", "do not feel my ~ feet", "do not feel my ~ foot",
@@ -87,10 +105,12 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {
             "en": (
                 "weak*", "weeknes*", "legs ~ week", "legs ~ gave out", "leg* ~ giving out",
-                "legs ~ give way", "can't walk", "unable to walk", "can't stand up",
-                "not able to walk", "couldn't walk", "could not walk", "wasn't able to walk",
-                "haven't been able to walk", "hasn't been able to walk", "not been able to walk",
-                "hardly walk", "barely walk", "hardly able to walk", "barely able to walk",
+                "leg* ~ give way", "leg* ~ gave way", "leg* ~ giving way", "leg* ~ buckl*",
+                "knee* ~ buckl*", "leg* ~ like jelly", "jelly legs",
+                *_cannot_en("walk", "stand up", "get out of bed"), "trouble walking",
+                "difficulty walking", "hard to walk", "hard time walking",
+                "struggling to walk", "hardly walk", "barely walk", "hardly able to walk",
+                "barely able to walk",
                 "no strength in ~ leg*", "leg* ~ no strength",
             ),
             "es": (
@@ -106,13 +126,18 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "cannot control the bladder or bowels",
         {
             "en": (
-                "can't pee", "can't urinate", "unable to pee", "unable to urinate",
-                "incontinen*", "wet myself", "wetting myself", "peed myself", "pee myself",
-                "peeing myself", "pooped myself", "poop myself", "pooping myself",
-                "soiled myself", "lost control ~ bladder", "lost control ~ bowel*",
-                "losing control ~ bladder", "losing control ~ bowel*", "can't control ~ bladder",
-                "can't control ~ bowel*", "can't control ~ urine", "can't hold ~ urine",
-                "can't hold ~ pee", "can't hold ~ bladder", "can't hold ~ bowel*",
+                *_cannot_en("pee", "urinate", "control ~ bladder", "control ~ bowel*",
+                            "control ~ urine", "hold ~ urine", "hold ~ pee", "hold ~ bladder",
+                            "hold ~ bowel*"),
+                "haven't peed", "hasn't peed", "not peed", "haven't urinated",
+                "hasn't urinated", "not urinated", "incontinen*",
+                *_of_anyone("wet", "wetting", "peed", "pee", "peeing", "peed on", "pooped",
+                            "poop", "pooping", "pooped on", "soiled"),
+                "peed ~ pants", "pooped ~ pants", "wet ~ pants", "wet the bed",
+                "accident in ~ pants", "accident in ~ bed", "lost control ~ bladder",
+                "lost control ~ bowel*", "losing control ~ bladder", "losing control ~ bowel*",
+                "lost bladder control", "lost bowel control", "loss of bladder control",
+                "loss of bowel control", "losing bladder control", "losing bowel control",
                 "no bladder control", "no bowel control", "no control ~ bladder",
                 "no control ~ bowel*",
             ),
@@ -143,7 +168,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {
             "en": (
                 "fever*", "feaver*", "fevor", "fevr", "fver", "feverish", "a temperature",
-                "high temperature", "temperature of", "temp of", "temp is", "chills",
+                "high temperature", "temperature of", "temp of", "temp is", "running a temp*",
+                "burning up", "feber", "chills",
                 "chils", "shiver*", "\N{FACE WITH THERMOMETER}",
             ),
             "es": (
@@ -181,7 +207,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "infection",
         "infection at the needle site",
         {
-            "en": ("infect*", "infeccion*"),
+            "en": (
+                "infect*", "infeccion*", "warm to ~ touch", "hot to ~ touch", "site ~ warm",
+                "site ~ hot",
+            ),
             "es": ("infecci*", "infectad*", "infectó", "se infectó", "herida ~ caliente"),
         },
     ),
@@ -218,7 +247,9 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "trouble breathing",
         {
             "en": (
-                "can't breath*", "can't catch ~ breath", "hard to breath*", "trouble breath*",
+                *_cannot_en("breath*", "catch ~ breath", "get ~ air"), "hard to breath*",
+                "hard time breath*", "trouble breath*", "breathing ~ hard",
+                "breathing ~ difficult", "breathing ~ labored", "gasping", "gasp* for",
                 "difficulty breath*", "short of breath", "shortness of breath",
                 "out of breath", "struggling to breath*", "breathless",
             ),
@@ -278,6 +309,7 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "fell asleep", "fall asleep", "falling asleep", "red cross", "weak tea",
         "room temperature", "drain cleaner", "blood thin*",
         "worst of ~ pain",  # "the worst of the pain is over": getting better
+        *_of_anyone("haven't peed", "hasn't peed", "not peed"),  # no denial of passing urine
     ),
     "es": (
         "adelgaz* ~ sangre", "diluy* ~ sangre", "diluir ~ sangre", "aguar ~ sangre",
@@ -319,7 +351,7 @@ NEGATION_BRIDGES = frozenset(
         "noticed", "seem", "seems", "seemed", "look", "looks", "looking", "been", "be",
         "too", "very", "at", "all", "anymore", "think", "leg", "legs", "infection",
         "experiencing", "experienced", "obvious", "visible", "issue", "issues", "problem",
-        "problems", "with",
+        "problems", "with", "running",
         "tengo", "tiene", "tenido", "tuve", "tuvo", "he", "ha", "hay", "habido", "la", "el",
         "las", "los", "un", "una", "más", "me", "se", "le", "siento", "está", "están",
         "estoy", "nada", "de", "veo", "noto", "parece", "ya", "mucho", "mucha", "nuevo",
