@@ -67,17 +67,21 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "en": (
                 *_cannot_en("~ feel ~ leg*", "~ feel ~ feet", "~ feel ~ foot", "~ move ~ leg*",
                             "~ move ~ feet", "~ move ~ foot", "~ feel ~ below ~ waist",
-                            "~ feel ~ waist down"),
+                            "~ feel ~ waist down", "~ feel anything in ~ leg*",
+                            "~ feel anything in ~ feet"),
                 "no ~ feeling in ~ leg*", "no ~ feeling in ~ feet", "no ~ feeling in ~ foot",
                 "no ~ sensation in ~ leg*", "no ~ sensation in ~ feet",
                 "no ~ sensation in ~ foot", "leg* ~ won't move", "leg* ~ won't work",
                 "leg* ~ don't work", "leg* ~ not working", "leg* ~ stopped working",
-                "lost feeling", "losing feeling", "paralyz*", "paralys*",
+                "leg* ~ not responding", "leg* ~ won't respond", "lost feeling",
+                "losing feeling", "paralyz*", "paralys*",
                 "don't feel my ~ leg*", "don't feel my ~ feet", "don't feel my ~ foot",
                 "do not feel my ~ leg*", "do not feel my ~ feet", "do not feel my ~ foot",
             ),
             "es": (
                 "no sient* ~ pierna*", "no sient* ~ pies", "no sient* ~ pie",
+                "no sient* nada en ~ pierna*", "no sient* nada en ~ pies",
+                "pierna* ~ no ~ respond*",
                 *_cannot_es("mover", "sentir ~ pierna*", "sentir ~ pies", "sentir ~ pie"),
                 "perdí* ~ sensibilidad", "no tengo sensibilidad", "no tiene* sensibilidad",
                 "sin sensibilidad", "paraliz*",
@@ -93,7 +97,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "numness", "nunb", "tingl*", "pins and needles",
             ),
             "es": (
-                "entumec*", "entumes*", "entumid*", "adormec*", "adormes*", "hormigue*",
+                "entumec*", "entumes*", "entumid*", "adormec*", "adormes*", "hormigue*", "hormige*",
                 "dormid* ~ pierna*", "pierna* ~ dormid*", "se me duerm* ~ pierna*",
                 "se le duerm* ~ pierna*", "pierna* se ~ duerm*", "cosquilleo",
             ),
@@ -116,7 +120,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "es": (
                 "débil*", "debilidad", "sin fuerza*", "no tengo fuerza*", "no tiene* fuerza*",
                 *_cannot_es("caminar", "andar", "pararme", "pararse", "ponerme de pie",
-                            "ponerse de pie"),
+                            "ponerse de pie", "sostenerme", "sostenerse"),
                 "no me puedo parar", "no se puede parar",
             ),
         },
@@ -158,7 +162,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "bleeding",
         "bleeding",
         {
-            "en": ("bleed*", "bled", "bleading", "blood", "bloody"),
+            "en": ("bleed*", "bled", "bleading", "bleeing", "blood", "bloody"),
             "es": ("sangr*",),
         },
     ),
@@ -167,13 +171,13 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "fever or chills",
         {
             "en": (
-                "fever*", "feaver*", "fevor", "fevr", "fver", "feverish", "a temperature",
+                "fever*", "feaver*", "fevor", "fevr", "fver", "fevar", "feverish", "a temperature",
                 "high temperature", "temperature of", "temp of", "temp is", "running a temp*",
                 "burning up", "feber", "chills",
                 "chils", "shiver*", "\N{FACE WITH THERMOMETER}",
             ),
             "es": (
-                "fiebre*", "fiebr", "calentura", "temperatura alta", "tengo temperatura",
+                "fiebre*", "fiebr", "fievre*", "calentur*", "temperatura alta", "tengo temperatura",
                 "tiene* temperatura",
                 "escalofrío*", "escalosfrío*", "calofrío*", "calosfrío*", "tirit*",
             ),
@@ -199,8 +203,17 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "drainage",
         "pus or drainage at the needle site",
         {
-            "en": ("pus", "puss", "drain", "drainage", "draining", "ooz*", "leak*", "weeping"),
-            "es": ("pus", "supur*", "drena*", "secreción", "sale líquido", "líquido ~ herida"),
+            "en": (
+                "pus", "puss", "drain", "drainage", "draining", "ooz*", "leak*", "weeping",
+                # not "discharge" alone: "my discharge papers", "since my discharge"
+                "discharge from ~ site", "discharge from ~ wound", "discharge from ~ incision",
+                "site ~ discharge", "wound ~ discharge", "incision ~ discharge",
+                "smelly discharge", "yellow discharge", "green discharge",
+            ),
+            "es": (
+                "pus", "supur*", "drena*", "secreción", "sale líquido", "líquido ~ herida",
+                "sale* agua",
+            ),
         },
     ),
     SymptomRule(
@@ -219,8 +232,9 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "fainting or passing out",
         {
             "en": (
-                "fainted", "fainting", "i faint", "passed out", "pass out", "passing out",
-                "blacked out", "black out", "lost consciousness", "unconscious",
+                "fainted", "fainting", "i faint", "feel* faint", "felt faint", "passed out",
+                "pass out", "passing out", "blacked out", "black out", "lost consciousness",
+                "unconscious",
             ),
             "es": (
                 "desmay*", "me desmayé", "perdí el conocimiento", "perdí la conciencia",
@@ -233,12 +247,13 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "chest pain",
         {
             "en": (
-                "chest pain*", "chest ~ hurt*", "chest ~ tight*", "pain ~ chest",
+                "chest pain*", "chestpain*", "chest ~ hurt*", "chest ~ tight*", "pain ~ chest",
                 "chest ~ pressure", "heart attack",
             ),
             "es": (
                 "dolor ~ pecho", "pecho ~ duele", "duele ~ pecho", "opresión ~ pecho",
-                "presión ~ pecho", "infarto",
+                "presión ~ pecho", "aprieta* ~ pecho", "pecho ~ aprieta*", "pecho ~ apretad*",
+                "infarto",
             ),
         },
     ),
@@ -255,7 +270,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             ),
             "es": (
                 *_cannot_es("respirar"), "falta* ~ aire", "dificultad para respirar",
-                "cuesta* respirar", "ahog*",
+                "respir* con dificultad", "cuesta* respirar", "ahog*",
             ),
         },
     ),
@@ -265,8 +280,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {
             "en": ("fell", "fallen", "a fall", "i fall", "tripped", "slipped"),
             "es": (
-                "me caí", "caída", "me he caído", "caído", "caí", "se cayó", "nos caímos",
-                "me resbalé", "se resbaló",
+                "me caí", "caída", "me he caído", "caído", "caí", "se cayó", "se calló",
+                "nos caímos", "me resbalé", "se resbaló",
             ),
         },
     ),
@@ -278,12 +293,16 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 # "~": "severe back pain", "terrible leg pain" (a spine patient's words)
                 "severe ~ pain", "pain ~ severe", "unbearable", "excruciating", "worst ~ pain",
                 "terrible ~ pain", "horrible ~ pain", "pain ~ terrible", "agony",
+                "intense ~ pain", "pain ~ intense", "extreme ~ pain", "pain ~ extreme",
+                "killing me", "unbareable", "unberable",
+                *_cannot_en("take ~ pain anymore", "bear ~ pain", "stand ~ pain"),
             ),
             "es": (
                 "dolor ~ insoportable", "insoportable", "dolor ~ fuerte", "mucho dolor",
                 "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte", "dolor ~ severo",
                 "dolor ~ intenso", "severo ~ dolor", "intenso ~ dolor", "duele* mucho",
                 "duele* muchísimo", "no aguant* ~ dolor",
+                "dolor ~ fuertísimo",
             ),
         },
     ),
@@ -300,7 +319,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
 FEVER_FROM_F = 100.4
 FEVER_FROM_C = 38.0
 TEMPERATURE_WORDS = ("temp", "temps", "temperature", "temperatura", "fever", "fiebre")
-DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados")
+DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados", "de temperatura")
 
 # Phrases that contain a warning word but are not a warning sign: taken out first.
 NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {

@@ -1,0 +1,87 @@
+"""More ways patients and family write a warning sign, each filed needs-reading ("not
+understood automatically") before: nobody paged, the patient told a nurse would read it
+when the clinic opens. Severe pain said as "intense", "extreme", "killing me" or "can't
+take the pain anymore"; drainage as "discharge"; feeling faint; a chest squeezed ("me
+aprieta el pecho"); legs that "no responden" or cannot feel "anything"; misspellings of
+short words ("fevar", "fievre", "bleeing", "hormigeo", "se callo" for "se cayó"); and a
+temperature said "39 de temperatura"."""
+
+from __future__ import annotations
+
+import pytest
+
+from followup.messaging.models import TRIAGE_READING, TRIAGE_URGENT
+from followup.messaging.replies import classify_reply
+from followup.messaging.triage_words import URGENT_RULES
+
+REASONS = {rule.key: rule.reason for rule in URGENT_RULES}
+
+MISSED = {
+    "severe-pain": [
+        "intense pain in my back",
+        "the pain is so intense",
+        "extreme pain",
+        "the pain is extreme",
+        "my back is killing me",
+        "i cant take this pain anymore",
+        "can't bear the pain",
+        "pain is unbareable",
+        "dolor fuertisimo",
+    ],
+    "drainage": ["discharge from the site", "smelly discharge", "le sale agua de la herida"],
+    "fainting": ["i feel faint", "feeling faint when I stand"],
+    "chest": ["chestpain since last night", "me aprieta el pecho", "el pecho me aprieta"],
+    "legs": [
+        "can't feel anything in my legs",
+        "no siente nada en las piernas",
+        "mis piernas no responden",
+        "las piernas no le responden",
+        "her legs are not responding",
+    ],
+    "weakness": ["no puede sostenerse"],
+    "breathing": ["respira con dificultad"],
+    "numbness": ["hormigeo en los pies"],
+    "fever": ["fevar", "tiene fievre", "esta calenturienta", "tiene 39 de temperatura"],
+    "bleeding": ["bleeing from the site"],
+    "fall": ["se callo en el baño"],
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "body"), [(key, body) for key, bodies in MISSED.items() for body in bodies]
+)
+def test_a_warning_sign_in_these_words_is_urgent(key: str, body: str) -> None:
+    result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
+    assert result.triage == TRIAGE_URGENT, (body, result)
+    assert REASONS[key] in (result.reason or ""), (body, result)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "the pain is not as intense",
+        "no extreme pain",
+        "less intense pain today",
+        "no discharge",
+        "no me aprieta el pecho",
+        "37 de temperatura",
+    ],
+)
+def test_their_denials_and_normal_readings_are_not_urgent(body: str) -> None:
+    assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage == TRIAGE_READING
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "I can't take the pain pills on an empty stomach?",
+        "I'm taking fibre for constipation",
+        "a faint bruise near the site is normal?",
+        "my discharge papers say to call you?",
+        "I was discharged yesterday, when do I shower?",
+    ],
+)
+def test_look_alikes_are_not_those_signs(body: str) -> None:
+    result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
+    reason = result.reason or ""
+    assert all(r not in reason for r in ("severe pain", "fever", "fainting", "drainage")), result
