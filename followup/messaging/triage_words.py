@@ -36,7 +36,10 @@ class SymptomRule:
 
 # Spanish "cannot", said by the patient or of them, now or before: "no puedo caminar", "no
 # puede caminar", "no me puedo mover", "no se puede parar", "no pudo", "no ha podido".
-_CANNOT_ES = ("no pued*", "no me pued*", "no se pued*", "no le pued*", "no pud*", "no ~ podido")
+_CANNOT_ES = (
+    "no pued*", "no me pued*", "no se pued*", "no le pued*", "no pud*", "no ~ podido",
+    "sin poder",
+)  # fmt: skip
 
 
 def _cannot_es(*actions: str) -> tuple[str, ...]:
@@ -147,6 +150,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             ),
             "es": (
                 *_cannot_es("orinar", "hacer pipí"), "no he orinado", "no ha orinado",
+                "no orina", "no orino", "sin orinar", "no he hecho pipí", "no ha hecho pipí",
                 "no han orinado", "no control* ~ orina", "no control* ~ vejiga",
                 "no control* ~ intestino*", "me orin*", "se orin*", "me he orinado",
                 "se ha orinado", "me hice pipí", "me hice popó", "me hice del baño",
@@ -294,7 +298,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "severe ~ pain", "pain ~ severe", "unbearable", "excruciating", "worst ~ pain",
                 "terrible ~ pain", "horrible ~ pain", "pain ~ terrible", "agony",
                 "intense ~ pain", "pain ~ intense", "extreme ~ pain", "pain ~ extreme",
-                "killing me", "unbareable", "unberable",
+                "killing me", "unbareable", "unberable", "is severe", "its severe",
+                "so severe", "very severe",
                 *_cannot_en("take ~ pain anymore", "bear ~ pain", "stand ~ pain"),
             ),
             "es": (

@@ -85,3 +85,33 @@ def test_look_alikes_are_not_those_signs(body: str) -> None:
     result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
     reason = result.reason or ""
     assert all(r not in reason for r in ("severe pain", "fever", "fainting", "drainage")), result
+
+
+# Not passing urine said with "sin" ("sin poder orinar", "lleva dos días sin orinar") or
+# "no orina"; severe pain said of "it" ("it's severe", "the pain has not gone away and
+# it's severe"): each was not understood, filed needs-reading.
+@pytest.mark.parametrize(
+    ("key", "body"),
+    [
+        ("continence", "sin poder orinar"),
+        ("continence", "sigue sin poder orinar"),
+        ("continence", "lleva dos dias sin orinar"),
+        ("continence", "no orina desde ayer"),
+        ("continence", "no ha hecho pipi desde ayer"),
+        ("weakness", "sin poder caminar"),
+        ("severe-pain", "the pain has not gone away and it's severe"),
+        ("severe-pain", "it is severe"),
+        ("severe-pain", "so severe i cant sleep"),
+    ],
+)
+def test_sin_poder_and_its_severe_are_urgent(key: str, body: str) -> None:
+    result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
+    assert result.triage == TRIAGE_URGENT, (body, result)
+    assert REASONS[key] in (result.reason or ""), (body, result)
+
+
+@pytest.mark.parametrize(
+    "body", ["it is not severe", "not so severe now", "it was severe before the procedure"]
+)
+def test_not_severe_and_was_severe_are_not_urgent(body: str) -> None:
+    assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage == TRIAGE_READING
