@@ -18,6 +18,7 @@ from functools import lru_cache
 from followup.messaging.triage_words import (
     ANSWERED_BY,
     ANSWERS,
+    BARE_FAHRENHEIT_BELOW,
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
     DEGREE_WORDS,
@@ -276,12 +277,17 @@ _BEFORE_UNIT_RE = re.compile(
 )
 
 
+_BARE_FAHRENHEIT_RE = re.compile(r"(?<![\d.,])(1\d\d[.,]\d)(?![\d.,]*\d)")
+
+
 def _fever_in_numbers(text: str) -> Found | None:
-    """A fever stated as a temperature: "temp 101", "38,5 grados", "100.8F"."""
+    """A fever stated as a temperature: "temp 101", "38,5 grados", "100.8F", "101.5"."""
     plain = normalize(text)
-    for regex in (_AFTER_WORD_RE, _BEFORE_UNIT_RE):
+    for regex in (_AFTER_WORD_RE, _BEFORE_UNIT_RE, _BARE_FAHRENHEIT_RE):
         for match in regex.finditer(plain):
             value = float(match.group(1).replace(",", "."))
+            if regex is _BARE_FAHRENHEIT_RE and value >= BARE_FAHRENHEIT_BELOW:
+                continue
             if FEVER_FROM_F <= value < 110 or FEVER_FROM_C <= value < 44:
                 rule = next(r for r in URGENT_RULES if r.key == "fever")
                 return Found(rule, "es" if "temperatura" in plain else "en", negated=False)

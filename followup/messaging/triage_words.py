@@ -71,7 +71,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 *_cannot_en("~ feel ~ leg*", "~ feel ~ feet", "~ feel ~ foot", "~ move ~ leg*",
                             "~ move ~ feet", "~ move ~ foot", "~ feel ~ below ~ waist",
                             "~ feel ~ waist down", "~ feel anything in ~ leg*",
-                            "~ feel anything in ~ feet"),
+                            "~ feel anything in ~ feet", "~ feel ~ toes", "~ move ~ toes"),
                 "no ~ feeling in ~ leg*", "no ~ feeling in ~ feet", "no ~ feeling in ~ foot",
                 "no ~ sensation in ~ leg*", "no ~ sensation in ~ feet",
                 "no ~ sensation in ~ foot", "leg* ~ won't move", "leg* ~ won't work",
@@ -97,7 +97,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {
             "en": (
                 "numb", "numbness", "numbnes", "numbed", "numbish", "numm", "nummness",
-                "numness", "nunb", "tingl*", "pins and needles",
+                "numness", "nunb", "numbing", "tingl*", "pins and needles", "leg* ~ dead",
+                "dead leg*", "leg* ~ asleep", "feet ~ asleep", "foot ~ asleep",
             ),
             "es": (
                 "entumec*", "entumes*", "entumid*", "adormec*", "adormes*", "hormigue*", "hormige*",
@@ -111,9 +112,9 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "new weakness",
         {
             "en": (
-                "weak*", "weeknes*", "legs ~ week", "legs ~ gave out", "leg* ~ giving out",
-                "leg* ~ give way", "leg* ~ gave way", "leg* ~ giving way", "leg* ~ buckl*",
-                "knee* ~ buckl*", "leg* ~ like jelly", "jelly legs",
+                "weak*", "weeknes*", "legs ~ week", "leg* ~ collapsed", "legs ~ gave out",
+                "leg* ~ giving out", "leg* ~ give way", "leg* ~ gave way", "leg* ~ giving way",
+                "leg* ~ buckl*", "knee* ~ buckl*", "leg* ~ like jelly", "jelly legs",
                 *_cannot_en("walk", "stand up", "get out of bed"), "trouble walking",
                 "difficulty walking", "hard to walk", "hard time walking",
                 "struggling to walk", "hardly walk", "barely walk", "hardly able to walk",
@@ -166,7 +167,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "bleeding",
         "bleeding",
         {
-            "en": ("bleed*", "bled", "bleading", "bleeing", "blood", "bloody"),
+            "en": (
+                "bleed*", "bled", "bleading", "bleeing", "blood", "bloody", "soaked through",
+                "bandage ~ soaked", "dressing ~ soaked", "gauze ~ soaked",
+            ),
             "es": ("sangr*",),
         },
     ),
@@ -178,11 +182,11 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "fever*", "feaver*", "fevor", "fevr", "fver", "fevar", "feverish", "a temperature",
                 "high temperature", "temperature of", "temp of", "temp is", "running a temp*",
                 "burning up", "feber", "chills",
-                "chils", "shiver*", "\N{FACE WITH THERMOMETER}",
+                "chils", "shiver*", "night sweats", "\N{FACE WITH THERMOMETER}",
             ),
             "es": (
-                "fiebre*", "fiebr", "fievre*", "calentur*", "temperatura alta", "tengo temperatura",
-                "tiene* temperatura",
+                "fiebre*", "fiebr", "fievre*", "febre", "calentur*", "temperatura alta",
+                "tengo temperatura", "tiene* temperatura",
                 "escalofrío*", "escalosfrío*", "calofrío*", "calosfrío*", "tirit*",
             ),
         },
@@ -238,7 +242,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "en": (
                 "fainted", "fainting", "i faint", "feel* faint", "felt faint", "passed out",
                 "pass out", "passing out", "blacked out", "black out", "lost consciousness",
-                "unconscious",
+                "unconscious", "i collapsed", "she collapsed", "he collapsed", "just collapsed",
             ),
             "es": (
                 "desmay*", "me desmayé", "perdí el conocimiento", "perdí la conciencia",
@@ -275,6 +279,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
             "es": (
                 *_cannot_es("respirar"), "falta* ~ aire", "dificultad para respirar",
                 "respir* con dificultad", "cuesta* respirar", "ahog*",
+                "cuesta* trabajo respirar", "falta* ~ respiración", "respir* mal",
+                "queda* sin aire", "quedo sin aire", "sin aliento",
             ),
         },
     ),
@@ -282,7 +288,10 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "fall",
         "a fall",
         {
-            "en": ("fell", "fallen", "a fall", "i fall", "tripped", "slipped"),
+            "en": (
+                "fell", "fallen", "a fall", "i fall", "tripped", "slipped", "found her on ~ floor",
+                "found him on ~ floor", "dropped to ~ floor", "hit ~ head",
+            ),
             "es": (
                 "me caí", "caída", "me he caído", "caído", "caí", "se cayó", "se calló",
                 "nos caímos", "me resbalé", "se resbaló",
@@ -323,7 +332,12 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
 # unit ("100.8F", "38,5 grados"); below them it says nothing ("temp 98.6").
 FEVER_FROM_F = 100.4
 FEVER_FROM_C = 38.0
-TEMPERATURE_WORDS = ("temp", "temps", "temperature", "temperatura", "fever", "fiebre")
+TEMPERATURE_WORDS = (
+    "temp", "temps", "temperature", "tempature", "temprature", "temperatura", "fever",
+    "fiebre", "running",
+)  # fmt: skip
+# A number alone is a temperature only as Fahrenheit with a decimal ("101.5"), up to this.
+BARE_FAHRENHEIT_BELOW = 106
 DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados", "de temperatura")
 
 # Phrases that contain a warning word but are not a warning sign: taken out first.

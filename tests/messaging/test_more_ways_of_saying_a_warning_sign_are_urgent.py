@@ -115,3 +115,57 @@ def test_sin_poder_and_its_severe_are_urgent(key: str, body: str) -> None:
 )
 def test_not_severe_and_was_severe_are_not_urgent(body: str) -> None:
     assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage == TRIAGE_READING
+
+
+# Collapsing, being found on the floor, hitting one's head; toes that cannot be felt;
+# legs "dead" or "asleep"; a bandage soaked through; a bare Fahrenheit temperature
+# ("101.5", "running 101") and "tempature"; being left without air ("se queda sin aire",
+# "sin aliento", "respira mal"). Each was not understood, filed needs-reading.
+@pytest.mark.parametrize(
+    ("key", "body"),
+    [
+        ("fainting", "she collapsed"),
+        ("fainting", "he collapsed in the bathroom"),
+        ("weakness", "my legs collapsed"),
+        ("fall", "found her on the floor"),
+        ("fall", "i dropped to the floor"),
+        ("fall", "she hit her head"),
+        ("legs", "i cant feel my toes"),
+        ("numbness", "legs feel dead"),
+        ("numbness", "my leg feels asleep"),
+        ("numbness", "numbing in my legs"),
+        ("bleeding", "soaked through the bandage"),
+        ("bleeding", "the dressing is soaked"),
+        ("fever", "101.5"),
+        ("fever", "she is running 101"),
+        ("fever", "tempature 101"),
+        ("fever", "night sweats"),
+        ("fever", "tiene febre"),
+        ("breathing", "se queda sin aire"),
+        ("breathing", "sin aliento"),
+        ("breathing", "respira mal"),
+        ("breathing", "le cuesta trabajo respirar"),
+        ("breathing", "me falta la respiracion"),
+    ],
+)
+def test_collapsing_a_soaked_bandage_and_101_5_are_urgent(key: str, body: str) -> None:
+    result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
+    assert result.triage == TRIAGE_URGENT, (body, result)
+    assert REASONS[key] in (result.reason or ""), (body, result)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "my vertebra collapsed, is that why it hurts",
+        "98.6",
+        "I fell asleep with my legs up",
+        "no me quedo sin aire",
+        "room 101",
+        "I am running 10 minutes late",
+        "I found the pill on the floor, do I take another?",
+        "paid 100.50 for the brace",
+    ],
+)
+def test_their_look_alikes_are_not_urgent(body: str) -> None:
+    assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage != TRIAGE_URGENT
