@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from followup.messaging.triage_words import (
-    ANSWERED_BY,
-    ANSWERS,
     BARE_FAHRENHEIT_BELOW,
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
@@ -31,6 +29,7 @@ from followup.messaging.triage_words import (
     NEGATION_WINDOW,
     NEGATIONS,
     NOT_FUZZY,
+    NOT_NEGATING_BEFORE,
     NOT_SYMPTOMS,
     PARTICIPLE_ENDINGS,
     POST_NEGATION_WINDOW,
@@ -294,6 +293,10 @@ def _fever_in_numbers(text: str) -> Found | None:
     return None
 
 
+_NOT_NEGATING_BEFORE = {
+    normalize(word): frozenset(normalize(w) for w in after)
+    for word, after in NOT_NEGATING_BEFORE.items()
+}
 _SELF_NEGATING = frozenset({"cant", "couldnt", "unable", "lost", "losing"})
 LESSENED = frozenset({"severe-pain"})  # the signs of a degree "less" lowers
 LESSENING = frozenset({"less", "menos"})
@@ -320,8 +323,8 @@ def _negated_before(
                 lessened and index == start - 1 and words[index - 1 : index] not in (["or"], ["o"])
             )
         if word in c.negations:
-            # "no my chest hurts": an answer, then what is wrong
-            return not (word in ANSWERS and words[index + 1] in ANSWERED_BY)
+            # "no my chest hurts": an answer, then what is wrong; "nada más": only
+            return words[index + 1] not in _NOT_NEGATING_BEFORE.get(word, ())
         after_think = index > 0 and words[index - 1] in NEGATION_BRIDGES_BEFORE_I
         carries = (
             (word in SUBJECTS and after_think)

@@ -38,7 +38,7 @@ class SymptomRule:
 # puede caminar", "no me puedo mover", "no se puede parar", "no pudo", "no ha podido".
 _CANNOT_ES = (
     "no pued*", "no me pued*", "no se pued*", "no le pued*", "no pud*", "no ~ podido",
-    "sin poder",
+    "sin poder", "no pued* ni", "ni pued*", "ni siquiera pued*", "tampoco pued*",
 )  # fmt: skip
 
 
@@ -115,7 +115,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "weak*", "weeknes*", "legs ~ week", "leg* ~ collapsed", "legs ~ gave out",
                 "leg* ~ giving out", "leg* ~ give way", "leg* ~ gave way", "leg* ~ giving way",
                 "leg* ~ buckl*", "knee* ~ buckl*", "leg* ~ like jelly", "jelly legs",
-                *_cannot_en("walk", "stand up", "get out of bed"), "trouble walking",
+                *_cannot_en("walk", "~ or walk", "stand up", "get out of bed"), "trouble walking",
                 "difficulty walking", "hard to walk", "hard time walking",
                 "struggling to walk", "hardly walk", "barely walk", "hardly able to walk",
                 "barely able to walk",
@@ -134,9 +134,9 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         "cannot control the bladder or bowels",
         {
             "en": (
-                *_cannot_en("pee", "urinate", "control ~ bladder", "control ~ bowel*",
-                            "control ~ urine", "hold ~ urine", "hold ~ pee", "hold ~ bladder",
-                            "hold ~ bowel*"),
+                *_cannot_en("pee", "urinate", "~ or pee", "~ or urinate", "control ~ bladder",
+                            "control ~ bowel*", "control ~ urine", "hold ~ urine", "hold ~ pee",
+                            "hold ~ bladder", "hold ~ bowel*"),
                 "haven't peed", "hasn't peed", "not peed", "haven't urinated",
                 "hasn't urinated", "not urinated", "incontinen*",
                 *_of_anyone("wet", "wetting", "peed", "pee", "peeing", "peed on", "pooped",
@@ -405,13 +405,15 @@ SUBJECTS = frozenset({"i", "he", "she", "we", "they"})
 # not as English "he": "no he has a fever" answers no, then says he has one.
 SPANISH_HE = "he"
 PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
-# "No" then one of these at once is an answer, not a denial of what follows ("no my
-# chest hurts", "No the bleeding won't stop", "no el dolor es insoportable"): a denial
-# runs "no fever", "no more bleeding", "I don't have the chills".
-ANSWERS = frozenset({"no", "nope", "nah"})
-ANSWERED_BY = frozenset(
+# A negation word with one of its words here right after it denies nothing that follows:
+# a "No" that answers ("no my chest hurts", "No the bleeding won't stop", "no el dolor es
+# insoportable": a denial runs "no fever", "I don't have the chills"), "nada más" (only).
+_ANSWERED_BY = frozenset(
     {"my", "the", "her", "his", "our", "your", "their", "mi", "mis", "su", "sus", "el"}
 )
+NOT_NEGATING_BEFORE: Mapping[str, frozenset[str]] = {
+    "no": _ANSWERED_BY, "nope": _ANSWERED_BY, "nah": _ANSWERED_BY, "nada": frozenset({"más"}),
+}  # fmt: skip
 NEGATION_WINDOW = 5
 POST_NEGATION_WINDOW = 3
 SCOPE_ENDS = frozenset(
