@@ -269,10 +269,17 @@ def find_warning_signs(text: str) -> list[Found]:
 
 _NUMBER = r"(\d{2,3}(?:[.,]\d{1,2})?)(?![\d.,]*\d)"
 _AFTER_WORD_RE = re.compile(
-    r"\b(?:" + "|".join(map(re.escape, TEMPERATURE_WORDS)) + r")\b\D{0,15}?(?<!\d)" + _NUMBER
+    r"\b(?:"
+    + "|".join(re.escape(normalize(w)) for w in TEMPERATURE_WORDS)
+    + r")\b\D{0,15}?(?<!\d)"
+    + _NUMBER
 )
 _BEFORE_UNIT_RE = re.compile(
-    r"(?<![\d.,])" + _NUMBER + r"\s*(?:°|(?:" + "|".join(map(re.escape, DEGREE_WORDS)) + r")\b)"
+    r"(?<![\d.,])"
+    + _NUMBER
+    + r"\s*(?:°|(?:"
+    + "|".join(re.escape(normalize(w)) for w in DEGREE_WORDS)
+    + r")\b)"
 )
 
 

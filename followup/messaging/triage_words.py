@@ -334,7 +334,7 @@ FEVER_FROM_F = 100.4
 FEVER_FROM_C = 38.0
 TEMPERATURE_WORDS = (
     "temp", "temps", "temperature", "tempature", "temprature", "temperatura", "fever",
-    "fiebre", "running",
+    "fiebre", "running", "thermometer", "termómetro",
 )  # fmt: skip
 # A number alone is a temperature only as Fahrenheit with a decimal ("101.5"), up to this.
 BARE_FAHRENHEIT_BELOW = 106

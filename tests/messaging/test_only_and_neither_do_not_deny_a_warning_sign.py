@@ -1,4 +1,4 @@
-""""nada más" is Mexican Spanish for "only": "nada más tiene fiebre" (she only has a fever)
+""" "nada más" is Mexican Spanish for "only": "nada más tiene fiebre" (she only has a fever)
 was read as "nada" denying the fever, "(says not)", filed needs-reading; a leading "No"
 before "my"/"the" was the same (test_no_then_the_sign_said_in_full_is_urgent.py), and
 both are now one table, NOT_NEGATING_BEFORE. "cannot" said with "ni", "tampoco" or "ni
