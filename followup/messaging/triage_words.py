@@ -308,7 +308,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "terrible ~ pain", "horrible ~ pain", "pain ~ terrible", "agony",
                 "intense ~ pain", "pain ~ intense", "extreme ~ pain", "pain ~ extreme",
                 "killing me", "unbareable", "unberable", "is severe", "its severe",
-                "so severe", "very severe",
+                "so severe", "very severe", "hurt* so bad", "hurt* so much", "hurt* really bad",
+                "hurt* too much", "hurt* like hell",
                 *_cannot_en("take ~ pain anymore", "bear ~ pain", "stand ~ pain"),
             ),
             "es": (
@@ -316,7 +317,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "dolor ~ terrible", "dolor ~ horrible", "dolor ~ muy fuerte", "dolor ~ severo",
                 "dolor ~ intenso", "severo ~ dolor", "intenso ~ dolor", "duele* mucho",
                 "duele* muchísimo", "no aguant* ~ dolor",
-                "dolor ~ fuertísimo",
+                "dolor ~ fuertísimo", "duele* demasiado", "duele* horrible", "duele* un montón",
             ),
         },
     ),
@@ -347,6 +348,7 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "fell asleep", "fall asleep", "falling asleep", "red cross", "weak tea",
         "room temperature", "drain cleaner", "blood thin*",
         "worst of ~ pain",  # "the worst of the pain is over": getting better
+        "much less",  # "it hurts so much less": not a lot
         *_of_anyone("haven't peed", "hasn't peed", "not peed"),  # no denial of passing urine
     ),
     "es": (

@@ -172,3 +172,30 @@ def test_collapsing_a_soaked_bandage_and_101_5_are_urgent(key: str, body: str) -
 )
 def test_their_look_alikes_are_not_urgent(body: str) -> None:
     assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage != TRIAGE_URGENT
+
+
+# Severe pain said with "hurts" ("it hurts so bad", "hurts so much she is crying") and
+# "duele" ("me duele demasiado", "le duele horrible"), as "duele mucho" and "terrible
+# pain" are: each was not understood, filed needs-reading.
+@pytest.mark.parametrize(
+    "body",
+    [
+        "it hurts so bad",
+        "hurts really bad",
+        "her back hurts so much she is crying",
+        "it hurts too much",
+        "me duele demasiado",
+        "le duele horrible",
+        "duele un monton",
+    ],
+)
+def test_hurts_so_bad_is_severe_pain(body: str) -> None:
+    result = classify_reply(body, opt_out_type=None, pain_check_sent=False)
+    assert (result.triage, result.reason) == (TRIAGE_URGENT, "severe pain"), (body, result)
+
+
+@pytest.mark.parametrize(
+    "body", ["it doesn't hurt so bad anymore", "it hurts so much less now", "no me duele demasiado"]
+)
+def test_hurts_less_or_not_so_bad_is_not_urgent(body: str) -> None:
+    assert classify_reply(body, opt_out_type=None, pain_check_sent=False).triage == TRIAGE_READING
