@@ -28,11 +28,7 @@ def pain_in_words(text: str) -> int | None:
     "pain 3 now. walked 8 blocks", "pain 2, appointment 9/10" and "day 7" are not scores.
     Returns the number as written (it may be above 10: "pain 12/10"); None if no score.
     """
-    words: list[str] = []
-    clause_of: list[int] = []
-    for number, clause in enumerate(clauses(normalize(text))):
-        words += clause
-        clause_of += [number] * len(clause)
+    words, clause_of = _read(text)
     scores: list[tuple[int, str]] = []  # (value, "now" / "past" / "")
     last = 0  # where the score before was stated
     for index, word in enumerate(words):
@@ -70,6 +66,19 @@ def pain_in_words(text: str) -> int | None:
     return (not_past or [value for value, _ in scores])[-1]
 
 
+def _read(text: str) -> tuple[list[str], list[int]]:
+    """The reply's words, and the clause of each. A clock time is read as one: "8:30" (which
+    ":" would cut into the clauses "8" and "30") and "8 o clock" as "8 oclock"."""
+    plain = _CLOCK_RE.sub(r"\1 oclock ", normalize(text))
+    plain = _SPELLED_UNITS_RE.sub(lambda m: m.group(0).replace(" ", ""), plain)
+    words: list[str] = []
+    clause_of: list[int] = []
+    for number, clause in enumerate(clauses(plain)):
+        words += clause
+        clause_of += [number] * len(clause)
+    return words, clause_of
+
+
 def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
     """Numbers from `floor` to 10 in the reply, above the `score` read from it, that could
     be a pain score the reading passed over: not a time, a day, a date, an amount, the "10"
@@ -77,11 +86,7 @@ def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
 
     A reply whose score was read low but names such a number ("pain was 4 yesterday. 8 when
     i get up") is not filed away as that low score: a nurse reads it."""
-    words: list[str] = []
-    clause_of: list[int] = []
-    for number, clause in enumerate(clauses(normalize(text))):
-        words += clause
-        clause_of += [number] * len(clause)
+    words, clause_of = _read(text)
     found: list[int] = []
     for index, word in enumerate(words):
         value = _number(word)
@@ -93,7 +98,7 @@ def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
         if (
             after < len(words)
             and clause_of[after] == clause_of[index]
-            and words[after] not in AFTER_A_SCORE
+            and not _said_of_a_score(words[after])
             and _number(words[after]) is None
         ):
             continue  # it counts something: "walked 8 blocks", "9 grandkids"
@@ -111,27 +116,67 @@ def unplaced_high_number(text: str, *, floor: int) -> int | None:
     if not PAIN_WORDS & set(words):
         return None
     found = higher_numbers(text, score=-1, floor=floor)
-    # "can I drive after 7?": a time, not a score
+    # "can I drive after 7?": a time, not a score; "can I lift more than 10?" (its clause
+    # not of the pain) an amount
+    read, clause_of = _read(text)
     pairs = zip(words[1:], words, strict=False)
     times = {_number(word) for word, before in pairs if before in TIME_WORDS}
-    return max((value for value in found if value not in times), default=None)
+    amounts = {
+        _number(read[at])
+        for at in range(2, len(read))
+        if read[at - 1] in COMPARED
+        and read[at - 2] not in IS_OF_THE_PAIN | {"its", "is", "es"}  # "it's over 8"
+        and not _of_the_pain(read, clause_of, at)
+    }
+    return max((value for value in found if value not in times | amounts), default=None)
+
+
+def _said_of_a_score(word: str) -> bool:
+    """A word that may follow a pain score: "8 when I stand", "9 at night", "8 walking",
+    "8 parada", "9 sometimes", "9 without"; not a thing counted ("8 blocks", "9 grandkids")."""
+    return (
+        word in AFTER_A_SCORE | PAIN_WORDS
+        or word.endswith(_DOING_ENDINGS)
+        or word in ("sometimes", "usually", "mostly", "often", "always", "without", "sin", "all")
+    )
+
+
+def _of_the_pain(words: list[str], clause_of: list[int], index: int) -> bool:
+    """The clause of words[index] names the pain, and not to say there is none ("no pain can
+    I lift more than 10")."""
+    return any(
+        word in PAIN_WORDS and not {"no", "not", "sin", "without"} & set(words[max(0, at - 2) : at])
+        for at, word in enumerate(words)
+        if clause_of[at] == clause_of[index]
+    )
 
 
 def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
     """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
-    before = words[index - 1] if index else ""
+    same = index >= 1 and clause_of[index - 1] == clause_of[index]
+    before = words[index - 1] if same else ""  # "most of the day, 8 at night": no "day 8"
     if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
         return True
     after = index + 1
-    if (
-        after < len(words)
-        and clause_of[after] == clause_of[index]
-        and words[after] in SCORE_UNITS_AFTER
-    ):
-        return True  # "at 9 pm", "8 days"
+    if _in_a_date(words, index):
+        return True  # "since 9/15", "10/28": neither number is a score
+    if after < len(words) and clause_of[after] == clause_of[index] and words[after] in UNITS_AFTER:
+        return True  # "at 9 pm", "8 days", "10 %"
+    if before in CLOCK_BEFORE:
+        return True  # "slept till 9", "in bed by 9", "a las 8": a time, even at first
     if before == "at" and not later:
         return False
     return before in NOT_SCORE_BEFORE
+
+
+def _in_a_date(words: list[str], index: int) -> bool:
+    """A number on either side of a "/" whose other side is above 10: a date ("9/15")."""
+    for slash, other in ((index - 1, index - 2), (index + 1, index + 2)):
+        if 0 <= other < len(words) and words[slash] == "/":
+            if words[max(index, other)] in _TEN:
+                return False  # "12/10": a pain beyond the scale
+            return max(_number(words[index]) or 0, _number(words[other]) or 0) > 10
+    return False
 
 
 def _stated_as_score(words: list[str], index: int) -> bool:
@@ -206,12 +251,19 @@ def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
         return False
     if words[after] in NOW_WORDS:
         return True
-    return (
+    if not (
         words[after] in ("this", "esta")
         and after + 1 < len(words)
         and clause_of[after + 1] == clause_of[index]
         and words[after + 1] in DAYPARTS
-    )
+    ):
+        return False
+    # "but 8 this morning", "yesterday 8 this morning" is a score; "got up 8 this morning",
+    # "took my pills 8 this morning" the time something was done.
+    at = _unhedged(words, index)
+    if at < 1 or clause_of[at - 1] != clause_of[index]:
+        return True
+    return words[at - 1] in SCORE_LINKS | ARTICLES | IS_OF_THE_PAIN | EARLIER | DAYPARTS
 
 
 def _changed_to(words: list[str], index: int) -> bool:
@@ -263,14 +315,28 @@ AFTER_A_SCORE = frozenset(
      "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
      "todavia", "otra", "o", "de", "al", "sobre"}
 )  # fmt: skip
+# Words before an amount compared ("lift more than 10", "over 10"), not "up to 9".
+COMPARED = frozenset({"than", "over", "under"})
 TIME_WORDS = frozenset(
     {"after", "before", "until", "till", "since", "despues", "antes", "hasta", "desde"}
 )
+# Words before a number that make it a clock time, a first score too ("pain 3, slept till
+# 9"; "at" is one only after a score: "pain at 9" is a score).
+CLOCK_BEFORE = frozenset({"till", "til", "until", "untill", "by", "las"})
+# Words after a number that make it no score, besides triage_words' ("10 %", "8 degrees").
+UNITS_AFTER = SCORE_UNITS_AFTER | frozenset(
+    {"oclock", "%", "percent", "porciento", "pct", "degrees", "grados", "°"}
+)
+# Endings of a word that says how or when, after a score: "8 walking", "9 caminando",
+# "8 parada", "9 sentado".
+_DOING_ENDINGS = ("ing", "ando", "iendo", "ado", "ada", "ido", "ida")
+# The time of an earlier score, standing before a later one: "yesterday 8 this morning".
+EARLIER = frozenset({"yesterday", "ayer", "anoche", "night", "noche", "earlier"})
 DAYPARTS = frozenset({"morning", "afternoon", "evening", "manana", "tarde", "noche"})
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
 PAST_WORDS = frozenset(
     {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
-     "fue", "de", "del", "desde"}
+     "fue", "de", "del", "desde", "anoche", "last"}
 )  # fmt: skip
 # The word in front of a later number that ties it to the score before.
 SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
@@ -285,6 +351,8 @@ def _number(word: str) -> int | None:
     return NUMBER_WORDS.get(word)
 
 
+_CLOCK_RE = re.compile(r"(?<!\d)(\d{1,2}):(?!10\b)\d\d(?!\d)")  # "8:10" may be 8/10
+_SPELLED_UNITS_RE = re.compile(r"\bo clock\b|\bpor ciento\b")
 _BARE_SCORE_RE = re.compile(r"^(?:(\d{1,2})|([a-z]+))(?:\s*(?:/|out of|de)\s*(?:10|ten|diez))?$")
 
 
