@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from followup.messaging.triage import clauses, normalize, tokens
+from followup.messaging.triage import clauses, normalize
 from followup.messaging.triage_words import (
     NUMBER_WORDS,
     PAIN_WORDS,
@@ -29,7 +29,7 @@ def pain_in_words(text: str) -> int | None:
     Returns the number as written (it may be above 10: "pain 12/10"); None if no score.
     """
     words, clause_of = _read(text)
-    scores: list[tuple[int, str]] = []  # (value, "now" / "past" / "")
+    scores: list[tuple[int, str, int]] = []  # (value, "now" / "past" / "", its daypart)
     last = 0  # where the score before was stated
     for index, word in enumerate(words):
         value = _number(word)
@@ -37,7 +37,6 @@ def pain_in_words(text: str) -> int | None:
             continue
         if scores and value > 10:
             continue
-        before = words[max(0, index - 4) : index]
         stated = _stated_as_score(words, index)
         if scores:
             # Tied to the score before, or a score of its own ("2 at rest, 8 out of 10
@@ -49,21 +48,34 @@ def pain_in_words(text: str) -> int | None:
                 and not (stated and not _about_a_date(words, clause_of, index))
             ):
                 continue
-        elif not stated and not any(w in PAIN_WORDS for w in before):
-            continue
+        elif not stated:
+            pains = [at for at in range(max(0, index - 4), index) if words[at] in PAIN_WORDS]
+            if not pains or (
+                all(_denied(words, clause_of, at) for at in pains)
+                and _counts(words, clause_of, index)
+            ):
+                continue  # no pain word before it; "no pain, walked 8 blocks"
         when = _tense(words, clause_of, index, stated)
         if scores and RANGE_WORDS & _words_before(words, index):
             value = max(value, scores.pop()[0])  # "7 or 8": a range counts as its top
-        scores.append((value, when))
+        scores.append((value, when, _daypart(words, clause_of, index)))
         last = index
     if not scores:
         match = re.search(r"\b(\d{1,2})\s*/\s*10\b", normalize(text))
         return int(match.group(1)) if match else None
-    now = [value for value, when in scores if when == "now"]
+    now = [value for value, when, _ in scores if when == "now"]
     if now:
         return now[-1]
-    not_past = [value for value, when in scores if when != "past"]
-    return (not_past or [value for value, _ in scores])[-1]
+    not_past = [(value, part) for value, when, part in scores if when != "past"]
+    if not not_past:
+        if _says_no_pain(words, clause_of):
+            return None  # "no pain today, it was 8 yesterday": no score now, not the old 8
+        return scores[-1][0]
+    if all(part >= 0 for _, part in not_past):
+        # "3 this afternoon, 9 this morning": the later time of the day is now
+        latest = max(part for _, part in not_past)
+        not_past = [(value, part) for value, part in not_past if part == latest]
+    return not_past[-1][0]
 
 
 def _read(text: str) -> tuple[list[str], list[int]]:
@@ -94,14 +106,8 @@ def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
             continue
         if _not_a_score(words, clause_of, index) or _about_a_date(words, clause_of, index):
             continue
-        after = index + 1
-        if (
-            after < len(words)
-            and clause_of[after] == clause_of[index]
-            and not _said_of_a_score(words[after])
-            and _number(words[after]) is None
-        ):
-            continue  # it counts something: "walked 8 blocks", "9 grandkids"
+        if _counts(words, clause_of, index):
+            continue  # "walked 8 blocks", "9 grandkids"
         if _tense(words, clause_of, index, _stated_as_score(words, index)) == "past":
             continue
         found.append(value)
@@ -112,21 +118,19 @@ def unplaced_high_number(text: str, *, floor: int) -> int | None:
     """In a reply that speaks of pain but gives no score the reading can place ("an 8 today
     for the pain", "9 with pain meds"), the highest number from `floor` to 10 that could be
     one; None if there is none, or the reply does not speak of pain."""
-    words = tokens(normalize(text))
+    words, clause_of = _read(text)
     if not PAIN_WORDS & set(words):
         return None
     found = higher_numbers(text, score=-1, floor=floor)
-    # "can I drive after 7?": a time, not a score; "can I lift more than 10?" (its clause
-    # not of the pain) an amount
-    read, clause_of = _read(text)
-    pairs = zip(words[1:], words, strict=False)
-    times = {_number(word) for word, before in pairs if before in TIME_WORDS}
+    # "can I drive after 7?": a time; "can I lift more than 10?" (a clause not of the pain,
+    # not "it's over 8"): an amount
+    times = {_number(w) for at, w in enumerate(words) if at and words[at - 1] in TIME_WORDS}
     amounts = {
-        _number(read[at])
-        for at in range(2, len(read))
-        if read[at - 1] in COMPARED
-        and read[at - 2] not in IS_OF_THE_PAIN | {"its", "is", "es"}  # "it's over 8"
-        and not _of_the_pain(read, clause_of, at)
+        _number(words[at])
+        for at in range(2, len(words))
+        if words[at - 1] in COMPARED
+        and words[at - 2] not in IS_OF_THE_PAIN | {"its", "is", "es"}
+        and not _of_the_pain(words, clause_of, at)
     }
     return max((value for value in found if value not in times | amounts), default=None)
 
@@ -134,21 +138,25 @@ def unplaced_high_number(text: str, *, floor: int) -> int | None:
 def _said_of_a_score(word: str) -> bool:
     """A word that may follow a pain score: "8 when I stand", "9 at night", "8 walking",
     "8 parada", "9 sometimes", "9 without"; not a thing counted ("8 blocks", "9 grandkids")."""
-    return (
-        word in AFTER_A_SCORE | PAIN_WORDS
-        or word.endswith(_DOING_ENDINGS)
-        or word in ("sometimes", "usually", "mostly", "often", "always", "without", "sin", "all")
-    )
+    return word in AFTER_A_SCORE | PAIN_WORDS or word.endswith(_DOING_ENDINGS)
 
 
 def _of_the_pain(words: list[str], clause_of: list[int], index: int) -> bool:
     """The clause of words[index] names the pain, and not to say there is none ("no pain can
     I lift more than 10")."""
     return any(
-        word in PAIN_WORDS and not {"no", "not", "sin", "without"} & set(words[max(0, at - 2) : at])
+        word in PAIN_WORDS and not _denied(words, clause_of, at)
         for at, word in enumerate(words)
         if clause_of[at] == clause_of[index]
     )
+
+
+def _denied(words: list[str], clause_of: list[int], at: int) -> bool:
+    """The pain word at words[at] said not to be: "no pain", "ya no le duele", "pain free";
+    not "no pain meds", "without pain meds"."""
+    before = {words[i] for i in range(max(0, at - 2), at) if clause_of[i] == clause_of[at]}
+    after = words[at + 1] if at + 1 < len(words) and clause_of[at + 1] == clause_of[at] else ""
+    return after == "free" or (bool(DENIALS & before) and after not in MEDICINE)
 
 
 def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool = True) -> bool:
@@ -225,7 +233,23 @@ def _tied(words: list[str], clause_of: list[int], index: int, last: int) -> bool
         return True
     # "pain was 4 yesterday, it's 8": a clause opening on "it", right after the score's,
     # speaks of the same pain.
-    return clause[0] in ("it", "its") and clause_of[last] == clause_of[index] - 1
+    return (
+        clause[0] in ("it", "its")
+        and clause_of[last] == clause_of[index] - 1
+        and not _counts(words, clause_of, index)
+    )
+
+
+def _counts(words: list[str], clause_of: list[int], index: int) -> bool:
+    """The word after the number, in its clause, names a thing counted: a plural ("walked 8
+    blocks", "it's 9 miles") or a unit ("my 8 year old"), not "9 pls", "8 bad", "9 walking"."""
+    at = index + 1
+    if at >= len(words) or clause_of[at] != clause_of[index]:
+        return False
+    word = words[at]
+    if _said_of_a_score(word) or word in NOT_PLURAL:
+        return False
+    return word in COUNTED or (len(word) > 2 and word.endswith("s"))
 
 
 def _restated(words: list[str], clause_of: list[int], index: int) -> bool:
@@ -251,19 +275,34 @@ def _time_after(words: list[str], clause_of: list[int], index: int) -> bool:
         return False
     if words[after] in NOW_WORDS:
         return True
-    if not (
-        words[after] in ("this", "esta")
-        and after + 1 < len(words)
-        and clause_of[after + 1] == clause_of[index]
-        and words[after + 1] in DAYPARTS
-    ):
+    if _daypart(words, clause_of, index) < 0:
         return False
     # "but 8 this morning", "yesterday 8 this morning" is a score; "got up 8 this morning",
     # "took my pills 8 this morning" the time something was done.
     at = _unhedged(words, index)
     if at < 1 or clause_of[at - 1] != clause_of[index]:
         return True
-    return words[at - 1] in SCORE_LINKS | ARTICLES | IS_OF_THE_PAIN | EARLIER | DAYPARTS
+    return words[at - 1] in SCORE_LINKS | ARTICLES | IS_OF_THE_PAIN | EARLIER | DAYPARTS.keys()
+
+
+def _daypart(words: list[str], clause_of: list[int], index: int) -> int:
+    """The time of day said right after a score, in the day's order ("8 this morning" 0,
+    "3 esta tarde" 1); -1 if none."""
+    at = index + 2
+    if (
+        at >= len(words)
+        or words[at - 1] not in ("this", "esta")
+        or clause_of[at] != clause_of[index]
+    ):
+        return -1
+    return DAYPARTS.get(words[at], -1)
+
+
+def _says_no_pain(words: list[str], clause_of: list[int]) -> bool:
+    """ "No pain", "sin dolor", "ya no le duele": the reply says there is none."""
+    return any(
+        word in PAIN_WORDS and _denied(words, clause_of, at) for at, word in enumerate(words)
+    )
 
 
 def _changed_to(words: list[str], index: int) -> bool:
@@ -307,13 +346,26 @@ DATE_WORDS = frozenset(
 IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
 ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
 RANGE_WORDS = frozenset({"or", "o"})
-# Words that may follow a pain score in its clause ("8 when I stand", "9 at night", "8/10");
-# any other word after a number says what it counts ("8 blocks", "9 grandkids").
+# Words that may follow a pain score in its clause ("8 when I stand", "9 at night", "8/10",
+# "8 sometimes"), besides the pain words and a gerund or participle ("8 walking").
 AFTER_A_SCORE = frozenset(
     {"when", "whenever", "if", "after", "while", "at", "in", "on", "with", "by", "now",
      "today", "tonight", "this", "still", "again", "or", "to", "out", "of", "/", "and",
      "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
-     "todavia", "otra", "o", "de", "al", "sobre"}
+     "todavia", "otra", "o", "de", "al", "sobre", "sometimes", "usually", "mostly", "often",
+     "always", "without", "sin", "all"}
+)  # fmt: skip
+# Words before a pain word that say there is none ("no pain", "sin dolor").
+DENIALS = frozenset({"no", "not", "sin", "zero", "without", "doesnt", "dont", "isnt", "nada"})
+# Words after a number that name what it counts, besides plurals ("my 8 year old").
+COUNTED = frozenset(
+    {"year", "yr", "mile", "block", "step", "pound", "lb", "foot", "ft", "kid", "grandkid",
+     "cup", "ano", "cuadra", "paso", "libra"}
+)  # fmt: skip
+# Words ending in "s" that are no plural of a thing counted ("its 9 pls call").
+NOT_PLURAL = frozenset(
+    {"its", "is", "was", "has", "as", "us", "yes", "plus", "pls", "thanks", "mas", "menos",
+     "less", "unless", "pues", "always", "perhaps"}
 )  # fmt: skip
 # Words before an amount compared ("lift more than 10", "over 10"), not "up to 9".
 COMPARED = frozenset({"than", "over", "under"})
@@ -332,7 +384,13 @@ UNITS_AFTER = SCORE_UNITS_AFTER | frozenset(
 _DOING_ENDINGS = ("ing", "ando", "iendo", "ado", "ada", "ido", "ida")
 # The time of an earlier score, standing before a later one: "yesterday 8 this morning".
 EARLIER = frozenset({"yesterday", "ayer", "anoche", "night", "noche", "earlier"})
-DAYPARTS = frozenset({"morning", "afternoon", "evening", "manana", "tarde", "noche"})
+# Times of the day, in the day's order ("this morning", "esta tarde").
+DAYPARTS = {"morning": 0, "manana": 0, "afternoon": 1, "tarde": 1, "evening": 2, "noche": 3}
+# "No pain meds" denies no pain.
+MEDICINE = frozenset(
+    {"med", "meds", "medicine", "medication", "medications", "pill", "pills", "killer", "killers",
+     "reliever", "relief", "patch", "medicina", "medicamento", "pastilla", "pastillas"}
+)  # fmt: skip
 NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
 PAST_WORDS = frozenset(
     {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
