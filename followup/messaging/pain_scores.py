@@ -2,19 +2,42 @@
 pain now ("went from a 3 to an 8" is 8; "3 now, it was 9 yesterday" is 3).
 
 Words are read as triage.py reads them (normalised, cut into clauses); the vocabulary is
-triage_words.py's. Pure: no database.
+pain_score_words.py's and triage_words.py's. Pure: no database.
 """
 
 from __future__ import annotations
 
 import re
 
+from followup.messaging.pain_score_words import (
+    AFTER_A_SCORE,
+    ARTICLES,
+    CLOCK_BEFORE,
+    COMPARED,
+    COUNTED,
+    DATE_WORDS,
+    DAYPARTS,
+    DENIALS,
+    DOING_ENDINGS,
+    EARLIER,
+    HEDGES,
+    IS_OF_THE_PAIN,
+    MEDICINE,
+    NOT_PLURAL,
+    NOT_SCORE_BEFORE,
+    NOW_WORDS,
+    PAST_WORDS,
+    RANGE_WORDS,
+    SCORE_LINKS,
+    TEN,
+    TIME_WORDS,
+    UNITS_AFTER,
+)
 from followup.messaging.triage import clauses, normalize
 from followup.messaging.triage_words import (
     NUMBER_WORDS,
     PAIN_WORDS,
     SCORE_FILLERS,
-    SCORE_UNITS_AFTER,
 )
 
 
@@ -138,7 +161,7 @@ def unplaced_high_number(text: str, *, floor: int) -> int | None:
 def _said_of_a_score(word: str) -> bool:
     """A word that may follow a pain score: "8 when I stand", "9 at night", "8 walking",
     "8 parada", "9 sometimes", "9 without"; not a thing counted ("8 blocks", "9 grandkids")."""
-    return word in AFTER_A_SCORE | PAIN_WORDS or word.endswith(_DOING_ENDINGS)
+    return word in AFTER_A_SCORE | PAIN_WORDS or word.endswith(DOING_ENDINGS)
 
 
 def _of_the_pain(words: list[str], clause_of: list[int], index: int) -> bool:
@@ -163,7 +186,7 @@ def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool
     """The "10" of "8 out of 10" / "9/10", a time, a day, a date, an amount."""
     same = index >= 1 and clause_of[index - 1] == clause_of[index]
     before = words[index - 1] if same else ""  # "most of the day, 8 at night": no "day 8"
-    if words[index] in _TEN and before in ("of", "de", "en", "sobre", "/"):
+    if words[index] in TEN and before in ("of", "de", "en", "sobre", "/"):
         return True
     after = index + 1
     if _in_a_date(words, index):
@@ -181,7 +204,7 @@ def _in_a_date(words: list[str], index: int) -> bool:
     """A number on either side of a "/" whose other side is above 10: a date ("9/15")."""
     for slash, other in ((index - 1, index - 2), (index + 1, index + 2)):
         if 0 <= other < len(words) and words[slash] == "/":
-            if words[max(index, other)] in _TEN:
+            if words[max(index, other)] in TEN:
                 return False  # "12/10": a pain beyond the scale
             return max(_number(words[index]) or 0, _number(words[other]) or 0) > 10
     return False
@@ -190,7 +213,7 @@ def _in_a_date(words: list[str], index: int) -> bool:
 def _stated_as_score(words: list[str], index: int) -> bool:
     following = words[index + 1 : index + 4]
     if following[:2] == ["out", "of"] or following[:1] in (["de"], ["en"], ["/"]):
-        return bool(_TEN & set(following[1:3]))
+        return bool(TEN & set(following[1:3]))
     return False
 
 
@@ -332,74 +355,6 @@ def _tense(words: list[str], clause_of: list[int], index: int, stated: bool = Fa
             if words[near] in PAST_WORDS:
                 return "past"
     return ""
-
-
-_TEN = frozenset({"10", "ten", "diez"})
-HEDGES = frozenset(
-    {"about", "like", "nearly", "almost", "around", "maybe", "roughly", "casi", "como",
-     "unos", "unas", "alrededor", "aproximadamente"}
-)  # fmt: skip
-# Words of a clause about a date, whose "9/10" is no score ("follow up visit 9/10").
-DATE_WORDS = frozenset(
-    {"appointment", "appt", "visit", "see", "date", "cita", "consulta", "fecha", "turno"}
-)
-IS_OF_THE_PAIN = frozenset({"it", "still", "that", "level"})
-ARTICLES = frozenset({"a", "an", "un", "una", "el", "la"})
-RANGE_WORDS = frozenset({"or", "o"})
-# Words that may follow a pain score in its clause ("8 when I stand", "9 at night", "8/10",
-# "8 sometimes"), besides the pain words and a gerund or participle ("8 walking").
-AFTER_A_SCORE = frozenset(
-    {"when", "whenever", "if", "after", "while", "at", "in", "on", "with", "by", "now",
-     "today", "tonight", "this", "still", "again", "or", "to", "out", "of", "/", "and",
-     "cuando", "si", "despues", "mientras", "en", "con", "por", "hoy", "ahora", "esta",
-     "todavia", "otra", "o", "de", "al", "sobre", "sometimes", "usually", "mostly", "often",
-     "always", "without", "sin", "all"}
-)  # fmt: skip
-# Words before a pain word that say there is none ("no pain", "sin dolor").
-DENIALS = frozenset({"no", "not", "sin", "zero", "without", "doesnt", "dont", "isnt", "nada"})
-# Words after a number that name what it counts, besides plurals ("my 8 year old").
-COUNTED = frozenset(
-    {"year", "yr", "mile", "block", "step", "pound", "lb", "foot", "ft", "kid", "grandkid",
-     "cup", "ano", "cuadra", "paso", "libra"}
-)  # fmt: skip
-# Words ending in "s" that are no plural of a thing counted ("its 9 pls call").
-NOT_PLURAL = frozenset(
-    {"its", "is", "was", "has", "as", "us", "yes", "plus", "pls", "thanks", "mas", "menos",
-     "less", "unless", "pues", "always", "perhaps"}
-)  # fmt: skip
-# Words before an amount compared ("lift more than 10", "over 10"), not "up to 9".
-COMPARED = frozenset({"than", "over", "under"})
-TIME_WORDS = frozenset(
-    {"after", "before", "until", "till", "since", "despues", "antes", "hasta", "desde"}
-)
-# Words before a number that make it a clock time, a first score too ("pain 3, slept till
-# 9"; "at" is one only after a score: "pain at 9" is a score).
-CLOCK_BEFORE = frozenset({"till", "til", "until", "untill", "by", "las"})
-# Words after a number that make it no score, besides triage_words' ("10 %", "8 degrees").
-UNITS_AFTER = SCORE_UNITS_AFTER | frozenset(
-    {"oclock", "%", "percent", "porciento", "pct", "degrees", "grados", "°"}
-)
-# Endings of a word that says how or when, after a score: "8 walking", "9 caminando",
-# "8 parada", "9 sentado".
-_DOING_ENDINGS = ("ing", "ando", "iendo", "ado", "ada", "ido", "ida")
-# The time of an earlier score, standing before a later one: "yesterday 8 this morning".
-EARLIER = frozenset({"yesterday", "ayer", "anoche", "night", "noche", "earlier"})
-# Times of the day, in the day's order ("this morning", "esta tarde").
-DAYPARTS = {"morning": 0, "manana": 0, "afternoon": 1, "tarde": 1, "evening": 2, "noche": 3}
-# "No pain meds" denies no pain.
-MEDICINE = frozenset(
-    {"med", "meds", "medicine", "medication", "medications", "pill", "pills", "killer", "killers",
-     "reliever", "relief", "patch", "medicina", "medicamento", "pastilla", "pastillas"}
-)  # fmt: skip
-NOW_WORDS = frozenset({"now", "today", "tonight", "currently", "hoy", "ahora", "actualmente"})
-PAST_WORDS = frozenset(
-    {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
-     "fue", "de", "del", "desde", "anoche", "last"}
-)  # fmt: skip
-# The word in front of a later number that ties it to the score before.
-SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
-# Words before a number that make it no score: a day, a date, a time.
-NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana", "since"})
 
 
 def _number(word: str) -> int | None:
