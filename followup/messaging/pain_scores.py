@@ -197,6 +197,8 @@ def _not_a_score(words: list[str], clause_of: list[int], index: int, later: bool
         return True  # "slept till 9", "in bed by 9", "a las 8": a time, even at first
     if before == "at" and not later:
         return False
+    if before == "day" and index >= 2 and words[index - 2] in ("the", "all", "a", "every"):
+        return False  # "pain 3 during the day 8 at night": no day 8
     return before in NOT_SCORE_BEFORE
 
 

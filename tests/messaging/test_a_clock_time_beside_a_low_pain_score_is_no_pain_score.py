@@ -18,7 +18,7 @@ The other way, higher_numbers took any word after a number but a short list for 
 counted ("8 blocks"), so the pain on moving, "pain 4 at rest 8 walking", "le duele 3
 acostada pero 8 parada", "pain 3 usually, 8 sometimes", was filed away as the low score,
 no nurse reading it; and "pain 5 most of the day, 8 at night" read "day, 8" as "day 8"
-across the comma."""
+across the comma, "pain 3 during the day 8 at night" (older) "the day 8" as a day 8."""
 
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ ON_MOVING = [
     "pain 3 usually, 8 sometimes",
     "pain 5 with meds 9 without",
     "pain 5 most of the day, 8 at night",
+    "pain 3 during the day 8 at night",
+    "pain 3 all day 8 at night",
 ]
 
 
