@@ -71,3 +71,5 @@ PAST_WORDS = frozenset(
 SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
 # Words before a number that make it no score: a day, a date, a time.
 NOT_SCORE_BEFORE = frozenset({"day", "dia", "on", "at", "el", "the", "week", "semana", "since"})
+# Words beside a number that say it is the pain while doing something: "9 when I stand".
+DOING_WHEN = frozenset({"when", "whenever", "cuando", "al"})

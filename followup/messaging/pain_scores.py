@@ -19,6 +19,7 @@ from followup.messaging.pain_score_words import (
     DAYPARTS,
     DENIALS,
     DOING_ENDINGS,
+    DOING_WHEN,
     EARLIER,
     HEDGES,
     IS_OF_THE_PAIN,
@@ -114,13 +115,16 @@ def _read(text: str) -> tuple[list[str], list[int]]:
     return words, clause_of
 
 
-def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
+def higher_numbers(text: str, *, score: int, floor: int, doing: bool = False) -> list[int]:
     """Numbers from `floor` to 10 in the reply, above the `score` read from it, that could
     be a pain score the reading passed over: not a time, a day, a date, an amount, the "10"
     of "8/10", nor said of the past ("it was 9 yesterday", "down from 8").
 
     A reply whose score was read low but names such a number ("pain was 4 yesterday. 8 when
-    i get up") is not filed away as that low score: a nurse reads it."""
+    i get up") is not filed away as that low score: a nurse reads it.
+
+    `doing`: only those said of doing something, the word beside them a gerund or "when"
+    ("pain 4 at rest 8 walking", "standing 8", "9 when I stand"): the pain reaches them."""
     words, clause_of = _read(text)
     found: list[int] = []
     for index, word in enumerate(words):
@@ -133,8 +137,19 @@ def higher_numbers(text: str, *, score: int, floor: int) -> list[int]:
             continue  # "walked 8 blocks", "9 grandkids"
         if _tense(words, clause_of, index, _stated_as_score(words, index)) == "past":
             continue
+        if doing and not _beside_doing(words, clause_of, index):
+            continue
         found.append(value)
     return found
+
+
+def _beside_doing(words: list[str], clause_of: list[int], index: int) -> bool:
+    for near in (index - 1, index + 1):
+        if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
+            word = words[near]
+            if word in DOING_WHEN or (len(word) >= 5 and word.endswith(DOING_ENDINGS)):
+                return True
+    return False
 
 
 def unplaced_high_number(text: str, *, floor: int) -> int | None:

@@ -194,6 +194,9 @@ def classify_reply(
         unplaced = pain_scores.unplaced_high_number(body, floor=PAIN_ALERT)
         if unplaced is not None:
             reasons.insert(0, f"speaks of pain and names {unplaced}: a pain score of {unplaced}?")
+    elif doing := pain_scores.higher_numbers(body, score=score, floor=PAIN_ALERT, doing=True):
+        # "pain 4 at rest, 8 walking": the pain reaches 8 when they move.
+        reasons.insert(0, f"pain score {score} of 10, {max(doing)} when doing something")
     if reasons:
         kind = REPLY_PAIN if not present else REPLY_SYMPTOM
         return Classified(kind, TRIAGE_URGENT, "; ".join(reasons), stored_score, language)

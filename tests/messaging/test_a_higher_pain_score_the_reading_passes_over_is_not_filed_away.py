@@ -97,3 +97,33 @@ def test_a_time_or_a_count_beside_pain_words_is_not_urgent(
 ) -> None:
     reply = triaged(body)
     assert reply.row.triage == "reading", (body, reply.row.triage, reply.row.triage_reason)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "pain 4 at rest 8 walking",
+        "pain is a 3 sitting. standing 8",
+        "pain 3, 8 when i walk",
+        "dolor 3 y 8 al caminar",
+        "le duele 3 acostada pero 8 parada",
+    ],
+)
+def test_a_high_pain_when_moving_beside_a_low_one_at_rest_is_urgent(
+    body: str, triaged: Triage, pain_checked: EnrollmentResult
+) -> None:
+    """Pain that reaches 8 when the patient walks, a day after cement went into a vertebra,
+    may be a new fracture: it waited in the reading queue (overnight too) as "also names 8"."""
+    reply = triaged(body)
+    assert reply.row.triage == "urgent", (body, reply.row.triage, reply.row.triage_reason)
+    assert _calls_now(reply.texts), reply.texts
+
+
+@pytest.mark.parametrize(
+    "body", ["pain 2 now, was 8 walking yesterday", "pain 3 now, walking 8 blocks"]
+)
+def test_a_past_pain_or_a_count_while_doing_something_is_not_urgent(
+    body: str, triaged: Triage, pain_checked: EnrollmentResult
+) -> None:
+    reply = triaged(body)
+    assert reply.row.triage == "recorded", (body, reply.row.triage, reply.row.triage_reason)
