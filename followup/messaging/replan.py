@@ -185,6 +185,9 @@ def decide_replan(
         message = existing.get(step.key)
         planned_text = wanted.get(step.key)
         correction = existing.get(correction_key(step.key))
+        # A correction handed over, its outcome unknown, carries the values of the move
+        # before: it may reach the patient, and its row cannot be planned again meanwhile.
+        in_flight = correction is not None and _outcome_open(correction)
         if (
             planned_text is not None
             and planned_text.status == PENDING
@@ -192,7 +195,7 @@ def decide_replan(
             and step.phase == BEFORE
             and not (message is not None and _outcome_open(message))
             and any(step.names(anchor) for anchor in moved)
-            and (held(message) or held(correction) or still_to_go(correction))
+            and (held(message) or held(correction) or still_to_go(correction) or in_flight)
         ):
             # The patient has it with the old date or time (the stop date they were texted
             # is the only one they know), or a correction is still to go: corrected at
@@ -206,7 +209,7 @@ def decide_replan(
                 planned=planned_text, key=correction_key(step.key), now=now, tz=tz,
                 quiet_hours=care.quiet_hours,
             )  # fmt: skip
-            if both:
+            if both and not in_flight:
                 decisions.append(
                     ReplanDecision(fix.step, "plan" if still_to_go(correction) else "resend",
                                    planned=fix, reason=reason)
@@ -218,7 +221,10 @@ def decide_replan(
                     continue
             else:  # one text, at once: the step's own
                 planned_text = replace(fix, step=step.key)
-                if still_to_go(correction):
+                if in_flight:  # the step's text goes at once; the correction never again
+                    again = "corrected again by its step's text"
+                    decisions.append(ReplanDecision(fix.step, "close", reason=again))
+                elif still_to_go(correction):
                     decisions.append(
                         ReplanDecision(fix.step, "cancel", reason="its step's text goes at once")
                     )
@@ -281,13 +287,17 @@ def _corrections_left(
     """The corrections no move decided: one still to go keeps its time (it goes at once
     after the move that made it) unless its step's text no longer goes (the procedure
     finished, the step no longer applies): then it is cancelled, or its window closed if
-    handed over (as its step's text)."""
+    handed over (as its step's text). One still to go is cancelled too when its step's
+    window for the times now has passed (a move back to the date the patient was texted,
+    before the correction went out): it would go after that window, naming a stop date
+    passed or repeating the text the patient has."""
     decided = {d.step for d in decisions}
     left = []
     for key, message in existing.items():
         if not is_correction(key) or key in decided:
             continue
-        if finished or step_key(key) not in wanted:
+        usual = wanted.get(step_key(key))
+        if finished or usual is None:
             reason = "procedure finished" if finished else "step no longer applies"
             if still_to_go(message):
                 left.append(ReplanDecision(key, "cancel", reason=reason))
@@ -295,6 +305,9 @@ def _corrections_left(
             if finished and _outcome_open(message):
                 left.append(ReplanDecision(key, "close", reason=reason))
                 continue
+        elif usual.status != PENDING and still_to_go(message):
+            left.append(ReplanDecision(key, "cancel", reason="its step's window has passed"))
+            continue
         left.append(ReplanDecision(key, "keep", reason=message.status))
     return left
 
@@ -394,7 +407,7 @@ def replan_procedure(
                 )
             elif message.expires_at > now:
                 message.expires_at = now
-                detail = "procedure finished: if it did not reach the patient, it is not sent"
+                detail = f"{decision.reason}: if it did not reach the patient, it is not sent"
             else:
                 continue  # closed by an earlier change
             message.updated_at = now

@@ -1,0 +1,73 @@
+"""Review of the corrections a reschedule sends (`corrections.py`): a move undone before
+they went, a procedure cancelled after one went, a failed correction of a critical text.
+
+Booked Thursday 2026-03-12 09:00 (New York), warfarin stopped on Saturday the 7th; the stop
+text went on Friday the 6th, the day-before text on Wednesday the 11th at 16:00
+(`test_reschedule_correction_keeps_the_usual_reminder.py`).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from followup.care.protocol import CareContext
+from followup.clock import FakeClock
+from followup.messaging.models import SENDING, Message
+from tests.fakes.transport import ScriptedTransport
+from tests.messaging.test_reschedule_correction_keeps_the_usual_reminder import (
+    _booked_all_sent,
+    _move,
+    _sent_since,
+)
+from tests.patients.test_booked import Enroll, ny, send_due
+
+
+def test_a_move_undone_at_night_before_the_corrections_went_sends_nothing(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # Moved a week at 22:30 (the corrections wait for 08:00), put back at 22:45: the
+    # patient holds the right date and stop date (texted on the 6th and at 16:00). Before
+    # the fix the corrections went at 08:00 anyway: "Stop taking your warfarin on Saturday,
+    # March 7" five days after it, and the day-before text again an hour before the
+    # procedure, past that text's window (3 hours before).
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T22:30", "2026-03-19T09:00", "2026-03-14")
+    _move(session, care, procedure, "2026-03-11T22:45", "2026-03-12T09:00", "2026-03-07")
+    for at in ("2026-03-11T22:45", "2026-03-12T08:00", "2026-03-13T10:00", "2026-03-18T16:00"):
+        send_due(session, transport, care, ny(at))
+    assert _sent_since(transport, "2026-03-11T22:30") == []
+
+
+def test_moved_again_while_the_corrections_are_in_flight_the_new_dates_go_at_once(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # Moved a week at 17:30; the corrections (stop on the 14th, the 19th) are handed to
+    # the provider, their outcome unknown, when at 17:35 the nurse moves it again (the 26th,
+    # stop on the 21st). They may reach the patient: before the fix nothing said the new
+    # stop date until the 20th, six days after the patient stopped their warfarin.
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T17:30", "2026-03-19T09:00", "2026-03-14")
+    corrections = session.scalars(
+        sa.select(Message).where(
+            Message.procedure_id == procedure.id, Message.step.endswith(".correction")
+        )
+    ).all()
+    for correction in corrections:  # as the dispatcher leaves them, waiting on the answer
+        correction.status, correction.attempts = SENDING, 1
+        correction.claimed_at = correction.handed_at = ny("2026-03-11T17:30")
+    session.commit()
+    _move(session, care, procedure, "2026-03-11T17:35", "2026-03-26T09:00", "2026-03-21")
+    send_due(session, transport, care, ny("2026-03-11T17:35"))
+    sent = _sent_since(transport, "2026-03-11T17:35")
+    assert [text[:24] for text in sent if "Saturday, March 21" in text] == [
+        "Wed 2026-03-11 17:35 EDT"
+    ], sent
+    assert [text[:24] for text in sent if "Thursday, March 26" in text] == [
+        "Wed 2026-03-11 17:35 EDT"
+    ], sent
+    session.expire_all()
+    # If they did not reach the patient, they are never sent: the new dates went.
+    assert all(c.expires_at <= ny("2026-03-11T17:35") for c in corrections), corrections
