@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from followup.care.protocol import AFTER, BEFORE, CareContext
+from followup.care.protocol import AFTER, BEFORE, CareContext, correction_key, step_key
 from followup.care.texts import describe_date, short_local
 from followup.care.timing import Anchors
-from followup.messaging.models import DELIVERED, SENT, Message
+from followup.messaging.models import DELIVERED, SENT, Message, MessageEvent
 from followup.patients.models import Procedure
 
 
@@ -92,15 +92,24 @@ def told_to_stop_blood_thinner(
             for language in step.texts
         ):
             stop.append(step.key)
-    sent = set(
-        session.scalars(
+    # A text the provider took has its SID; one a reschedule planned again ("renewed" at
+    # its time before the new date, or corrected) no longer does, but its history keeps the
+    # copy the patient has. A correction ("<step>.correction") told them as its step does.
+    steps = restart + stop + [correction_key(key) for key in stop]
+    reached = sa.or_(
+        Message.provider_sid.is_not(None),
+        sa.exists().where(
+            MessageEvent.message_id == Message.id, MessageEvent.status.in_((SENT, DELIVERED))
+        ),
+    )
+    sent = {
+        step_key(key)
+        for key in session.scalars(
             sa.select(Message.step).where(
-                Message.procedure_id == procedure_id,
-                Message.step.in_(restart + stop),
-                Message.provider_sid.is_not(None),
+                Message.procedure_id == procedure_id, Message.step.in_(steps), reached
             )
         )
-    )
+    }
     if sent & set(restart) or (procedure.completed_at is None and not sent & set(stop)):
         return None
     when = (

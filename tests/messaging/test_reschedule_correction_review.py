@@ -14,6 +14,8 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
 from followup.messaging.models import SENDING, Message
+from followup.patients.edits import cancel_patient_procedure
+from followup.patients.sent import told_to_stop_blood_thinner
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.test_reschedule_correction_keeps_the_usual_reminder import (
     _booked_all_sent,
@@ -38,6 +40,44 @@ def test_a_move_undone_at_night_before_the_corrections_went_sends_nothing(
     for at in ("2026-03-11T22:45", "2026-03-12T08:00", "2026-03-13T10:00", "2026-03-18T16:00"):
         send_due(session, transport, care, ny(at))
     assert _sent_since(transport, "2026-03-11T22:30") == []
+
+
+def test_cancelled_after_a_move_the_nurse_is_told_the_patient_was_texted_to_stop(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # The stop text went on the 6th and its correction at 17:30 (stop on the 14th); the
+    # stop step's own row waits for the 13th. Cancelled at 18:00: the patient was texted
+    # twice to stop their warfarin and nothing will say when to take it again. Before the
+    # fix no warning: the step's row had lost its SID and the correction's key was unknown.
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T17:30", "2026-03-19T09:00", "2026-03-14")
+    send_due(session, transport, care, ny("2026-03-11T17:30"))
+    cancel_patient_procedure(
+        session=session, patient_id=procedure.patient_id, procedure_id=procedure.id,
+        now=ny("2026-03-11T18:00"), actor="nurse@example.org",
+    )  # fmt: skip
+    session.commit()
+    warning = told_to_stop_blood_thinner(session=session, procedure_id=procedure.id, care=care)
+    assert warning is not None and "was texted to stop" in warning, warning
+    assert "March 14" in warning, warning
+
+
+def test_cancelled_before_the_correction_went_the_stop_text_sent_still_counts(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # Moved at 22:30 (the corrections wait for 08:00), cancelled at 23:00: both pending
+    # texts are cancelled, but the stop text of the 6th reached the patient.
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T22:30", "2026-03-19T09:00", "2026-03-14")
+    cancel_patient_procedure(
+        session=session, patient_id=procedure.patient_id, procedure_id=procedure.id,
+        now=ny("2026-03-11T23:00"), actor="nurse@example.org",
+    )  # fmt: skip
+    session.commit()
+    warning = told_to_stop_blood_thinner(session=session, procedure_id=procedure.id, care=care)
+    assert warning is not None and "was texted to stop" in warning, warning
 
 
 def test_moved_again_while_the_corrections_are_in_flight_the_new_dates_go_at_once(
