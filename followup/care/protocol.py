@@ -495,8 +495,13 @@ class CareContext:
         return self.protocols[kind]
 
     def critical_steps(self) -> frozenset[str]:
-        """The keys of steps marked critical in any protocol (the blood-thinner restart)."""
-        return frozenset(s.key for p in self.protocols.values() for s in p.steps if s.critical)
+        """The keys of steps marked critical in any protocol (the blood-thinner restart),
+        and of their corrections (a critical text before the procedure naming a date a
+        reschedule moved: its correction failing is as much a person's to follow up)."""
+        critical = [s for p in self.protocols.values() for s in p.steps if s.critical]
+        return frozenset(s.key for s in critical) | frozenset(
+            correction_key(s.key) for s in critical if any(map(s.names, NAMED_BY_TEXT))
+        )
 
     def render_text(
         self,

@@ -8,12 +8,16 @@ text went on Friday the 6th, the day-before text on Wednesday the 11th at 16:00
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.protocol import CareContext
 from followup.clock import FakeClock
-from followup.messaging.models import SENDING, Message
+from followup.inbox.items import TEXT
+from followup.inbox.queue import attention_queue
+from followup.messaging.models import FAILED, SENDING, Message
 from followup.patients.edits import cancel_patient_procedure
 from followup.patients.sent import told_to_stop_blood_thinner
 from tests.fakes.transport import ScriptedTransport
@@ -78,6 +82,36 @@ def test_cancelled_before_the_correction_went_the_stop_text_sent_still_counts(
     session.commit()
     warning = told_to_stop_blood_thinner(session=session, procedure_id=procedure.id, care=care)
     assert warning is not None and "was texted to stop" in warning, warning
+
+
+def test_a_failed_correction_of_a_critical_text_is_in_the_nurses_queue(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # A clinic marks its stop text critical: its correction failing leaves the patient
+    # with the old stop date, as much a person's to follow up as the stop text failing.
+    protocols = {
+        kind: replace(
+            protocol,
+            steps=tuple(
+                replace(s, critical=True) if s.key == "stop-blood-thinner" else s
+                for s in protocol.steps
+            ),
+        )
+        for kind, protocol in care.protocols.items()
+    }
+    care = replace(care, protocols=protocols)
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T22:30", "2026-03-19T09:00", "2026-03-14")
+    correction = session.scalars(
+        sa.select(Message).where(
+            Message.procedure_id == procedure.id, Message.step == "stop-blood-thinner.correction"
+        )
+    ).one()
+    correction.status, correction.updated_at = FAILED, ny("2026-03-12T08:00")
+    session.commit()
+    queue = attention_queue(session=session, critical_steps=care.critical_steps())
+    assert [i.item_id for i in queue.items if i.kind == TEXT] == [correction.id], queue.items
 
 
 def test_moved_again_while_the_corrections_are_in_flight_the_new_dates_go_at_once(
