@@ -188,14 +188,23 @@ def decide_replan(
         # A correction handed over, its outcome unknown, carries the values of the move
         # before: it may reach the patient, and its row cannot be planned again meanwhile.
         in_flight = correction is not None and _outcome_open(correction)
+        # So does the step's text handed over before the move (re-timed, it goes again
+        # only if it did not reach the patient).
+        step_in_flight = message is not None and _outcome_open(message)
         if (
             planned_text is not None
             and planned_text.status == PENDING
             and not finished
             and step.phase == BEFORE
-            and not (message is not None and _outcome_open(message))
+            and not (in_flight and step_in_flight)
             and any(step.names(anchor) for anchor in moved)
-            and (held(message) or held(correction) or still_to_go(correction) or in_flight)
+            and (
+                held(message)
+                or held(correction)
+                or still_to_go(correction)
+                or in_flight
+                or step_in_flight
+            )
         ):
             # The patient has it with the old date or time (the stop date they were texted
             # is the only one they know), or a correction is still to go: corrected at
@@ -209,6 +218,19 @@ def decide_replan(
                 planned=planned_text, key=correction_key(step.key), now=now, tz=tz,
                 quiet_hours=care.quiet_hours,
             )  # fmt: skip
+            if step_in_flight:
+                # Corrected at once; the step's text, if it did not reach the patient, goes
+                # at its new time, or not at all when that is soon after the correction.
+                decisions.append(
+                    ReplanDecision(fix.step, "plan" if still_to_go(correction) else "resend",
+                                   planned=fix, reason=reason)
+                )  # fmt: skip
+                decisions.append(
+                    ReplanDecision(step.key, "retime", planned=planned_text)
+                    if both
+                    else ReplanDecision(step.key, "close", reason="its correction goes at once")
+                )
+                continue
             if both and not in_flight:
                 decisions.append(
                     ReplanDecision(fix.step, "plan" if still_to_go(correction) else "resend",

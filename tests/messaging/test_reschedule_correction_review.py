@@ -26,7 +26,7 @@ from tests.messaging.test_reschedule_correction_keeps_the_usual_reminder import 
     _move,
     _sent_since,
 )
-from tests.patients.test_booked import Enroll, ny, send_due
+from tests.patients.test_booked import BOOKED, ENROLLED, Enroll, ny, send_due
 
 
 def test_a_move_undone_at_night_before_the_corrections_went_sends_nothing(
@@ -145,3 +145,60 @@ def test_moved_again_while_the_corrections_are_in_flight_the_new_dates_go_at_onc
     session.expire_all()
     # If they did not reach the patient, they are never sent: the new dates went.
     assert all(c.expires_at <= ny("2026-03-11T17:35") for c in corrections), corrections
+
+
+def test_moved_again_while_the_usual_stop_text_is_in_flight_the_new_date_goes_at_once(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # Moved a week at 17:30 on the 11th, the corrections went at once (stop on the 14th).
+    # On Friday the 13th at 10:00 the usual stop text (stop tomorrow, the 14th) is handed
+    # to the provider, its outcome unknown, when the nurse moves the procedure again (the
+    # 26th, stop on the 21st). The patient has the 14th from the correction, maybe twice:
+    # before the fix nothing was sent before the 20th (the correction "unchanged: sent",
+    # the stop text only re-timed), and they stopped their warfarin a week early.
+    procedure = _booked_all_sent(session, care, clock, enroll, transport)
+    _move(session, care, procedure, "2026-03-11T17:30", "2026-03-19T09:00", "2026-03-14")
+    send_due(session, transport, care, ny("2026-03-11T17:30"))
+    stop = session.scalars(
+        sa.select(Message).where(
+            Message.procedure_id == procedure.id, Message.step == "stop-blood-thinner"
+        )
+    ).one()
+    stop.status, stop.attempts = SENDING, 1
+    stop.claimed_at = stop.handed_at = ny("2026-03-13T10:00")
+    session.commit()
+    _move(session, care, procedure, "2026-03-13T10:01", "2026-03-26T09:00", "2026-03-21")
+    send_due(session, transport, care, ny("2026-03-13T10:01"))
+    sent = _sent_since(transport, "2026-03-13T10:01")
+    assert [text[:24] for text in sent if "Saturday, March 21" in text] == [
+        "Fri 2026-03-13 10:01 EDT"
+    ], sent
+
+
+def test_moved_while_the_day_before_text_is_in_flight_one_correction_and_no_repeat(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # The day-before text ("9:00 AM") is handed over at 16:00 on the 11th, its outcome
+    # unknown, when the nurse moves the procedure to 13:00 the same Thursday: the text may
+    # reach the patient with 9:00, so the correction goes at once; the step's own text is
+    # not sent again (its time is now), even if it did not reach them: one text says it.
+    clock.set(ENROLLED)
+    procedure = enroll(**BOOKED).procedure
+    for at in ("2026-03-03T15:00", "2026-03-06T10:00"):
+        send_due(session, transport, care, ny(at))
+    day_before = session.scalars(
+        sa.select(Message).where(Message.procedure_id == procedure.id, Message.step == "day-before")
+    ).one()
+    day_before.status, day_before.attempts = SENDING, 1
+    day_before.claimed_at = day_before.handed_at = ny("2026-03-11T16:00")
+    session.commit()
+    _move(session, care, procedure, "2026-03-11T16:01", "2026-03-12T13:00")
+    send_due(session, transport, care, ny("2026-03-11T16:01"))
+    assert [text[:24] for text in _sent_since(transport, "2026-03-11T16:01")] == [
+        "Wed 2026-03-11 16:01 EDT"
+    ]
+    assert "1:00 PM on Thursday, March 12" in transport.sent[-1].body
+    session.expire_all()
+    assert day_before.expires_at <= ny("2026-03-11T16:01")  # never sent again
