@@ -198,13 +198,10 @@ def decide_replan(
             and step.phase == BEFORE
             and not (in_flight and step_in_flight)
             and any(step.names(anchor) for anchor in moved)
-            and (
-                held(message)
-                or held(correction)
-                or still_to_go(correction)
-                or in_flight
-                or step_in_flight
-            )
+            # A correction of any status: one exists only for a text the patient had (or
+            # may have had) with a date since moved; one that failed, expired or was
+            # cancelled (an opt-out) left them with it.
+            and (held(message) or correction is not None or step_in_flight)
         ):
             # The patient has it with the old date or time (the stop date they were texted
             # is the only one they know), or a correction is still to go: corrected at

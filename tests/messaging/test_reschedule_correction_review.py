@@ -18,6 +18,7 @@ from followup.clock import FakeClock
 from followup.inbox.items import TEXT
 from followup.inbox.queue import attention_queue
 from followup.messaging.models import FAILED, SENDING, Message
+from followup.messaging.status import record_status_callback
 from followup.patients.edits import cancel_patient_procedure
 from followup.patients.sent import told_to_stop_blood_thinner
 from tests.fakes.transport import ScriptedTransport
@@ -202,3 +203,38 @@ def test_moved_while_the_day_before_text_is_in_flight_one_correction_and_no_repe
     assert "1:00 PM on Thursday, March 12" in transport.sent[-1].body
     session.expire_all()
     assert day_before.expires_at <= ny("2026-03-11T16:01")  # never sent again
+
+
+def test_moved_again_after_the_correction_was_undelivered_it_goes_again_at_once(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # The stop text ("stop on Saturday, March 7") went on Friday the 6th at 10:00. At
+    # noon the procedure moves a week (stop on the 14th); the correction is reported
+    # undelivered (30003, the phone off). At 15:00 it moves again (stop on the 21st): the
+    # patient still holds "stop tomorrow, the 7th". Before the fix nothing was sent before
+    # the 20th (the correction was neither held nor still to go, the stop step's own row
+    # planned again for its usual time): they stopped their warfarin two weeks early.
+    clock.set(ENROLLED)
+    procedure = enroll(**BOOKED).procedure
+    for at in ("2026-03-03T15:00", "2026-03-06T10:00"):
+        send_due(session, transport, care, ny(at))
+    _move(session, care, procedure, "2026-03-06T12:00", "2026-03-19T09:00", "2026-03-14")
+    send_due(session, transport, care, ny("2026-03-06T12:00"))
+    correction = session.scalars(
+        sa.select(Message).where(
+            Message.procedure_id == procedure.id, Message.step == "stop-blood-thinner.correction"
+        )
+    ).one()
+    assert correction.provider_sid is not None
+    record_status_callback(
+        session=session, provider_sid=correction.provider_sid, status="undelivered",
+        error_code=30003, now=ny("2026-03-06T12:05"), care=care,
+    )  # fmt: skip
+    session.commit()
+    _move(session, care, procedure, "2026-03-06T15:00", "2026-03-26T09:00", "2026-03-21")
+    send_due(session, transport, care, ny("2026-03-06T15:00"))
+    sent = _sent_since(transport, "2026-03-06T15:00")
+    assert [text[:24] for text in sent if "Saturday, March 21" in text] == [
+        "Fri 2026-03-06 15:00 EST"
+    ], sent
