@@ -325,7 +325,10 @@ def _corrections_left(
                 left.append(ReplanDecision(key, "close", reason=reason))
                 continue
         elif usual.status != PENDING and still_to_go(message):
-            left.append(ReplanDecision(key, "cancel", reason="its step's window has passed"))
+            # Staff call: the patient may hold a date since moved (the undo of a move
+            # back to the date they were texted is the one case where they need not).
+            late = "its step's window has passed: call the patient, who may hold an old date"
+            left.append(ReplanDecision(key, "cancel", reason=late))
             continue
         left.append(ReplanDecision(key, "keep", reason=message.status))
     return left

@@ -19,7 +19,7 @@ from followup.inbox.items import TEXT
 from followup.inbox.queue import attention_queue
 from followup.messaging.models import FAILED, SENDING, Message
 from followup.messaging.status import record_status_callback
-from followup.patients.edits import cancel_patient_procedure
+from followup.patients.edits import cancel_patient_procedure, preview_reschedule
 from followup.patients.sent import told_to_stop_blood_thinner
 from tests.fakes.transport import ScriptedTransport
 from tests.messaging.test_reschedule_correction_keeps_the_usual_reminder import (
@@ -238,3 +238,26 @@ def test_moved_again_after_the_correction_was_undelivered_it_goes_again_at_once(
     assert [text[:24] for text in sent if "Saturday, March 21" in text] == [
         "Fri 2026-03-06 15:00 EST"
     ], sent
+
+
+def test_a_correction_still_to_go_that_cannot_go_in_time_tells_the_nurse_to_call(
+    session: so.Session, care: CareContext, clock: FakeClock, enroll: Enroll,
+    transport: ScriptedTransport,
+) -> None:  # fmt: skip
+    # The stop text ("stop on Saturday, March 7") went on Friday the 6th at 10:00. At
+    # 22:00 the procedure moves a week (its correction waits for 08:00); at 22:30 the nurse
+    # sets the stop date to today, the 6th, past the stop text's window: no text can say it
+    # in time. The preview said "unchanged: pending" (before the correction was kept and
+    # sent after that window) and no call, while the patient holds the 7th.
+    clock.set(ENROLLED)
+    procedure = enroll(**BOOKED).procedure
+    for at in ("2026-03-03T15:00", "2026-03-06T10:00"):
+        send_due(session, transport, care, ny(at))
+    _move(session, care, procedure, "2026-03-06T22:00", "2026-03-19T09:00", "2026-03-14")
+    preview = preview_reschedule(
+        session=session, patient_id=procedure.patient_id, procedure_id=procedure.id,
+        scheduled_at="2026-03-12T09:00", stop_blood_thinner_on="2026-03-06", care=care,
+        now=ny("2026-03-06T22:30"),
+    )  # fmt: skip
+    notes = {row.label: row.note for row in preview.rows}
+    assert "call the patient" in notes["Stop the blood thinner (correction)"], notes
