@@ -14,7 +14,8 @@ import sqlalchemy.orm as so
 from followup.care.protocol import CareContext
 from followup.db import in_ids, is_postgresql, sqlite_write_lock
 from followup.messaging.models import EXPIRED, PENDING, Message
-from followup.messaging.replan import maybe_at_provider, replan_procedure
+from followup.messaging.replan import replan_procedure
+from followup.messaging.text_state import maybe_at_provider
 from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)

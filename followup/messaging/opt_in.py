@@ -26,7 +26,8 @@ from followup.messaging.outbox import (
     procedure_anchors,
     reason_not_to_send,
 )
-from followup.messaging.replan import maybe_at_provider, replan_procedure
+from followup.messaging.replan import replan_procedure
+from followup.messaging.text_state import maybe_at_provider
 from followup.patients.models import Patient, Procedure
 
 log = logging.getLogger(__name__)

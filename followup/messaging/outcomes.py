@@ -32,9 +32,9 @@ from followup.messaging.models import (
     FAILED,
     SENT,
 )
-from followup.messaging.replan import maybe_at_provider
 from followup.messaging.reports import DispatchReport
 from followup.messaging.status import apply_held_status_reports, record_permanent_failure
+from followup.messaging.text_state import maybe_at_provider
 from followup.messaging.transient import record_transient
 from followup.messaging.transports.base import (
     PermanentSendError,

@@ -13,20 +13,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from followup.care.planner import PlannedText, choose_intro
 from followup.care.protocol import BEFORE, CareContext, correction_key, is_correction, step_key
 from followup.care.timing import zone
-from followup.db import in_ids, is_postgresql, sqlite_write_lock
 from followup.messaging.corrections import correction_plan, held, still_to_go
 from followup.messaging.events import (
-    FOUND_AT_PROVIDER,
-    NOT_AT_PROVIDER,
     add_events,
     event_row,
 )
@@ -36,14 +32,19 @@ from followup.messaging.models import (
     PENDING,
     SENDING,
     Message,
-    MessageEvent,
 )
 from followup.messaging.outbox import (
     phase_plan,
 )
+from followup.messaging.text_state import (
+    claimed_only,
+    outcome_open,
+    procedure_messages,
+    replannable,
+    request_facts,
+    unsent_retry,
+)
 from followup.patients.models import Patient, Procedure
-
-REPLANNABLE = (PENDING, EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def decide_replan(
     closing = {
         key
         for key, message in existing.items()
-        if finished and phases.get(step_key(key)) == BEFORE and _outcome_open(message)
+        if finished and phases.get(step_key(key)) == BEFORE and outcome_open(message)
     }
     # Texts before the procedure that will not go out after it (cancelled or closed here)
     # never carried the introduction to the patient (or may not have).
@@ -129,7 +130,7 @@ def decide_replan(
         for key, message in existing.items()
         if finished
         and phases.get(step_key(key)) == BEFORE
-        and (message.status == PENDING or _claimed_only(message))
+        and (message.status == PENDING or claimed_only(message))
     }
 
     fate = {p.step: p.status for p in planned}  # each step's window after the change
@@ -143,9 +144,9 @@ def decide_replan(
         # Under way, or handed over and back in the queue (refused for now, or requeued by
         # the reaper): it carries the intro only if it can still go out after the change.
         still_open = fate.get(key) == PENDING
-        if _outcome_open(message):
+        if outcome_open(message):
             return still_open
-        if message.attempts > 0 and _unsent_retry(message):
+        if message.attempts > 0 and unsent_retry(message):
             # One refused for now never reached Twilio: once closed, nothing carries it.
             return still_open or key not in refused
         return False
@@ -169,8 +170,8 @@ def decide_replan(
             for p in planned
             if p.step not in existing
             or (
-                (_replannable(existing[p.step]) and existing[p.step].attempts == 0)
-                or (_unsent_retry(existing[p.step]) and p.step in refused)
+                (replannable(existing[p.step]) and existing[p.step].attempts == 0)
+                or (unsent_retry(existing[p.step]) and p.step in refused)
             )
         ]
         intro_key, welcome = choose_intro(
@@ -187,10 +188,10 @@ def decide_replan(
         correction = existing.get(correction_key(step.key))
         # A correction handed over, its outcome unknown, carries the values of the move
         # before: it may reach the patient, and its row cannot be planned again meanwhile.
-        in_flight = correction is not None and _outcome_open(correction)
+        in_flight = correction is not None and outcome_open(correction)
         # So does the step's text handed over before the move (re-timed, it goes again
         # only if it did not reach the patient).
-        step_in_flight = message is not None and _outcome_open(message)
+        step_in_flight = message is not None and outcome_open(message)
         if (
             planned_text is not None
             and planned_text.status == PENDING
@@ -253,7 +254,7 @@ def decide_replan(
                     )
                     continue
         if planned_text is None:
-            if message is not None and (message.status == PENDING or _claimed_only(message)):
+            if message is not None and (message.status == PENDING or claimed_only(message)):
                 reason = (
                     "procedure finished"
                     if finished and step.phase == BEFORE
@@ -265,7 +266,7 @@ def decide_replan(
             elif message is not None:
                 decisions.append(ReplanDecision(step.key, "keep", reason=message.status))
             continue
-        if message is not None and _outcome_open(message):
+        if message is not None and outcome_open(message):
             decisions.append(ReplanDecision(step.key, "retime", planned=planned_text))
             continue
         # The welcome chosen as the intro comes back if closed without reaching the
@@ -282,8 +283,8 @@ def decide_replan(
             message is not None
             and not revived
             and (
-                (message.attempts > 0 and not _unsent_retry(message))
-                or not _replannable(message)
+                (message.attempts > 0 and not unsent_retry(message))
+                or not replannable(message)
                 # Expired and still past its window: it keeps the times it missed.
                 or (message.status == EXPIRED and planned_text.status == EXPIRED)
             )
@@ -321,7 +322,7 @@ def _corrections_left(
             if still_to_go(message):
                 left.append(ReplanDecision(key, "cancel", reason=reason))
                 continue
-            if finished and _outcome_open(message):
+            if finished and outcome_open(message):
                 left.append(ReplanDecision(key, "close", reason=reason))
                 continue
         elif usual.status != PENDING and still_to_go(message):
@@ -332,30 +333,6 @@ def _corrections_left(
             continue
         left.append(ReplanDecision(key, "keep", reason=message.status))
     return left
-
-
-def _claimed_only(message: Message) -> bool:
-    """Claimed by a dispatcher but not handed over: still unsent, so still ours to change
-    (the dispatcher's guard then finds it no longer `sending` and does not send it)."""
-    return message.status == SENDING and message.handed_at is None
-
-
-def _outcome_open(message: Message) -> bool:
-    """Handed over, its outcome not known yet: a request under way, or one the provider
-    may or may not have taken (the reaper asks it). It keeps its status, but takes the new
-    times: if it did not reach the patient, it is sent again at them, not at the old ones."""
-    return message.status == SENDING and message.handed_at is not None
-
-
-def _replannable(message: Message) -> bool:
-    return message.status in REPLANNABLE or _claimed_only(message)
-
-
-def _unsent_retry(message: Message) -> bool:
-    """Handed over before but refused for now (a transient error): waiting for its retry,
-    or claimed for it. It never reached the patient, so it follows the new times too (an
-    expired one stays expired: its failure is already a person's to follow up)."""
-    return message.status == PENDING or _claimed_only(message)
 
 
 def replan_procedure(
@@ -525,66 +502,3 @@ def _resend(
         else "planned again with the new one"
     )
     events.append(event_row(message.id, now, "replanned", message.status, detail[:500]))
-
-
-def procedure_messages(
-    *, session: so.Session, procedure_id: int, lock: bool = False
-) -> dict[str, Message]:
-    """A procedure's texts by step, freshly read.
-
-    With `lock` (before writing them), no dispatcher can claim or hand over one of them
-    until this transaction ends: on PostgreSQL the rows are locked (a dispatcher's claim
-    skips them, its guard waits); on SQLite the transaction takes the database's write
-    lock first (a no-op write to the procedure), so what is read is what is overwritten.
-    """
-    query = (
-        sa.select(Message)
-        .where(Message.procedure_id == procedure_id)
-        .order_by(Message.id)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        if is_postgresql(session):
-            query = query.with_for_update(of=Message)
-        else:
-            sqlite_write_lock(session, cast(sa.Table, Procedure.__table__))
-    return {m.step: m for m in session.scalars(query)}
-
-
-def request_facts(session: so.Session, existing: dict[str, Message]) -> tuple[set[str], set[str]]:
-    """What `existing`'s history says of their requests, for `decide_replan` (one query):
-    the steps closed (cancelled, expired) that may have reached the patient all the same,
-    and the steps waiting for a retry none of whose requests may be at the provider
-    (refused for now, or found missing there by the reaper). See `maybe_at_provider`."""
-    closed = {m.id: step for step, m in existing.items() if m.status in (CANCELLED, EXPIRED)}
-    waiting = {m.id: step for step, m in existing.items() if m.attempts > 0 and _unsent_retry(m)}
-    maybe = maybe_at_provider(session, [*closed, *waiting])
-    maybe_reached = {step for i, step in closed.items() if i in maybe}
-    refused = {step for i, step in waiting.items() if i not in maybe}
-    return maybe_reached, refused
-
-
-def maybe_at_provider(session: so.Session, ids: list[int]) -> set[int]:
-    """Those of `ids` a request of which may have reached the provider: an unknown outcome
-    that no later answer of the reaper's settled (NOT_AT_PROVIDER; or FOUND_AT_PROVIDER: the
-    copy was recorded, and what became of it is known by its SID, or `failed_copies` once a
-    30001 expired the text without it). A newer hand-over's refusal, a cancellation or an
-    expiry says nothing of an older request."""
-    if not ids:
-        return set()
-    maybe: dict[int, bool] = {}
-    for message_id, kind, detail in session.execute(
-        sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
-        .where(
-            in_ids(session, MessageEvent.message_id, ids),
-            MessageEvent.kind.in_(
-                ("requeued", "expired", "checked", "outcome-unknown", "reconciled")
-            ),
-        )
-        .order_by(MessageEvent.id)
-    ):
-        if kind == "outcome-unknown":
-            maybe[message_id] = True
-        elif (detail or "").startswith((NOT_AT_PROVIDER, FOUND_AT_PROVIDER)):
-            maybe[message_id] = False
-    return {message_id for message_id, value in maybe.items() if value}

@@ -21,13 +21,8 @@ from followup.messaging.models import (
     Message,
 )
 from followup.messaging.outbox import cancel_pending, locked_procedure, record_opt_out
-from followup.messaging.replan import (
-    ProcedureTimes,
-    decide_replan,
-    procedure_messages,
-    replan_procedure,
-    request_facts,
-)
+from followup.messaging.replan import ProcedureTimes, decide_replan, replan_procedure
+from followup.messaging.text_state import procedure_messages, request_facts
 from followup.patients.models import Patient, Procedure
 from followup.patients.pages import STAFF_OPT_OUT_REASON, get_patient, local_with_clinic, step_label
 from followup.patients.sent import sent_too_early, sent_with_old_value

@@ -21,8 +21,8 @@ from followup.db import is_postgresql
 from followup.messaging.claims import claim_due
 from followup.messaging.dispatch import Dispatcher
 from followup.messaging.models import Message
-from followup.messaging.replan import procedure_messages
 from followup.messaging.reports import DispatchReport
+from followup.messaging.text_state import procedure_messages
 from followup.messaging.transports.base import TransientSendError
 from followup.messaging.turns import DispatchPass
 from followup.patients.edits import (
