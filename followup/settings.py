@@ -421,6 +421,10 @@ def _https_or_loopback(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
         return True
+    if "@" in parts.netloc or "\\" in parts.netloc:
+        # Parsers disagree on where such a host starts: with a backslash before the "@"
+        # requests connects to the name before it, urlsplit reads the loopback after it.
+        return False
     host = (parts.hostname or "").lower()
     if host == "localhost":
         return True

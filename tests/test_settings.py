@@ -269,3 +269,23 @@ def test_production_takes_twilio_over_https_or_to_this_machine(url: str) -> None
         }
     )
     assert settings.twilio_api_base_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.example.org\\@127.0.0.1",
+        "http://api.example.org:80\\@localhost:8099",
+    ],
+)
+def test_production_refuses_a_plain_http_twilio_url_that_only_looks_local(url: str) -> None:
+    """urlsplit reads "http://api.example.org\\@127.0.0.1" as loopback; requests connects to
+    api.example.org, with the auth token and the text in clear."""
+    with pytest.raises(ConfigurationError, match="TWILIO_API_BASE_URL must be an https://"):
+        settings_from_mapping(
+            {
+                **PRODUCTION,
+                "SECRET_KEY": "x" * 8 + "Q7v#pL2m@Zr9!kW4sT6^bN1yE3uH5jD8",
+                "TWILIO_API_BASE_URL": url,
+            }
+        )
