@@ -314,11 +314,18 @@ def _too_many(exc: RateLimitExceeded) -> ResponseReturnValue:
 
         return throttled_sign_in()
     if request.endpoint == "accounts.password":
+        from followup.accounts.views import wrong_current_passwords_today
+
         log.warning("password change throttled for user %s", getattr(current_user, "id", None))
+        limiter = current_app.extensions["followup.limiter"]
+        wait = (
+            "Try again tomorrow"
+            if wrong_current_passwords_today(limiter, exc.limit)
+            else "Wait 15 minutes and try again"
+        )
         return _error_page(
             429,
-            "Too many wrong current passwords. Wait 15 minutes and try again, or ask an admin "
-            "to reset your password.",
+            f"Too many wrong current passwords. {wait}, or ask an admin to reset your password.",
         )
     log.info("rate limit reached on %s", request.path)
     return _error_page(429, "Too many requests from here. Wait a few minutes and try again.")

@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from flask_limiter import Limiter
 from flask_login import login_user, logout_user
+from limits import parse_many
 
 from followup.accounts.forms import LoginForm, NewUserForm, PasswordForm
 from followup.accounts.models import User
@@ -66,6 +67,19 @@ FAILURES_PER_ACCOUNT_AND_ADDRESS = "5 per 15 minutes; 10 per hour; 20 per day"
 # session left open on a ward computer is no way to guess the owner's password.
 WRONG_CURRENT_PASSWORDS = "5 per 15 minutes; 20 per day"
 WRONG_CURRENT_PASSWORD = "followup.wrong_current_password"  # noqa: S105 - a g key
+
+
+def wrong_current_passwords_today(limiter: Limiter, limit: Any) -> bool:
+    """Whether the throttle that refused this POST /account/password holds for the day (20
+    wrong in a day), not the 15 minutes: it is checked after the 15 minutes' and is not
+    reported when both are exhausted."""
+    args = [limit.key_func(), limit.scope_for(limiter.identify_request(), request.method)]
+    day = max(parse_many(WRONG_CURRENT_PASSWORDS), key=lambda item: item.get_expiry())
+    try:
+        return bool(limiter.limiter.get_window_stats(day, *args).remaining <= 0)
+    except Exception:  # noqa: BLE001 - the counters' store went away: say the short wait
+        log.warning("wrong-current-password throttle: its counters could not be read")
+        return False
 
 
 def install_sign_in_throttles(app: Flask, limiter: Limiter) -> None:

@@ -219,3 +219,36 @@ def test_other_mistakes_on_the_change_page_are_not_counted(
             "confirm_password": "a typo in the confirmation",
         }
         assert browser.client.post("/account/password", data=form).status_code == 422
+
+
+def test_twenty_wrong_current_passwords_in_a_day_are_not_told_to_wait_15_minutes(
+    app: Flask, staff: dict[str, int], signed_in: Callable[[str], Browser], clock: FakeClock
+) -> None:
+    """Past 20 wrong in a day the page said "Wait 15 minutes", and 15 minutes later the
+    change was refused again, until the day's window ended."""
+    browser = signed_in(NURSE)
+
+    def change(current: str) -> tuple[int, str]:
+        token = csrf_from(browser.get("/account/password"))
+        form = {
+            "csrf_token": token,
+            "current_password": current,
+            "new_password": "a brand new passphrase of mine",
+            "confirm_password": "a brand new passphrase of mine",
+        }
+        response = browser.client.post("/account/password", data=form)
+        return response.status_code, response.get_data(as_text=True)
+
+    for round_ in range(4):  # five at a time, past each 15 minutes
+        assert [change(f"guess {round_} {n}")[0] for n in range(5)] == [422] * 5
+        if round_ == 0:
+            status, text = change(PASSWORD)
+            assert status == 429
+            assert "Wait 15 minutes and try again" in text
+        clock.advance(timedelta(minutes=5 if round_ == 3 else 16))
+    for _ in range(2):  # both throttles full, then the day's alone
+        status, text = change(PASSWORD)
+        assert status == 429
+        assert "Try again tomorrow" in text
+        assert "15 minutes" not in text
+        clock.advance(timedelta(minutes=16))
