@@ -173,7 +173,15 @@ def run_alerts(
     if not urgent:
         return report
     due: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
-    first_failed = _first_round_failed(session, [reply_id for reply_id, _ in urgent])
+    first_failed = _first_round_failed(
+        session,
+        [reply_id for reply_id, _ in urgent],
+        {
+            (channel, recipient)
+            for channel, _, recipient in settings.recipients(FIRST)
+            if (sms if channel == SMS else mailer) is not None
+        },
+    )
     for reply_id, received_at in urgent:
         late = received_at <= now - settings.escalate_after
         rounds = [FIRST] + ([ESCALATION] if late or reply_id in first_failed else [])
@@ -188,15 +196,15 @@ def run_alerts(
         if not claimed:
             continue
         report.claimed += len(claimed)
-        escalated = {reply_id for reply_id, round_ in pairs if round_ == ESCALATION}
-        escalation = any(round_ == ESCALATION for _, round_ in claimed)
+        escalated = {reply_id for _, round_, reply_id in claimed if round_ == ESCALATION}
+        escalation = bool(escalated)
         text = alert_text(
             count=len(urgent),
             escalation=escalation,
             settings=settings,
             first_failed=escalation and escalated <= first_failed,
         )
-        ids = [alert_id for alert_id, _ in claimed]
+        ids = [alert_id for alert_id, _, _ in claimed]
         if channel == SMS:
             assert sms is not None  # noqa: S101 - checked above
             values = _send_sms(sms, ids, recipient, text, now, report)
@@ -217,20 +225,33 @@ def run_alerts(
     return report
 
 
-def _first_round_failed(session: so.Session, reply_ids: list[int]) -> set[int]:
+def _first_round_failed(
+    session: so.Session, reply_ids: list[int], targets: set[tuple[str, str]]
+) -> set[int]:
     """The replies whose every first alert failed for good (refused, reported undelivered,
-    out of tries): nobody was reached, so the escalation does not wait its minutes."""
-    if not reply_ids:
+    out of tries): nobody was reached, so the escalation does not wait its minutes.
+
+    Each first alert this run sends (`targets`: channel, recipient) must have been tried:
+    another process may not have claimed the e-mail yet when its SMS failed."""
+    if not reply_ids or not targets:
         return set()
-    not_failed = sa.func.sum(sa.case((StaffAlert.status != ALERT_FAILED, 1), else_=0))
-    return set(
-        session.scalars(
-            sa.select(StaffAlert.inbound_message_id)
-            .where(StaffAlert.inbound_message_id.in_(reply_ids), StaffAlert.round == FIRST)
-            .group_by(StaffAlert.inbound_message_id)
-            .having(not_failed == 0)
-        )
-    )
+    rows = session.execute(
+        sa.select(
+            StaffAlert.inbound_message_id,
+            StaffAlert.channel,
+            StaffAlert.recipient,
+            StaffAlert.status,
+        ).where(StaffAlert.inbound_message_id.in_(reply_ids), StaffAlert.round == FIRST)
+    ).all()
+    tried: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    reached: set[int] = set()
+    for reply_id, channel, recipient, status in rows:
+        tried[reply_id].add((channel, recipient))
+        if status != ALERT_FAILED:
+            reached.add(reply_id)
+    return {
+        reply_id for reply_id, seen in tried.items() if reply_id not in reached and targets <= seen
+    }
 
 
 def _settle_stale(session: so.Session, now: datetime) -> int:
@@ -266,9 +287,9 @@ def _claim(
     pairs: list[tuple[int, int]],
     now: datetime,
     owner: str,
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, int, int]]:
     """Claim the alerts in `pairs` (reply id, round) for one recipient; return (alert id,
-    round) for those this process now owns: new rows, and retries whose time has come.
+    round, reply id) for those this process now owns: new rows, and retries whose time has come.
     Only for replies still unhandled now: the run read them before sending to the
     recipients before this one (seconds each), and a nurse may have handled one since
     (the escalation phone was paged "still unhandled" after she had)."""
@@ -305,9 +326,9 @@ def _claim(
         .on_conflict_do_nothing(
             index_elements=["inbound_message_id", "round", "channel", "recipient"]
         )
-        .returning(StaffAlert.id, StaffAlert.round)
+        .returning(StaffAlert.id, StaffAlert.round, StaffAlert.inbound_message_id)
     )
-    claimed = [(r[0], r[1]) for r in session.execute(statement).all()]
+    claimed = [(r[0], r[1], r[2]) for r in session.execute(statement).all()]
     retry = session.execute(
         sa.update(StaffAlert)
         .where(
@@ -324,10 +345,10 @@ def _claim(
             claimed_by=owner,
             updated_at=now,
         )
-        .returning(StaffAlert.id, StaffAlert.round)
+        .returning(StaffAlert.id, StaffAlert.round, StaffAlert.inbound_message_id)
         .execution_options(synchronize_session=False)
     ).all()
-    return claimed + [(r[0], r[1]) for r in retry]
+    return claimed + [(r[0], r[1], r[2]) for r in retry]
 
 
 def _send_sms(
