@@ -88,7 +88,7 @@ def install_sign_in_throttles(app: Flask, limiter: Limiter) -> None:
     change: Any = app.view_functions["accounts.password"]
     app.view_functions["accounts.password"] = limiter.limit(
         WRONG_CURRENT_PASSWORDS,
-        key_func=lambda: f"user:{staff().id}",
+        key_func=_account_and_password,
         methods=["POST"],
         deduct_when=lambda _response: bool(g.get(WRONG_CURRENT_PASSWORD)),
         scope="password-change:account",
@@ -128,6 +128,15 @@ def _account_and_address() -> str:
     key = _fingerprint_key()
     generation = password_generation(session=db(), email=email, key=key)
     return f"{client_address()}/{typed_fingerprint(email, key=key)}/{generation}"
+
+
+def _account_and_password() -> str:
+    """The wrong-current-password throttle's key: the signed-in account and its password's
+    keyed fingerprint, so an admin's reset starts a new count (the one-time password's
+    forced change is not refused for the rest of the old window)."""
+    user = staff()
+    generation = password_generation(session=db(), email=user.email, key=_fingerprint_key())
+    return f"user:{user.id}/{generation}"
 
 
 def _fingerprint_key() -> bytes:
