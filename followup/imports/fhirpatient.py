@@ -8,7 +8,7 @@ them together. Pure: no database.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.consent import Consent
@@ -37,18 +37,30 @@ def mobile_points(patient: Any) -> list[Any]:
     ]
 
 
+# The aftercare texts run about a week after the procedure, and the texts before it from
+# enrollment: a mobile whose period ends within this is one the texts may outlive.
+MOBILE_HORIZON = timedelta(days=30)
+
+
 def mobile_in_use(patient: Patient, now: datetime) -> str:
     """The mobile to text: of those in use now (their `period`, if any, includes `now`),
-    one with no end in sight before one the record says will stop (the texts run for weeks:
-    "in use until Friday" would lose the rest), then the lowest rank. A number the patient
-    gave up is never used, whatever its rank."""
-    mobiles = [point for point in mobile_points(patient) if _in_use(point.period, now)]
-    mobiles.sort(
-        key=lambda point: (
-            point.period is not None and point.period.end is not None,
-            point.rank if point.rank is not None else 1_000_000,
+    one in use for the weeks of texts ahead (no end, or an end past MOBILE_HORIZON) before
+    one the record says will stop sooner ("in use until Friday" would lose the rest), then
+    the lowest rank; of those stopping soon, the one that lasts longest. A number the
+    patient gave up is never used, whatever its rank."""
+
+    def order(point: Any) -> tuple[bool, float, int]:
+        end = (
+            _instant(point.period.end, end=True)
+            if point.period is not None and point.period.end is not None
+            else None
         )
-    )
+        soon = end is not None and end < now + MOBILE_HORIZON
+        rank = point.rank if point.rank is not None else 1_000_000
+        return soon, -end.timestamp() if soon and end is not None else 0.0, rank
+
+    mobiles = [point for point in mobile_points(patient) if _in_use(point.period, now)]
+    mobiles.sort(key=order)
     return str(mobiles[0].value) if mobiles else ""
 
 

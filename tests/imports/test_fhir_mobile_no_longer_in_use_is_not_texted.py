@@ -113,3 +113,58 @@ def test_a_mobile_that_stops_soon_gives_way_to_one_with_no_end(
     assert result.rows[0].outcome == "planned"
     session.expire_all()
     assert list(session.scalars(sa.select(Patient.phone))) == ["+12025550188"]
+
+
+def test_a_first_ranked_mobile_in_use_for_years_is_kept_over_an_unranked_one(
+    run_import: Importer, session: so.Session
+) -> None:
+    """An end years away is no reason to pass over the patient's first-ranked number."""
+    record = patient(
+        "p1",
+        telecom=[
+            {"system": "phone", "use": "mobile", "value": "(202) 555-0188", "rank": 2},
+            {
+                "system": "phone",
+                "use": "mobile",
+                "value": "(202) 555-0143",
+                "rank": 1,
+                "period": {"start": "2020-01-01", "end": "2030-12-31"},
+            },
+        ],
+    )
+    result = run_import(
+        {"b.json": bundle(record, procedure("x1", "Patient/p1"), consent("c1", "Patient/p1"))}
+    )
+    assert result.rows[0].outcome == "planned"
+    session.expire_all()
+    assert list(session.scalars(sa.select(Patient.phone))) == ["+12025550143"]
+
+
+def test_of_mobiles_that_all_stop_soon_the_one_lasting_longest_is_texted(
+    run_import: Importer, session: so.Session
+) -> None:
+    record = patient(
+        "p1",
+        telecom=[
+            {
+                "system": "phone",
+                "use": "mobile",
+                "value": "(202) 555-0143",
+                "rank": 1,
+                "period": {"end": "2026-03-09"},
+            },
+            {
+                "system": "phone",
+                "use": "mobile",
+                "value": "(202) 555-0188",
+                "rank": 2,
+                "period": {"end": "2026-03-30"},
+            },
+        ],
+    )
+    result = run_import(
+        {"b.json": bundle(record, procedure("x1", "Patient/p1"), consent("c1", "Patient/p1"))}
+    )
+    assert result.rows[0].outcome == "planned"
+    session.expire_all()
+    assert list(session.scalars(sa.select(Patient.phone))) == ["+12025550188"]
