@@ -106,6 +106,8 @@ def when_read(
             when = _describe_opening(
                 opening.astimezone(theirs), now.astimezone(theirs).date(), language
             )
+            if theirs.key != clinic_tz.key:
+                when += " (su hora)" if language == "es" else " (your time)"
     return when, describe_clinic_hours(hours, language)
 
 

@@ -278,5 +278,8 @@ def test_reading_answer_says_the_clinics_opening_on_the_patients_own_day_and_clo
     token = twilio_runtime.settings.twilio_auth_token or ""
     _, xml = post_signed(client, "/twilio/inbound", reply_form("Can I shower?"), token=token)
     [text] = twiml_messages(xml)
-    assert "A nurse will read your message when the clinic opens, tomorrow at 3:00 AM." in text
+    assert (
+        "A nurse will read your message when the clinic opens, tomorrow at 3:00 AM (your time)."
+        in text
+    )
     assert "Monday to Friday, 8:00 AM to 5:00 PM (EST)" in text
