@@ -77,6 +77,7 @@ def run_checks(*, values: Mapping[str, str], now: datetime) -> tuple[Settings | 
     checks += check_protocols(settings, now=now)
     checks += check_transport(settings)
     checks.append(describe_metrics(settings))
+    checks.append(describe_alerts(settings))
     checks.append(describe_retention(settings, now=now))
     return settings, checks
 
@@ -393,6 +394,30 @@ def describe_metrics(settings: Settings) -> Check:
     if settings.metrics_token is None:
         return Check("metrics", True, "off (set METRICS_TOKEN to serve /metrics)")
     return Check("metrics", True, "/metrics on, for requests with the METRICS_TOKEN bearer token")
+
+
+def describe_alerts(settings: Settings) -> Check:
+    """Who an urgent reply alerts, and whether its escalation reaches anyone new."""
+    first = [
+        *(["on-call SMS"] if settings.oncall_phone else []),
+        *([f"e-mail to {len(settings.alert_email)} address(es)"] if settings.alert_email else []),
+    ]
+    if not first:
+        return Check(
+            "alerts",
+            True,
+            "none: an urgent reply alerts no one (only the queue's count shows it); set "
+            "ONCALL_PHONE or ALERT_EMAIL",
+        )
+    minutes = settings.escalate_after_minutes
+    if settings.escalation_phone and settings.escalation_phone != settings.oncall_phone:
+        escalation = f"escalation after {minutes} min also to ESCALATION_PHONE"
+    else:
+        escalation = (
+            f"escalation after {minutes} min to the same people only (no separate "
+            "ESCALATION_PHONE: if the on-call phone cannot be reached, no one else is)"
+        )
+    return Check("alerts", True, f"{' and '.join(first)}; {escalation}")
 
 
 def describe_retention(settings: Settings, *, now: datetime) -> Check:

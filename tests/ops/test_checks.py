@@ -87,6 +87,7 @@ def test_check_passes_on_the_embedded_default(tmp_path: Path) -> None:
         "protocols",
         "transport",
         "metrics",
+        "alerts",
         "retention",
     ]
     assert lines(done.stdout, "FAIL") == []
@@ -501,3 +502,26 @@ def test_retention_line_is_dated_by_the_clock() -> None:
 
     result = describe_retention(Settings(retention_days=400), now=START)
     assert "ended before 2025-01-30 lose name, phone and text bodies" in result.detail
+
+
+def test_the_check_says_who_an_urgent_reply_alerts_and_whether_the_escalation_reaches_more() -> (
+    None
+):
+    from followup.ops.checks import describe_alerts
+
+    none = describe_alerts(Settings())
+    assert "alerts no one" in none.detail and "ONCALL_PHONE" in none.detail
+    same = describe_alerts(Settings(oncall_phone="+12025550111"))
+    assert same.detail.startswith("on-call SMS; escalation after 15 min to the same people")
+    more = describe_alerts(
+        Settings(
+            oncall_phone="+12025550111",
+            escalation_phone="+12025550122",
+            alert_email=("a@clinic.example",),
+        )
+    )
+    assert more.detail == (
+        "on-call SMS and e-mail to 1 address(es); escalation after 15 min also to ESCALATION_PHONE"
+    )
+    for check in (none, same, more):
+        assert "555" not in check.detail  # no phone number printed
