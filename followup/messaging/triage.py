@@ -15,10 +15,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from followup.messaging.triage_words import (
-    BARE_FAHRENHEIT_BELOW,
+from followup.messaging.reply_words import (
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
+    QUESTION_STARTS,
+    WORRYING_EMOJI,
+    WORSE_WORDS,
+)
+from followup.messaging.triage_words import (
+    BARE_FAHRENHEIT_BELOW,
     DEGREE_WORDS,
     FEVER_FROM_C,
     FEVER_FROM_F,
@@ -34,15 +39,12 @@ from followup.messaging.triage_words import (
     PARTICIPLE_ENDINGS,
     POST_NEGATION_WINDOW,
     POST_NEGATIONS,
-    QUESTION_STARTS,
     SCOPE_ENDS,
     SPANISH_HE,
     SPANISH_HINTS,
     SUBJECTS,
     TEMPERATURE_WORDS,
     URGENT_RULES,
-    WORRYING_EMOJI,
-    WORSE_WORDS,
     SymptomRule,
 )
 

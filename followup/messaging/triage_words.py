@@ -1,12 +1,12 @@
 """Triage rules as data: which words in a reply mean a warning sign, in English and Spanish.
 
-Every word a reply is matched against lives in this module, one table per purpose: the
-warning signs (URGENT_RULES, each with its words per language), the words that negate
-them, the phrases that only look like them ("blood thinner" is not bleeding), and the
-words of a closing reply ("thanks", "gracias"). Words are written as a patient types
-them, accents and all; they are normalised (lower case, accents dropped, apostrophes
-removed) the same way the reply is, so "me caí", "me cai" and "ME CAI" are one. The
-matching itself is followup.messaging.triage.
+Every warning-sign word a reply is matched against lives in this module, one table per
+purpose: the warning signs (URGENT_RULES, each with its words per language), the words
+that negate them, the phrases that only look like them ("blood thinner" is not bleeding),
+and the pain-score words; the words of a closing reply ("thanks", "gracias") or a question
+are reply_words.py's. Words are written as a patient types them, accents and all; they are
+normalised (lower case, accents dropped, apostrophes removed) the same way the reply is, so
+"me caí", "me cai" and "ME CAI" are one. The matching itself is followup.messaging.triage.
 
 A term is a phrase of tokens: a token ending in "*" matches any word starting with it
 ("numb*": numb, numbness, numbed), and "~" lets up to two other words sit between
@@ -437,57 +437,6 @@ NOT_FUZZY = frozenset(
     }
 )  # fmt: skip
 FUZZY_MIN_LENGTH = 6  # only words at least this long match with one letter wrong
-
-# --- closing replies: recorded, not queued, not answered ----------------------------------
-
-# A reply is closing when every word is one of these and at least one is an ANCHOR, or when
-# it is only emoji (none of them WORRYING_EMOJI), and it asks nothing.
-CLOSING_ANCHORS = frozenset(
-    {
-        "thanks", "thank", "thx", "ty", "tks", "thanx", "thnx", "thankyou", "ok", "okay",
-        "okey", "k", "kk", "great", "good", "fine", "perfect", "cool", "noted", "understood",
-        "appreciate", "appreciated", "alright", "bye", "awesome", "wonderful", "gracias",
-        "grasias", "gracia", "vale", "bien", "perfecto", "perfecta", "entendido", "listo",
-        "claro", "excelente", "genial", "sounds", "got",
-    }
-)  # fmt: skip
-CLOSING_FILLERS = frozenset(
-    {
-        "you", "u", "very", "much", "so", "a", "lot", "it", "will", "do", "sure", "all",
-        "right", "have", "nice", "day", "and", "for", "the", "info", "information",
-        "message", "reminder", "again", "too", "dear", "muchas", "mil", "muy", "amable",
-        "de", "acuerdo", "por", "la", "el", "informacion", "mensaje", "todo", "y", "que",
-        "tenga", "buen", "dia", "buenas", "noches", "tardes", "si", "yes", "thumbs", "up",
-        "doctor", "doctora", "dr", "nurse", "enfermera", "team", "equipo", "everyone",
-    }
-)  # fmt: skip
-WORRYING_EMOJI = frozenset(
-    "\N{CRYING FACE}\N{LOUDLY CRYING FACE}\N{DISAPPOINTED FACE}\N{WHITE FROWNING FACE}"
-    "\N{SLIGHTLY FROWNING FACE}\N{PERSEVERING FACE}\N{CONFOUNDED FACE}\N{TIRED FACE}"
-    "\N{WEARY FACE}\N{NAUSEATED FACE}\N{FACE WITH OPEN MOUTH VOMITING}\N{FACE SCREAMING IN FEAR}"
-    "\N{ANGUISHED FACE}\N{FEARFUL FACE}\N{FACE WITH HEAD-BANDAGE}\N{AMBULANCE}\N{SQUARED SOS}"
-    "\N{WARNING SIGN}\N{BROKEN HEART}"
-    # worried, unwell, feverish or cold, dizzy, in pain, or about care and the body
-    "\N{WORRIED FACE}\N{PENSIVE FACE}\N{DISAPPOINTED BUT RELIEVED FACE}"
-    "\N{FACE WITH OPEN MOUTH AND COLD SWEAT}\N{FACE WITH COLD SWEAT}"
-    "\N{FROWNING FACE WITH OPEN MOUTH}\N{GRIMACING FACE}\N{OVERHEATED FACE}"
-    "\N{FREEZING FACE}\N{SNEEZING FACE}\N{FACE WITH UNEVEN EYES AND WAVY MOUTH}"
-    "\N{DIZZY FACE}\N{SHOCKED FACE WITH EXPLODING HEAD}\N{FACE WITH MEDICAL MASK}"
-    "\N{NAUSEATED FACE}\N{CRYING CAT FACE}\N{POUTING FACE}\N{ANGRY FACE}"
-    "\N{THUMBS DOWN SIGN}\N{CROSS MARK}\N{BLACK QUESTION MARK ORNAMENT}"
-    "\N{WHITE QUESTION MARK ORNAMENT}\N{HOSPITAL}\N{SYRINGE}\N{PILL}"
-    "\N{ADHESIVE BANDAGE}\N{STETHOSCOPE}\N{LEG}\N{FOOT}\N{BONE}"
-)
-
-# Words that start a question even without a question mark.
-QUESTION_STARTS = frozenset(
-    {
-        "can", "could", "should", "is", "are", "do", "does", "when", "what", "how", "why",
-        "where", "who", "will", "may", "am", "puedo", "debo", "cuando", "que", "como",
-        "donde", "hay", "cual", "quien",
-    }
-)  # fmt: skip
-WORSE_WORDS = frozenset({"worse", "worst", "peor", "empeor", "empeora", "empeorado"})
 
 # Numbers a patient may spell out as a pain score.
 NUMBER_WORDS: Mapping[str, int] = {
