@@ -33,9 +33,11 @@ from followup.messaging.triage_words import (
     NEGATION_BRIDGES_BEFORE_I,
     NEGATION_WINDOW,
     NEGATIONS,
+    NOT_ENDED_BEFORE,
     NOT_FUZZY,
     NOT_NEGATING_BEFORE,
     NOT_SYMPTOMS,
+    NOT_TEMPERATURE_UNITS,
     PARTICIPLE_ENDINGS,
     POST_NEGATION_WINDOW,
     POST_NEGATIONS,
@@ -255,7 +257,7 @@ def find_warning_signs(text: str) -> list[Found]:
         for rule, language, pattern, start, end in matches:
             negated = _negated_before(
                 pattern, words, start, symptom_words, compiled, rule.key in LESSENED
-            ) or _negated_after(words[end : end + POST_NEGATION_WINDOW + 1], compiled)
+            ) or _negated_after(words[end:], compiled)
             found.append(Found(rule, language, negated))
     fever = _fever_in_numbers(text)
     if fever is not None:
@@ -269,7 +271,11 @@ def find_warning_signs(text: str) -> list[Found]:
     return list(merged.values())
 
 
-_NUMBER = r"(\d{2,3}(?:[.,]\d{1,2})?)(?![\d.,]*\d)"
+_NUMBER = (
+    r"(\d{2,3}(?:[.,]\d{1,2})?)(?![\d.,]*\d)(?!\s*(?:"
+    + "|".join(re.escape(normalize(w)) for w in NOT_TEMPERATURE_UNITS)
+    + r")\b)"
+)
 _AFTER_WORD_RE = re.compile(
     r"\b(?:"
     + "|".join(re.escape(normalize(w)) for w in TEMPERATURE_WORDS)
@@ -349,13 +355,19 @@ def _negated_before(
 
 
 def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
-    """Negated by what follows ("the bleeding stopped"), unless that is negated itself."""
+    """Negated by what follows ("the bleeding stopped"), unless that is negated itself or
+    says which way the sign went ("the numbness is going down my leg")."""
     for index in range(min(len(after), POST_NEGATION_WINDOW)):
         if any(w in c.negations for w in after[:index]):
             return False
-        if any(match_at(p, after, index) is not None for p in c.post_negations):
-            return True
+        for pattern in c.post_negations:
+            end = match_at(pattern, after, index)
+            if end is not None:
+                return not _NOT_ENDED_BEFORE & set(after[end : end + 3])
     return False
+
+
+_NOT_ENDED_BEFORE = frozenset(normalize(w) for w in NOT_ENDED_BEFORE)
 
 
 def is_closing(text: str) -> bool:

@@ -307,7 +307,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "severe ~ pain", "pain ~ severe", "unbearable", "excruciating", "worst ~ pain",
                 "terrible ~ pain", "horrible ~ pain", "pain ~ terrible", "agony",
                 "intense ~ pain", "pain ~ intense", "extreme ~ pain", "pain ~ extreme",
-                "killing me", "unbareable", "unberable", "is severe", "its severe",
+                "killing me", "unbareable", "unberable", "it is severe", "its severe",
                 "so severe", "very severe", "hurt* so bad", "hurt* so much", "hurt* really bad",
                 "hurt* too much", "hurt* like hell",
                 *_cannot_en("take ~ pain anymore", "bear ~ pain", "stand ~ pain"),
@@ -341,6 +341,34 @@ TEMPERATURE_WORDS = (
 BARE_FAHRENHEIT_BELOW = 106
 DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados", "de temperatura")
 
+# A dressing or a scab that came off is no fall: "the bandage fell off", "se cayó la gasa".
+_CAME_OFF = {
+    "en": ("bandage*", "bandaid*", "band aid*", "dressing*", "gauze", "tape", "strip*", "scab*",
+           "patch*", "glue"),
+    "es": ("gasa", "curit*", "vend*", "apósito", "costra*", "parche*", "cinta*", "tirita*",
+           "bandit*", "esparadrapo", "pegamento"),
+}  # fmt: skip
+_FELL = {"en": ("fell",), "es": ("se cayó", "se calló")}
+
+
+def _came_off(language: str) -> tuple[str, ...]:
+    return tuple(
+        term
+        for thing in _CAME_OFF[language]
+        for fell in _FELL[language]
+        for term in (f"{thing} ~ {fell}", f"{fell} ~ {thing}")
+        if language == "es" or term.startswith(thing)  # "fell ~ tape": "I fell, the tape..."
+    )
+
+
+# A temperature read as normal: "temp is 98.6", "temperature of 97", "tiene temperatura
+# normal", "temperatura de 36.5" (a number from 100.4 °F / 38 °C is a fever all the same).
+_NORMAL_TEMPERATURE = tuple(
+    f"{word} ~ {value}"
+    for word in ("temp", "temperature", "temperatura")
+    for value in ("9*", "35", "36", "37", "normal")
+)
+
 # Phrases that contain a warning word but are not a warning sign: taken out first.
 NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
     "en": (
@@ -350,14 +378,18 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "worst of ~ pain",  # "the worst of the pain is over": getting better
         "much less",  # "it hurts so much less": not a lot
         *_of_anyone("haven't peed", "hasn't peed", "not peed"),  # no denial of passing urine
+        # the local anaesthetic: "the numbing medicine wore off", "the numbing shot hurt"
+        "numbing med*", "numbing shot*", "numbing injection*", "numbing cream",
+        "numbing agent", "numbing ~ wore off", "numbing ~ wears off", "numbing ~ wearing off",
+        "soaked ~ shower", "soaked ~ water", "soaked ~ sweat",  # wet, not bled through
+        *_came_off("en"), *_NORMAL_TEMPERATURE,
     ),
     "es": (
         "adelgaz* ~ sangre", "diluy* ~ sangre", "diluir ~ sangre", "aguar ~ sangre",
         "presión ~ sangre", "azúcar ~ sangre", "análisis de sangre", "examen de sangre",
         "me caí dormid*", "vino rojo", "cruz roja",
-        # a dressing that came off is no fall: "se cayó la gasa", "la curita se cayó"
-        "se cayó ~ gasa", "se cayó ~ curit*", "se cayó ~ vend*", "se cayó ~ apósito",
-        "gasa ~ se cayó", "curit* ~ se cayó", "vend* ~ se cayó", "apósito ~ se cayó",
+        *_came_off("es"), *_NORMAL_TEMPERATURE,
+        "sale* agua ~ nariz", "sale* agua ~ ojo*",  # a runny nose, watery eyes
         "mucho menos",  # "me duele mucho menos": much less, not a lot
     ),
 }  # fmt: skip
@@ -380,7 +412,14 @@ NEGATIONS = frozenset(
 )  # fmt: skip
 POST_NEGATIONS: Sequence[str] = (
     "gone", "stopped", "went away", "resolved", "free", "se fue", "se quitó", "ya pasó",
-    "pasó", "desapareció", "paró", "se me quitó",
+    "pasó", "desapareció", "paró", "se me quitó", "broke", "going away", "goes away",
+    "went down", "gone down", "going down", "goes down", "came down", "come down",
+)  # fmt: skip
+# Words that make a post-negation just before them a way the sign went, not an end to it:
+# "the numbness is going down my leg", "tingling went down to my feet".
+NOT_ENDED_BEFORE = frozenset(
+    {"leg", "legs", "foot", "feet", "toes", "thigh", "thighs", "hip", "hips", "knee", "knees",
+     "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both"}
 )  # fmt: skip
 # The words that may sit between a negation and the warning word it negates.
 NEGATION_BRIDGES = frozenset(
@@ -423,6 +462,13 @@ SCOPE_ENDS = frozenset(
         "but", "however", "although", "though", "yet", "except", "and", "also", "plus",
         "pero", "aunque", "sino", "y", "e", "también", "excepto",
     }
+)  # fmt: skip
+
+# A number just before one of these is no temperature ("running 40 minutes late").
+NOT_TEMPERATURE_UNITS = (
+    "min", "mins", "minute", "minutes", "minutos", "hour", "hours", "hr", "hrs", "horas",
+    "day", "days", "dias", "mile", "miles", "yards", "feet", "ft", "steps", "pasos", "mg",
+    "pills", "pastillas", "pounds", "lbs", "lb", "kg", "years", "anos",
 )  # fmt: skip
 
 # Words close to a warning word that are ordinary words, never fuzzy-matched to one.
