@@ -67,6 +67,9 @@ PAST_WORDS = frozenset(
     {"was", "were", "yesterday", "before", "earlier", "from", "ayer", "era", "estaba", "antes",
      "fue", "de", "del", "desde", "anoche", "last"}
 )  # fmt: skip
+# Of PAST_WORDS, those that say past only before the number ("de 8 a 3", "from 8"), not
+# after it ("8 de pie": standing).
+FROM_WORDS = frozenset({"de", "del", "desde", "from"})
 # The word in front of a later number that ties it to the score before.
 SCORE_LINKS = RANGE_WORDS | NOW_WORDS | frozenset({"to", "al", "a", "is", "its", "es", "then", "y"})
 # Words before a number that make it no score: a day, a date, a time.

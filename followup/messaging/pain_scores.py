@@ -21,6 +21,7 @@ from followup.messaging.pain_score_words import (
     DOING_ENDINGS,
     DOING_WHEN,
     EARLIER,
+    FROM_WORDS,
     HEDGES,
     IS_OF_THE_PAIN,
     MEDICINE,
@@ -369,8 +370,8 @@ def _tense(words: list[str], clause_of: list[int], index: int, stated: bool = Fa
         if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
             if words[near] in NOW_WORDS:
                 return "now"
-            if words[near] in PAST_WORDS:
-                return "past"
+            if words[near] in PAST_WORDS and not (offset > 0 and words[near] in FROM_WORDS):
+                return "past"  # not "8 de pie" (standing), "9 from walking"
     return ""
 
 
