@@ -1,9 +1,35 @@
 """The words of the pain-score reading (pain_scores.py): what stands around a score, a
-time, an amount or a count. Lists per language, like triage_words.py's."""
+time, an amount or a count, and the numbers spelled out. Lists per language, like
+triage_words.py's."""
 
 from __future__ import annotations
 
-from followup.messaging.triage_words import SCORE_UNITS_AFTER
+from collections.abc import Mapping
+
+# Numbers a patient may spell out as a pain score.
+NUMBER_WORDS: Mapping[str, int] = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "cero": 0, "uno": 1,
+    "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
+    "nueve": 9, "diez": 10,
+}  # fmt: skip
+# Words that may stand beside a pain score in a short answer to the pain check ("it's a
+# 9", "about 8", "como un 8"): the reply is then the score (a range, "7 or 8", its top).
+SCORE_FILLERS = frozenset(
+    {
+        "its", "it", "is", "a", "an", "about", "around", "approx", "approximately", "like",
+        "maybe", "probably", "say", "id", "i", "would", "guess", "think", "pain", "my",
+        "the", "level", "today", "now", "tonight", "right", "this", "morning", "still", "or",
+        "to", "and", "de", "como", "un", "una", "es", "hoy", "ahora", "mi", "dolor", "el",
+        "o", "unos", "mas", "menos", "tal", "vez", "todavia", "sigue", "en", "esta",
+    }
+)  # fmt: skip
+PAIN_WORDS = frozenset({"pain", "dolor", "duele", "hurts", "hurt", "painful"})
+SCORE_UNITS_AFTER = frozenset(
+    {"am", "pm", "days", "day", "dias", "dia", "hours", "hour", "horas", "hora", "h",
+     "min", "mins", "minutes", "minutos", "weeks", "semanas", "years", "anos", "mg", "pills",
+     "pastillas", "times", "veces", "o'clock", "oclock"}
+)  # fmt: skip
 
 TEN = frozenset({"10", "ten", "diez"})
 HEDGES = frozenset(

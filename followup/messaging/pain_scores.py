@@ -28,19 +28,17 @@ from followup.messaging.pain_score_words import (
     NOT_PLURAL,
     NOT_SCORE_BEFORE,
     NOW_WORDS,
+    NUMBER_WORDS,
+    PAIN_WORDS,
     PAST_WORDS,
     RANGE_WORDS,
+    SCORE_FILLERS,
     SCORE_LINKS,
     TEN,
     TIME_WORDS,
     UNITS_AFTER,
 )
 from followup.messaging.triage import clauses, normalize
-from followup.messaging.triage_words import (
-    NUMBER_WORDS,
-    PAIN_WORDS,
-    SCORE_FILLERS,
-)
 
 
 def pain_in_words(text: str) -> int | None:

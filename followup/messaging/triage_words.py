@@ -3,10 +3,11 @@
 Every warning-sign word a reply is matched against lives in this module, one table per
 purpose: the warning signs (URGENT_RULES, each with its words per language), the words
 that negate them, the phrases that only look like them ("blood thinner" is not bleeding),
-and the pain-score words; the words of a closing reply ("thanks", "gracias") or a question
-are reply_words.py's. Words are written as a patient types them, accents and all; they are
-normalised (lower case, accents dropped, apostrophes removed) the same way the reply is, so
-"me caí", "me cai" and "ME CAI" are one. The matching itself is followup.messaging.triage.
+and the words that tell Spanish; the pain-score words are pain_score_words.py's, those of
+a closing reply ("thanks", "gracias") or a question reply_words.py's. Words are written as
+a patient types them, accents and all; they are normalised (lower case, accents dropped,
+apostrophes removed) the same way the reply is, so "me caí", "me cai" and "ME CAI" are
+one. The matching itself is followup.messaging.triage.
 
 A term is a phrase of tokens: a token ending in "*" matches any word starting with it
 ("numb*": numb, numbness, numbed), and "~" lets up to two other words sit between
@@ -483,31 +484,6 @@ NOT_FUZZY = frozenset(
     }
 )  # fmt: skip
 FUZZY_MIN_LENGTH = 6  # only words at least this long match with one letter wrong
-
-# Numbers a patient may spell out as a pain score.
-NUMBER_WORDS: Mapping[str, int] = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "cero": 0, "uno": 1,
-    "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
-    "nueve": 9, "diez": 10,
-}  # fmt: skip
-# Words that may stand beside a pain score in a short answer to the pain check ("it's a
-# 9", "about 8", "como un 8"): the reply is then the score (a range, "7 or 8", its top).
-SCORE_FILLERS = frozenset(
-    {
-        "its", "it", "is", "a", "an", "about", "around", "approx", "approximately", "like",
-        "maybe", "probably", "say", "id", "i", "would", "guess", "think", "pain", "my",
-        "the", "level", "today", "now", "tonight", "right", "this", "morning", "still", "or",
-        "to", "and", "de", "como", "un", "una", "es", "hoy", "ahora", "mi", "dolor", "el",
-        "o", "unos", "mas", "menos", "tal", "vez", "todavia", "sigue", "en", "esta",
-    }
-)  # fmt: skip
-PAIN_WORDS = frozenset({"pain", "dolor", "duele", "hurts", "hurt", "painful"})
-SCORE_UNITS_AFTER = frozenset(
-    {"am", "pm", "days", "day", "dias", "dia", "hours", "hour", "horas", "hora", "h",
-     "min", "mins", "minutes", "minutos", "weeks", "semanas", "years", "anos", "mg", "pills",
-     "pastillas", "times", "veces", "o'clock", "oclock"}
-)  # fmt: skip
 
 # Words that tell a reply is in Spanish, besides the Spanish words of the warning signs.
 SPANISH_HINTS = frozenset(
