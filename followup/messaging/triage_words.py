@@ -51,6 +51,7 @@ def _cannot_es(*actions: str) -> tuple[str, ...]:
 _CANNOT_EN = (
     "can't", "couldn't", "could not", "unable to", "not able to", "wasn't able to",
     "weren't able to", "haven't been able to", "hasn't been able to", "not been able to",
+    "can no longer", "no longer able to",
 )  # fmt: skip
 
 
@@ -75,7 +76,9 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                             "~ feel anything in ~ feet", "~ feel ~ toes", "~ move ~ toes"),
                 "no ~ feeling in ~ leg*", "no ~ feeling in ~ feet", "no ~ feeling in ~ foot",
                 "no ~ sensation in ~ leg*", "no ~ sensation in ~ feet",
-                "no ~ sensation in ~ foot", "leg* ~ won't move", "leg* ~ won't work",
+                "no ~ sensation in ~ foot", "don't have feeling in ~ leg*",
+                "don't have any feeling in ~ leg*", "leg* ~ aren't working", "leg* ~ won't move",
+                "leg* ~ won't work",
                 "leg* ~ don't work", "leg* ~ not working", "leg* ~ stopped working",
                 "leg* ~ not responding", "leg* ~ won't respond", "lost feeling",
                 "losing feeling", "paralyz*", "paralys*",
@@ -116,7 +119,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "weak*", "weeknes*", "legs ~ week", "leg* ~ collapsed", "legs ~ gave out",
                 "leg* ~ giving out", "leg* ~ give way", "leg* ~ gave way", "leg* ~ giving way",
                 "leg* ~ buckl*", "knee* ~ buckl*", "leg* ~ like jelly", "jelly legs",
-                *_cannot_en("walk", "~ or walk", "stand up", "get out of bed"), "trouble walking",
+                *_cannot_en("walk", "~ or walk", "stand up", "get up", "get out of bed"),
+                "trouble walking",
                 "difficulty walking", "hard to walk", "hard time walking",
                 "struggling to walk", "hardly walk", "barely walk", "hardly able to walk",
                 "barely able to walk",
@@ -142,7 +146,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "hasn't urinated", "not urinated", "incontinen*",
                 *_of_anyone("wet", "wetting", "peed", "pee", "peeing", "peed on", "pooped",
                             "poop", "pooping", "pooped on", "soiled"),
-                "peed ~ pants", "pooped ~ pants", "wet ~ pants", "wet the bed",
+                "peed ~ pants", "pooped ~ pants", "wet ~ pants", "wet the bed", "wetting the bed",
                 "accident in ~ pants", "accident in ~ bed", "lost control ~ bladder",
                 "lost control ~ bowel*", "losing control ~ bladder", "losing control ~ bowel*",
                 "lost bladder control", "lost bowel control", "loss of bladder control",
@@ -217,6 +221,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 # not "discharge" alone: "my discharge papers", "since my discharge"
                 "discharge from ~ site", "discharge from ~ wound", "discharge from ~ incision",
                 "site ~ discharge", "wound ~ discharge", "incision ~ discharge",
+                "coming out of ~ site", "coming out of ~ wound", "coming out of ~ incision",
+                "site ~ smell*", "wound ~ smell*", "incision ~ smell*",
                 "smelly discharge", "yellow discharge", "green discharge",
             ),
             "es": (
@@ -257,7 +263,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
         {
             "en": (
                 "chest pain*", "chestpain*", "chest ~ hurt*", "chest ~ tight*", "pain ~ chest",
-                "chest ~ pressure", "heart attack",
+                "chest ~ pressure", "heart attack", "tight* in ~ chest",
+                "pressure in ~ chest",
             ),
             "es": (
                 "dolor ~ pecho", "pecho ~ duele", "duele ~ pecho", "opresión ~ pecho",
@@ -275,7 +282,8 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "hard time breath*", "trouble breath*", "breathing ~ hard",
                 "breathing ~ difficult", "breathing ~ labored", "gasping", "gasp* for",
                 "difficulty breath*", "short of breath", "shortness of breath",
-                "out of breath", "struggling to breath*", "breathless",
+                "out of breath", "struggling to breath*", "breathless", "hardly breath*",
+                "barely breath*",
             ),
             "es": (
                 *_cannot_es("respirar"), "falta* ~ aire", "dificultad para respirar",
@@ -340,7 +348,10 @@ TEMPERATURE_WORDS = (
 )  # fmt: skip
 # A number alone is a temperature only as Fahrenheit with a decimal ("101.5"), up to this.
 BARE_FAHRENHEIT_BELOW = 106
-DEGREE_WORDS = ("°", "f", "c", "degree", "degrees", "grado", "grados", "de temperatura")
+DEGREE_WORDS = (
+    "°", "f", "c", "degree", "degrees", "grado", "grados", "de temperatura", "temp",
+    "temperature",
+)  # fmt: skip
 
 # A dressing or a scab that came off is no fall: "the bandage fell off", "se cayó la gasa".
 _CAME_OFF = {
