@@ -388,8 +388,10 @@ NOT_SYMPTOMS: Mapping[str, Sequence[str]] = {
         "fell asleep", "fall asleep", "falling asleep", "red cross", "weak tea",
         "room temperature", "drain cleaner", "blood thin*",
         "worst of ~ pain",  # "the worst of the pain is over": getting better
-        "much less",  # "it hurts so much less": not a lot
-        *_of_anyone("haven't peed", "hasn't peed", "not peed"),  # no denial of passing urine
+        "much less", "much better",  # "it hurts so much less": not a lot
+        # no denial of passing urine: "I haven't peed myself", "haven't peed on myself"
+        *_of_anyone("haven't peed", "hasn't peed", "not peed", "haven't peed on",
+                    "hasn't peed on", "not peed on"),
         # the local anaesthetic: "the numbing medicine wore off", "the numbing shot hurt"
         "numbing med*", "numbing shot*", "numbing injection*", "numbing cream",
         "numbing agent", "numbing ~ wore off", "numbing ~ wears off", "numbing ~ wearing off",

@@ -5,8 +5,9 @@ no such thing, and each paged the staff (at night too) and told the patient to c
 wet from the shower as bleeding; "se cayó" read a scab or a patch that came off as a fall,
 "tiene temperatura" a normal temperature as a fever, "sale agua" a runny nose as drainage
 at the needle site, and "is severe" anything severe ("my osteoporosis is severe") as
-severe pain. Before those commits each was filed needs-reading, as it is again. So are
-"the bandage fell off" and "temp is 98.6", which were paged before them too. The signs
+severe pain; "I haven't peed on myself" was a retention of urine and "it hurts so much
+better" severe pain. Before those commits each was filed needs-reading, as it is again.
+So are "the bandage fell off" and "temp is 98.6", which were paged before them too. The signs
 those words were added for stay urgent (the second test)."""
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def _calls_now(texts: list[str]) -> bool:
         "the bandage fell off",
         "the scab fell off",
         "temp is 98.6",
+        "I haven't peed on myself",
+        "it hurts so much better now that I rest",
     ],
 )
 def test_a_reply_that_only_looks_like_a_warning_sign_goes_to_a_nurse_unpaged(
@@ -75,6 +78,7 @@ def test_a_reply_that_only_looks_like_a_warning_sign_goes_to_a_nurse_unpaged(
         "it is severe",
         "my osteoporosis pain is severe",
         "temp is 101",
+        "she hasn't peed since this morning",
     ],
 )
 def test_the_warning_signs_beside_them_stay_urgent(
