@@ -250,6 +250,7 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "fainted", "fainting", "i faint", "feel* faint", "felt faint", "passed out",
                 "pass out", "passing out", "blacked out", "black out", "lost consciousness",
                 "unconscious", "i collapsed", "she collapsed", "he collapsed", "just collapsed",
+                "unresponsive", "won't wake up", "can't wake her up", "can't wake him up",
             ),
             "es": (
                 "desmay*", "me desmayé", "perdí el conocimiento", "perdí la conciencia",

@@ -2,7 +2,8 @@
 was filed needs-reading (at night, read when the clinic opens) with no one paged and the
 patient not told to call. "I can no longer feel my legs", "my legs aren't working", "I
 can't get up", "I can hardly breathe", "tightness in my chest", "101 temp", "green stuff
-coming out of the incision", "the wound smells". Said not to be, they stay needs-reading."""
+coming out of the incision", "the wound smells"; and a patient who does not wake up ("he
+is unresponsive", "she won't wake up"). Said not to be, they stay needs-reading."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ Triage = Callable[[str], Triaged]
         ("101 temp", "fever or chills"),
         ("there is green stuff coming out of the incision", "pus or drainage at the needle site"),
         ("the wound smells", "pus or drainage at the needle site"),
+        ("he is unresponsive", "fainting or passing out"),
+        ("she won't wake up", "fainting or passing out"),
+        ("i cant wake her up", "fainting or passing out"),
     ],
 )
 def test_a_clear_warning_sign_is_urgent(
@@ -54,6 +58,7 @@ def test_a_clear_warning_sign_is_urgent(
         "the wound doesn't smell",
         "98 temp",
         "I can no longer feel the numbness",
+        "she is not unresponsive, just sleepy",
     ],
 )
 def test_said_not_to_be_they_go_to_a_nurse_unpaged(
