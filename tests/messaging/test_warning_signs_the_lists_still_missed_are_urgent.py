@@ -1,9 +1,10 @@
 """Clear warning signs that the lists, even after c50a440..71d956c, did not understand: each
 was filed needs-reading (at night, read when the clinic opens) with no one paged and the
-patient not told to call. "I can no longer feel my legs", "my legs aren't working", "I
-can't get up", "I can hardly breathe", "tightness in my chest", "101 temp", "green stuff
-coming out of the incision", "the wound smells"; and a patient who does not wake up ("he
-is unresponsive", "she won't wake up"). Said not to be, they stay needs-reading."""
+patient not told to call. "I can no longer feel my legs", "my legs aren't working", "he
+cannot get up off the floor", "I can hardly breathe", "tightness in my chest", "101 temp",
+"green stuff coming out of the incision", "the wound smells"; and a patient who does not
+wake up ("he is unresponsive", "she won't wake up"). Said not to be, they stay
+needs-reading; "I can't get up early for the appointment" is no weakness."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def test_a_clear_warning_sign_is_urgent(
         "the wound doesn't smell",
         "98 temp",
         "I can no longer feel the numbness",
+        "I can't get up early for the appointment",
         "she is not unresponsive, just sleepy",
     ],
 )
