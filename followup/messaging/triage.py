@@ -292,16 +292,29 @@ _BEFORE_UNIT_RE = re.compile(
 
 
 _BARE_FAHRENHEIT_RE = re.compile(r"(?<![\d.,])(1\d\d[.,]\d)(?![\d.,]*\d)")
+# Any later reading in a reply that speaks of temperature ("temp 97 this morning 102
+# tonight"): Fahrenheit, or Celsius with its decimal (a whole Celsius-sized number is too
+# often an age or a count), never a blood pressure ("104/70").
+_TEMPERATURE_WORD_RE = re.compile(
+    r"\b(?:" + "|".join(re.escape(normalize(w)) for w in TEMPERATURE_WORDS) + r")\b"
+)
+_LATER_READING_RE = re.compile(r"(?<![\d.,/])" + _NUMBER.replace("(?!\\s*(?:", "(?!\\s*(?:/|", 1))
 
 
 def _fever_in_numbers(text: str) -> Found | None:
     """A fever stated as a temperature: "temp 101", "38,5 grados", "100.8F", "101.5"."""
     plain = normalize(text)
-    for regex in (_AFTER_WORD_RE, _BEFORE_UNIT_RE, _BARE_FAHRENHEIT_RE):
+    regexes = [_AFTER_WORD_RE, _BEFORE_UNIT_RE, _BARE_FAHRENHEIT_RE]
+    if _TEMPERATURE_WORD_RE.search(plain):
+        regexes.append(_LATER_READING_RE)
+    for regex in regexes:
         for match in regex.finditer(plain):
             value = float(match.group(1).replace(",", "."))
             if regex is _BARE_FAHRENHEIT_RE and value >= BARE_FAHRENHEIT_BELOW:
                 continue
+            if regex is _LATER_READING_RE and value < FEVER_FROM_F:
+                if not ("." in match.group(1) or "," in match.group(1)):
+                    continue  # a Celsius reading only with its decimal ("38.5")
             if FEVER_FROM_F <= value < 110 or FEVER_FROM_C <= value < 44:
                 rule = next(r for r in URGENT_RULES if r.key == "fever")
                 return Found(rule, "es" if "temperatura" in plain else "en", negated=False)
