@@ -1,5 +1,6 @@
 """Triage rules as data: the words of a reply that closes ("thanks", "gracias", an emoji),
-asks ("can I shower") or says something got worse, in English and Spanish. Written and
+asks ("can I shower") or says something got worse, in English and Spanish, and the words
+that make a sign's "went down" a way it went ("down my leg"), not its end. Written and
 normalised as triage_words.py's warning signs are; matched by followup.messaging.triage.
 Pure data.
 """
@@ -56,3 +57,12 @@ QUESTION_STARTS = frozenset(
     }
 )  # fmt: skip
 WORSE_WORDS = frozenset({"worse", "worst", "peor", "empeor", "empeora", "empeorado"})
+
+# --- a warning sign that went somewhere, not away ----------------------------------------
+
+# Words that make a post-negation just before them a way the sign went, not an end to it:
+# "the numbness is going down my leg", "tingling went down to my feet".
+NOT_ENDED_BEFORE = frozenset(
+    {"leg", "legs", "foot", "feet", "toes", "thigh", "thighs", "hip", "hips", "knee", "knees",
+     "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both"}
+)  # fmt: skip

@@ -18,6 +18,7 @@ from functools import lru_cache
 from followup.messaging.reply_words import (
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
+    NOT_ENDED_BEFORE,
     QUESTION_STARTS,
     WORRYING_EMOJI,
     WORSE_WORDS,
@@ -33,7 +34,6 @@ from followup.messaging.triage_words import (
     NEGATION_BRIDGES_BEFORE_I,
     NEGATION_WINDOW,
     NEGATIONS,
-    NOT_ENDED_BEFORE,
     NOT_FUZZY,
     NOT_NEGATING_BEFORE,
     NOT_SYMPTOMS,

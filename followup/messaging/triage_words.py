@@ -431,12 +431,6 @@ POST_NEGATIONS: Sequence[str] = (
     "pasó", "desapareció", "paró", "se me quitó", "broke", "going away", "goes away",
     "went down", "gone down", "going down", "goes down", "came down", "come down",
 )  # fmt: skip
-# Words that make a post-negation just before them a way the sign went, not an end to it:
-# "the numbness is going down my leg", "tingling went down to my feet".
-NOT_ENDED_BEFORE = frozenset(
-    {"leg", "legs", "foot", "feet", "toes", "thigh", "thighs", "hip", "hips", "knee", "knees",
-     "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both"}
-)  # fmt: skip
 # The words that may sit between a negation and the warning word it negates.
 NEGATION_BRIDGES = frozenset(
     {
