@@ -64,5 +64,9 @@ WORSE_WORDS = frozenset({"worse", "worst", "peor", "empeor", "empeora", "empeora
 # "the numbness is going down my leg", "tingling went down to my feet".
 NOT_ENDED_BEFORE = frozenset(
     {"leg", "legs", "foot", "feet", "toes", "thigh", "thighs", "hip", "hips", "knee", "knees",
-     "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both"}
+     "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both", "side", "sides",
+     "groin", "private", "privates", "crotch", "genitals", "bottom", "ankle", "ankles",
+     "calf", "calves", "shin", "shins"}
 )  # fmt: skip
+# A post-negation and the word after it that say a sign began, not ended: "fever broke out".
+BEGAN = frozenset({("broke", "out")})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from followup.messaging.reply_words import (
+    BEGAN,
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
     NOT_ENDED_BEFORE,
@@ -376,6 +377,8 @@ def _negated_after(after: Sequence[str], c: _Compiled) -> bool:
         for pattern in c.post_negations:
             end = match_at(pattern, after, index)
             if end is not None:
+                if tuple(after[index : end + 1]) in BEGAN:
+                    return False  # "fever broke out": it began
                 return not _NOT_ENDED_BEFORE & set(after[end : end + 3])
     return False
 
