@@ -251,11 +251,11 @@ URGENT_RULES: tuple[SymptomRule, ...] = (
                 "fainted", "fainting", "i faint", "feel* faint", "felt faint", "passed out",
                 "pass out", "passing out", "blacked out", "black out", "lost consciousness",
                 "unconscious", "i collapsed", "she collapsed", "he collapsed", "just collapsed",
-                "unresponsive", "won't wake up", "can't wake her up", "can't wake him up",
+                "unresponsive", "won't wake up", "can't wake her", "can't wake him",
             ),
             "es": (
                 "desmay*", "me desmayé", "perdí el conocimiento", "perdí la conciencia",
-                "perdió el conocimiento", "inconsciente",
+                "perdió el conocimiento", "inconsciente", "no se despierta", "no despierta",
             ),
         },
     ),
