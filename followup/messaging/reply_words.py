@@ -70,3 +70,13 @@ NOT_ENDED_BEFORE = frozenset(
 )  # fmt: skip
 # A post-negation and the word after it that say a sign began, not ended: "fever broke out".
 BEGAN = frozenset({("broke", "out")})
+
+# --- numbers that are not a temperature ---------------------------------------------------
+
+# A later number in a reply about temperature ("temp 97 this morning 102 tonight") is a
+# reading unless one of these names it: "temp 98 pulse 104", "temperatura 36.5 pulso 102".
+OTHER_MEASURES = (
+    "pulse", "heart rate", "hr", "bpm", "bp", "blood pressure", "pressure", "o2", "oxygen",
+    "sat", "sats", "sugar", "glucose", "weight", "weighs", "room", "apt", "pulso", "presión",
+    "oxígeno", "saturación", "azúcar", "glucosa", "peso", "pesa", "cuarto", "habitación",
+)  # fmt: skip

@@ -20,6 +20,7 @@ from followup.messaging.reply_words import (
     CLOSING_ANCHORS,
     CLOSING_FILLERS,
     NOT_ENDED_BEFORE,
+    OTHER_MEASURES,
     QUESTION_STARTS,
     WORRYING_EMOJI,
     WORSE_WORDS,
@@ -300,6 +301,15 @@ _TEMPERATURE_WORD_RE = re.compile(
     r"\b(?:" + "|".join(re.escape(normalize(w)) for w in TEMPERATURE_WORDS) + r")\b"
 )
 _LATER_READING_RE = re.compile(r"(?<![\d.,/])" + _NUMBER.replace("(?!\\s*(?:", "(?!\\s*(?:/|", 1))
+_OTHER_MEASURE_RE = re.compile(
+    r"\b(?:" + "|".join(re.escape(normalize(w)) for w in OTHER_MEASURES) + r")\b"
+)
+
+
+def _named_otherwise(plain: str, start: int) -> bool:
+    """The number at plain[start] is named by another measure since the last number: "temp
+    98 pulse 104"."""
+    return bool(_OTHER_MEASURE_RE.search(re.split(r"\d", plain[:start])[-1]))
 
 
 def _fever_in_numbers(text: str) -> Found | None:
@@ -312,6 +322,8 @@ def _fever_in_numbers(text: str) -> Found | None:
         for match in regex.finditer(plain):
             value = float(match.group(1).replace(",", "."))
             if regex is _BARE_FAHRENHEIT_RE and value >= BARE_FAHRENHEIT_BELOW:
+                continue
+            if regex is _LATER_READING_RE and _named_otherwise(plain, match.start()):
                 continue
             if regex is _LATER_READING_RE and value < FEVER_FROM_F:
                 if not ("." in match.group(1) or "," in match.group(1)):
