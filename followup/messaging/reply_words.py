@@ -66,10 +66,11 @@ NOT_ENDED_BEFORE = frozenset(
     {"leg", "legs", "foot", "feet", "toes", "thigh", "thighs", "hip", "hips", "knee", "knees",
      "butt", "buttock", "buttocks", "arm", "arms", "back", "spine", "both", "side", "sides",
      "groin", "private", "privates", "crotch", "genitals", "bottom", "ankle", "ankles",
-     "calf", "calves", "shin", "shins"}
+     "calf", "calves", "shin", "shins", "body", "waist", "below", "bum"}
 )  # fmt: skip
-# A post-negation and the word after it that say a sign began, not ended: "fever broke out".
-BEGAN = frozenset({("broke", "out")})
+# A post-negation and the word after it that say a sign began or stayed, not ended: "fever
+# broke out", "fever broke through the tylenol".
+BEGAN = frozenset({("broke", "out"), ("broke", "through")})
 
 # --- numbers that are not a temperature ---------------------------------------------------
 

@@ -29,6 +29,10 @@ Triage = Callable[[str], Triaged]
         "the swelling is going down to my ankles",
         "fever broke out last night",
         "her fever broke out again",
+        "the numbness went down my whole body",
+        "the numbness went down to my waist",
+        "tingling went down my bum",
+        "fever broke through the tylenol",
     ],
 )
 def test_a_sign_that_spread_or_broke_out_is_urgent(
