@@ -143,6 +143,9 @@ def higher_numbers(text: str, *, score: int, floor: int, doing: bool = False) ->
 
 
 def _beside_doing(words: list[str], clause_of: list[int], index: int) -> bool:
+    after = words[index + 1 : index + 3]
+    if after == ["de", "pie"] and clause_of[index + 2] == clause_of[index]:
+        return True  # "9 de pie": standing
     for near in (index - 1, index + 1):
         if 0 <= near < len(words) and clause_of[near] == clause_of[index]:
             word = words[near]

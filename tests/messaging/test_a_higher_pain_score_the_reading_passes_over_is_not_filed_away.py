@@ -107,6 +107,7 @@ def test_a_time_or_a_count_beside_pain_words_is_not_urgent(
         "pain 3, 8 when i walk",
         "dolor 3 y 8 al caminar",
         "le duele 3 acostada pero 8 parada",
+        "dolor 2 sentado y 9 de pie",
     ],
 )
 def test_a_high_pain_when_moving_beside_a_low_one_at_rest_is_urgent(
