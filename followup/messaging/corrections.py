@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 from followup.care.planner import PlannedText
 from followup.care.timing import QuietHours, defer_past_quiet_hours
-from followup.messaging.models import DELIVERED, PENDING, SENDING, SENT, Message
+from followup.messaging.models import DELIVERED, PENDING, SENT, Message
+from followup.messaging.text_state import claimed_only
 
 # A correction stands in for its step's usual text when that would come less than this
 # after it: the same words twice within a few hours (or the same afternoon) tell the
@@ -37,9 +38,7 @@ def held(message: Message | None) -> bool:
 
 def still_to_go(message: Message | None) -> bool:
     """Pending, or claimed and not handed over: not sent yet, still ours to change."""
-    return message is not None and (
-        message.status == PENDING or (message.status == SENDING and message.handed_at is None)
-    )
+    return message is not None and (message.status == PENDING or claimed_only(message))
 
 
 def correction_plan(
